@@ -172,9 +172,11 @@ export interface LinkResult {
   usableMbps: number;
 }
 
+/** The epoch the fleet gives a guest (it may trade latency for bandwidth so that every guest fits). */
 export interface FleetGuestShare {
   name: string;
   epochMs: number | null;
+  latencyMeanMs: number | null;
   bandwidthMbps: number;
   peakBandwidthMbps: number;
   fits: boolean;

@@ -1,0 +1,232 @@
+/**
+ * One guest at one configured epoch: checkpoint bytes, pause, transfer, effective epoch, latency,
+ * bandwidth, feasibility. Pure.
+ *
+ *   pages(E)  = D(E)
+ *   raw(E)    = pages·(P + f) + W_d·E + device state
+ *   wire(E)   = pages·(P + f)·c_m + W_d·E·c_d + device state
+ *   pause(E)  = s0 + s1·pages
+ *   x(E)      = wire(E) / goodput            goodput = min(link, channels × one TCP flow)
+ *
+ *   xl         E = T + pause + x + RTT                  (libxl re-arms its timer after the commit)
+ *   periodic   E = max(T, pause + x + RTT)              (paper Remus: one checkpoint in flight)
+ *   pipelined  E = max(T, pause + x, (pause + x + RTT) / W)   (W epochs in flight)
+ *
+ * E feeds back into D(E); the smallest fixed point ≥ T is found by monotone iteration (the map is
+ * non-decreasing in E, so iterating from T converges to it), with bisection when it crawls. No fixed
+ * point below {@link MAX_EPOCH_S} means the guest dirties faster than the link carries.
+ *
+ *   latency mean = E/2 + pause + x + RTT,   max = E + pause + x + RTT
+ */
+import type { DirtyCurve } from './dirty-model.js';
+import { aggregateGoodput, type FlowLimit, flowCeiling } from './tcp.js';
+import type { GuestSpec, LinkSpec, Policy } from './types.js';
+
+/** Longest effective epoch considered, seconds; beyond it the stream is declared unsustainable. */
+export const MAX_EPOCH_S = 3600;
+
+/** Why a plan is infeasible; the text goes to the output, the tag drives "cannot protect" summaries. */
+export type ReasonTag = 'outrun' | 'stretch' | 'bandwidth' | 'burst' | 'tcp' | 'latency';
+export interface Reason {
+  tag: ReasonTag;
+  text: string;
+}
+
+/** Everything computed for one epoch, in internal units (seconds, bytes, bytes/s). */
+export interface EpochEval {
+  epochS: number;
+  rttS: number;
+  /** False when no effective epoch ≤ MAX_EPOCH_S exists. */
+  converged: boolean;
+  effectiveS: number;
+  pages: number;
+  peakPages: number;
+  rawBytes: number;
+  wireBytes: number;
+  peakWireBytes: number;
+  pauseS: number;
+  transferS: number;
+  goodputBps: number;
+  flowBps: number;
+  flowLimit: FlowLimit;
+  avgBps: number;
+  peakBps: number;
+  utilisation: number;
+  latencyMeanS: number;
+  latencyMaxS: number;
+  channelsNeeded: number;
+  reasons: Reason[];
+}
+
+/** The parts of a guest's plan that do not change with the epoch. */
+export interface GuestContext {
+  guest: GuestSpec;
+  curve: DirtyCurve;
+  link: LinkSpec;
+  policy: Policy;
+}
+
+/** Bytes of one checkpoint at effective epoch `e` (seconds) with `pages` dirty pages. */
+export function bytesFor(ctx: GuestContext, e: number, pages: number): { raw: number; wire: number } {
+  const { guest, policy } = ctx;
+  const pageBytes = pages * (guest.pageSize + policy.framingBytes);
+  const disk = guest.diskWriteBps * e;
+  return {
+    raw: pageBytes + disk + guest.deviceStateBytes,
+    wire: pageBytes * guest.memoryCompression + disk * guest.diskCompression + guest.deviceStateBytes,
+  };
+}
+
+/** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */
+function need(ctx: GuestContext, t: number, e: number, rtt: number, goodput: number): number {
+  const pages = ctx.curve.pagesAt(e);
+  const pause = ctx.policy.pause.baseS + ctx.policy.pause.perPageS * pages;
+  const x = bytesFor(ctx, e, pages).wire / goodput;
+  switch (ctx.policy.mode) {
+    case 'xl':
+      return t + pause + x + rtt;
+    case 'periodic':
+      return pause + x + rtt;
+    case 'pipelined':
+      return Math.max(pause + x, (pause + x + rtt) / ctx.policy.inFlight);
+  }
+}
+
+/** Smallest E ≥ T with need(E) ≤ E, or undefined when there is none below MAX_EPOCH_S. */
+export function effectiveEpoch(
+  ctx: GuestContext,
+  t: number,
+  rtt: number,
+  goodput: number,
+): number | undefined {
+  const f = (e: number) => Math.max(t, need(ctx, t, e, rtt, goodput));
+  let e = t;
+  for (let i = 0; i < 64; i++) {
+    const next = f(e);
+    if (next > MAX_EPOCH_S) return undefined;
+    if (next - e <= 1e-9 * Math.max(1, e)) return next;
+    e = next;
+  }
+  // Crawling (slope near 1): the fixed point, if any, lies above e. Find where f(E) ≤ E by doubling,
+  // then bisect; f(E) − E changes sign there because f is non-decreasing and sublinear past it.
+  let lo = e;
+  let hi = e * 2;
+  while (f(hi) > hi) {
+    lo = hi;
+    hi *= 2;
+    if (hi > MAX_EPOCH_S) return f(MAX_EPOCH_S) <= MAX_EPOCH_S ? bisect(f, lo, MAX_EPOCH_S) : undefined;
+  }
+  return bisect(f, lo, hi);
+}
+
+function bisect(f: (e: number) => number, lo: number, hi: number): number {
+  for (let i = 0; i < 60 && hi - lo > 1e-9 * hi; i++) {
+    const mid = (lo + hi) / 2;
+    if (f(mid) <= mid) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+
+const mbps = (bps: number) => (bps * 8) / 1e6;
+const ms = (s: number) => `${+(s * 1000).toPrecision(3)} ms`;
+const mbit = (bps: number) => `${+mbps(bps).toPrecision(3)} Mbit/s`;
+
+/**
+ * Plan one configured epoch `t` (seconds) at round-trip time `rtt` (seconds).
+ */
+export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS): EpochEval {
+  const { link, policy, curve } = ctx;
+  const flow = flowCeiling(link, rtt);
+  const goodput = aggregateGoodput(link, rtt);
+  const linkOnly = aggregateGoodput(link, rtt, Number.POSITIVE_INFINITY);
+  const reasons: Reason[] = [];
+  const fixed = effectiveEpoch(ctx, t, rtt, goodput);
+  const converged = fixed !== undefined;
+  const e = fixed ?? MAX_EPOCH_S;
+
+  const pages = curve.pagesAt(e);
+  const peakPages = curve.peakPagesAt(e);
+  const { raw, wire } = bytesFor(ctx, e, pages);
+  const peakWire = bytesFor(ctx, e, peakPages).wire;
+  const pauseS = policy.pause.baseS + policy.pause.perPageS * pages;
+  const transferS = wire / goodput;
+  const avgBps = wire / e;
+  // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
+  // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
+  const slot = policy.mode === 'periodic' ? e - pauseS - rtt : policy.mode === 'pipelined' ? e - pauseS : e;
+  const peakBps = slot > 0 ? peakWire / slot : Number.POSITIVE_INFINITY;
+  const usable = goodput * (1 - policy.headroom);
+  const utilisation = avgBps / goodput;
+  const latencyMeanS = e / 2 + pauseS + transferS + rtt;
+  const latencyMaxS = e + pauseS + transferS + rtt;
+  const channelsNeeded = Math.max(
+    1,
+    Math.ceil(Math.max(avgBps, Number.isFinite(peakBps) ? peakBps : avgBps) / flow.bps),
+  );
+
+  if (!converged) {
+    const longRate = bytesFor(ctx, MAX_EPOCH_S, curve.pagesAt(MAX_EPOCH_S)).wire / MAX_EPOCH_S;
+    reasons.push({
+      tag: 'outrun',
+      text: `dirties faster than the link carries: checkpoints never catch up (≥ ${mbit(longRate)} needed even at ${MAX_EPOCH_S} s epochs, ${mbit(goodput)} available)`,
+    });
+  } else if (policy.mode !== 'xl' && e > t * (1 + 1e-6)) {
+    reasons.push({
+      tag: 'stretch',
+      text: `a checkpoint needs ${ms(e)} (pause ${ms(pauseS)} + transfer ${ms(transferS)}${policy.mode === 'periodic' ? ` + RTT ${ms(rtt)}` : ''}): the ${ms(t)} epoch stretches to ${ms(e)}`,
+    });
+  }
+  if (converged && avgBps > usable) {
+    reasons.push({
+      tag: 'bandwidth',
+      text: `needs ${mbit(avgBps)} on average, above the usable ${mbit(usable)} (${Math.round(policy.headroom * 100)} % headroom kept)`,
+    });
+  }
+  if (converged && policy.mode !== 'xl' && peakBps > goodput && reasons.length === 0) {
+    reasons.push({
+      tag: 'burst',
+      text: `the p${policy.percentile} checkpoint needs ${mbit(peakBps)} to land in its slot, above ${mbit(goodput)}`,
+    });
+  }
+  if (goodput < linkOnly && (peakBps > goodput || avgBps > usable)) {
+    reasons.push({
+      tag: 'tcp',
+      text: `one TCP flow carries at most ${mbit(flow.bps)} here (${flow.limit === 'window' ? 'window / RTT' : 'loss'}); ${channelsNeeded} channels needed, ${link.channels} configured`,
+    });
+  }
+  const budget = policy.latencyBudgetS;
+  const stat = policy.budgetStat === 'max' ? latencyMaxS : latencyMeanS;
+  if (budget !== undefined && stat > budget) {
+    reasons.push({
+      tag: 'latency',
+      text: `${policy.budgetStat} added latency ${ms(stat)} exceeds the ${ms(budget)} budget`,
+    });
+  }
+  return {
+    epochS: t,
+    rttS: rtt,
+    converged,
+    effectiveS: e,
+    pages,
+    peakPages,
+    rawBytes: raw,
+    wireBytes: wire,
+    peakWireBytes: peakWire,
+    pauseS,
+    transferS,
+    goodputBps: goodput,
+    flowBps: flow.bps,
+    flowLimit: flow.limit,
+    avgBps,
+    peakBps,
+    utilisation,
+    latencyMeanS,
+    latencyMaxS,
+    channelsNeeded,
+    reasons,
+  };
+}
+
+/** Decimal Mbit/s from bytes/s. */
+export const toMbps = mbps;
