@@ -34,14 +34,20 @@ const latency = (e: EpochEval) => e.latencyMeanS;
  * Choose an epoch per guest and admit guests onto a link of `goodputBps` keeping `headroom`.
  * @param p percentile (0..100) of the summed per-epoch rate
  */
-export function planFleet(members: readonly FleetMember[], goodputBps: number, headroom: number, p: number): FleetResult {
+export function planFleet(
+  members: readonly FleetMember[],
+  goodputBps: number,
+  headroom: number,
+  p: number,
+): FleetResult {
   const usable = goodputBps * (1 - headroom);
   // Pareto front per guest: ascending latency, strictly descending bandwidth.
   const fronts = new Map<number, EpochEval[]>();
   for (const m of members) {
     const sorted = [...m.options].sort((a, b) => latency(a) - latency(b) || a.avgBps - b.avgBps);
     const front: EpochEval[] = [];
-    for (const o of sorted) if (front.length === 0 || o.avgBps < (front[front.length - 1] as EpochEval).avgBps) front.push(o);
+    for (const o of sorted)
+      if (front.length === 0 || o.avgBps < (front[front.length - 1] as EpochEval).avgBps) front.push(o);
     fronts.set(m.order, front);
   }
   const ordered = [...members].sort((a, b) => a.priority - b.priority || a.order - b.order);
@@ -52,7 +58,8 @@ export function planFleet(members: readonly FleetMember[], goodputBps: number, h
     choice = relax(admitted, fronts, usable);
   }
   const admittedSet = new Set(admitted.map((m) => m.order));
-  const chosen = (m: FleetMember) => (admittedSet.has(m.order) ? fronts.get(m.order)?.[choice.get(m.order) ?? 0] : undefined);
+  const chosen = (m: FleetMember) =>
+    admittedSet.has(m.order) ? fronts.get(m.order)?.[choice.get(m.order) ?? 0] : undefined;
 
   const shares = members.map((m): FleetGuestShare => {
     const plan = chosen(m);
@@ -74,7 +81,10 @@ export function planFleet(members: readonly FleetMember[], goodputBps: number, h
   });
   const admittedPlans = admitted.map((m) => ({ m, plan: chosen(m) as EpochEval }));
   const sum = admittedPlans.reduce((s, x) => s + x.plan.avgBps, 0);
-  const sumPeak = admittedPlans.reduce((s, x) => s + (Number.isFinite(x.plan.peakBps) ? x.plan.peakBps : x.plan.avgBps), 0);
+  const sumPeak = admittedPlans.reduce(
+    (s, x) => s + (Number.isFinite(x.plan.peakBps) ? x.plan.peakBps : x.plan.avgBps),
+    0,
+  );
   const series = admittedPlans.map((x) => ({ bytes: x.m.epochWireBytes(x.plan), e: x.plan.effectiveS }));
   const pct =
     series.length > 0 && series.every((s) => s.bytes && s.bytes.length > 0)
@@ -83,10 +93,14 @@ export function planFleet(members: readonly FleetMember[], goodputBps: number, h
   const reasons: string[] = [];
   const rejected = shares.filter((s) => !s.fits);
   if (rejected.length > 0) {
-    reasons.push(`${rejected.length} of ${members.length} guests do not fit: ${rejected.map((s) => s.name).join(', ')}`);
+    reasons.push(
+      `${rejected.length} of ${members.length} guests do not fit: ${rejected.map((s) => s.name).join(', ')}`,
+    );
   }
   if (pct !== null && pct > goodputBps) {
-    reasons.push(`p${p} of the summed checkpoint rate is ${fmt(pct)} Mbit/s, above the link's ${fmt(goodputBps)} Mbit/s: bursts will queue`);
+    reasons.push(
+      `p${p} of the summed checkpoint rate is ${fmt(pct)} Mbit/s, above the link's ${fmt(goodputBps)} Mbit/s: bursts will queue`,
+    );
   }
   return {
     guests: shares,
@@ -100,12 +114,23 @@ export function planFleet(members: readonly FleetMember[], goodputBps: number, h
   };
 }
 
-function total(admitted: readonly FleetMember[], choice: Map<number, number>, fronts: Map<number, EpochEval[]>): number {
-  return admitted.reduce((s, m) => s + ((fronts.get(m.order) ?? [])[choice.get(m.order) ?? 0]?.avgBps ?? 0), 0);
+function total(
+  admitted: readonly FleetMember[],
+  choice: Map<number, number>,
+  fronts: Map<number, EpochEval[]>,
+): number {
+  return admitted.reduce(
+    (s, m) => s + ((fronts.get(m.order) ?? [])[choice.get(m.order) ?? 0]?.avgBps ?? 0),
+    0,
+  );
 }
 
 /** Greedy: move guests to longer epochs, best bandwidth saving per added latency first, until it fits. */
-function relax(admitted: readonly FleetMember[], fronts: Map<number, EpochEval[]>, usable: number): Map<number, number> {
+function relax(
+  admitted: readonly FleetMember[],
+  fronts: Map<number, EpochEval[]>,
+  usable: number,
+): Map<number, number> {
   const choice = new Map(admitted.map((m) => [m.order, 0]));
   let sum = total(admitted, choice, fronts);
   while (sum > usable) {

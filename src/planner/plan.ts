@@ -25,7 +25,9 @@ export function plan(guests: readonly GuestSpec[], link: LinkSpec, policy: Polic
       order,
       options,
       epochWireBytes: (chosen) =>
-        ctx.curve.epochSeries(chosen.effectiveS)?.map((pages) => bytesFor(ctx, chosen.effectiveS, pages).wire),
+        ctx.curve
+          .epochSeries(chosen.effectiveS)
+          ?.map((pages) => bytesFor(ctx, chosen.effectiveS, pages).wire),
       ...(result.cannotProtect ? { whyNot: result.cannotProtect } : {}),
     });
     return result;

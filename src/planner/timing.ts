@@ -160,10 +160,21 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS)
   const utilisation = avgBps / goodput;
   const latencyMeanS = e / 2 + pauseS + transferS + rtt;
   const latencyMaxS = e + pauseS + transferS + rtt;
-  const channelsNeeded = Math.max(
-    1,
-    Math.ceil(Math.max(avgBps, Number.isFinite(peakBps) ? peakBps : avgBps) / flow.bps),
+  // Rate that holds the configured epoch T (not the stretched one): what the channels must carry.
+  const pagesT = curve.peakPagesAt(t);
+  const wireT = bytesFor(ctx, t, pagesT).wire;
+  const pauseT = policy.pause.baseS + policy.pause.perPageS * pagesT;
+  const deadline =
+    policy.mode === 'periodic'
+      ? t - pauseT - rtt
+      : policy.mode === 'pipelined'
+        ? Math.min(t - pauseT, policy.inFlight * t - pauseT - rtt)
+        : e;
+  const requiredBps = Math.max(
+    avgBps / (1 - policy.headroom),
+    deadline > 0 ? wireT / deadline : Number.POSITIVE_INFINITY,
   );
+  const channelsNeeded = Math.max(1, Math.ceil(Math.min(requiredBps, linkOnly) / flow.bps));
 
   if (!converged) {
     const longRate = bytesFor(ctx, MAX_EPOCH_S, curve.pagesAt(MAX_EPOCH_S)).wire / MAX_EPOCH_S;
@@ -189,18 +200,18 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS)
       text: `the p${policy.percentile} checkpoint needs ${mbit(peakBps)} to land in its slot, above ${mbit(goodput)}`,
     });
   }
-  if (goodput < linkOnly && (peakBps > goodput || avgBps > usable)) {
-    reasons.push({
-      tag: 'tcp',
-      text: `one TCP flow carries at most ${mbit(flow.bps)} here (${flow.limit === 'window' ? 'window / RTT' : 'loss'}); ${channelsNeeded} channels needed, ${link.channels} configured`,
-    });
-  }
   const budget = policy.latencyBudgetS;
   const stat = policy.budgetStat === 'max' ? latencyMaxS : latencyMeanS;
   if (budget !== undefined && stat > budget) {
     reasons.push({
       tag: 'latency',
       text: `${policy.budgetStat} added latency ${ms(stat)} exceeds the ${ms(budget)} budget`,
+    });
+  }
+  if (goodput < linkOnly && channelsNeeded > link.channels && reasons.length > 0) {
+    reasons.push({
+      tag: 'tcp',
+      text: `one TCP flow carries at most ${mbit(flow.bps)} here (${flow.limit === 'window' ? 'window / RTT' : 'loss'}); ${channelsNeeded} channels needed, ${link.channels} configured`,
     });
   }
   return {

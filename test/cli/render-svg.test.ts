@@ -133,6 +133,11 @@ function sampleGuests(): GuestResult[] {
   ];
 }
 
+/** `svg` contains `text`; a failure names the text, not the whole SVG. */
+function expectText(svg: string, text: string): void {
+  expect(svg.includes(text), `SVG should contain ${text}`).toBe(true);
+}
+
 /** Cheap well-formedness check: every opened element is closed, in order. */
 function tagsBalance(svg: string): boolean {
   const stack: string[] = [];
@@ -153,39 +158,46 @@ describe('renderSvg', () => {
   it('draws a standalone SVG with guests, axes, link rules and budget', async () => {
     const svg = await renderSvg(result(sampleGuests(), 150));
     expect(svg.startsWith('<svg')).toBe(true);
-    expect(svg).toContain('xmlns="http://www.w3.org/2000/svg"');
+    expectText(svg, 'xmlns="http://www.w3.org/2000/svg"');
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
     expect(tagsBalance(svg)).toBe(true);
-    expect(svg).toContain('db-primary');
-    expect(svg).toContain('web-01');
-    expect(svg).toContain('batch &amp; &lt;jobs&gt;');
+    expectText(svg, '>db-primary<');
+    expectText(svg, '>web-01<');
+    expectText(svg, '>batch &amp; &lt;jobs&gt;<');
     expect(svg.includes('batch & <jobs>')).toBe(false);
-    expect(svg).toContain('epoch (ms)');
-    expect(svg).toContain('bandwidth (Mbit/s');
-    expect(svg).toContain('added client latency (ms');
-    expect(svg).toContain('usable link 760 Mbit/s');
-    expect(svg).toContain('link 1,000 Mbit/s');
-    expect(svg).toContain('budget 150 ms (mean)');
-    expect(svg).toContain(DEFAULT_SVG_TITLE);
-    expect(svg).toContain('font-family="sans-serif"');
+    expectText(svg, '>epoch (ms)<');
+    expectText(svg, '>bandwidth (Mbit/s, log)<');
+    expectText(svg, '>added client latency (ms, log)<');
+    expectText(svg, '>usable link 760 Mbit/s<');
+    expectText(svg, '>link 1,000 Mbit/s<');
+    expectText(svg, '>budget 150 ms (mean)<');
+    expectText(svg, DEFAULT_SVG_TITLE);
+    expectText(svg, 'font-family="sans-serif"');
     expect(/href="https?:/.test(svg)).toBe(false);
   });
 
   it('leaves the budget out when there is none', async () => {
     const svg = await renderSvg(result(sampleGuests(), null));
-    expect(svg).toContain('usable link');
-    expect(svg).toContain('budget none');
+    expectText(svg, '>usable link 760 Mbit/s<');
+    expectText(svg, 'budget none');
     // No budget rule label ("budget 150 ms (mean)"); checked as a boolean so a failure does not print the SVG.
-    expect(/budget [\d.,]+ ms/.test(svg)).toBe(false);
+    expect(/>budget [^<]*</.test(svg)).toBe(false);
+  });
+
+  it('labels a budget on the max latency', async () => {
+    const r = result(sampleGuests(), 400);
+    r.policy.budgetStat = 'max';
+    const svg = await renderSvg(r);
+    expectText(svg, '>budget 400 ms (max)<');
   });
 
   it('draws a single guest with a single plan, and honours title and size', async () => {
     const one = guest('solo', [plan(100, 1, 760)]);
     const svg = await renderSvg(result([one], 80), { title: 'one plan', width: 300, height: 150 });
     expect(svg.startsWith('<svg')).toBe(true);
-    expect(svg).toContain('solo');
-    expect(svg).toContain('one plan');
-    expect(svg).toContain('budget 80 ms (mean)');
+    expectText(svg, '>solo<');
+    expectText(svg, 'one plan');
+    expectText(svg, '>budget 80 ms (mean)<');
     expect(tagsBalance(svg)).toBe(true);
   });
 
@@ -201,9 +213,9 @@ describe('renderSvg', () => {
     const r = result([guest('stuck', plans)], 0, link(100, 0));
     expect(r.guests[0]?.recommended).toBeNull();
     const svg = await renderSvg(r);
-    expect(svg).toContain('stuck');
-    expect(svg).toContain('no feasible plan');
-    expect(svg).toContain('usable link 0 Mbit/s');
+    expectText(svg, '>stuck<');
+    expectText(svg, 'no feasible plan');
+    expectText(svg, '>usable link 0 Mbit/s<');
     expect(svg.includes('NaN')).toBe(false);
     expect(svg.includes('Infinity')).toBe(false);
     expect(tagsBalance(svg)).toBe(true);
@@ -222,7 +234,7 @@ describe('renderSvg', () => {
   it('draws no guests at all', async () => {
     const svg = await renderSvg(result([], 10));
     expect(svg.startsWith('<svg')).toBe(true);
-    expect(svg).toContain('no guests');
+    expectText(svg, 'no guests');
     expect(tagsBalance(svg)).toBe(true);
   });
 
@@ -237,9 +249,9 @@ describe('renderSvg', () => {
     const svg = await renderSvg(result(guests, 200));
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
-    expect(svg).toContain('guest-000');
-    expect(svg).toContain(`guest-${String(MAX_LEGEND_GUESTS - 1).padStart(3, '0')}`);
+    expectText(svg, '>guest-000<');
+    expectText(svg, `>guest-${String(MAX_LEGEND_GUESTS - 1).padStart(3, '0')}<`);
     expect(svg.includes(`>guest-${String(MAX_LEGEND_GUESTS).padStart(3, '0')}<`)).toBe(false);
-    expect(svg).toContain(`first ${MAX_LEGEND_GUESTS} of 100 guests`);
+    expectText(svg, `first ${MAX_LEGEND_GUESTS} of 100 guests`);
   });
 });

@@ -1,0 +1,128 @@
+/**
+ * Every formula against numbers computed by hand. Guest: linear D(T) = 1000 pages/s (one 1 s window),
+ * 4096-byte pages + 8 bytes framing, uncompressed; link 12.5 MB/s (100 Mbit/s, no header overhead);
+ * pause 1 ms flat; RTT 25 ms.
+ */
+import { describe, expect, it } from 'vitest';
+import { fitDirtyCurve } from '../../src/planner/dirty-model.js';
+import { rttCeiling } from '../../src/planner/optimise.js';
+import { evaluateEpoch, type GuestContext } from '../../src/planner/timing.js';
+import type { GuestSpec, LinkSpec, Policy } from '../../src/planner/types.js';
+import { guest, link, m, policy } from '../helpers.js';
+
+function ctx(g: GuestSpec, l: LinkSpec, p: Policy): GuestContext {
+  return { guest: g, curve: fitDirtyCurve(g, p.percentile, []), link: l, policy: p };
+}
+
+const B = 12.5e6;
+const base = () => ctx(guest([m(1, 1000)]), link(B, 0.025), policy());
+
+describe('evaluateEpoch — periodic (paper Remus)', () => {
+  it('T = 100 ms fits: checkpoint, transfer, latency, bandwidth by hand', () => {
+    const ev = evaluateEpoch(base(), 0.1);
+    expect(ev.pages).toBeCloseTo(100, 9);
+    expect(ev.wireBytes).toBeCloseTo(100 * 4104, 6);
+    expect(ev.rawBytes).toBeCloseTo(410_400, 6);
+    expect(ev.transferS).toBeCloseTo(410_400 / B, 12); // 32.832 ms
+    expect(ev.effectiveS).toBe(0.1); // 1 + 32.832 + 25 = 58.8 ms ≤ 100 ms
+    expect(ev.latencyMeanS).toBeCloseTo(0.05 + 0.001 + 0.032832 + 0.025, 12);
+    expect(ev.latencyMaxS).toBeCloseTo(0.1 + 0.001 + 0.032832 + 0.025, 12);
+    expect(ev.avgBps).toBeCloseTo(4_104_000, 3); // 32.832 Mbit/s
+    expect(ev.peakBps).toBeCloseTo(410_400 / (0.1 - 0.001 - 0.025), 3); // deadline bandwidth
+    expect(ev.reasons).toEqual([]);
+  });
+  it('RTT ceiling: 100 − 1 − 32.832 = 66.168 ms', () => {
+    expect(rttCeiling(base(), 0.1)).toBeCloseTo(0.066168, 4);
+  });
+  it('T = 20 ms stretches: E solves E = 1 ms + 1000·E·4104/B + 25 ms', () => {
+    const ev = evaluateEpoch(base(), 0.02);
+    const e = 0.026 / (1 - (1000 * 4104) / B);
+    expect(ev.effectiveS).toBeCloseTo(e, 9);
+    expect(ev.reasons.map((r) => r.tag)).toContain('stretch');
+  });
+  it('with a latency budget the plan is refused above it', () => {
+    const c = ctx(guest([m(1, 1000)]), link(B, 0.025), policy({ latencyBudgetS: 0.1 }));
+    expect(evaluateEpoch(c, 0.1).reasons.map((r) => r.tag)).toEqual(['latency']);
+    // RTT ceiling now from the budget: 50 + 1 + 32.832 + RTT ≤ 100 → RTT ≤ 16.168 ms
+    expect(rttCeiling(c, 0.1)).toBeCloseTo(0.016168, 4);
+  });
+});
+
+describe('evaluateEpoch — xl (gap after commit)', () => {
+  it('E = T + pause + transfer + RTT, solved with D(E)', () => {
+    const c = ctx(guest([m(1, 1000)]), link(B, 0.025), policy({ mode: 'xl' }));
+    const ev = evaluateEpoch(c, 0.1);
+    const e = 0.126 / (1 - (1000 * 4104) / B); // 187.59 ms
+    expect(ev.effectiveS).toBeCloseTo(e, 9);
+    expect(ev.pages).toBeCloseTo(1000 * e, 6);
+    expect(ev.latencyMeanS).toBeCloseTo(e / 2 + 0.001 + (1000 * e * 4104) / B + 0.025, 9);
+    expect(ev.reasons).toEqual([]);
+  });
+  it('with a power law the fixed point is self-consistent', () => {
+    const g = guest([m(0.1, 2000), m(1, 8000)]);
+    const c = ctx(g, link(B, 0.05), policy({ mode: 'xl', pause: { baseS: 0.0006, perPageS: 3.7e-6 } }));
+    const ev = evaluateEpoch(c, 0.2);
+    const pages = c.curve.pagesAt(ev.effectiveS);
+    const again = 0.2 + 0.0006 + 3.7e-6 * pages + (pages * 4104) / B + 0.05;
+    expect(ev.effectiveS).toBeCloseTo(again, 6);
+  });
+});
+
+describe('evaluateEpoch — pipelined', () => {
+  it('throughput no longer pays the RTT; latency still does', () => {
+    const c = ctx(guest([m(1, 1000)]), link(B, 0.2), policy({ mode: 'pipelined', inFlight: 4 }));
+    const ev = evaluateEpoch(c, 0.05);
+    // periodic would need 1 + 16.4 + 200 ms per 50 ms epoch; pipelined needs max(17.4, 217.4/4 = 54.4) ms
+    const x = (50 * 4104) / B;
+    expect(ev.effectiveS).toBeGreaterThan(0.05);
+    expect(ev.effectiveS).toBeLessThan(0.06);
+    const periodic = evaluateEpoch(
+      ctx(guest([m(1, 1000)]), link(B, 0.2), policy({ mode: 'periodic' })),
+      0.05,
+    );
+    expect(periodic.effectiveS).toBeGreaterThan(0.2);
+    const eight = evaluateEpoch(
+      ctx(guest([m(1, 1000)]), link(B, 0.2), policy({ mode: 'pipelined', inFlight: 8 })),
+      0.05,
+    );
+    expect(eight.effectiveS).toBe(0.05);
+    expect(eight.latencyMeanS).toBeCloseTo(0.025 + 0.001 + x + 0.2, 9);
+  });
+});
+
+describe('evaluateEpoch — limits', () => {
+  it('a guest dirtying faster than the link has no fixed point', () => {
+    const c = ctx(guest([m(1, 100_000)]), link(B, 0.025), policy({ mode: 'xl' }));
+    const ev = evaluateEpoch(c, 0.1);
+    expect(ev.converged).toBe(false);
+    expect(ev.reasons[0]?.tag).toBe('outrun');
+  });
+  it('disk writes, device state and compression enter the wire bytes', () => {
+    const g = guest([m(1, 1000)], {
+      diskWriteBps: 1e6,
+      deviceStateBytes: 50_000,
+      memoryCompression: 0.25,
+      diskCompression: 0.5,
+    });
+    const ev = evaluateEpoch(ctx(g, link(B, 0.025), policy()), 0.1);
+    expect(ev.rawBytes).toBeCloseTo(410_400 + 100_000 + 50_000, 6);
+    expect(ev.wireBytes).toBeCloseTo(410_400 * 0.25 + 100_000 * 0.5 + 50_000, 6);
+  });
+  it('headroom: a plan using more than (1 − headroom) of the link is refused', () => {
+    const c = ctx(guest([m(1, 2500)]), link(B, 0.001), policy({ headroom: 0.2 }));
+    // 2500 pages/s · 4104 B = 10.26 MB/s > 0.8 · 12.5 MB/s
+    expect(evaluateEpoch(c, 0.1).reasons.map((r) => r.tag)).toContain('bandwidth');
+  });
+  it('one lossy TCP flow can be the limit, and more channels lift it', () => {
+    const l = link(125e6, 0.05, { loss: 1e-3, cc: 'reno' });
+    const c = ctx(guest([m(1, 5000)]), l, policy());
+    const one = evaluateEpoch(c, 0.2);
+    expect(one.reasons.map((r) => r.tag)).toContain('tcp');
+    expect(one.channelsNeeded).toBeGreaterThan(1);
+    const many = evaluateEpoch(
+      ctx(guest([m(1, 5000)]), { ...l, channels: one.channelsNeeded + 1 }, policy()),
+      0.2,
+    );
+    expect(many.reasons).toEqual([]);
+  });
+});
