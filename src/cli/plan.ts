@@ -64,7 +64,7 @@ function int(flag: string) {
 
 interface PlanOptions {
   fleet?: string;
-  name: string;
+  name?: string;
   dirtyRate?: string[];
   dirtyPages?: string[];
   input?: string[];
@@ -130,7 +130,12 @@ with --fail-on-infeasible.`,
         'fleet file (JSON): guests, link, policy; options below override its link and policy',
       ),
     )
-    .addOption(new Option('--name <name>', 'name of the guest described by the options').default('guest'))
+    .addOption(
+      new Option(
+        '--name <name>',
+        'name of the guest described by the options (default: from its measurement file, else "guest")',
+      ),
+    )
     .addOption(
       new Option(
         '--dirty-rate <rate@window>',
@@ -363,7 +368,8 @@ async function buildDocument(o: PlanOptions): Promise<{ data: FleetFileData; bas
         return pagesEntry(value, window);
       }),
     ];
-    data = { guests: [{ name: o.name, measurements, files: o.input ?? [] }] };
+    // An empty name is filled in from the measurement files (see resolveFleet).
+    data = { guests: [{ name: o.name ?? '', measurements, files: o.input ?? [] }] };
   }
   // Options override the file's guest-independent settings, and fill in guest settings for a CLI guest.
   const link = { ...data.link };

@@ -185,7 +185,8 @@ async function resolveGuest(
     );
   }
   const own = named.length > 1 ? loaded.filter((g) => g.name === undefined || g.name === entry.name) : loaded;
-  return [await toSpec(entry, own, inline, pageSize, path, baseDir)];
+  const name = entry.name === '' ? (named[0]?.name ?? 'guest') : entry.name;
+  return [await toSpec({ ...entry, name }, own, inline, pageSize, path, baseDir)];
 }
 
 async function toSpec(

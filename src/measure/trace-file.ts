@@ -16,6 +16,7 @@ import { RwanError } from '../errors.js';
 import { parseDuration } from '../units.js';
 import type { GuestMeasurements, Measurement, WriteTrace } from './types.js';
 
+/** Time columns and the number of their units in a second (division keeps 100000 µs = 0.1 s exact). */
 const TIME_KEYS: Readonly<Record<string, number>> = {
   t: 1,
   time: 1,
@@ -23,27 +24,28 @@ const TIME_KEYS: Readonly<Record<string, number>> = {
   timestamp: 1,
   t_s: 1,
   time_s: 1,
-  t_ms: 1e-3,
-  time_ms: 1e-3,
-  ts_ms: 1e-3,
-  timeMs: 1e-3,
-  tMs: 1e-3,
-  t_us: 1e-6,
-  time_us: 1e-6,
-  ts_us: 1e-6,
-  t_ns: 1e-9,
-  time_ns: 1e-9,
-  ts_ns: 1e-9,
+  t_ms: 1e3,
+  time_ms: 1e3,
+  ts_ms: 1e3,
+  timeMs: 1e3,
+  tMs: 1e3,
+  t_us: 1e6,
+  time_us: 1e6,
+  ts_us: 1e6,
+  t_ns: 1e9,
+  time_ns: 1e9,
+  ts_ns: 1e9,
 };
 const PAGE_KEYS = ['pfn', 'gfn', 'page'];
 const ADDR_KEYS = ['addr', 'address'];
 const COUNT_KEYS = ['pages', 'dirty_pages', 'dirtyPages'];
+/** Window columns and the number of their units in a second. */
 const WINDOW_KEYS: Readonly<Record<string, number>> = {
-  window_ms: 1e-3,
-  windowMs: 1e-3,
-  epochMs: 1e-3,
-  epoch_ms: 1e-3,
-  intervalMs: 1e-3,
+  window_ms: 1e3,
+  windowMs: 1e3,
+  epochMs: 1e3,
+  epoch_ms: 1e3,
+  intervalMs: 1e3,
   window_s: 1,
   windowS: 1,
 };
@@ -104,70 +106,143 @@ export function parseTrace(text: string, pageSize: number, source: string): Trac
 
 interface Rows {
   keys: string[];
-  /** Calls `fn(get, line)` per data row; `get(key)` returns the raw field text or undefined. */
-  each(fn: (get: (key: string) => string | undefined, line: number) => void): void;
   count: number;
+  /**
+   * Calls `fn(field, num, line)` per data row: `field(col)` is the trimmed text of column `col` (an
+   * index into `keys`) or undefined, `num(col)` the same read as a number (decimal, or hex with 0x;
+   * NaN when it is not one). The accessors are shared by all rows: nothing is allocated per row.
+   */
+  each(
+    fn: (field: (col: number) => string | undefined, num: (col: number) => number, line: number) => void,
+  ): void;
+}
+
+function badRow(source: string, line: number, why: string): never {
+  throw new RwanError('RWAN_ERR_INVALID_INPUT', `${source}:${line}: ${why}`, { details: { source, line } });
+}
+
+/** Start of the next line after `at` that is neither blank nor a `#` comment, and its line number. */
+function nextDataLine(
+  text: string,
+  at: number,
+  line: number,
+): { at: number; end: number; line: number } | undefined {
+  let p = at;
+  let n = line;
+  while (p < text.length) {
+    let end = text.indexOf('\n', p);
+    if (end === -1) end = text.length;
+    n++;
+    let a = p;
+    let b = end;
+    while (a < b && text.charCodeAt(a) <= 32) a++;
+    while (b > a && text.charCodeAt(b - 1) <= 32) b--;
+    if (a < b && text.charCodeAt(a) !== 35 /* # */) return { at: a, end: b, line: n };
+    p = end + 1;
+  }
+  return undefined;
 }
 
 function rowReader(text: string, source: string): Rows {
-  const lines: Array<{ text: string; line: number }> = [];
-  let at = 0;
-  let n = 0;
-  while (at <= text.length) {
-    const end = text.indexOf('\n', at);
-    const stop = end === -1 ? text.length : end;
-    n++;
-    const line = text.slice(at, stop);
-    const trimmed = line.trim();
-    if (trimmed !== '' && !trimmed.startsWith('#')) lines.push({ text: trimmed, line: n });
-    if (end === -1) break;
-    at = end + 1;
+  const first = nextDataLine(text, 0, 0);
+  if (!first) return badRow(source, 1, 'the file is empty');
+  return text.charCodeAt(first.at) === 123 /* { */ ? ndjsonRows(text, source) : csvRows(text, source, first);
+}
+
+function ndjsonRows(text: string, source: string): Rows {
+  const objects: Array<Record<string, unknown>> = [];
+  const lines: number[] = [];
+  for (let l = nextDataLine(text, 0, 0); l; l = nextDataLine(text, l.end + 1, l.line)) {
+    let v: unknown;
+    try {
+      v = JSON.parse(text.slice(l.at, l.end));
+    } catch {
+      return badRow(source, l.line, 'not JSON');
+    }
+    if (typeof v !== 'object' || v === null || Array.isArray(v))
+      badRow(source, l.line, 'expected a JSON object per line');
+    objects.push(v as Record<string, unknown>);
+    lines.push(l.line);
   }
-  const bad = (line: number, why: string): never => {
-    throw new RwanError('RWAN_ERR_INVALID_INPUT', `${source}:${line}: ${why}`, { details: { source, line } });
-  };
-  if (lines.length === 0) bad(1, 'the file is empty');
-  if ((lines[0] as { text: string }).text.startsWith('{')) {
-    const objects = lines.map((l) => {
-      try {
-        const v: unknown = JSON.parse(l.text);
-        if (typeof v !== 'object' || v === null || Array.isArray(v))
-          bad(l.line, 'expected a JSON object per line');
-        return { v: v as Record<string, unknown>, line: l.line };
-      } catch (cause) {
-        if (cause instanceof RwanError) throw cause;
-        return bad(l.line, 'not JSON');
-      }
-    });
-    const keys = [...new Set(objects.flatMap((o) => Object.keys(o.v)))];
-    return {
-      keys,
-      count: objects.length,
-      each(fn) {
-        for (const o of objects) {
-          fn((k) => {
-            const v = o.v[k];
-            return v === undefined || v === null ? undefined : String(v);
-          }, o.line);
-        }
-      },
-    };
-  }
-  const header = (lines[0] as { text: string }).text.split(',').map((c) => c.trim());
-  const data = lines.slice(1);
+  const keys = [...new Set(objects.flatMap((o) => Object.keys(o)))];
   return {
-    keys: header,
-    count: data.length,
+    keys,
+    count: objects.length,
     each(fn) {
-      const index = new Map(header.map((h, i) => [h, i]));
-      for (const l of data) {
-        const fields = l.text.split(',');
-        if (fields.length !== header.length)
-          bad(l.line, `expected ${header.length} fields, found ${fields.length}`);
-        fn((k) => {
-          const i = index.get(k);
-          return i === undefined ? undefined : fields[i]?.trim();
-        }, l.line);
+      let row: Record<string, unknown> = {};
+      const field = (col: number) => {
+        const v = row[keys[col] as string];
+        return v === undefined || v === null ? undefined : String(v);
+      };
+      const num = (col: number) => toNumber(field(col) ?? '');
+      objects.forEach((o, i) => {
+        row = o;
+        fn(field, num, lines[i] as number);
+      });
+    },
+  };
+}
+
+/** A number from text: decimal, exponent, or hex with a 0x prefix; NaN otherwise. */
+function toNumber(raw: string): number {
+  if (raw === '') return Number.NaN;
+  if (raw.startsWith('0x') || raw.startsWith('0X'))
+    return /^0[xX][0-9a-fA-F]+$/.test(raw) ? Number.parseInt(raw, 16) : Number.NaN;
+  return Number(raw);
+}
+
+function csvRows(text: string, source: string, header: { at: number; end: number; line: number }): Rows {
+  const keys = text
+    .slice(header.at, header.end)
+    .split(',')
+    .map((c) => c.trim());
+  let count = 0;
+  for (let l = nextDataLine(text, header.end + 1, header.line); l; l = nextDataLine(text, l.end + 1, l.line))
+    count++;
+  return {
+    keys,
+    count,
+    each(fn) {
+      const n = keys.length;
+      const starts = new Int32Array(n);
+      const ends = new Int32Array(n);
+      const field = (col: number) =>
+        col >= 0 && col < n ? text.slice(starts[col], ends[col]).trim() : undefined;
+      // Plain non-negative integers (the common case: µs times, pfns) are read without slicing.
+      const num = (col: number) => {
+        if (col < 0 || col >= n) return Number.NaN;
+        let a = starts[col] as number;
+        let b = ends[col] as number;
+        while (a < b && text.charCodeAt(a) <= 32) a++;
+        while (b > a && text.charCodeAt(b - 1) <= 32) b--;
+        if (a === b || b - a > 15) return toNumber(text.slice(a, b));
+        let v = 0;
+        for (let q = a; q < b; q++) {
+          const d = text.charCodeAt(q) - 48;
+          if (d < 0 || d > 9) return toNumber(text.slice(a, b));
+          v = v * 10 + d;
+        }
+        return v;
+      };
+      for (
+        let l = nextDataLine(text, header.end + 1, header.line);
+        l;
+        l = nextDataLine(text, l.end + 1, l.line)
+      ) {
+        let f = 0;
+        let start = l.at;
+        for (let q = l.at; q <= l.end; q++) {
+          if (q === l.end || text.charCodeAt(q) === 44 /* , */) {
+            if (f < n) {
+              starts[f] = start;
+              ends[f] = q;
+            }
+            f++;
+            start = q + 1;
+          }
+        }
+        if (f !== n) badRow(source, l.line, `expected ${n} fields, found ${f}`);
+        fn(field, num, l.line);
       }
     },
   };
@@ -182,25 +257,20 @@ function parseWrites(
   declaredS: number | undefined,
   source: string,
 ): WriteTrace {
-  const scale = TIME_KEYS[timeKey] as number;
+  const perSecond = TIME_KEYS[timeKey] as number;
+  const timeCol = rows.keys.indexOf(timeKey);
+  const pageCol = rows.keys.indexOf(pageKey);
   const times = new Float64Array(rows.count);
   const ids = new Uint32Array(rows.count);
   const dense = new Map<number, number>();
   let i = 0;
   let sorted = true;
-  rows.each((get, line) => {
-    const t = Number(get(timeKey)) * scale;
-    const raw = get(pageKey) ?? '';
-    let page = raw.startsWith('0x') || raw.startsWith('0X') ? Number.parseInt(raw, 16) : Number(raw);
+  rows.each((field, num, line) => {
+    const t = num(timeCol) / perSecond;
+    let page = num(pageCol);
     if (isAddress) page = Math.floor(page / pageSize);
-    if (!Number.isFinite(t) || t < 0 || raw === '' || !Number.isSafeInteger(page) || page < 0) {
-      throw new RwanError(
-        'RWAN_ERR_INVALID_INPUT',
-        `${source}:${line}: bad time or page (${get(timeKey)}, ${raw})`,
-        {
-          details: { source, line },
-        },
-      );
+    if (!(t >= 0) || !Number.isFinite(t) || !Number.isSafeInteger(page) || page < 0) {
+      badRow(source, line, `bad time or page (${field(timeCol)}, ${field(pageCol)})`);
     }
     let id = dense.get(page);
     if (id === undefined) {
@@ -257,17 +327,24 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   let raw = 0;
   let wire = 0;
   let epochs = 0;
-  rows.each((get, line) => {
-    const w = get(windowKey) ?? '';
+  const col = (key: string) => rows.keys.indexOf(key);
+  const [windowCol, countCol, rawCol, wireCol] = [
+    col(windowKey),
+    col(countKey),
+    col('rawBytes'),
+    col('wireBytes'),
+  ];
+  rows.each((field, num, line) => {
+    const w = field(windowCol) ?? '';
     const windowS =
       windowKey === 'window'
         ? parseDuration(w, { what: `${source}:${line}` })
-        : Number(w) * (WINDOW_KEYS[windowKey] as number);
-    const pages = Number(get(countKey));
+        : num(windowCol) / (WINDOW_KEYS[windowKey] as number);
+    const pages = num(countCol);
     if (!(windowS > 0) || !Number.isFinite(pages) || pages < 0) {
       throw new RwanError(
         'RWAN_ERR_INVALID_INPUT',
-        `${source}:${line}: bad window or page count (${w}, ${get(countKey)})`,
+        `${source}:${line}: bad window or page count (${w}, ${field(countCol)})`,
         {
           details: { source, line },
         },
@@ -276,8 +353,8 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     const list = byWindow.get(windowS) ?? [];
     list.push(pages);
     byWindow.set(windowS, list);
-    const r = Number(get('rawBytes'));
-    const wb = Number(get('wireBytes'));
+    const r = rawCol < 0 ? Number.NaN : num(rawCol);
+    const wb = wireCol < 0 ? Number.NaN : num(wireCol);
     if (Number.isFinite(r) && Number.isFinite(wb) && r > 0) {
       raw += r;
       wire += wb;

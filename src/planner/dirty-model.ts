@@ -17,7 +17,7 @@ export const ALPHA_MIN = 0.3;
 export const ALPHA_MAX = 1;
 
 /** Windows per trace on the exact grid (log-spaced), besides the requested epochs. */
-const TRACE_GRID_POINTS = 48;
+const TRACE_GRID_POINTS = 40;
 /** The shortest window an exact trace grid starts at, seconds. */
 const TRACE_MIN_WINDOW_S = 1e-3;
 

@@ -6,8 +6,9 @@ import { type EpochEval, evaluateEpoch, type GuestContext, type ReasonTag, toMbp
 
 /** RTTs above this are not searched: the ceiling is reported as unbounded (null). */
 export const RTT_SEARCH_MAX_S = 10;
-/** RTT ceilings are found to this precision, seconds. */
+/** RTT ceilings are found to 10 µs or 0.01 % of their value, whichever is larger. */
 const RTT_PRECISION_S = 1e-5;
+const RTT_PRECISION_REL = 1e-4;
 
 /**
  * The largest RTT (seconds) at which epoch `t` stays feasible for this guest on this link (bandwidth,
@@ -16,7 +17,7 @@ const RTT_PRECISION_S = 1e-5;
  * {@link RTT_SEARCH_MAX_S}.
  */
 export function rttCeiling(ctx: GuestContext, t: number): number | null {
-  const ok = (rtt: number) => evaluateEpoch(ctx, t, rtt).reasons.length === 0;
+  const ok = (rtt: number) => evaluateEpoch(ctx, t, rtt, false).reasons.length === 0;
   // Feasibility need not be monotone in RTT (in xl mode a longer RTT stretches the epoch, which lowers
   // the bandwidth), so bracket the boundary next to the link's own RTT: upward by doubling when the
   // plan holds there, downward by halving when it does not.
@@ -40,7 +41,7 @@ export function rttCeiling(ctx: GuestContext, t: number): number | null {
       lo /= 2;
     }
   }
-  while (hi - lo > RTT_PRECISION_S) {
+  while (hi - lo > Math.max(RTT_PRECISION_S, RTT_PRECISION_REL * hi)) {
     const mid = (lo + hi) / 2;
     if (ok(mid)) lo = mid;
     else hi = mid;

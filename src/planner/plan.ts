@@ -14,6 +14,9 @@ import { aggregateGoodput, flowCeiling, linkGoodputBps } from './tcp.js';
 import { bytesFor, type EpochEval, evaluateEpoch, type GuestContext, toMbps } from './timing.js';
 import type { EpochPlan, GuestResult, GuestSpec, LinkResult, LinkSpec, PlanResult, Policy } from './types.js';
 
+/** At most this many shown epochs are also counted exactly on traces. */
+const EXACT_EPOCHS_MAX = 24;
+
 /** Plan every guest and the fleet. */
 export function plan(guests: readonly GuestSpec[], link: LinkSpec, policy: Policy): PlanResult {
   const members: FleetMember[] = [];
@@ -85,7 +88,13 @@ export function planGuest(
   policy: Policy,
 ): { result: GuestResult; options: EpochEval[]; ctx: GuestContext } {
   const candidatesS = [...new Set([...policy.epochsS, ...policy.searchEpochsS])].sort((a, b) => a - b);
-  const curve = fitDirtyCurve(guest, policy.percentile, candidatesS);
+  // Traces are counted exactly at the epochs shown (and on their own log grid); a long sweep relies on
+  // the grid, which is dense enough (≈ 20 % steps) for log–log interpolation.
+  const curve = fitDirtyCurve(
+    guest,
+    policy.percentile,
+    policy.epochsS.length <= EXACT_EPOCHS_MAX ? policy.epochsS : [],
+  );
   const ctx: GuestContext = { guest, curve, link, policy };
   const evals = new Map(candidatesS.map((t) => [t, evaluateEpoch(ctx, t)]));
   const shown = policy.epochsS.map((t) => evals.get(t) as EpochEval);

@@ -19,7 +19,7 @@
  *   latency mean = E/2 + pause + x + RTT,   max = E + pause + x + RTT
  */
 import type { DirtyCurve } from './dirty-model.js';
-import { aggregateGoodput, type FlowLimit, flowCeiling } from './tcp.js';
+import { type FlowLimit, flowCeiling, linkGoodputBps } from './tcp.js';
 import type { GuestSpec, LinkSpec, Policy } from './types.js';
 
 /** Longest effective epoch considered, seconds; beyond it the stream is declared unsustainable. */
@@ -100,30 +100,55 @@ export function effectiveEpoch(
   goodput: number,
 ): number | undefined {
   const f = (e: number) => Math.max(t, need(ctx, t, e, rtt, goodput));
+  // A few plain iterations: from T they climb monotonically towards the smallest fixed point and
+  // never pass it (f is non-decreasing), so leaving MAX_EPOCH_S behind proves there is none.
+  const seq = [t];
   let e = t;
-  for (let i = 0; i < 64; i++) {
+  for (let i = 0; i < 3; i++) {
     const next = f(e);
     if (next > MAX_EPOCH_S) return undefined;
-    if (next - e <= 1e-9 * Math.max(1, e)) return next;
+    if (next - e <= TOLERANCE * Math.max(1, e)) return next;
+    seq.push(next);
     e = next;
   }
-  // Crawling (slope near 1): the fixed point, if any, lies above e. Find where f(E) ≤ E by doubling,
-  // then bisect; f(E) − E changes sign there because f is non-decreasing and sublinear past it.
+  // Still climbing: bracket the fixed point above e (where f(E) ≤ E) — first at Aitken's Δ² estimate
+  // from the last three iterates, else by doubling — then close the bracket by regula falsi.
+  const [e0, e1, e2] = seq.slice(-3) as [number, number, number];
+  const curvature = e2 - 2 * e1 + e0;
+  const aitken = curvature < 0 ? e2 - (e2 - e1) ** 2 / curvature : Number.NaN;
   let lo = e;
-  let hi = e * 2;
+  let hi =
+    Number.isFinite(aitken) && aitken > lo && aitken <= MAX_EPOCH_S && f(aitken) <= aitken ? aitken : lo * 2;
   while (f(hi) > hi) {
     lo = hi;
-    hi *= 2;
-    if (hi > MAX_EPOCH_S) return f(MAX_EPOCH_S) <= MAX_EPOCH_S ? bisect(f, lo, MAX_EPOCH_S) : undefined;
+    if (hi >= MAX_EPOCH_S) return undefined;
+    hi = Math.min(MAX_EPOCH_S, hi * 2);
   }
-  return bisect(f, lo, hi);
+  return regulaFalsi((x) => f(x) - x, lo, hi);
 }
 
-function bisect(f: (e: number) => number, lo: number, hi: number): number {
-  for (let i = 0; i < 60 && hi - lo > 1e-9 * hi; i++) {
-    const mid = (lo + hi) / 2;
-    if (f(mid) <= mid) hi = mid;
-    else lo = mid;
+/** Relative precision of the effective epoch. */
+const TOLERANCE = 1e-9;
+
+/** A root of g in [lo, hi] with g(lo) > 0 ≥ g(hi): Illinois-modified regula falsi. */
+function regulaFalsi(g: (x: number) => number, lo: number, hi: number): number {
+  let glo = g(lo);
+  let ghi = g(hi);
+  let side = 0;
+  for (let i = 0; i < 200 && hi - lo > TOLERANCE * hi; i++) {
+    const x = hi - (ghi * (hi - lo)) / (ghi - glo);
+    const gx = g(x);
+    if (gx > 0) {
+      lo = x;
+      glo = gx;
+      if (side === -1) ghi /= 2;
+      side = -1;
+    } else {
+      hi = x;
+      ghi = gx;
+      if (side === 1) glo /= 2;
+      side = 1;
+    }
   }
   return hi;
 }
@@ -135,12 +160,14 @@ const mbit = (bps: number) => `${+mbps(bps).toPrecision(3)} Mbit/s`;
 /**
  * Plan one configured epoch `t` (seconds) at round-trip time `rtt` (seconds).
  */
-export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS): EpochEval {
+export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS, explain = true): EpochEval {
   const { link, policy, curve } = ctx;
   const flow = flowCeiling(link, rtt);
-  const goodput = aggregateGoodput(link, rtt);
-  const linkOnly = aggregateGoodput(link, rtt, Number.POSITIVE_INFINITY);
+  const linkOnly = linkGoodputBps(link);
+  const goodput = Math.min(linkOnly, link.channels * flow.bps);
   const reasons: Reason[] = [];
+  // Searches only need the tags; formatting the sentences is most of their cost.
+  const say = (tag: ReasonTag, text: () => string) => reasons.push({ tag, text: explain ? text() : '' });
   const fixed = effectiveEpoch(ctx, t, rtt, goodput);
   const converged = fixed !== undefined;
   const e = fixed ?? MAX_EPOCH_S;
@@ -178,41 +205,43 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS)
 
   if (!converged) {
     const longRate = bytesFor(ctx, MAX_EPOCH_S, curve.pagesAt(MAX_EPOCH_S)).wire / MAX_EPOCH_S;
-    reasons.push({
-      tag: 'outrun',
-      text: `dirties faster than the link carries: checkpoints never catch up (≥ ${mbit(longRate)} needed even at ${MAX_EPOCH_S} s epochs, ${mbit(goodput)} available)`,
-    });
+    say(
+      'outrun',
+      () =>
+        `dirties faster than the link carries: checkpoints never catch up (≥ ${mbit(longRate)} needed even at ${MAX_EPOCH_S} s epochs, ${mbit(goodput)} available)`,
+    );
   } else if (policy.mode !== 'xl' && e > t * (1 + 1e-6)) {
-    reasons.push({
-      tag: 'stretch',
-      text: `a checkpoint needs ${ms(e)} (pause ${ms(pauseS)} + transfer ${ms(transferS)}${policy.mode === 'periodic' ? ` + RTT ${ms(rtt)}` : ''}): the ${ms(t)} epoch stretches to ${ms(e)}`,
-    });
+    say(
+      'stretch',
+      () =>
+        `a checkpoint needs ${ms(e)} (pause ${ms(pauseS)} + transfer ${ms(transferS)}${policy.mode === 'periodic' ? ` + RTT ${ms(rtt)}` : ''}): the ${ms(t)} epoch stretches to ${ms(e)}`,
+    );
   }
   if (converged && avgBps > usable) {
-    reasons.push({
-      tag: 'bandwidth',
-      text: `needs ${mbit(avgBps)} on average, above the usable ${mbit(usable)} (${Math.round(policy.headroom * 100)} % headroom kept)`,
-    });
+    say(
+      'bandwidth',
+      () =>
+        `needs ${mbit(avgBps)} on average, above the usable ${mbit(usable)} (${Math.round(policy.headroom * 100)} % headroom kept)`,
+    );
   }
   if (converged && policy.mode !== 'xl' && peakBps > goodput && reasons.length === 0) {
-    reasons.push({
-      tag: 'burst',
-      text: `the p${policy.percentile} checkpoint needs ${mbit(peakBps)} to land in its slot, above ${mbit(goodput)}`,
-    });
+    say(
+      'burst',
+      () =>
+        `the p${policy.percentile} checkpoint needs ${mbit(peakBps)} to land in its slot, above ${mbit(goodput)}`,
+    );
   }
   const budget = policy.latencyBudgetS;
   const stat = policy.budgetStat === 'max' ? latencyMaxS : latencyMeanS;
   if (budget !== undefined && stat > budget) {
-    reasons.push({
-      tag: 'latency',
-      text: `${policy.budgetStat} added latency ${ms(stat)} exceeds the ${ms(budget)} budget`,
-    });
+    say('latency', () => `${policy.budgetStat} added latency ${ms(stat)} exceeds the ${ms(budget)} budget`);
   }
   if (goodput < linkOnly && channelsNeeded > link.channels && reasons.length > 0) {
-    reasons.push({
-      tag: 'tcp',
-      text: `one TCP flow carries at most ${mbit(flow.bps)} here (${flow.limit === 'window' ? 'window / RTT' : 'loss'}); ${channelsNeeded} channels needed, ${link.channels} configured`,
-    });
+    say(
+      'tcp',
+      () =>
+        `one TCP flow carries at most ${mbit(flow.bps)} here (${flow.limit === 'window' ? 'window / RTT' : 'loss'}); ${channelsNeeded} channels needed, ${link.channels} configured`,
+    );
   }
   return {
     epochS: t,

@@ -26,14 +26,20 @@ export function epochCounts(trace: WriteTrace, windowS: number, scratch?: Int32A
   stamp.fill(-1, 0, trace.distinctPages);
   const { times, pageIds } = trace;
   const inv = 1 / windowS;
-  for (let i = 0; i < times.length; i++) {
-    const k = Math.floor((times[i] as number) * inv);
-    if (k >= windows) break;
-    const id = pageIds[i] as number;
-    if (stamp[id] !== k) {
-      stamp[id] = k;
-      counts[k] = (counts[k] as number) + 1;
+  const n = times.length;
+  // The writes of window k are a contiguous run (times are sorted): t·inv < k + 1 ⇔ ⌊t/T⌋ ≤ k.
+  let i = 0;
+  for (let k = 0; k < windows; k++) {
+    let c = 0;
+    while (i < n && (times[i] as number) * inv < k + 1) {
+      const id = pageIds[i] as number;
+      if (stamp[id] !== k) {
+        stamp[id] = k;
+        c++;
+      }
+      i++;
     }
+    counts[k] = c;
   }
   return counts;
 }

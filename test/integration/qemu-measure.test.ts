@@ -110,3 +110,44 @@ describe('measureQmp errors', () => {
     expect(isRwanError(err, 'RWAN_ERR_IO')).toBe(true);
   });
 });
+
+describe('remus-plan measure qmp → remus-plan --input, end to end on the real guest', () => {
+  it('measures, writes the file, and plans from it', async () => {
+    const { main } = await import('../../src/cli/plan.js');
+    const dir = await mkdtemp(join(tmpdir(), 'remus-plan-cli-'));
+    try {
+      const out = join(dir, 'vm.json');
+      const err: string[] = [];
+      const io = { out: () => undefined, err: (t: string) => err.push(t) };
+      const code = await main(
+        [
+          'measure',
+          'qmp',
+          '--socket',
+          guest.socketPath,
+          '--windows',
+          '1s',
+          '--guest',
+          'writer',
+          '--out',
+          out,
+        ],
+        io,
+      );
+      expect(code, err.join('')).toBe(0);
+      expect(err.join('')).toMatch(/1 ?s|1000/); // progress went to stderr
+      const printed: string[] = [];
+      const planCode = await main(['--input', out, '--bandwidth', '100Mbit/s', '--rtt', '10ms', '--json'], {
+        out: (t) => printed.push(t),
+        err: (t) => err.push(t),
+      });
+      expect(planCode, err.join('')).toBe(0);
+      const result = JSON.parse(printed.join(''));
+      expect(result.guests[0].name).toBe('writer');
+      expect(result.guests[0].dirtyModel.model).toBe('linear');
+      expect(result.guests[0].plans.length).toBeGreaterThan(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});

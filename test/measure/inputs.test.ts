@@ -1,0 +1,130 @@
+/** Every input format, read from files as an operator would pass them, and every way they can be wrong. */
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { isRwanError } from '../../src/errors.js';
+import { detectFormat, loadInput } from '../../src/measure/inputs.js';
+import { epochCounts } from '../../src/planner/trace.js';
+
+const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
+const MiB = 2 ** 20;
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+  } catch (err) {
+    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
+  }
+  return undefined;
+}
+
+describe('QEMU query-dirty-rate replies', () => {
+  it('QEMU 7.2: calc-time in seconds, no unit field', async () => {
+    const [g] = await loadInput(fixture('qemu/qemu-7.2-seconds.json'), 4096);
+    expect(g?.measurements).toHaveLength(1);
+    expect(g?.measurements[0]?.windowS).toBe(10);
+    expect(g?.measurements[0]?.pages[0]).toBeCloseTo((108 * MiB * 10) / 4096, 6);
+    expect(g?.measurements[0]?.mode).toBe('page-sampling');
+  });
+  it('QEMU 8.2+: one reply per line, millisecond and second units, bare DirtyRateInfo', async () => {
+    const [g] = await loadInput(fixture('qemu/qemu-8.2-ms.ndjson'), 4096);
+    expect(g?.measurements.map((m) => m.windowS)).toEqual([0.1, 1, 2]);
+    expect(g?.measurements.map((m) => m.mode)).toEqual(['page-sampling', 'dirty-bitmap', 'dirty-ring']);
+    expect(g?.measurements[0]?.pages[0]).toBeCloseTo((40 * MiB * 0.1) / 4096, 6);
+  });
+  it('a QMP transcript: skips commands, empty returns, events and unfinished results', async () => {
+    const [g] = await loadInput(fixture('qemu/transcript.txt'), 4096);
+    expect(g?.measurements).toHaveLength(1);
+    expect(g?.measurements[0]?.windowS).toBe(0.5);
+    expect(g?.measurements[0]?.pages[0]).toBeCloseTo((64 * MiB * 0.5) / 4096, 6);
+  });
+  it('HMP info dirty_rate text', async () => {
+    const [g] = await loadInput(fixture('qemu/hmp.txt'), 4096);
+    expect(g?.measurements.map((m) => [m.windowS, m.mode])).toEqual([
+      [10, 'dirty-bitmap'],
+      [1, 'page-sampling'],
+    ]);
+    expect(g?.measurements[1]?.pages[0]).toBeCloseTo((6 * MiB) / 4096, 6);
+  });
+  it('page size changes the page count', async () => {
+    const [g] = await loadInput(fixture('qemu/qemu-7.2-seconds.json'), 65536);
+    expect(g?.measurements[0]?.pages[0]).toBeCloseTo((108 * MiB * 10) / 65536, 6);
+  });
+  it('refuses files without a finished result, unknown units, negative rates', async () => {
+    expect(await codeOf(loadInput(fixture('qemu/measuring-only.json'), 4096))).toBe('RWAN_ERR_MISSING_FIELD');
+    expect(await codeOf(loadInput(fixture('qemu/bad-unit.json'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOf(loadInput(fixture('qemu/negative-rate.json'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+  });
+});
+
+describe('virsh domstats --dirtyrate', () => {
+  it('one guest per measured domain; unfinished domains are left out', async () => {
+    const guests = await loadInput(fixture('libvirt/domstats.txt'), 4096);
+    expect(guests.map((g) => g.name)).toEqual(['vm1', 'vm2']);
+    expect(guests[0]?.measurements[0]?.windowS).toBe(1);
+    expect(guests[0]?.measurements[0]?.pages[0]).toBe((4 * MiB) / 4096);
+    expect(guests[0]?.measurements[0]?.mode).toBe('dirty-ring');
+    expect(guests[1]?.measurements[0]?.pages[0]).toBe((10 * MiB * 5) / 4096);
+  });
+  it('refuses a non-numeric rate', async () => {
+    expect(await codeOf(loadInput(fixture('libvirt/bad-rate.txt'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+  });
+});
+
+describe('traces', () => {
+  it('CSV writes with a ms time column, hex pfns and a declared duration', async () => {
+    const [g] = await loadInput(fixture('trace/writes.csv'), 4096);
+    const t = g?.traces[0];
+    expect(t?.durationS).toBe(1);
+    expect(t?.distinctPages).toBe(4);
+    expect([...epochCounts(t!, 0.5)]).toEqual([2, 2]);
+    expect([...epochCounts(t!, 0.25)]).toEqual([2, 0, 1, 1]);
+  });
+  it('NDJSON writes in seconds; duration = last write', async () => {
+    const [g] = await loadInput(fixture('trace/writes.ndjson'), 4096);
+    expect(g?.traces[0]?.durationS).toBe(1);
+    expect([...epochCounts(g!.traces[0]!, 0.5)]).toEqual([2, 1]);
+  });
+  it('byte addresses become pages; unsorted rows are sorted', async () => {
+    const [g] = await loadInput(fixture('trace/addr-unsorted.csv'), 4096);
+    const t = g!.traces[0]!;
+    expect([...t.times]).toEqual([0, 0.1, 0.5]);
+    expect(t.distinctPages).toBe(3);
+  });
+  it('per-window counts become samples', async () => {
+    const [g] = await loadInput(fixture('trace/counts.csv'), 4096);
+    expect(g?.measurements.map((m) => [m.windowS, m.pages])).toEqual([
+      [0.1, [120, 80, 100]],
+      [1, [600]],
+    ]);
+  });
+  it('remus-wan per-epoch stats: pages per epoch and the measured compression', async () => {
+    const [g] = await loadInput(fixture('trace/remus-wan-stats.jsonl'), 4096);
+    expect(g?.measurements[0]?.pages).toEqual([300, 500]);
+    expect(g?.measurements[0]?.mode).toBe('daemon');
+    expect(g?.compression?.ratio).toBeCloseTo(0.25, 9);
+  });
+  it('refuses bad rows, short rows, empty traces and missing columns', async () => {
+    expect(await codeOf(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOf(loadInput(fixture('trace/short-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOf(loadInput(fixture('trace/header-only.csv'), 4096))).toBe('RWAN_ERR_MISSING_FIELD');
+    expect(await codeOf(loadInput(fixture('trace/no-page-column.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+  });
+});
+
+describe('measurement files and format detection', () => {
+  it('reads what measure qmp writes', async () => {
+    const [g] = await loadInput(fixture('measurements.json'), 4096);
+    expect(g?.name).toBe('vm9');
+    expect(g?.memoryBytes).toBe(536870912);
+    expect(g?.measurements.map((m) => [m.windowS, m.pages[0]])).toEqual([
+      [1, 10752],
+      [2, 7168],
+    ]);
+  });
+  it('names an unknown format, a missing file, and a fleet passed as a measurement', async () => {
+    expect(await codeOf(loadInput(fixture('unknown.txt'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOf(loadInput(fixture('nope.json'), 4096))).toBe('RWAN_ERR_IO');
+    expect(await codeOf(loadInput(fixture('fleet/ok.json'), 4096))).toBe('RWAN_ERR_USAGE');
+    expect(detectFormat('{"guests": []}', 'x')).toBe('fleet');
+  });
+});
