@@ -52,6 +52,7 @@ export function policy(extra: Partial<Policy> = {}): Policy {
     framingBytes: 8,
     percentile: 99,
     inFlight: 4,
+    maxPauseFraction: 1,
     ...extra,
   };
 }

@@ -92,6 +92,7 @@ interface PlanOptions {
   epoch?: string;
   percentile?: number;
   inFlight?: number;
+  maxPause?: string;
   framing?: number;
   json?: boolean;
   csv?: boolean;
@@ -104,8 +105,8 @@ export function createProgram(io: Io = processIo): Command {
   const program = new Command('remus-plan');
   program
     .description(
-      'Size Remus-style VM replication over a WAN: checkpoint size, bandwidth, added client latency, RTT ceiling,\n' +
-        'best epoch length, and whether a link holds a fleet — from measured dirty rates.',
+      'Size Remus-style VM replication over a WAN: checkpoint size, bandwidth, added client latency, ' +
+        'RTT ceiling, best epoch length, and whether a link holds a fleet — from measured dirty rates.',
     )
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .showHelpAfterError('(run with --help for usage)')
@@ -256,6 +257,12 @@ with --fail-on-infeasible.`,
       ),
     )
     .addOption(
+      new Option(
+        '--max-pause <fraction>',
+        'largest share of time the guest may be paused (default 10%)',
+      ).argParser(check('--max-pause', parseFraction)),
+    )
+    .addOption(
       new Option('--framing <bytes>', 'per-page framing bytes on the wire (default 8)').argParser((v) =>
         parseCount(v, { what: '--framing', allowZero: true }),
       ),
@@ -402,6 +409,7 @@ async function buildDocument(o: PlanOptions): Promise<{ data: FleetFileData; bas
   set(policy, 'framing', o.framing);
   set(policy, 'percentile', o.percentile);
   set(policy, 'inFlight', o.inFlight);
+  set(policy, 'maxPause', o.maxPause);
   const guests = data.guests.map((g) => {
     const out = { ...g };
     set(out, 'pageSize', o.pageSize);

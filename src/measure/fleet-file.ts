@@ -78,6 +78,10 @@ export const PolicyEntry = z
     framing: z.number().nonnegative().optional().describe('per-page framing bytes on the wire'),
     percentile: z.number().gt(0).max(100).optional(),
     inFlight: z.number().int().positive().optional().describe('epochs in flight (pipelined mode)'),
+    maxPause: z
+      .union([z.string(), z.number()])
+      .optional()
+      .describe('largest share of time the guest may be paused, e.g. "10%"'),
   })
   .strict();
 

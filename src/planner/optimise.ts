@@ -73,8 +73,8 @@ export function pickRecommended(
 
 /**
  * Why no candidate epoch works, in one sentence. The dominant cause is the one that blocks the epochs
- * closest to working: the link first (nothing else matters if the stream outruns it), then TCP, then
- * latency.
+ * closest to working: the link first (nothing else matters if the stream outruns it), then the pause
+ * share, then the latency budget; TCP is named when it holds the link back.
  */
 export function cannotProtectReason(candidates: readonly EpochEval[], budgetStat: 'mean' | 'max'): string {
   const has = (c: EpochEval, tag: ReasonTag) => c.reasons.some((r) => r.tag === tag);
@@ -96,15 +96,20 @@ export function cannotProtectReason(candidates: readonly EpochEval[], budgetStat
     );
   }
   const linkOk = candidates.filter((c) => !linkBound(c));
-  if (linkOk.every((c) => has(c, 'tcp') && !has(c, 'latency'))) {
-    return `cannot protect at any epoch in ${range}: ${linkOk[0]?.reasons.find((r) => r.tag === 'tcp')?.text}`;
+  const tcp = candidates.flatMap((c) => c.reasons.filter((r) => r.tag === 'tcp'))[0];
+  const tcpHint = tcp ? `; shorter epochs are held back by TCP: ${tcp.text}` : '';
+  if (linkOk.every((c) => !has(c, 'latency'))) {
+    // the link carries these epochs, but each pauses the guest too long
+    const least = linkOk.reduce((a, b) => (b.pauseS / b.effectiveS < a.pauseS / a.effectiveS ? b : a));
+    return (
+      `cannot protect at any epoch in ${range}: wherever the link keeps up, checkpoints pause the guest too long ` +
+      `(best at ${fmtMs(least.epochS)}: ${least.reasons.find((r) => r.tag === 'pause')?.text})${tcpHint}`
+    );
   }
   const lat = (c: EpochEval) => (budgetStat === 'max' ? c.latencyMaxS : c.latencyMeanS);
   const best = linkOk.reduce((a, b) => (lat(b) < lat(a) ? b : a));
-  const tcp = candidates.flatMap((c) => c.reasons.filter((r) => r.tag === 'tcp'))[0];
   return (
     `cannot protect at any epoch in ${range} within the latency budget: the lowest ${budgetStat} added latency ` +
-    `the link allows is ${fmtMs(lat(best))} (epoch ${fmtMs(best.epochS)})` +
-    (tcp ? `; shorter epochs are held back by TCP: ${tcp.text}` : '')
+    `the link allows is ${fmtMs(lat(best))} (epoch ${fmtMs(best.epochS)})${tcpHint}`
   );
 }

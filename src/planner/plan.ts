@@ -77,6 +77,7 @@ export function plan(guests: readonly GuestSpec[], link: LinkSpec, policy: Polic
       framingBytes: policy.framingBytes,
       percentile: policy.percentile,
       inFlight: policy.inFlight,
+      maxPauseFraction: policy.maxPauseFraction,
     },
   };
 }

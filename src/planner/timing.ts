@@ -26,7 +26,7 @@ import type { GuestSpec, LinkSpec, Policy } from './types.js';
 export const MAX_EPOCH_S = 3600;
 
 /** Why a plan is infeasible; the text goes to the output, the tag drives "cannot protect" summaries. */
-export type ReasonTag = 'outrun' | 'stretch' | 'bandwidth' | 'burst' | 'tcp' | 'latency';
+export type ReasonTag = 'outrun' | 'stretch' | 'bandwidth' | 'burst' | 'tcp' | 'latency' | 'pause';
 export interface Reason {
   tag: ReasonTag;
   text: string;
@@ -229,6 +229,13 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
       'burst',
       () =>
         `the p${policy.percentile} checkpoint needs ${mbit(peakBps)} to land in its slot, above ${mbit(goodput)}`,
+    );
+  }
+  if (converged && pauseS / e > policy.maxPauseFraction) {
+    say(
+      'pause',
+      () =>
+        `the guest is paused ${(100 * (pauseS / e)).toFixed(1)} % of the time, above ${+(100 * policy.maxPauseFraction).toPrecision(3)} %`,
     );
   }
   const budget = policy.latencyBudgetS;

@@ -87,6 +87,8 @@ export interface Policy {
   percentile: number;
   /** Epochs in flight in `pipelined` mode. */
   inFlight: number;
+  /** Largest share of time the guest may spend paused for checkpoints (0..1). */
+  maxPauseFraction: number;
 }
 
 /** The fitted D(T) curve of a guest, as reported in the output. */
@@ -211,5 +213,6 @@ export interface PlanResult {
     framingBytes: number;
     percentile: number;
     inFlight: number;
+    maxPauseFraction: number;
   };
 }

@@ -112,6 +112,7 @@ function result(guests: GuestResult[], latencyBudgetMs: number | null, l = link(
       framingBytes: 8,
       percentile: 99,
       inFlight: 2,
+      maxPauseFraction: 0.1,
     },
   };
 }

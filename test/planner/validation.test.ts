@@ -120,3 +120,28 @@ describe('C2–C5 — Clark: workload dirty rates at 8 s windows, sanity ranges'
     expect(bw(500)).toBeCloseTo(16.4, 0);
   });
 });
+
+describe('cannot protect: the reason names the binding limit', () => {
+  const l = link(12.5e6, 0.02);
+  const reason = (p: Policy, g = guest([m(0.1, 100), m(1, 500)])) =>
+    plan([g], l, { ...p, epochsS: [0.1], searchEpochsS: logSpace(0.01, 2, 21) }).guests[0]?.cannotProtect ??
+    '';
+  it('latency budget', () => {
+    expect(reason(policy({ latencyBudgetS: 0.02 }))).toMatch(
+      /within the latency budget: the lowest mean added latency/,
+    );
+  });
+  it('pause share', () => {
+    const slow = policy({ pause: { baseS: 0.05, perPageS: 0 }, maxPauseFraction: 0.01 });
+    expect(reason(slow)).toMatch(/pause the guest too long/);
+  });
+  it('TCP holding a lossy long link back', () => {
+    const lossy = link(125e6, 0.1, { loss: 0.01, cc: 'reno' });
+    const r = plan(
+      [guest([m(1, 20_000)])],
+      lossy,
+      policy({ epochsS: [0.1], searchEpochsS: logSpace(0.01, 2, 21) }),
+    );
+    expect(r.guests[0]?.cannotProtect).toMatch(/one TCP flow carries at most/);
+  });
+});
