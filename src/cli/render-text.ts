@@ -97,7 +97,10 @@ export function renderText(result: PlanResult): string {
   out.push(
     `link: ${num(l.bandwidthMbps)} Mbit/s (${num(l.goodputMbps)} goodput, ${num(l.usableMbps)} usable with ${Math.round(p.headroom * 100)} % headroom), ` +
       `RTT ${ms(l.rttMs)}${l.rttSource === 'distance' ? ` from ${l.distanceKm} km of fibre` : ''}, loss ${+(l.loss * 100).toPrecision(3)} %, ` +
-      `${l.channels} channel${l.channels === 1 ? '' : 's'}, ${l.cc}: one TCP flow ≤ ${num(l.flowCeilingMbps)} Mbit/s`,
+      `${l.channels} channel${l.channels === 1 ? '' : 's'}, ${l.cc}: one TCP flow ≤ ${num(l.flowCeilingMbps)} Mbit/s` +
+      (l.channelsToFill > l.channels
+        ? ` (${l.flowLimit === 'loss' ? 'loss' : 'window/RTT'} bound): ${l.channels} carry ${num(l.goodputMbps)} Mbit/s, ${l.channelsToFill} would fill the link`
+        : ''),
     `policy: ${p.mode} mode, pause ${p.pauseBaseMs} ms + ${p.pausePerPageUs} µs/page` +
       (p.latencyBudgetMs === null
         ? ', no latency budget'

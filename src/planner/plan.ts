@@ -49,6 +49,8 @@ export function plan(guests: readonly GuestSpec[], link: LinkSpec, policy: Polic
     tcpWindowBytes: link.tcpWindowBytes,
     cc: link.cc,
     flowCeilingMbps: sig(toMbps(Math.min(flow.bps, linkGoodputBps(link)))),
+    flowLimit: flow.limit,
+    channelsToFill: Math.ceil(linkGoodputBps(link) / flow.bps - 1e-9),
     usableMbps: sig(toMbps(goodput * (1 - policy.headroom))),
   };
   const fleet = planFleet(members, goodput, policy.headroom, policy.percentile);

@@ -171,6 +171,10 @@ export interface LinkResult {
   tcpWindowBytes: number;
   cc: CongestionControl;
   flowCeilingMbps: number;
+  /** What limits one TCP flow: the link itself, the window over the RTT, or loss. */
+  flowLimit: 'link' | 'window' | 'loss';
+  /** Channels that would fill the link. */
+  channelsToFill: number;
   usableMbps: number;
 }
 

@@ -74,6 +74,8 @@ function link(bandwidthMbps: number, usableMbps: number): LinkResult {
     tcpWindowBytes: 4 * 1024 * 1024,
     cc: 'cubic',
     flowCeilingMbps: 350,
+    flowLimit: 'window',
+    channelsToFill: 3,
     usableMbps,
   };
 }
