@@ -14,6 +14,7 @@ interface QmpOptions {
   out?: string;
   mode: QmpDirtyRateMode;
   samplePages?: number;
+  repeat: number;
   guest?: string;
   timeout: string;
   quiet?: boolean;
@@ -47,6 +48,11 @@ export function addMeasureCommand(program: Command, io: Io): void {
         parseCount(v, { what: '--sample-pages' }),
       ),
     )
+    .addOption(
+      new Option('--repeat <n>', 'measurements per window, for percentiles')
+        .default(1)
+        .argParser((v) => parseCount(v, { what: '--repeat' })),
+    )
     .addOption(new Option('--guest <name>', 'guest name recorded in the file'))
     .addOption(
       new Option('--timeout <duration>', 'time limit per QMP reply, beyond each window').default('30s'),
@@ -58,6 +64,7 @@ export function addMeasureCommand(program: Command, io: Io): void {
         socketPath: o.socket,
         windowsS,
         mode: o.mode,
+        repeat: o.repeat,
         timeoutS: parseDuration(o.timeout, { what: '--timeout' }),
         ...(o.samplePages === undefined ? {} : { samplePagesPerGiB: o.samplePages }),
         ...(o.guest === undefined ? {} : { guest: o.guest }),

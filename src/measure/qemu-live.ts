@@ -26,6 +26,8 @@ export interface MeasureQmpOptions {
   mode?: QmpDirtyRateMode;
   /** Pages sampled per GiB in `page-sampling` mode (QEMU default 512, range 128–16 384). */
   samplePagesPerGiB?: number;
+  /** Measurements per window (default 1); several give the planner percentiles, not just a mean. */
+  repeat?: number;
   /** Guest name written to the file. */
   guest?: string;
   /** Time limit for each QMP reply and for each window's result beyond its length, in seconds (default 30). */
@@ -67,6 +69,12 @@ export async function measureQmp(options: MeasureQmpOptions): Promise<Measuremen
       details: { timeoutS: options.timeoutS },
     });
   }
+  const repeat = options.repeat ?? 1;
+  if (!(Number.isInteger(repeat) && repeat >= 1)) {
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', 'repeat must be a whole number ≥ 1', {
+      details: { repeat },
+    });
+  }
   const progress = options.onProgress ?? (() => undefined);
   const startedAt = (options.now ?? (() => new Date()))().toISOString();
   const client = await QmpClient.connect(options.socketPath, {
@@ -101,17 +109,20 @@ export async function measureQmp(options: MeasureQmpOptions): Promise<Measuremen
     let samplePages: number | undefined;
     for (const [i, w] of windows.entries()) {
       const unitArgs = w.unit === 'millisecond' ? { 'calc-time-unit': 'millisecond' } : undefined;
-      if (!(i === 0 && msStarted)) {
-        await exec('calc-dirty-rate', { ...baseArgs, 'calc-time': w.calcTime, ...unitArgs });
-      }
       const windowMs = w.unit === 'millisecond' ? w.calcTime : w.calcTime * 1000;
-      progress(`measuring a ${windowMs} ms window`);
-      const info = await pollMeasured(client, w.calcTime, windowMs, unitArgs, timeoutMs);
-      const rate = info['dirty-rate'] ?? 0;
-      samplePages = info['sample-pages'] || samplePages;
-      const pages = (rate * MIB * (windowMs / 1000)) / PAGE_SIZE;
-      measurements.push({ windowMs, dirtyRateMiBps: rate, pages });
-      progress(`${windowMs} ms: ${rate} MiB/s (${pages} pages)`);
+      for (let r = 0; r < repeat; r++) {
+        if (!(i === 0 && r === 0 && msStarted)) {
+          await exec('calc-dirty-rate', { ...baseArgs, 'calc-time': w.calcTime, ...unitArgs });
+        }
+        const nth = repeat > 1 ? ` (${r + 1} of ${repeat})` : '';
+        progress(`measuring a ${windowMs} ms window${nth}`);
+        const info = await pollMeasured(client, w.calcTime, windowMs, unitArgs, timeoutMs);
+        const rate = info['dirty-rate'] ?? 0;
+        samplePages = info['sample-pages'] || samplePages;
+        const pages = (rate * MIB * (windowMs / 1000)) / PAGE_SIZE;
+        measurements.push({ windowMs, dirtyRateMiBps: rate, pages });
+        progress(`${windowMs} ms${nth}: ${rate} MiB/s (${pages} pages)`);
+      }
     }
     return {
       format: 'remus-plan/measurements@1',

@@ -1,5 +1,5 @@
 /** The remus-plan CLI, run in-process: outputs, the JSON schema of results, error codes and exit statuses. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -134,6 +134,21 @@ describe('outputs', () => {
     }
     const lv = await run('--input', fixture('libvirt/domstats.txt'), ...LINK, '--json');
     expect(JSON.parse(lv.out).guests.map((g: { name: string }) => g.name)).toEqual(['vm1', 'vm2']);
+  });
+
+  it('--sample-pages measures the compression with zstd', async () => {
+    const dump = join(dir, 'pages.bin');
+    const text = Buffer.from('GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n'.repeat(2000)).subarray(
+      0,
+      16 * 4096,
+    );
+    await writeFile(dump, Buffer.concat([Buffer.alloc(16 * 4096), text]));
+    const r = await run(...README_EXAMPLE, '--sample-pages', dump, '--json');
+    expect(r.code, r.err).toBe(0);
+    const c = JSON.parse(r.out).guests[0].compression;
+    expect(c.memory).toBeGreaterThan(0);
+    expect(c.memory).toBeLessThan(0.05);
+    expect(c.source).toMatch(/zstd -3 on 32 pages .*50\.0 % zero/);
   });
 
   it('schema prints the published fleet schema', async () => {

@@ -126,7 +126,9 @@ describe('remus-plan measure qmp → remus-plan --input, end to end on the real 
           '--socket',
           guest.socketPath,
           '--windows',
-          '1s',
+          '1s,2s',
+          '--repeat',
+          '2',
           '--guest',
           'writer',
           '--out',
@@ -135,7 +137,9 @@ describe('remus-plan measure qmp → remus-plan --input, end to end on the real 
         io,
       );
       expect(code, err.join('')).toBe(0);
-      expect(err.join('')).toMatch(/1 ?s|1000/); // progress went to stderr
+      expect(err.join('')).toMatch(/2000 ms \(2 of 2\)/); // progress went to stderr
+      const file = JSON.parse(await readFile(out, 'utf8')) as MeasurementFile;
+      expect(file.measurements.map((m) => m.windowMs)).toEqual([1000, 1000, 2000, 2000]);
       const printed: string[] = [];
       const planCode = await main(['--input', out, '--bandwidth', '100Mbit/s', '--rtt', '10ms', '--json'], {
         out: (t) => printed.push(t),
@@ -144,7 +148,8 @@ describe('remus-plan measure qmp → remus-plan --input, end to end on the real 
       expect(planCode, err.join('')).toBe(0);
       const result = JSON.parse(printed.join(''));
       expect(result.guests[0].name).toBe('writer');
-      expect(result.guests[0].dirtyModel.model).toBe('linear');
+      expect(result.guests[0].dirtyModel.model).toBe('power-law');
+      expect(result.guests[0].dirtyModel.windowsMs).toEqual([1000, 2000]);
       expect(result.guests[0].plans.length).toBeGreaterThan(0);
     } finally {
       await rm(dir, { recursive: true, force: true });
