@@ -121,7 +121,7 @@ export function planGuest(
           why: `lowest ${policy.budgetStat} added latency among ${candidates.filter((c) => c.reasons.length === 0).length} feasible epochs of ${candidates.length} tried`,
         }
       : null,
-    warnings: guestWarnings(guest, link, policy, shown),
+    warnings: guestWarnings(guest, link, policy, shown, curve.info.windowsMs),
   };
   if (!best) result.cannotProtect = cannotProtectReason(candidates, policy.budgetStat);
   // On a shared link the guest may run any feasible epoch — or only the one asked for, if one was.
@@ -158,8 +158,20 @@ function guestWarnings(
   link: LinkSpec,
   policy: Policy,
   shown: readonly EpochEval[],
+  windowsMs: readonly number[],
 ): string[] {
   const warnings: string[] = [];
+  // D(T) is only known between the shortest and longest window measured; far outside it, say so.
+  const lo = Math.min(...windowsMs) / 1000;
+  const hi = Math.max(...windowsMs) / 1000;
+  const outside = shown.filter((ev) => ev.effectiveS < lo / 2 || ev.effectiveS > hi * 2);
+  if (outside.length > 0) {
+    const list = outside.map((ev) => `${+(ev.effectiveS * 1000).toPrecision(3)} ms`).join(', ');
+    warnings.push(
+      `D(T) is extrapolated far beyond the measured windows (${+(lo * 1000).toPrecision(3)}–${+(hi * 1000).toPrecision(3)} ms) ` +
+        `for effective epochs ${list}: measure at the epochs you plan for`,
+    );
+  }
   if (guest.memoryCompression === 1 && guest.compressionSource === 'none') {
     warnings.push('no compression assumed (xl remus sends raw pages): give --compression or --sample-pages');
   }
