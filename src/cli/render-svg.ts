@@ -172,7 +172,7 @@ export function buildSpec(result: PlanResult, options: RenderSvgOptions = {}): T
       const plan = p.feasible ? 'feasible' : 'infeasible';
       const base = { guest: guest.name, epochMs: p.epochMs, plan, lone } as const;
       bwRaw.push({ ...base, stat: 'mean', value: p.bandwidthMbps });
-      bwRaw.push({ ...base, stat: peakStat, value: p.peakBandwidthMbps });
+      if (p.peakBandwidthMbps !== null) bwRaw.push({ ...base, stat: peakStat, value: p.peakBandwidthMbps });
       latRaw.push({ ...base, stat: 'mean', value: p.latencyMeanMs });
       latRaw.push({ ...base, stat: 'max', value: p.latencyMaxMs });
     }

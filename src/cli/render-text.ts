@@ -14,7 +14,7 @@ const COLUMNS: Array<{ head: string; cell: (p: EpochPlan) => string }> = [
   { head: 'Mbit/s', cell: (p) => num(p.bandwidthMbps) },
   {
     head: 'peak',
-    cell: (p) => (p.peakBandwidthMbps >= Number.MAX_SAFE_INTEGER ? '∞' : num(p.peakBandwidthMbps)),
+    cell: (p) => (p.peakBandwidthMbps === null ? '∞' : num(p.peakBandwidthMbps)),
   },
   { head: 'lat.mean', cell: (p) => ms(p.latencyMeanMs) },
   { head: 'lat.max', cell: (p) => ms(p.latencyMaxMs) },

@@ -140,7 +140,7 @@ function toEpochPlan(ev: EpochEval, ceilingS: number | null): EpochPlan {
     pauseMs: sig(ev.pauseS * 1000),
     transferMs: sig(ev.transferS * 1000),
     bandwidthMbps: sig(toMbps(ev.avgBps)),
-    peakBandwidthMbps: Number.isFinite(ev.peakBps) ? sig(toMbps(ev.peakBps)) : Number.MAX_SAFE_INTEGER,
+    peakBandwidthMbps: Number.isFinite(ev.peakBps) ? sig(toMbps(ev.peakBps)) : null,
     utilisation: sig(ev.utilisation, 3),
     latencyMeanMs: sig(ev.latencyMeanS * 1000),
     latencyMaxMs: sig(ev.latencyMaxS * 1000),

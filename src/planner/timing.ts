@@ -13,8 +13,9 @@
  *   pipelined  E = max(T, pause + x, (pause + x + RTT) / W)   (W epochs in flight)
  *
  * E feeds back into D(E); the smallest fixed point ≥ T is found by monotone iteration (the map is
- * non-decreasing in E, so iterating from T converges to it), with bisection when it crawls. No fixed
- * point below {@link MAX_EPOCH_S} means the guest dirties faster than the link carries.
+ * non-decreasing in E, so iterating from T climbs towards it), accelerated with Aitken's Δ² and closed
+ * by regula falsi. No fixed point below {@link MAX_EPOCH_S} means the guest dirties faster than the
+ * link carries.
  *
  *   latency mean = E/2 + pause + x + RTT,   max = E + pause + x + RTT
  */
@@ -182,7 +183,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
   const slot = policy.mode === 'periodic' ? e - pauseS - rtt : policy.mode === 'pipelined' ? e - pauseS : e;
-  const peakBps = slot > 0 ? peakWire / slot : Number.POSITIVE_INFINITY;
+  const peakBps = slot > 0 ? peakWire / slot : peakWire > 0 ? Number.POSITIVE_INFINITY : 0;
   const usable = goodput * (1 - policy.headroom);
   const utilisation = avgBps / goodput;
   const latencyMeanS = e / 2 + pauseS + transferS + rtt;
@@ -196,7 +197,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
       ? t - pauseT - rtt
       : policy.mode === 'pipelined'
         ? Math.min(t - pauseT, policy.inFlight * t - pauseT - rtt)
-        : e;
+        : Number.POSITIVE_INFINITY; // xl: no deadline, the mean rate alone sizes the channels
   const requiredBps = Math.max(
     avgBps / (1 - policy.headroom),
     deadline > 0 ? wireT / deadline : Number.POSITIVE_INFINITY,

@@ -123,8 +123,9 @@ export interface EpochPlan {
   transferMs: number;
   /** Mean wire bandwidth, decimal Mbit/s. */
   bandwidthMbps: number;
-  /** Bandwidth needed to land a percentile checkpoint in its slot, decimal Mbit/s. */
-  peakBandwidthMbps: number;
+  /** Bandwidth needed to land a percentile checkpoint in its slot, decimal Mbit/s; null when the
+   * slot is empty (the pause and RTT alone fill the epoch), so no bandwidth is enough. */
+  peakBandwidthMbps: number | null;
   /** Share of the link's goodput the stream uses on average (0..1+). */
   utilisation: number;
   latencyMeanMs: number;
