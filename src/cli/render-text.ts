@@ -101,7 +101,7 @@ export function renderText(result: PlanResult): string {
       (l.channelsToFill > l.channels
         ? ` (${l.flowLimit === 'loss' ? 'loss' : 'window/RTT'} bound): ${l.channels} carry ${num(l.goodputMbps)} Mbit/s, ${l.channelsToFill} would fill the link`
         : ''),
-    `policy: ${p.mode} mode, pause ${p.pauseBaseMs} ms + ${p.pausePerPageUs} µs/page` +
+    `policy: ${p.mode} mode, pause ${num(p.pauseBaseMs)} ms + ${num(p.pausePerPageUs)} µs/page, at most ${num(p.maxPauseFraction * 100)} % of the time` +
       (p.latencyBudgetMs === null
         ? ', no latency budget'
         : `, ${p.budgetStat} latency budget ${ms(p.latencyBudgetMs)}`),

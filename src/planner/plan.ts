@@ -186,11 +186,13 @@ function guestWarnings(
       );
     }
   }
-  const idle = shown.find((ev) => ev.effectiveS - ev.transferS > Math.max(0.2, ev.rttS) && ev.rttS > 0.01);
+  // Linux restarts cwnd from the initial window after an idle period longer than the RTO (≥ 200 ms):
+  // on a long link every checkpoint then crawls through slow start again.
+  const idle = shown.find((ev) => ev.effectiveS - ev.transferS > Math.max(0.2, ev.rttS));
   if (idle && link.rttS > 0.01) {
     warnings.push(
-      'the link idles between checkpoints for longer than a TCP RTO: set net.ipv4.tcp_slow_start_after_idle=0 ' +
-        'or every checkpoint restarts from slow start',
+      `from the ${+(idle.epochS * 1000).toPrecision(3)} ms epoch up the link idles longer than a TCP RTO between ` +
+        'checkpoints: set net.ipv4.tcp_slow_start_after_idle=0, or every checkpoint restarts from slow start',
     );
   }
   return warnings;
