@@ -23,6 +23,46 @@ export const ErrorCodes = {
   RWAN_ERR_QMP_TIMEOUT: 5,
   /** `--fail-on-infeasible`: a guest or the fleet does not fit the link or the budget. */
   RWAN_ERR_INFEASIBLE: 10,
+  /** Codec: a record kind that does not exist. */
+  RWAN_ERR_CODEC_BAD_KIND: 6,
+  /** Codec: a record, length or delta ends before its bytes do. */
+  RWAN_ERR_CODEC_TRUNCATED: 6,
+  /** Codec: a delta run or a page number past its end (the page, or the safe integer range). */
+  RWAN_ERR_CODEC_RUN_OVERFLOW: 6,
+  /** Codec: a delta that is not canonical (an empty literal, a zero run after the first pair). */
+  RWAN_ERR_CODEC_BAD_DELTA: 6,
+  /** Codec: a delta against a page the receiver does not hold. */
+  RWAN_ERR_CODEC_MISSING_BASE: 6,
+  /** Codec: a duplicate that refers to a page not (yet) in the epoch. */
+  RWAN_ERR_CODEC_BAD_REF: 6,
+  /** Codec: a chunk whose decoded length, record count or trailing bytes do not match its header. */
+  RWAN_ERR_CODEC_CHUNK_LENGTH: 6,
+  /** Codec: zstd refused a chunk (corrupt frame, wrong dictionary, larger than announced). */
+  RWAN_ERR_CODEC_DECOMPRESS: 6,
+  /** Codec: chunks out of order, a page twice in one epoch, or a call out of sequence. */
+  RWAN_ERR_CODEC_SEQUENCE: 6,
+  /** Codec: the epoch's pages do not match the sender's digest or page count. */
+  RWAN_ERR_CODEC_DIGEST: 6,
+  /** Protocol: a frame does not start with the magic bytes `RW` (not a remus-wan peer, or the stream lost sync). */
+  RWAN_ERR_PROTOCOL_BAD_MAGIC: 6,
+  /** Protocol: a frame header carries a version this build does not speak. */
+  RWAN_ERR_PROTOCOL_UNSUPPORTED_VERSION: 6,
+  /** Protocol: a frame type this version does not define. */
+  RWAN_ERR_PROTOCOL_UNKNOWN_TYPE: 6,
+  /** Protocol: a reserved header field, an undefined flag bit, or a reserved payload byte is not 0. */
+  RWAN_ERR_PROTOCOL_RESERVED: 6,
+  /** Protocol: a frame's payloadLength exceeds the cap for its type (checked before buffering). */
+  RWAN_ERR_PROTOCOL_FRAME_TOO_LARGE: 6,
+  /** Protocol: a length field exceeds its cap (CHUNK rawLength, peer name, error message). */
+  RWAN_ERR_PROTOCOL_FIELD_TOO_LARGE: 6,
+  /** Protocol: a payload ends inside a field (payloadLength too small for the frame type or a string). */
+  RWAN_ERR_PROTOCOL_TRUNCATED: 6,
+  /** Protocol: bytes left over in a payload after its last field. */
+  RWAN_ERR_PROTOCOL_TRAILING_BYTES: 6,
+  /** Protocol: a field value out of its range (page size, role, method, epoch, bad UTF-8, ...), decoded or to encode. */
+  RWAN_ERR_PROTOCOL_INVALID_FIELD: 6,
+  /** Protocol: the stream ended in the middle of a frame. */
+  RWAN_ERR_PROTOCOL_UNEXPECTED_EOF: 6,
   /** A bug: something the code believed impossible happened. */
   RWAN_ERR_INTERNAL: 70,
 } as const;

@@ -1,0 +1,124 @@
+/**
+ * zstd on chunks, with reusable contexts and output sizes bounded before allocation. Pure apart from
+ * CPU (zstd-napi runs synchronously on the calling thread).
+ *
+ * A chunk is compressed once; when zstd does not make it smaller it goes raw, so an incompressible
+ * chunk never pays for a second attempt. Decompression writes into a buffer of exactly the announced
+ * length: a frame that would decode to more is an error, never a larger allocation.
+ */
+import { createRequire } from 'node:module';
+import type * as Binding from 'zstd-napi/binding.js';
+import { RwanError } from '../errors.js';
+
+const require = createRequire(import.meta.url);
+const zstd = require('zstd-napi/binding') as typeof Binding;
+
+/** How a chunk's records stream is carried. */
+export const Method = { RAW: 0, ZSTD: 1, ZSTD_DICT: 2 } as const;
+export type MethodValue = (typeof Method)[keyof typeof Method];
+
+/** zstd level used when none is given (chosen by `npm run bench:codec`, see README). */
+export const DEFAULT_ZSTD_LEVEL = 1;
+
+/** Compresses chunks with one context (and optionally one dictionary). */
+export class ChunkCompressor {
+  private readonly cctx = new zstd.CCtx();
+  private readonly cdict: Binding.CDict | undefined;
+  private scratch: Buffer = Buffer.alloc(0);
+
+  /**
+   * @param level zstd level (negative levels are faster, 19+ slow)
+   * @param dictionary raw-content or trained zstd dictionary, shared with the receiver
+   */
+  constructor(
+    readonly level = DEFAULT_ZSTD_LEVEL,
+    dictionary?: Uint8Array,
+  ) {
+    this.cdict = dictionary ? new zstd.CDict(dictionary, level) : undefined;
+  }
+
+  /** Compress `raw`; returns the bytes to send (a fresh buffer) and how. */
+  compress(raw: Uint8Array): { method: MethodValue; data: Buffer } {
+    const bound = zstd.compressBound(raw.length);
+    if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
+    const n = this.cdict
+      ? this.cctx.compressUsingCDict(this.scratch, raw, this.cdict)
+      : this.cctx.compress(this.scratch, raw, this.level);
+    if (n >= raw.length) return { method: Method.RAW, data: Buffer.from(raw) };
+    return {
+      method: this.cdict ? Method.ZSTD_DICT : Method.ZSTD,
+      data: Buffer.from(this.scratch.subarray(0, n)),
+    };
+  }
+}
+
+/** Decompresses chunks into buffers of the announced size. */
+export class ChunkDecompressor {
+  private readonly dctx = new zstd.DCtx();
+  private readonly ddict: Binding.DDict | undefined;
+
+  constructor(dictionary?: Uint8Array) {
+    this.ddict = dictionary ? new zstd.DDict(dictionary) : undefined;
+  }
+
+  /**
+   * The records stream of a chunk. `rawLength` must already be checked against the caller's cap.
+   * @returns a view of `data` (raw) or a new buffer of exactly `rawLength` bytes
+   */
+  decompress(
+    method: number,
+    data: Uint8Array,
+    rawLength: number,
+    where: Record<string, unknown>,
+  ): Uint8Array {
+    if (method === Method.RAW) {
+      if (data.length !== rawLength) {
+        throw new RwanError(
+          'RWAN_ERR_CODEC_CHUNK_LENGTH',
+          `raw chunk of ${data.length} bytes announced as ${rawLength}`,
+          {
+            details: where,
+          },
+        );
+      }
+      return data;
+    }
+    if (method !== Method.ZSTD && method !== Method.ZSTD_DICT) {
+      throw new RwanError('RWAN_ERR_CODEC_DECOMPRESS', `unknown chunk method ${method}`, {
+        details: { ...where, method },
+      });
+    }
+    if (method === Method.ZSTD_DICT && !this.ddict) {
+      throw new RwanError(
+        'RWAN_ERR_CODEC_DECOMPRESS',
+        'chunk compressed with a dictionary this side does not have',
+        {
+          details: where,
+        },
+      );
+    }
+    const out = Buffer.allocUnsafe(rawLength);
+    let n: number;
+    try {
+      n =
+        method === Method.ZSTD_DICT && this.ddict
+          ? this.dctx.decompressUsingDDict(out, data, this.ddict)
+          : this.dctx.decompress(out, data);
+    } catch (cause) {
+      throw new RwanError('RWAN_ERR_CODEC_DECOMPRESS', `zstd: ${(cause as Error).message}`, {
+        cause,
+        details: where,
+      });
+    }
+    if (n !== rawLength) {
+      throw new RwanError(
+        'RWAN_ERR_CODEC_CHUNK_LENGTH',
+        `chunk decoded to ${n} bytes, announced ${rawLength}`,
+        {
+          details: where,
+        },
+      );
+    }
+    return out;
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * Receiver side of the page codec: chunks in (in order), pages out, the epoch verified at its end.
+ * Pure apart from CPU.
+ *
+ * Strict: every malformed input is a typed `RWAN_ERR_CODEC_*` error, and a page is handed out only
+ * when it decoded completely. After an error the decoder refuses to go on (its page cache may no
+ * longer mirror the sender's) until `reset()`, which both sides call before a full resync.
+ */
+import { RwanError } from '../errors.js';
+import { ChunkDecompressor } from './chunk-compression.js';
+import { EpochDigest } from './digest.js';
+import { checkPageSize } from './epoch-encoder.js';
+import { type HotLoops, hot } from './hot-loops.js';
+import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
+import { PageCache, type PageCacheStats } from './page-cache.js';
+import { Kind, RecordReader, unzigzag } from './records.js';
+
+/** A chunk as received (the CHUNK frame's fields). */
+export interface ChunkInput {
+  epoch: number;
+  seq: number;
+  records: number;
+  rawLength: number;
+  method: number;
+  data: Uint8Array;
+}
+
+/**
+ * Called once per decoded page, in record order. `page` is a view valid only during the call: copy it
+ * to keep it.
+ */
+export type PageSink = (pfn: number, page: Uint8Array) => void;
+
+const FAULT_CODES = {
+  truncated: 'RWAN_ERR_CODEC_TRUNCATED',
+  overrun: 'RWAN_ERR_CODEC_RUN_OVERFLOW',
+  'empty-literal': 'RWAN_ERR_CODEC_BAD_DELTA',
+  'zero-run': 'RWAN_ERR_CODEC_BAD_DELTA',
+} as const;
+
+/** Decodes epoch after epoch for one session. */
+export class EpochDecoder {
+  readonly options: CodecOptions;
+  private readonly loops: HotLoops;
+  private readonly cache: PageCache;
+  private readonly decompressor: ChunkDecompressor;
+  private readonly digest = new EpochDigest();
+  private readonly zero: Uint8Array;
+  private readonly zeroHash: { hi: number; lo: number };
+  private readonly scratch: Uint8Array;
+  private epoch = -1;
+  private open = false;
+  private failed: RwanError | undefined;
+  private nextSeq = 0;
+  private prevPfn = -1;
+  private order: number[] = [];
+  private seen = new Set<number>();
+  private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
+
+  constructor(options: Partial<CodecOptions> = {}) {
+    this.options = { ...DEFAULT_CODEC_OPTIONS, ...options };
+    checkPageSize(this.options.pageSize);
+    this.loops = this.options.loops ?? hot;
+    this.cache = new PageCache(this.options.pageSize, this.options.cacheBytes);
+    this.decompressor = new ChunkDecompressor(this.options.dictionary);
+    this.zero = new Uint8Array(this.options.pageSize);
+    this.zeroHash = this.loops.hashPage(this.zero);
+    this.scratch = new Uint8Array(this.options.pageSize);
+  }
+
+  /** Start epoch `epoch` (epochs must increase). */
+  begin(epoch: number): void {
+    this.guard();
+    if (this.open || !(Number.isSafeInteger(epoch) && epoch > this.epoch)) {
+      this.fail(
+        'RWAN_ERR_CODEC_SEQUENCE',
+        `begin(${epoch}) after epoch ${this.epoch}${this.open ? ' still open' : ''}`,
+      );
+    }
+    this.epoch = epoch;
+    this.open = true;
+    this.nextSeq = 0;
+    this.prevPfn = -1;
+    this.order = [];
+    this.seen = new Set();
+    this.kinds = { zero: 0, raw: 0, delta: 0, dup: 0 };
+  }
+
+  /** Decode the next chunk of the open epoch, handing each page to `sink`. */
+  chunk(c: ChunkInput, sink: PageSink): void {
+    this.guard();
+    const where = { epoch: c.epoch, seq: c.seq };
+    if (!this.open || c.epoch !== this.epoch || c.seq !== this.nextSeq) {
+      this.fail(
+        'RWAN_ERR_CODEC_SEQUENCE',
+        `chunk ${c.epoch}/${c.seq} while expecting ${this.epoch}/${this.nextSeq}`,
+        where,
+      );
+    }
+    this.nextSeq++;
+    const { pageSize, maxChunkBytes } = this.options;
+    if (!(Number.isInteger(c.rawLength) && c.rawLength >= 0 && c.rawLength <= maxChunkBytes)) {
+      this.fail(
+        'RWAN_ERR_CODEC_CHUNK_LENGTH',
+        `chunk announces ${c.rawLength} bytes (cap ${maxChunkBytes})`,
+        where,
+      );
+    }
+    // every record takes at least 2 bytes: a record count above that is a lie, refused before work
+    if (!(Number.isInteger(c.records) && c.records >= 0 && c.records * 2 <= c.rawLength)) {
+      this.fail('RWAN_ERR_CODEC_CHUNK_LENGTH', `${c.records} records cannot fit ${c.rawLength} bytes`, where);
+    }
+    try {
+      const stream = this.decompressor.decompress(c.method, c.data, c.rawLength, where);
+      const r = new RecordReader(stream, where);
+      for (let i = 0; i < c.records; i++) sink(...this.record(r, pageSize, where));
+      if (!r.done) {
+        throw new RwanError(
+          'RWAN_ERR_CODEC_CHUNK_LENGTH',
+          `${stream.length - r.pos} bytes after the last record`,
+          {
+            details: where,
+          },
+        );
+      }
+    } catch (err) {
+      this.failed =
+        err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
+      throw this.failed;
+    }
+  }
+
+  /**
+   * Close the epoch and check it against the sender's page count and digest.
+   * @returns the kinds of records the epoch used
+   */
+  end(pageCount: number, digest: Uint8Array): KindCounts {
+    this.guard();
+    if (!this.open) this.fail('RWAN_ERR_CODEC_SEQUENCE', 'end() without begin()');
+    this.open = false;
+    const mine = this.digest.finish();
+    if (pageCount !== this.order.length) {
+      this.fail(
+        'RWAN_ERR_CODEC_DIGEST',
+        `epoch ${this.epoch}: ${this.order.length} pages decoded, sender sent ${pageCount}`,
+        {
+          epoch: this.epoch,
+        },
+      );
+    }
+    if (Buffer.compare(mine, digest) !== 0) {
+      this.fail(
+        'RWAN_ERR_CODEC_DIGEST',
+        `epoch ${this.epoch}: decoded pages do not match the sender's digest`,
+        {
+          epoch: this.epoch,
+        },
+      );
+    }
+    return { ...this.kinds };
+  }
+
+  /** Page cache counters. */
+  cacheStats(): PageCacheStats {
+    return this.cache.stats();
+  }
+
+  /** Forget every cached page and any earlier failure (the encoder must reset too). */
+  reset(): void {
+    this.cache.reset();
+    this.failed = undefined;
+    this.open = false;
+  }
+
+  private record(r: RecordReader, pageSize: number, where: Record<string, unknown>): [number, Uint8Array] {
+    const kind = r.u8();
+    const pfn = this.prevPfn + 1 + unzigzag(r.uleb('a page number'));
+    if (!Number.isSafeInteger(pfn) || pfn < 0) {
+      throw new RwanError('RWAN_ERR_CODEC_RUN_OVERFLOW', `page number ${pfn} out of range`, {
+        details: where,
+      });
+    }
+    if (this.seen.has(pfn)) {
+      throw new RwanError('RWAN_ERR_CODEC_SEQUENCE', `pfn ${pfn} twice in epoch ${this.epoch}`, {
+        details: { ...where, pfn },
+      });
+    }
+    let page: Uint8Array;
+    switch (kind) {
+      case Kind.ZERO:
+        page = this.zero;
+        this.kinds.zero++;
+        break;
+      case Kind.RAW:
+        page = r.take(pageSize, 'a raw page');
+        this.kinds.raw++;
+        break;
+      case Kind.DELTA: {
+        const len = r.uleb('a delta length');
+        if (len >= pageSize) {
+          throw new RwanError(
+            'RWAN_ERR_CODEC_RUN_OVERFLOW',
+            `delta of ${len} bytes for a ${pageSize}-byte page`,
+            {
+              details: { ...where, pfn },
+            },
+          );
+        }
+        const delta = r.take(len, 'a delta');
+        const base = this.cache.get(pfn);
+        if (base === undefined) {
+          throw new RwanError(
+            'RWAN_ERR_CODEC_MISSING_BASE',
+            `delta for pfn ${pfn}, which this side does not hold`,
+            {
+              details: { ...where, pfn },
+            },
+          );
+        }
+        this.scratch.set(base ?? this.zero);
+        const fault = this.loops.applyDelta(this.scratch, delta);
+        if (fault) {
+          throw new RwanError(FAULT_CODES[fault], `delta for pfn ${pfn}: ${fault}`, {
+            details: { ...where, pfn, fault },
+          });
+        }
+        page = this.scratch;
+        this.kinds.delta++;
+        break;
+      }
+      case Kind.DUP: {
+        const ref = r.uleb('a duplicate reference');
+        const refPfn = ref < this.order.length ? this.order[ref] : undefined;
+        const copy = refPfn === undefined ? undefined : this.cache.peek(refPfn);
+        if (refPfn === undefined || !copy) {
+          throw new RwanError(
+            'RWAN_ERR_CODEC_BAD_REF',
+            `duplicate of record ${ref}, not held in epoch ${this.epoch}`,
+            {
+              details: { ...where, pfn, ref },
+            },
+          );
+        }
+        this.scratch.set(copy);
+        page = this.scratch;
+        this.kinds.dup++;
+        break;
+      }
+      default:
+        throw new RwanError('RWAN_ERR_CODEC_BAD_KIND', `record kind ${kind}`, {
+          details: { ...where, kind },
+        });
+    }
+    this.prevPfn = pfn;
+    this.seen.add(pfn);
+    this.order.push(pfn);
+    if (page === this.zero) {
+      this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
+      this.cache.set(pfn, null);
+    } else {
+      const { hi, lo } = this.loops.hashPage(page);
+      this.digest.add(pfn, hi, lo);
+      this.cache.set(pfn, page);
+    }
+    return [pfn, page];
+  }
+
+  private guard(): void {
+    if (this.failed) throw this.failed;
+  }
+
+  private fail(
+    code: 'RWAN_ERR_CODEC_SEQUENCE' | 'RWAN_ERR_CODEC_CHUNK_LENGTH' | 'RWAN_ERR_CODEC_DIGEST',
+    message: string,
+    details = {},
+  ): never {
+    this.failed = new RwanError(code, message, { details });
+    throw this.failed;
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * The page codec's hot loops, native when possible (docs/codec.md):
+ *
+ *   native/remus_native.c ──node-gyp (npm install: tools/build-native.mjs)──▶ remus_native.node ─┐
+ *                                                                                                 ├─▶ hot
+ *   src/codec/xor-rle.ts (the reference) ──────────────────────────────────────────▶ fallback ──┘
+ *
+ * Both produce identical bytes, faults and hashes (test/codec/hot-loops.test.ts checks it).
+ * `hot` is the addon unless `REMUS_WAN_NATIVE=0` or it is missing or fails to load; then it is the
+ * TypeScript fallback, silently (the install step already warned) — `nativeLoadError` says why.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { DeltaFault } from './xor-rle.js';
+import * as ref from './xor-rle.js';
+
+/** The hot loops of the codec, one implementation. All byte arrays may sit at any byteOffset. */
+export interface HotLoops {
+  /** Which implementation this is. */
+  readonly kind: 'native' | 'fallback';
+  /**
+   * XOR-RLE delta from `old` to `now` (same length) into `out` (at least `limit` bytes long).
+   * @returns the delta length in bytes, or -1 when it would exceed `limit` bytes
+   * @throws RangeError when the lengths differ or `out` is shorter than `limit`; TypeError on a
+   *   `limit` that is not a number
+   */
+  encodeDelta(old: Uint8Array, now: Uint8Array, out: Uint8Array, limit: number): number;
+  /** Apply `delta` to `page` in place; on a fault the page is partly written (see xor-rle.ts). */
+  applyDelta(page: Uint8Array, delta: Uint8Array): DeltaFault | undefined;
+  /** True when every byte of `page` is 0. */
+  isZeroPage(page: Uint8Array): boolean;
+  /** The 64-bit page hash (docs/codec.md §3) as unsigned 32-bit halves. Allocates the result. */
+  hashPage(page: Uint8Array): { hi: number; lo: number };
+  /** The page hash without allocating: hi at `out[2 * index]`, lo at `out[2 * index + 1]`. */
+  hashPageInto(page: Uint8Array, out: Uint32Array, index: number): void;
+  /**
+   * The hash of every `pageSize`-byte page of `buf`: page k's hi at `out[2k]`, lo at `out[2k + 1]`.
+   * @throws RangeError unless `buf.length` is a multiple of `pageSize` (≥ 1) and `out` holds 2 words per page
+   */
+  hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): void;
+}
+
+/** What native/remus_native.c exports. */
+interface NativeAddon {
+  encodeDelta(old: Uint8Array, now: Uint8Array, out: Uint8Array, limit: number): number;
+  /** 0 ok, 1 truncated, 2 overrun, 3 empty-literal, 4 zero-run. */
+  applyDelta(page: Uint8Array, delta: Uint8Array): number;
+  isZeroPage(page: Uint8Array): boolean;
+  hashPageInto(page: Uint8Array, out: Uint32Array, index: number): void;
+  hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): void;
+}
+
+/** The addon's fault numbers, in order. */
+const FAULTS: readonly (DeltaFault | undefined)[] = [
+  undefined,
+  'truncated',
+  'overrun',
+  'empty-literal',
+  'zero-run',
+];
+
+/** Where node-gyp leaves the addon, relative to the package root. */
+const ADDON_PATH = 'native/build/Release/remus_native.node';
+
+function argError<E extends Error>(make: new (message: string) => E, code: string, message: string): E {
+  return Object.assign(new make(message), { code });
+}
+
+/** The TypeScript reference (xor-rle.ts), with the same argument checks as the addon. */
+export const fallback: HotLoops = {
+  kind: 'fallback',
+  encodeDelta(old, now, out, limit) {
+    if (old.length !== now.length) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'old and now must have the same length');
+    }
+    if (typeof limit !== 'number' || Number.isNaN(limit)) {
+      throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'limit must be a number');
+    }
+    if (limit > out.length) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out is shorter than limit');
+    return ref.encodeDelta(old, now, out, limit);
+  },
+  applyDelta: ref.applyDelta,
+  isZeroPage: ref.isZeroPage,
+  hashPage: ref.hashPage,
+  hashPageInto(page, out, index) {
+    if (!Number.isSafeInteger(index) || index < 0) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'index must be a non-negative integer');
+    }
+    if (index >= Math.floor(out.length / 2)) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out has no room at index');
+    }
+    ref.hashPageInto(page, out, index);
+  },
+  hashPages(buf, pageSize, out) {
+    if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'pageSize must be a positive integer');
+    }
+    if (buf.length % pageSize !== 0) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'buf length must be a multiple of pageSize');
+    }
+    if (Math.floor(out.length / 2) < buf.length / pageSize) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out must hold 2 words per page');
+    }
+    ref.hashPages(buf, pageSize, out);
+  },
+};
+
+function wrapAddon(addon: NativeAddon): HotLoops {
+  const pair = new Uint32Array(2);
+  return {
+    kind: 'native',
+    encodeDelta: addon.encodeDelta, // the addon's functions as they are: no wrapper on the hot path
+    applyDelta: (page, delta) => FAULTS[addon.applyDelta(page, delta)],
+    isZeroPage: addon.isZeroPage,
+    hashPage(page) {
+      addon.hashPageInto(page, pair, 0);
+      return { hi: pair[0] as number, lo: pair[1] as number };
+    },
+    hashPageInto: addon.hashPageInto,
+    hashPages: addon.hashPages,
+  };
+}
+
+/** The nearest directory at or above `dir` holding a package.json (src/codec/ and dist/src/codec/ alike). */
+function packageRoot(dir: string): string | undefined {
+  for (let d = dir; ; ) {
+    if (existsSync(join(d, 'package.json'))) return d;
+    const up = dirname(d);
+    if (up === d) return undefined;
+    d = up;
+  }
+}
+
+/** A few inputs both implementations must agree on, to refuse a stale or miscompiled addon. */
+function selfCheck(loops: HotLoops): string | undefined {
+  const old = new Uint8Array(37);
+  const now = new Uint8Array(37);
+  for (let i = 0; i < now.length; i++) now[i] = i % 3 === 0 ? i * 7 : 0;
+  const a = new Uint8Array(64);
+  const b = new Uint8Array(64);
+  const na = loops.encodeDelta(old, now, a, 64);
+  const nb = fallback.encodeDelta(old, now, b, 64);
+  if (na !== nb || a.some((v, i) => v !== b[i])) return 'encodeDelta disagrees with the TypeScript reference';
+  const h = loops.hashPage(now.subarray(1));
+  const r = fallback.hashPage(now.subarray(1));
+  if (h.hi !== r.hi || h.lo !== r.lo) return 'hashPage disagrees with the TypeScript reference';
+  return undefined;
+}
+
+function loadNative(): { loops?: HotLoops; error?: string } {
+  if (process.env.REMUS_WAN_NATIVE === '0') return { error: 'disabled by REMUS_WAN_NATIVE=0' };
+  try {
+    const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
+    if (root === undefined) return { error: 'package root not found' };
+    const file = join(root, ADDON_PATH);
+    if (!existsSync(file)) return { error: `${ADDON_PATH} not found (run: node tools/build-native.mjs)` };
+    const loops = wrapAddon(createRequire(import.meta.url)(file) as NativeAddon);
+    const wrong = selfCheck(loops);
+    return wrong === undefined ? { loops } : { error: `self-check failed: ${wrong}` };
+  } catch (err) {
+    return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '' };
+  }
+}
+
+const loaded = loadNative();
+
+/** The native hot loops, or undefined when not loaded (see {@link nativeLoadError}). */
+export const native: HotLoops | undefined = loaded.loops;
+
+/** Why {@link native} is undefined (missing addon, load error, `REMUS_WAN_NATIVE=0`). */
+export const nativeLoadError: string | undefined = loaded.error;
+
+/** The implementation the codec uses: {@link native} when loaded, else {@link fallback}. */
+export const hot: HotLoops = native ?? fallback;

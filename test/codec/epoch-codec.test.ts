@@ -1,0 +1,316 @@
+/**
+ * The page codec end to end: epochs of pages through EpochEncoder → EpochDecoder give the same pages
+ * and digests, whatever the page size, chunk size, cache size and compression; and every malformed
+ * input is a typed error.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { Method } from '../../src/codec/chunk-compression.js';
+import { type EncodedChunk, EpochDecoder, EpochEncoder, type PageSink } from '../../src/codec/index.js';
+import { Kind } from '../../src/codec/records.js';
+import { isRwanError } from '../../src/errors.js';
+
+type Op =
+  | { kind: 'sparse'; pfn: number; at: number; value: number }
+  | { kind: 'rewrite'; pfn: number; seed: number }
+  | {
+      kind: 'zero';
+      pfn: number;
+    }
+  | { kind: 'copy'; pfn: number; from: number };
+
+/** Guest memory mutated by ops; an epoch's dirty set is the pfns its ops touched. */
+function applyOps(memory: Map<number, Uint8Array>, ops: Op[], pageSize: number): number[] {
+  const dirty = new Set<number>();
+  for (const op of ops) {
+    const page = memory.get(op.pfn) ?? new Uint8Array(pageSize);
+    switch (op.kind) {
+      case 'sparse':
+        page[op.at % pageSize] = op.value;
+        break;
+      case 'rewrite': {
+        let x = op.seed | 1;
+        for (let i = 0; i < pageSize; i++) {
+          x ^= x << 13;
+          x ^= x >>> 17;
+          x ^= x << 5;
+          page[i] = x & 0xff;
+        }
+        break;
+      }
+      case 'zero':
+        page.fill(0);
+        break;
+      case 'copy':
+        page.set(memory.get(op.from) ?? new Uint8Array(pageSize));
+        break;
+    }
+    memory.set(op.pfn, page);
+    dirty.add(op.pfn);
+  }
+  return [...dirty];
+}
+
+function roundTrip(
+  epochs: Op[][],
+  opts: {
+    pageSize: number;
+    chunkBytes: number;
+    cacheBytes: number;
+    zstdLevel: number | null;
+    shuffle: boolean;
+  },
+): void {
+  const enc = new EpochEncoder(opts);
+  const dec = new EpochDecoder(opts);
+  const memory = new Map<number, Uint8Array>();
+  const replica = new Map<number, Uint8Array>();
+  const sink: PageSink = (pfn, page) => replica.set(pfn, Uint8Array.from(page));
+  epochs.forEach((ops, e) => {
+    const dirty = applyOps(memory, ops, opts.pageSize);
+    if (!opts.shuffle) dirty.sort((a, b) => a - b);
+    const { chunks, summary } = enc.encodeEpoch(
+      e + 1,
+      dirty,
+      (i) => memory.get(dirty[i] as number) as Uint8Array,
+    );
+    dec.begin(e + 1);
+    for (const c of chunks) dec.chunk(c, sink);
+    dec.end(summary.pageCount, summary.digest);
+    for (const pfn of dirty) {
+      const same = Buffer.compare(replica.get(pfn) ?? Buffer.alloc(0), memory.get(pfn) as Uint8Array) === 0;
+      if (!same) expect.fail(`epoch ${e + 1}: pfn ${pfn} differs after decoding`);
+    }
+  });
+}
+
+const opArb = (pfns: number): fc.Arbitrary<Op> =>
+  fc.oneof(
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        kind: fc.constant('sparse' as const),
+        pfn: fc.nat(pfns - 1),
+        at: fc.nat(65535),
+        value: fc.nat(255),
+      }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant('rewrite' as const),
+        pfn: fc.nat(pfns - 1),
+        seed: fc.integer(),
+      }),
+    },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('zero' as const), pfn: fc.nat(pfns - 1) }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('copy' as const),
+        pfn: fc.nat(pfns - 1),
+        from: fc.nat(pfns - 1),
+      }),
+    },
+  );
+
+describe('round trip', () => {
+  it('random epoch sequences decode to the same pages (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(opArb(48), { maxLength: 60 }), { minLength: 1, maxLength: 8 }),
+        fc.constantFrom(512, 4096),
+        fc.constantFrom(600, 5000, 1 << 20),
+        fc.constantFrom(0, 4 * 4096, 1 << 20),
+        fc.constantFrom(null, 1, 3),
+        fc.boolean(),
+        (epochs, pageSize, chunkBytes, cacheBytes, zstdLevel, shuffle) => {
+          roundTrip(epochs, { pageSize, chunkBytes, cacheBytes, zstdLevel, shuffle });
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('uses every record kind and the cache pays off', () => {
+    const enc = new EpochEncoder({ pageSize: 4096 });
+    const pages = Array.from({ length: 8 }, (_, i) => new Uint8Array(4096).fill(i + 1));
+    enc.encodeEpoch(1, [0, 1, 2, 3, 4, 5, 6, 7], (i) => pages[i] as Uint8Array);
+    pages[0]?.set([9, 9, 9], 100); // sparse change → DELTA
+    const dupOf = pages[1] as Uint8Array;
+    const { summary } = enc.encodeEpoch(
+      2,
+      [0, 1, 8, 9, 10],
+      (i) =>
+        [pages[0], pages[1], dupOf, new Uint8Array(4096), new Uint8Array(4096).fill(77)][i] as Uint8Array,
+    );
+    // 0: delta; 1: unchanged → empty delta; 8: same content as pfn 1 this epoch → DUP; 9: ZERO; 10: RAW
+    expect(summary.kinds).toEqual({ zero: 1, raw: 1, delta: 2, dup: 1 });
+    expect(summary.wireBytes).toBeLessThan(500);
+    expect(enc.cacheStats().hits).toBe(2);
+  });
+});
+
+/** One epoch with a DELTA, encoded raw (no zstd) so tests can poke at the bytes. */
+function rawChunks(): { first: EncodedChunk[]; firstDigest: Buffer; second: EncodedChunk } {
+  const enc = new EpochEncoder({ pageSize: 512, zstdLevel: null });
+  const a = new Uint8Array(512).fill(3);
+  const { chunks: first, summary: s1 } = enc.encodeEpoch(1, [5], () => a);
+  const b = Uint8Array.from(a);
+  b[10] = 4;
+  const { chunks } = enc.encodeEpoch(2, [5], () => b);
+  return { first, firstDigest: s1.digest, second: chunks[0] as EncodedChunk };
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
+  }
+  return undefined;
+}
+
+describe('strict decoding: each fault is a typed error, never a wrong page', () => {
+  const none: PageSink = () => undefined;
+
+  it('a delta against a page the receiver lacks', () => {
+    const { second } = rawChunks();
+    const dec = new EpochDecoder({ pageSize: 512 });
+    dec.begin(2);
+    expect(codeOf(() => dec.chunk(second, none))).toBe('RWAN_ERR_CODEC_MISSING_BASE');
+    // and the decoder stays failed until reset
+    expect(codeOf(() => dec.begin(3))).toBe('RWAN_ERR_CODEC_MISSING_BASE');
+    dec.reset();
+    dec.begin(3);
+  });
+
+  it('a run past the page end, an unknown kind, a truncated record, trailing bytes', () => {
+    const { first, firstDigest, second } = rawChunks();
+    const fresh = () => {
+      const dec = new EpochDecoder({ pageSize: 512 });
+      dec.begin(1);
+      for (const c of first) dec.chunk(c, none);
+      dec.end(1, firstDigest);
+      dec.begin(2);
+      return dec;
+    };
+    // record: kind, zigzag(pfn 5 − (−1 + 1)) = 10, len 3, delta = [zrun 10, lit 1, xor 3^4 = 7]
+    expect([...second.data]).toEqual([Kind.DELTA, 10, 3, 10, 1, 7]);
+    const overrun = { ...second, data: Buffer.from([Kind.DELTA, 10, 4, 0x80, 0x04, 1, 7]), rawLength: 7 };
+    expect(codeOf(() => fresh().chunk(overrun, none))).toBe('RWAN_ERR_CODEC_RUN_OVERFLOW');
+    const badKind = { ...second, data: Buffer.from([9, 10, 3, 10, 1, 7]) };
+    expect(codeOf(() => fresh().chunk(badKind, none))).toBe('RWAN_ERR_CODEC_BAD_KIND');
+    const cut = { ...second, data: Buffer.from([Kind.DELTA, 10, 3, 10, 1]), rawLength: 5 };
+    expect(codeOf(() => fresh().chunk(cut, none))).toBe('RWAN_ERR_CODEC_TRUNCATED');
+    const trailing = { ...second, data: Buffer.from([...second.data, 0, 0]), rawLength: 8 };
+    expect(codeOf(() => fresh().chunk(trailing, none))).toBe('RWAN_ERR_CODEC_CHUNK_LENGTH');
+    const emptyLit = { ...second, data: Buffer.from([Kind.DELTA, 10, 2, 10, 0]), rawLength: 5 };
+    expect(codeOf(() => fresh().chunk(emptyLit, none))).toBe('RWAN_ERR_CODEC_BAD_DELTA');
+  });
+
+  it('wrong chunk lengths and counts are refused before any work', () => {
+    const { first } = rawChunks();
+    const c = first[0] as EncodedChunk;
+    const dec = () => {
+      const d = new EpochDecoder({ pageSize: 512, maxChunkBytes: 1 << 16 });
+      d.begin(1);
+      return d;
+    };
+    expect(codeOf(() => dec().chunk({ ...c, rawLength: c.rawLength + 1 }, none))).toBe(
+      'RWAN_ERR_CODEC_CHUNK_LENGTH',
+    );
+    expect(codeOf(() => dec().chunk({ ...c, rawLength: 1 << 30 }, none))).toBe('RWAN_ERR_CODEC_CHUNK_LENGTH');
+    expect(codeOf(() => dec().chunk({ ...c, records: 1e9 }, none))).toBe('RWAN_ERR_CODEC_CHUNK_LENGTH');
+    expect(codeOf(() => dec().chunk({ ...c, seq: 1 }, none))).toBe('RWAN_ERR_CODEC_SEQUENCE');
+    expect(codeOf(() => dec().chunk({ ...c, method: 7 }, none))).toBe('RWAN_ERR_CODEC_DECOMPRESS');
+  });
+
+  it('a corrupted zstd chunk, or one that decodes larger than announced', () => {
+    const enc = new EpochEncoder({ pageSize: 4096, zstdLevel: 1 });
+    const { chunks } = enc.encodeEpoch(1, [1, 2, 3], () => new Uint8Array(4096).fill(5));
+    const c = chunks[0] as EncodedChunk;
+    expect(c.method).toBe(Method.ZSTD);
+    const d = () => {
+      const dec = new EpochDecoder({ pageSize: 4096 });
+      dec.begin(1);
+      return dec;
+    };
+    const bad = Buffer.from(c.data);
+    bad[bad.length - 2] = (bad[bad.length - 2] as number) ^ 0xff;
+    expect(['RWAN_ERR_CODEC_DECOMPRESS', 'RWAN_ERR_CODEC_CHUNK_LENGTH']).toContain(
+      codeOf(() => d().chunk({ ...c, data: bad }, none)),
+    );
+    expect(codeOf(() => d().chunk({ ...c, rawLength: c.rawLength - 1 }, none))).toBe(
+      'RWAN_ERR_CODEC_DECOMPRESS',
+    );
+  });
+
+  it('a flipped byte in a raw page fails the digest; a wrong page count too', () => {
+    const enc = new EpochEncoder({ pageSize: 512, zstdLevel: null });
+    const { chunks, summary } = enc.encodeEpoch(1, [1], () => new Uint8Array(512).fill(8));
+    const c = chunks[0] as EncodedChunk;
+    const flipped = Buffer.from(c.data);
+    flipped[100] = 1;
+    const dec = new EpochDecoder({ pageSize: 512 });
+    dec.begin(1);
+    dec.chunk({ ...c, data: flipped }, none);
+    expect(codeOf(() => dec.end(summary.pageCount, summary.digest))).toBe('RWAN_ERR_CODEC_DIGEST');
+    const dec2 = new EpochDecoder({ pageSize: 512 });
+    dec2.begin(1);
+    dec2.chunk(c, none);
+    expect(codeOf(() => dec2.end(2, summary.digest))).toBe('RWAN_ERR_CODEC_DIGEST');
+  });
+
+  it('the encoder refuses a pfn twice, a wrong page size, and calls out of order', () => {
+    const enc = new EpochEncoder({ pageSize: 512 });
+    expect(codeOf(() => enc.add(1, new Uint8Array(512)))).toBe('RWAN_ERR_CODEC_SEQUENCE');
+    enc.begin(1);
+    enc.add(1, new Uint8Array(512));
+    expect(codeOf(() => enc.add(1, new Uint8Array(512)))).toBe('RWAN_ERR_CODEC_SEQUENCE');
+    expect(codeOf(() => enc.add(2, new Uint8Array(100)))).toBe('RWAN_ERR_CODEC_SEQUENCE');
+    expect(codeOf(() => enc.begin(2))).toBe('RWAN_ERR_CODEC_SEQUENCE');
+    expect(codeOf(() => new EpochEncoder({ pageSize: 1000 }))).toBe('RWAN_ERR_INVALID_VALUE');
+  });
+});
+
+describe('fuzz: mutated chunks give pages or a typed error, never a crash', () => {
+  it('random mutations of valid chunks (budgeted)', () => {
+    const enc = new EpochEncoder({ pageSize: 512, zstdLevel: null, chunkBytes: 2048 });
+    const pages = Array.from({ length: 6 }, (_, i) => new Uint8Array(512).fill(i));
+    const e1 = enc.encodeEpoch(1, [0, 1, 2, 3, 4, 5], (i) => pages[i] as Uint8Array);
+    for (const p of pages) p[7] = 99;
+    const e2 = enc.encodeEpoch(
+      2,
+      [0, 1, 2, 3, 4, 5, 6],
+      (i) => (pages[i] ?? (pages[0] as Uint8Array)) as Uint8Array,
+    );
+    fc.assert(
+      fc.property(
+        fc.nat(e2.chunks.length - 1),
+        fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 6 }),
+        fc.integer({ min: -3, max: 3 }),
+        (which, edits, lenDelta) => {
+          const dec = new EpochDecoder({ pageSize: 512 });
+          dec.begin(1);
+          for (const c of e1.chunks) dec.chunk(c, () => undefined);
+          dec.end(e1.summary.pageCount, e1.summary.digest);
+          dec.begin(2);
+          try {
+            e2.chunks.forEach((c, i) => {
+              if (i !== which) return dec.chunk(c, () => undefined);
+              const data = Buffer.from(c.data);
+              for (const [at, v] of edits) data[at % data.length] = v;
+              const cut = data.subarray(0, Math.max(0, data.length + Math.min(0, lenDelta)));
+              dec.chunk({ ...c, data: cut, rawLength: cut.length }, () => undefined);
+            });
+            dec.end(e2.summary.pageCount, e2.summary.digest);
+          } catch (err) {
+            expect(isRwanError(err), String(err)).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
