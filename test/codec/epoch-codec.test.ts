@@ -297,13 +297,16 @@ describe('fuzz: mutated chunks give pages or a typed error, never a crash', () =
           dec.end(e1.summary.pageCount, e1.summary.digest);
           dec.begin(2);
           try {
-            e2.chunks.forEach((c, i) => {
-              if (i !== which) return dec.chunk(c, () => undefined);
+            for (const [i, c] of e2.chunks.entries()) {
+              if (i !== which) {
+                dec.chunk(c, () => undefined);
+                continue;
+              }
               const data = Buffer.from(c.data);
               for (const [at, v] of edits) data[at % data.length] = v;
               const cut = data.subarray(0, Math.max(0, data.length + Math.min(0, lenDelta)));
               dec.chunk({ ...c, data: cut, rawLength: cut.length }, () => undefined);
-            });
+            }
             dec.end(e2.summary.pageCount, e2.summary.digest);
           } catch (err) {
             expect(isRwanError(err), String(err)).toBe(true);

@@ -1,0 +1,404 @@
+/*
+ * remus_native: the page codec's hot loops in C (N-API, NAPI_VERSION 8, C11, node_api.h only).
+ *
+ * Byte-identical twin of src/codec/xor-rle.ts (docs/codec.md §2 XOR-RLE delta, §3 page hash):
+ *
+ *   encodeDelta(old, now, out, limit) -> delta length, or -1 when it would exceed `limit` bytes
+ *   applyDelta(page, delta)           -> 0 ok, 1 truncated, 2 overrun, 3 empty-literal, 4 zero-run
+ *   isZeroPage(page)                  -> boolean
+ *   hashPageInto(page, out, index)    -> writes hi, lo at out[2*index], out[2*index + 1] (Uint32Array)
+ *   hashPages(buf, pageSize, out)     -> the same for every page of buf, page k at out[2k], out[2k + 1]
+ *
+ * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
+ * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
+ * -march=native): the binary runs on any x86-64 or arm64 machine.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <node_api.h>
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Word helpers: a word's byte k (k = 0 is the lowest address) is bits 8k..8k+7 on every host.     */
+
+static inline uint64_t load64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, sizeof v);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  v = __builtin_bswap64(v);
+#endif
+  return v;
+}
+
+static inline uint32_t load32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof v);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+  v = __builtin_bswap32(v);
+#endif
+  return v;
+}
+
+/* Index (0..7) of the lowest nonzero byte of x; x != 0. */
+static inline size_t first_byte(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+  return (size_t)__builtin_ctzll(x) >> 3;
+#else
+  size_t k = 0;
+  while ((x & 0xFF) == 0) {
+    x >>= 8;
+    k++;
+  }
+  return k;
+#endif
+}
+
+/* 0x80 in exactly the bytes of x that are zero (no false positives, unlike the XBZRLE shortcut). */
+static inline uint64_t zero_bytes(uint64_t x) {
+  const uint64_t m = 0x7F7F7F7F7F7F7F7FULL;
+  return ~(((x & m) + m) | x | m);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* XOR-RLE encode                                                                                 */
+
+/* First i' >= i with a[i'] != b[i'], or n. */
+static size_t scan_equal(const uint8_t *a, const uint8_t *b, size_t i, size_t n) {
+  while (i + 32 <= n) {
+    uint64_t x0 = load64(a + i) ^ load64(b + i);
+    uint64_t x1 = load64(a + i + 8) ^ load64(b + i + 8);
+    uint64_t x2 = load64(a + i + 16) ^ load64(b + i + 16);
+    uint64_t x3 = load64(a + i + 24) ^ load64(b + i + 24);
+    if ((x0 | x1 | x2 | x3) != 0) {
+      if (x0 != 0) return i + first_byte(x0);
+      if (x1 != 0) return i + 8 + first_byte(x1);
+      if (x2 != 0) return i + 16 + first_byte(x2);
+      return i + 24 + first_byte(x3);
+    }
+    i += 32;
+  }
+  while (i + 8 <= n) {
+    uint64_t x = load64(a + i) ^ load64(b + i);
+    if (x != 0) return i + first_byte(x);
+    i += 8;
+  }
+  while (i < n && a[i] == b[i]) i++;
+  return i;
+}
+
+#define LITERAL_TOO_LONG ((size_t)-1)
+
+/*
+ * End of the literal that contains byte i - 1: the first i' >= i where a[i'] == b[i'] and either
+ * i' + 1 == n or a[i' + 1] == b[i' + 1]; n when there is none. Returns LITERAL_TOO_LONG as soon as the
+ * end is known to lie beyond `cap` (the literal alone could no longer fit the encoder's limit).
+ */
+static size_t scan_literal(const uint8_t *a, const uint8_t *b, size_t i, size_t n, int64_t cap) {
+  while (i + 9 <= n) {
+    if ((int64_t)i > cap) return LITERAL_TOO_LONG;
+    uint64_t z = zero_bytes(load64(a + i) ^ load64(b + i));
+    uint64_t pairs = z & (z >> 8); /* byte k flagged: bytes k and k+1 both unchanged */
+    if (pairs != 0) return i + first_byte(pairs);
+    if ((z >> 63) != 0 && a[i + 8] == b[i + 8]) return i + 7;
+    i += 8;
+  }
+  /* the reference loop, verbatim */
+  while (i < n) {
+    if (a[i] != b[i]) {
+      i++;
+    } else if (i + 1 < n && a[i + 1] != b[i + 1]) {
+      i += 2;
+    } else {
+      break;
+    }
+  }
+  return i;
+}
+
+static inline size_t uleb_length(size_t v) {
+  size_t len = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    len++;
+  }
+  return len;
+}
+
+static inline size_t write_uleb(uint8_t *out, size_t at, size_t v) {
+  while (v >= 0x80) {
+    out[at++] = (uint8_t)((v & 0x7F) | 0x80);
+    v >>= 7;
+  }
+  out[at++] = (uint8_t)v;
+  return at;
+}
+
+/* The delta length, or -1 when it would exceed `limit` bytes. `out` holds at least `limit` bytes. */
+static int64_t encode_delta(const uint8_t *a, const uint8_t *b, size_t n, uint8_t *out, int64_t limit) {
+  size_t i = 0;
+  size_t o = 0;
+  size_t last_end = 0;
+  for (;;) {
+    i = scan_equal(a, b, i, n);
+    if (i == n) return (int64_t)o;
+    const size_t lit_start = i;
+    /* every pair costs at least 2 header bytes, so the literal may end no later than `cap` */
+    const int64_t cap = (int64_t)lit_start + (limit - (int64_t)o - 2);
+    i = scan_literal(a, b, i + 1, n, cap);
+    if (i == LITERAL_TOO_LONG) return -1;
+    const size_t zrun = lit_start - last_end;
+    const size_t lit = i - lit_start;
+    const size_t need = uleb_length(zrun) + uleb_length(lit) + lit;
+    if ((int64_t)(o + need) > limit) return -1;
+    o = write_uleb(out, o, zrun);
+    o = write_uleb(out, o, lit);
+    for (size_t k = 0; k < lit; k++) out[o + k] = (uint8_t)(a[lit_start + k] ^ b[lit_start + k]);
+    o += lit;
+    last_end = i;
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* XOR-RLE decode                                                                                 */
+
+enum { FAULT_NONE = 0, FAULT_TRUNCATED = 1, FAULT_OVERRUN = 2, FAULT_EMPTY_LITERAL = 3, FAULT_ZERO_RUN = 4 };
+
+/* ULEB128 with the reference's rules: at most 8 bytes (scale up to 2^49), else truncated. */
+static inline int read_uleb(const uint8_t *d, size_t len, size_t *p, uint64_t *value) {
+  uint64_t v = 0;
+  for (unsigned shift = 0;; shift += 7) {
+    if (*p >= len || shift > 49) return FAULT_TRUNCATED;
+    const uint8_t byte = d[(*p)++];
+    v |= (uint64_t)(byte & 0x7F) << shift;
+    if (byte < 0x80) break;
+  }
+  *value = v;
+  return FAULT_NONE;
+}
+
+/* Same checks in the same order as the reference, so a malformed delta gives the same fault. */
+static int apply_delta(uint8_t *page, size_t n, const uint8_t *d, size_t len) {
+  size_t p = 0;
+  uint64_t at = 0; /* values are < 2^56, so at + zrun + lit cannot wrap */
+  int first = 1;
+  while (p < len) {
+    uint64_t zrun;
+    uint64_t lit;
+    int fault = read_uleb(d, len, &p, &zrun);
+    if (fault != FAULT_NONE) return fault;
+    fault = read_uleb(d, len, &p, &lit);
+    if (fault != FAULT_NONE) return fault;
+    if (lit == 0) return FAULT_EMPTY_LITERAL;
+    if (zrun == 0 && !first) return FAULT_ZERO_RUN;
+    first = 0;
+    at += zrun;
+    if (at + lit > n) return FAULT_OVERRUN;
+    if (p + lit > len) return FAULT_TRUNCATED;
+    uint8_t *dst = page + at;
+    const uint8_t *src = d + p;
+    for (size_t k = 0; k < (size_t)lit; k++) dst[k] = (uint8_t)(dst[k] ^ src[k]);
+    at += lit;
+    p += (size_t)lit;
+  }
+  return FAULT_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Zero pages and the page hash                                                                   */
+
+static int is_zero(const uint8_t *p, size_t n) {
+  size_t i = 0;
+  while (i + 64 <= n) {
+    uint64_t acc = load64(p + i) | load64(p + i + 8) | load64(p + i + 16) | load64(p + i + 24) |
+                   load64(p + i + 32) | load64(p + i + 40) | load64(p + i + 48) | load64(p + i + 56);
+    if (acc != 0) return 0;
+    i += 64;
+  }
+  while (i + 8 <= n) {
+    if (load64(p + i) != 0) return 0;
+    i += 8;
+  }
+  while (i < n) {
+    if (p[i] != 0) return 0;
+    i++;
+  }
+  return 1;
+}
+
+static inline uint32_t rotl32(uint32_t x, unsigned r) { return (x << r) | (x >> (32 - r)); }
+
+static void hash_page(const uint8_t *p, size_t len, uint32_t *hi, uint32_t *lo) {
+  uint32_t a = 0x9E3779B1u ^ (uint32_t)len;
+  uint32_t b = 0x85EBCA77u ^ (uint32_t)len;
+  const size_t words = len >> 2;
+  for (size_t i = 0; i < words; i++) {
+    const uint32_t w = load32(p + (i << 2));
+    a = rotl32(a ^ w, 5) * 0x01000193u;
+    b = rotl32(b + w, 13) * 0xC2B2AE3Du;
+  }
+  if ((len & 3) != 0) {
+    uint32_t w = 0;
+    for (size_t j = words << 2, s = 0; j < len; j++, s += 8) w |= (uint32_t)p[j] << s;
+    a = rotl32(a ^ w, 5) * 0x01000193u;
+    b = rotl32(b + w, 13) * 0xC2B2AE3Du;
+  }
+  a ^= b >> 15;
+  a *= 0x27D4EB2Fu;
+  b ^= a >> 13;
+  b *= 0x165667B1u;
+  a ^= b >> 16;
+  *hi = a;
+  *lo = b;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* N-API glue                                                                                     */
+
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+static napi_value throw_range(napi_env env, const char *msg) {
+  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+  return NULL;
+}
+
+/* A typed array of the given element type; data points at its first element (byteOffset applied). */
+static int get_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
+  napi_typedarray_type type;
+  if (napi_get_typedarray_info(env, v, &type, length, data, NULL, NULL) != napi_ok) return 0;
+  if (type != want) return 0;
+  if (*length == 0) *data = NULL;
+  return 1;
+}
+
+/* A number that is a whole value in [min, max] (doubles are exact up to 2^53). */
+static int get_whole(napi_env env, napi_value v, double min, double max, double *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return 0;
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) return 0;
+  if (!(d >= min && d <= max) || d != (double)(int64_t)d) return 0;
+  *out = d;
+  return 1;
+}
+
+static napi_value js_encode_delta(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 4) return throw_type(env, "encodeDelta(old, now, out, limit): 4 arguments expected");
+  void *a;
+  void *b;
+  void *out;
+  size_t na;
+  size_t nb;
+  size_t nout;
+  if (!get_array(env, argv[0], napi_uint8_array, &a, &na)) return throw_type(env, "old must be a Uint8Array");
+  if (!get_array(env, argv[1], napi_uint8_array, &b, &nb)) return throw_type(env, "now must be a Uint8Array");
+  if (!get_array(env, argv[2], napi_uint8_array, &out, &nout)) return throw_type(env, "out must be a Uint8Array");
+  if (na != nb) return throw_range(env, "old and now must have the same length");
+  napi_valuetype t;
+  double limit;
+  if (napi_typeof(env, argv[3], &t) != napi_ok || t != napi_number ||
+      napi_get_value_double(env, argv[3], &limit) != napi_ok || limit != limit) {
+    return throw_type(env, "limit must be a number");
+  }
+  if (limit > (double)nout) return throw_range(env, "out is shorter than limit");
+  /* lengths are whole numbers, so comparing them with limit is comparing with floor(limit); any
+     negative limit rejects every nonempty delta, as -1 does */
+  const int64_t lim = limit < 0 ? -1 : (int64_t)limit;
+  const int64_t r = encode_delta((const uint8_t *)a, (const uint8_t *)b, na, (uint8_t *)out, lim);
+  napi_value result;
+  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
+  return result;
+}
+
+static napi_value js_apply_delta(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) return throw_type(env, "applyDelta(page, delta): 2 arguments expected");
+  void *page;
+  void *delta;
+  size_t n;
+  size_t len;
+  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
+  if (!get_array(env, argv[1], napi_uint8_array, &delta, &len)) return throw_type(env, "delta must be a Uint8Array");
+  const int fault = apply_delta((uint8_t *)page, n, (const uint8_t *)delta, len);
+  napi_value result;
+  if (napi_create_int32(env, fault, &result) != napi_ok) return NULL;
+  return result;
+}
+
+static napi_value js_is_zero_page(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 1) return throw_type(env, "isZeroPage(page): 1 argument expected");
+  void *page;
+  size_t n;
+  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
+  napi_value result;
+  if (napi_get_boolean(env, is_zero((const uint8_t *)page, n), &result) != napi_ok) return NULL;
+  return result;
+}
+
+static napi_value js_hash_page_into(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 3) return throw_type(env, "hashPageInto(page, out, index): 3 arguments expected");
+  void *page;
+  void *out;
+  size_t n;
+  size_t nout;
+  double index;
+  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
+  if (!get_array(env, argv[1], napi_uint32_array, &out, &nout)) return throw_type(env, "out must be a Uint32Array");
+  if (!get_whole(env, argv[2], 0, 9007199254740991.0, &index)) {
+    return throw_range(env, "index must be a non-negative integer");
+  }
+  if (index >= (double)(nout / 2)) return throw_range(env, "out has no room at index");
+  uint32_t *o = (uint32_t *)out + 2 * (size_t)index;
+  hash_page((const uint8_t *)page, n, &o[0], &o[1]);
+  return NULL; /* undefined */
+}
+
+static napi_value js_hash_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 3) return throw_type(env, "hashPages(buf, pageSize, out): 3 arguments expected");
+  void *buf;
+  void *out;
+  size_t n;
+  size_t nout;
+  double page_size;
+  if (!get_array(env, argv[0], napi_uint8_array, &buf, &n)) return throw_type(env, "buf must be a Uint8Array");
+  if (!get_whole(env, argv[1], 1, 9007199254740991.0, &page_size)) {
+    return throw_range(env, "pageSize must be a positive integer");
+  }
+  if (!get_array(env, argv[2], napi_uint32_array, &out, &nout)) return throw_type(env, "out must be a Uint32Array");
+  const size_t ps = (size_t)page_size;
+  if (n % ps != 0) return throw_range(env, "buf length must be a multiple of pageSize");
+  const size_t pages = n / ps;
+  if (nout / 2 < pages) return throw_range(env, "out must hold 2 words per page");
+  uint32_t *o = (uint32_t *)out;
+  for (size_t k = 0; k < pages; k++) hash_page((const uint8_t *)buf + k * ps, ps, &o[2 * k], &o[2 * k + 1]);
+  return NULL;
+}
+
+NAPI_MODULE_INIT() {
+  napi_property_descriptor props[] = {
+      {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"applyDelta", NULL, js_apply_delta, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"isZeroPage", NULL, js_is_zero_page, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashPageInto", NULL, js_hash_page_into, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashPages", NULL, js_hash_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  return exports;
+}

@@ -1,0 +1,467 @@
+/**
+ * Differential test of the hot loops: the native addon (native/remus_native.c) against the TypeScript
+ * reference (src/codec/xor-rle.ts) — same delta bytes, same -1 points, same faults on broken deltas,
+ * same hashes — across page sizes 1..8192 and unaligned byteOffsets. CI builds the addon, so a missing
+ * addon FAILS this file (build it with `node tools/build-native.mjs`).
+ */
+import fc from 'fast-check';
+import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { HotLoops } from '../../src/codec/hot-loops.js';
+
+type HotLoopsModule = typeof import('../../src/codec/hot-loops.js');
+
+/** The module as loaded with `REMUS_WAN_NATIVE` set to `value` (undefined: unset). */
+async function loadWith(value: string | undefined): Promise<HotLoopsModule> {
+  vi.stubEnv('REMUS_WAN_NATIVE', value);
+  vi.resetModules();
+  try {
+    return await import('../../src/codec/hot-loops.js');
+  } finally {
+    vi.unstubAllEnvs();
+  }
+}
+
+let mod: HotLoopsModule;
+let N: HotLoops; // native
+let T: HotLoops; // fallback (TypeScript)
+
+beforeAll(async () => {
+  // this file needs the addon even when the rest of the suite runs with REMUS_WAN_NATIVE=0
+  mod = await loadWith(undefined);
+  T = mod.fallback;
+  N = mod.native ?? missingAddon(mod.nativeLoadError);
+});
+
+/** Stands in for a missing addon so that every test FAILS with the reason (CI builds the addon). */
+function missingAddon(reason: string | undefined): HotLoops {
+  const fail = (): never => {
+    throw new Error(`native addon not loaded: ${reason} (CI builds it at npm ci: a failure, not a skip)`);
+  };
+  return {
+    kind: 'native',
+    encodeDelta: fail,
+    applyDelta: fail,
+    isZeroPage: fail,
+    hashPage: fail,
+    hashPageInto: fail,
+    hashPages: fail,
+  };
+}
+
+afterEach(() => {
+  vi.unstubAllEnvs();
+});
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+/** xorshift32: fast deterministic bytes for pages (fast-check picks the seed). */
+function prng(seed: number): () => number {
+  let s = seed >>> 0 || 0x9e3779b9;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s;
+  };
+}
+
+let padding = 0;
+
+/**
+ * A copy of `bytes` at byteOffset `offset` inside a bigger buffer, surrounded by a fill byte that
+ * changes on every call, so a loop reading past its view sees two different pages and shows it.
+ */
+function at(bytes: Uint8Array, offset: number): Uint8Array {
+  padding = (padding + 0x35) & 0xff;
+  const backing = new Uint8Array(bytes.length + 16).fill(padding);
+  const view = backing.subarray(offset, offset + bytes.length);
+  view.set(bytes);
+  return view;
+}
+
+const MODES = ['sparse', 'dense', 'gaps', 'equal', 'different', 'zero', 'to-zero', 'edges'] as const;
+type Mode = (typeof MODES)[number];
+
+/** An (old, now) pair of `size` bytes whose differences follow `mode`. */
+function pagePair(size: number, mode: Mode, seed: number): { old: Uint8Array; now: Uint8Array } {
+  const r = prng(seed);
+  const old = new Uint8Array(size);
+  for (let i = 0; i < size; i++) old[i] = r() & 0xff;
+  if (mode === 'zero') old.fill(0);
+  const now = old.slice();
+  const flip = (i: number) => {
+    now[i] = (old[i] as number) ^ (1 + (r() % 255));
+  };
+  switch (mode) {
+    case 'sparse': {
+      // a few 1..8-byte words changed, some of them partly
+      const k = 1 + (r() % 6);
+      for (let j = 0; j < k; j++) {
+        const start = r() % size;
+        const len = 1 + (r() % 8);
+        for (let i = start; i < Math.min(size, start + len); i++) if (r() % 4 !== 0) flip(i);
+      }
+      break;
+    }
+    case 'dense': {
+      const p = [5, 30, 50, 90, 99][r() % 5] as number;
+      for (let i = 0; i < size; i++) if (r() % 100 < p) flip(i);
+      break;
+    }
+    case 'gaps': {
+      // changes separated by unchanged runs of 1, 2 or 3 bytes: literals that keep or end on a gap
+      let i = r() % 3;
+      while (i < size) {
+        const run = 1 + (r() % 5);
+        for (let j = 0; j < run && i < size; j++, i++) flip(i);
+        i += 1 + (r() % 3);
+      }
+      break;
+    }
+    case 'equal':
+    case 'zero':
+      break;
+    case 'different':
+      for (let i = 0; i < size; i++) flip(i);
+      break;
+    case 'to-zero':
+      now.fill(0);
+      break;
+    case 'edges':
+      // the first and last bytes, and the bytes next to them
+      for (const i of [0, 1, size - 2, size - 1]) if (i >= 0 && r() % 2 === 0) flip(i);
+      break;
+  }
+  return { old, now };
+}
+
+/**
+ * An upper bound on the delta of an `n`-byte page: n bytes of literal, 2 header bytes for a first
+ * pair at 0, and at most 1 extra header byte per 130 bytes (a 2-byte lit needs ≥ 128 + a 2-byte gap).
+ */
+function worstCase(n: number): number {
+  return n + 4 + Math.ceil(n / 64);
+}
+
+const SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 4095, 4096, 4097, 8191, 8192];
+const sizeArb = fc.oneof(fc.constantFrom(...SIZES), fc.integer({ min: 1, max: 8192 }));
+const offsetArb = fc.integer({ min: 0, max: 7 });
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('loading', () => {
+  it('loads the native addon (CI builds it)', () => {
+    expect(mod.native?.kind, `native addon not loaded: ${mod.nativeLoadError}`).toBe('native');
+    expect(mod.nativeLoadError).toBeUndefined();
+    expect(mod.hot.kind).toBe('native');
+    expect(mod.fallback.kind).toBe('fallback');
+  });
+
+  it('REMUS_WAN_NATIVE=0 selects the TypeScript fallback', async () => {
+    const off = await loadWith('0');
+    expect(off.hot.kind).toBe('fallback');
+    expect(off.hot).toBe(off.fallback);
+    expect(off.native).toBeUndefined();
+    expect(off.nativeLoadError).toMatch(/REMUS_WAN_NATIVE=0/);
+  });
+});
+
+describe('encodeDelta', () => {
+  it('gives the documented example (docs/codec.md §2) in both', () => {
+    const old = new Uint8Array(4096);
+    const now = new Uint8Array(4096);
+    old.set([5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 0x68, 0, 0, 0x6b, 0, 0x6d], 1001);
+    now.set([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0x68, 0, 0, 0x67, 0, 0x69], 1001);
+    const want = [0xe9, 0x07, 0x0f, 4, 4, 4, 12, 12, 12, 12, 4, 4, 4, 4, 28, 28, 28, 28, 3, 3, 12, 0, 4];
+    for (const loops of [N, T]) {
+      const out = new Uint8Array(4096);
+      expect(loops.encodeDelta(old, now, out, 4096)).toBe(23);
+      expect([...out.subarray(0, 23)]).toEqual(want);
+    }
+  });
+
+  it('is byte-identical, with the same -1 points, and round-trips through both decoders', () => {
+    fc.assert(
+      fc.property(
+        sizeArb,
+        fc.constantFrom(...MODES),
+        fc.integer(),
+        offsetArb,
+        offsetArb,
+        offsetArb,
+        (size, mode, seed, oOld, oNow, oOut) => {
+          const pair = pagePair(size, mode, seed);
+          const old = at(pair.old, oOld);
+          const now = at(pair.now, oNow);
+          const cap = worstCase(size);
+          const outN = at(new Uint8Array(cap).fill(0xa5), oOut);
+          const outT = at(new Uint8Array(cap).fill(0xa5), (oOut + 3) % 8);
+          const len = N.encodeDelta(old, now, outN, cap);
+          expect(T.encodeDelta(old, now, outT, cap)).toBe(len);
+          expect(len).toBeGreaterThanOrEqual(0);
+          expect(equalBytes(outN, outT)).toBe(true);
+          const delta = outN.slice(0, len);
+
+          // round trip through both decoders, into unaligned copies of old
+          for (const dec of [N, T]) {
+            const page = at(pair.old, (oOld + 5) % 8);
+            expect(dec.applyDelta(page, at(delta, oOut))).toBeUndefined();
+            expect(equalBytes(page, pair.now)).toBe(true);
+          }
+
+          // limits around the exact length, and ones that give up early, midway or at once
+          const r = prng(seed ^ 0x5bd1e995);
+          const limits = [
+            len,
+            len - 1,
+            len + 1,
+            Math.floor(len / 2),
+            r() % (len + 1),
+            3,
+            2,
+            1,
+            0,
+            -1,
+            -7.5,
+            0.5,
+          ];
+          if (len > 4) limits.push(len - 2, len - 3, size);
+          for (const limit of limits) {
+            if (limit > cap) continue;
+            const a = at(new Uint8Array(cap).fill(0x3c), 1);
+            const b = at(new Uint8Array(cap).fill(0x3c), 6);
+            const got = N.encodeDelta(old, now, a, limit);
+            expect(T.encodeDelta(old, now, b, limit), `limit ${limit}`).toBe(got);
+            expect(got).toBe(len <= limit || len === 0 ? len : -1);
+            expect(equalBytes(a, b), `out bytes, limit ${limit}`).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 600 },
+    );
+  });
+
+  it('handles all sizes 1..300 for every mode (dense coverage of the word loops’ tails)', () => {
+    for (let size = 1; size <= 300; size++) {
+      for (const mode of MODES) {
+        const { old, now } = pagePair(size, mode, size * 31 + mode.length);
+        const cap = worstCase(size);
+        const a = new Uint8Array(cap);
+        const b = new Uint8Array(cap);
+        const len = N.encodeDelta(at(old, size % 8), at(now, (size + 3) % 8), a, cap);
+        expect(T.encodeDelta(old, now, b, cap), `size ${size} ${mode}`).toBe(len);
+        expect(equalBytes(a, b), `size ${size} ${mode}`).toBe(true);
+      }
+    }
+  });
+
+  it('throws the same errors on misuse', () => {
+    const p = new Uint8Array(16);
+    const cases: [string, (l: HotLoops) => unknown, ErrorConstructor][] = [
+      ['length mismatch', (l) => l.encodeDelta(p, new Uint8Array(15), new Uint8Array(64), 64), RangeError],
+      ['out shorter than limit', (l) => l.encodeDelta(p, p, new Uint8Array(8), 9), RangeError],
+      ['limit NaN', (l) => l.encodeDelta(p, p, new Uint8Array(8), Number.NaN), TypeError],
+      [
+        'limit not a number',
+        (l) => l.encodeDelta(p, p, new Uint8Array(8), '4' as unknown as number),
+        TypeError,
+      ],
+      ['index out of room', (l) => l.hashPageInto(p, new Uint32Array(2), 1), RangeError],
+      ['index negative', (l) => l.hashPageInto(p, new Uint32Array(2), -1), RangeError],
+      ['pageSize 0', (l) => l.hashPages(p, 0, new Uint32Array(2)), RangeError],
+      ['pageSize not dividing', (l) => l.hashPages(p, 5, new Uint32Array(8)), RangeError],
+      ['out too small', (l) => l.hashPages(p, 4, new Uint32Array(7)), RangeError],
+    ];
+    for (const [name, call, type] of cases) {
+      expect(() => call(N), `native: ${name}`).toThrow(type);
+      expect(() => call(T), `fallback: ${name}`).toThrow(type);
+    }
+    expect(() => N.encodeDelta([] as unknown as Uint8Array, p, p, 0)).toThrow(TypeError);
+  });
+});
+
+describe('applyDelta', () => {
+  /** Both decoders on copies of `old`: same fault, same (possibly partly written) page. */
+  function same(old: Uint8Array, delta: Uint8Array, offset = 0): string | undefined {
+    const a = at(old, offset);
+    const b = at(old, (offset + 3) % 8);
+    const fault = N.applyDelta(a, at(delta, (offset + 1) % 8));
+    expect(T.applyDelta(b, delta)).toBe(fault);
+    expect(equalBytes(a, b)).toBe(true);
+    return fault;
+  }
+
+  it('classifies hand-made faults alike', () => {
+    const page = new Uint8Array(64).map((_, i) => i);
+    const cases: [number[], string | undefined][] = [
+      [[], undefined],
+      [[0, 1, 0xff], undefined],
+      [[0x80], 'truncated'],
+      [[0], 'truncated'],
+      [[0, 0x80], 'truncated'],
+      [[0, 3, 1, 2], 'truncated'],
+      [[0, 0], 'empty-literal'],
+      [[0, 1, 9, 0, 1, 9], 'zero-run'],
+      [[0, 1, 9, 0, 0], 'empty-literal'],
+      [[63, 2, 1, 1], 'overrun'],
+      [[64, 1, 1], 'overrun'],
+      [[63, 1, 1], undefined],
+      [[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0], 'truncated'], // 9-byte uleb
+      [[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0, 1, 5], 'truncated'], // 9-byte zrun 0
+      [[0, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0, 5], 'truncated'], // 9-byte lit 1
+      [[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0, 1, 5], undefined], // 8-byte zrun 0
+      [[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 1], 'overrun'], // zrun 2^56 - 1
+      [[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 1, 1], 'overrun'], // zrun 2^49
+      [[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], 'overrun'], // lit 2^56 - 1
+      [[0, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0], 'empty-literal'], // long zero lit
+      [[0, 1, 5, 0x80, 0x80, 0], 'truncated'],
+      [[2, 0x81, 0x00], 'truncated'], // lit 1 spelled in 2 bytes, then no byte
+      [[2, 0x81, 0x00, 7, 3, 1, 5], undefined],
+      [[2, 0x81, 0x00, 7, 3, 0x82], 'truncated'],
+    ];
+    for (const [bytes, want] of cases) {
+      expect(same(page, Uint8Array.from(bytes)), JSON.stringify(bytes)).toBe(want);
+    }
+  });
+
+  it('gives the same fault and page for random deltas', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 300 }),
+        fc.uint8Array({ maxLength: 80 }),
+        offsetArb,
+        (size, delta, offset) => {
+          same(
+            new Uint8Array(size).map((_, i) => i * 13),
+            delta,
+            offset,
+          );
+        },
+      ),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('gives the same fault and page for mutated valid deltas', () => {
+    fc.assert(
+      fc.property(
+        sizeArb,
+        fc.constantFrom(...MODES),
+        fc.integer(),
+        fc.array(
+          fc.record({
+            op: fc.constantFrom('flip', 'set', 'cut', 'insert', 'delete', 'grow'),
+            pos: fc.nat(),
+            byte: fc.constantFrom(0, 1, 2, 0x7f, 0x80, 0x81, 0xff),
+          }),
+          { minLength: 1, maxLength: 4 },
+        ),
+        offsetArb,
+        (size, mode, seed, edits, offset) => {
+          const { old, now } = pagePair(size, mode, seed);
+          const out = new Uint8Array(worstCase(size));
+          let delta = Array.from(out.subarray(0, T.encodeDelta(old, now, out, out.length)));
+          for (const { op, pos, byte } of edits) {
+            const i = delta.length === 0 ? 0 : pos % delta.length;
+            if (op === 'flip' && delta.length > 0) delta[i] = (delta[i] as number) ^ (1 << (pos % 8));
+            else if (op === 'set' && delta.length > 0) delta[i] = byte;
+            else if (op === 'cut') delta = delta.slice(0, i);
+            else if (op === 'insert') delta.splice(i, 0, byte);
+            else if (op === 'delete') delta.splice(i, 1);
+            else if (op === 'grow') delta.push(byte, 1, byte);
+          }
+          same(old, Uint8Array.from(delta), offset);
+        },
+      ),
+      { numRuns: 1500 },
+    );
+  });
+});
+
+describe('isZeroPage', () => {
+  it('agrees on zero pages and pages with one nonzero byte anywhere', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 8192 }),
+        fc.nat(),
+        fc.boolean(),
+        offsetArb,
+        (size, pos, dirty, offset) => {
+          const page = new Uint8Array(size);
+          if (dirty && size > 0) page[pos % size] = 1 + (pos % 255);
+          const view = at(page, offset);
+          expect(N.isZeroPage(view)).toBe(!dirty || size === 0);
+          expect(T.isZeroPage(view)).toBe(N.isZeroPage(view));
+        },
+      ),
+      { numRuns: 1000 },
+    );
+    for (let size = 0; size <= 130; size++) {
+      for (let pos = 0; pos < size; pos++) {
+        const page = new Uint8Array(size);
+        page[pos] = 0x80;
+        expect(N.isZeroPage(at(page, size % 8)), `size ${size} pos ${pos}`).toBe(false);
+      }
+      expect(N.isZeroPage(at(new Uint8Array(size), size % 8))).toBe(true);
+    }
+  });
+});
+
+describe('hashes', () => {
+  it('hashPage and hashPageInto give the same bits in both', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 8192 }), fc.integer(), offsetArb, (size, seed, offset) => {
+        const r = prng(seed);
+        const page = at(
+          new Uint8Array(size).map(() => r() & 0xff),
+          offset,
+        );
+        const want = T.hashPage(page);
+        expect(N.hashPage(page)).toEqual(want);
+        for (const loops of [N, T]) {
+          const out = new Uint32Array(6);
+          loops.hashPageInto(page, out, 1);
+          expect([out[2], out[3]]).toEqual([want.hi, want.lo]);
+          expect([out[0], out[1], out[4], out[5]]).toEqual([0, 0, 0, 0]);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('hashPages equals hashPage of each page', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 3, 4, 7, 64, 4096),
+        fc.integer({ min: 0, max: 9 }),
+        fc.integer(),
+        offsetArb,
+        (pageSize, pages, seed, offset) => {
+          const r = prng(seed);
+          const buf = at(
+            new Uint8Array(pageSize * pages).map(() => (r() % 3 === 0 ? 0 : r() & 0xff)),
+            offset,
+          );
+          const a = new Uint32Array(2 * pages + 2);
+          const b = new Uint32Array(2 * pages + 2);
+          N.hashPages(buf, pageSize, a);
+          T.hashPages(buf, pageSize, b);
+          expect([...a]).toEqual([...b]);
+          for (let k = 0; k < pages; k++) {
+            const h = T.hashPage(buf.subarray(k * pageSize, (k + 1) * pageSize));
+            expect([a[2 * k], a[2 * k + 1]]).toEqual([h.hi, h.lo]);
+          }
+          expect([a[2 * pages], a[2 * pages + 1]]).toEqual([0, 0]);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+});
