@@ -1,0 +1,332 @@
+/**
+ * Page codec benchmark (npm run bench:codec [-- --json] [--corpus FILE …] [--quick]).
+ *
+ * Corpora (all held in memory before timing; each starts with untimed warm-up epochs that fill the
+ * page cache the way a running session has it):
+ *   workload  the generator's default workload (tools/workload): 256 MiB guest, ≈ 2 % dirty per epoch
+ *   sparse    the same guest, every dirty page changes only a few words (the throughput target)
+ *   random    every dirty page is rewritten with incompressible bytes
+ *   redis     a real redis-server under load, captured by tools/capture (the committed corpus; or any
+ *             page-log files given with --corpus FILE, docs/page-log.md)
+ *
+ * For each corpus, single-threaded (MB/s of dirty-page input per core):
+ *   remus-wan  encode and decode, native addon and TypeScript fallback
+ *   baselines  zstd -1 on the raw pages (what a zstd tunnel sends), XOR+zero-run without zstd (our
+ *              records with compression off), raw pages
+ * Times are medians of 3 runs; ratios are against zstd -1 measured in the same run.
+ *
+ * JSON (--json): { corpora: [{ name, pageSize, epochs, pages, inputBytes, results: { [name]: { wireBytes,
+ * wireRatio (wire / raw), vsZstd1 (wire / zstd-1 wire), encodeMBps, decodeMBps } }, cache: { hitRate } }],
+ * levels: [{ level, wireBytes, encodeMBps }], targets: [{ name, value, target, met }] }
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type * as Binding from 'zstd-napi/binding.js';
+import { fallback, type HotLoops, native } from '../../src/codec/hot-loops.js';
+import { type EncodedChunk, EpochDecoder, EpochEncoder, type EpochSummary } from '../../src/codec/index.js';
+import { Workload, type WorkloadOptions } from '../workload/generator.js';
+import { PageLogReader } from '../workload/page-log.js';
+
+const zstd = createRequire(import.meta.url)('zstd-napi/binding') as typeof Binding;
+const MB = 1e6;
+const args = process.argv.slice(2);
+const json = args.includes('--json');
+const quick = args.includes('--quick');
+const RUNS = quick ? 1 : 3;
+const log = (s = '') => {
+  if (!json) process.stdout.write(`${s}\n`);
+};
+
+interface Epoch {
+  pfns: Uint32Array;
+  pages: Buffer;
+}
+interface Corpus {
+  name: string;
+  pageSize: number;
+  warmup: Epoch[];
+  epochs: Epoch[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+}
+
+function fromWorkload(name: string, o: WorkloadOptions, warm: number, timed: number): Corpus {
+  const w = new Workload({ ...o, epochs: warm + timed });
+  const ps = w.pageSize;
+  // epoch 0: every page once, as the initial full copy of a session
+  const all = Uint32Array.from({ length: w.pages }, (_, i) => i);
+  const warmup: Epoch[] = [{ pfns: all, pages: Buffer.from(w.memory) }];
+  const epochs: Epoch[] = [];
+  for (let e = 0; e < warm + timed; e++) {
+    const { pfns, memory } = w.nextEpoch();
+    const pages = Buffer.allocUnsafe(pfns.length * ps);
+    pfns.forEach((pfn, i) => {
+      memory.copy(pages, i * ps, pfn * ps, (pfn + 1) * ps);
+    });
+    (e < warm ? warmup : epochs).push({ pfns: Uint32Array.from(pfns), pages });
+  }
+  return { name, pageSize: ps, warmup, epochs };
+}
+
+function fromPageLog(path: string, maxBytes: number): Corpus {
+  const r = PageLogReader.open(path);
+  const all: Epoch[] = [];
+  let bytes = 0;
+  for (const e of r) {
+    if (bytes + e.pages.length > maxBytes && all.length > 2) break;
+    all.push({ pfns: Uint32Array.from(e.pfns), pages: Buffer.from(e.pages) });
+    bytes += e.pages.length;
+  }
+  r.close();
+  const warm = Math.max(1, Math.floor(all.length / 5));
+  return {
+    name: path.split('/').pop() ?? path,
+    pageSize: r.header.pageSize,
+    warmup: all.slice(0, warm),
+    epochs: all.slice(warm),
+  };
+}
+
+const inputBytes = (c: Corpus) => c.epochs.reduce((s, e) => s + e.pages.length, 0);
+const pageOf = (e: Epoch, ps: number) => (i: number) => e.pages.subarray(i * ps, (i + 1) * ps);
+
+interface Encoded {
+  warm: Array<{ chunks: EncodedChunk[]; summary: EpochSummary }>;
+  timed: Array<{ chunks: EncodedChunk[]; summary: EpochSummary }>;
+  ms: number;
+  hitRate: number;
+}
+
+function encodeAll(c: Corpus, loops: HotLoops, zstdLevel: number | null): Encoded {
+  const enc = new EpochEncoder({ pageSize: c.pageSize, loops, zstdLevel });
+  let n = 0;
+  const warm = c.warmup.map((e) => enc.encodeEpoch(++n, e.pfns, pageOf(e, c.pageSize)));
+  const before = enc.cacheStats();
+  const t0 = performance.now();
+  const timed = c.epochs.map((e) => enc.encodeEpoch(++n, e.pfns, pageOf(e, c.pageSize)));
+  const ms = performance.now() - t0;
+  const after = enc.cacheStats();
+  const hits = after.hits - before.hits;
+  const lookups = hits + after.misses - before.misses;
+  return { warm, timed, ms, hitRate: lookups === 0 ? 0 : hits / lookups };
+}
+
+function decodeAll(c: Corpus, loops: HotLoops, encoded: Encoded): number {
+  const dec = new EpochDecoder({ pageSize: c.pageSize, loops });
+  const sink = () => undefined;
+  let n = 0;
+  const run = (list: Encoded['warm']) => {
+    for (const { chunks, summary } of list) {
+      dec.begin(++n);
+      for (const ch of chunks) dec.chunk(ch, sink);
+      dec.end(summary.pageCount, summary.digest);
+    }
+  };
+  run(encoded.warm);
+  const t0 = performance.now();
+  run(encoded.timed);
+  return performance.now() - t0;
+}
+
+const wireOf = (e: Encoded) => e.timed.reduce((s, x) => s + x.summary.wireBytes, 0);
+
+/** zstd on the raw dirty pages, in 512 KiB chunks: what a plain zstd tunnel carries. */
+function zstdRaw(c: Corpus, level: number): { wire: number; encMs: number; decMs: number } {
+  const cctx = new zstd.CCtx();
+  const dctx = new zstd.DCtx();
+  const chunk = 512 * 1024;
+  const dst = Buffer.allocUnsafe(zstd.compressBound(chunk));
+  const back = Buffer.allocUnsafe(chunk);
+  let wire = 0;
+  const frames: Buffer[] = [];
+  const t0 = performance.now();
+  for (const e of c.epochs) {
+    for (let at = 0; at < e.pages.length; at += chunk) {
+      const src = e.pages.subarray(at, Math.min(e.pages.length, at + chunk));
+      const n = cctx.compress(dst, src, level);
+      wire += Math.min(n, src.length);
+      frames.push(Buffer.from(dst.subarray(0, n)));
+    }
+  }
+  const encMs = performance.now() - t0;
+  const t1 = performance.now();
+  for (const f of frames) dctx.decompress(back, f);
+  return { wire, encMs, decMs: performance.now() - t1 };
+}
+
+interface Row {
+  wireBytes: number;
+  wireRatio: number;
+  vsZstd1: number;
+  encodeMBps: number | null;
+  decodeMBps: number | null;
+}
+
+function benchCorpus(c: Corpus) {
+  const input = inputBytes(c);
+  const pages = c.epochs.reduce((s, e) => s + e.pfns.length, 0);
+  const mbps = (ms: number) => input / MB / (ms / 1000);
+  const z = Array.from({ length: RUNS }, () => zstdRaw(c, 1));
+  const zWire = z[0]?.wire ?? 1;
+  const row = (wire: number, encMs: number | null, decMs: number | null): Row => ({
+    wireBytes: wire,
+    wireRatio: wire / input,
+    vsZstd1: wire / zWire,
+    encodeMBps: encMs === null ? null : mbps(encMs),
+    decodeMBps: decMs === null ? null : mbps(decMs),
+  });
+  const results: Record<string, Row> = {
+    raw: row(input, null, null),
+    'zstd-1 on raw pages': row(zWire, median(z.map((x) => x.encMs)), median(z.map((x) => x.decMs))),
+  };
+  let hitRate = 0;
+  for (const [name, loops] of [
+    ['native', native],
+    ['fallback', fallback],
+  ] as const) {
+    if (!loops) continue;
+    const runs = name === 'fallback' ? 1 : RUNS;
+    const enc = Array.from({ length: runs }, () => encodeAll(c, loops, 1));
+    const first = enc[0] as Encoded;
+    const dec = enc.map((e) => decodeAll(c, loops, e));
+    results[`remus-wan (${name})`] = row(wireOf(first), median(enc.map((e) => e.ms)), median(dec));
+    hitRate = first.hitRate;
+  }
+  const xor = encodeAll(c, native ?? fallback, null);
+  results['XOR+zero-run, no zstd'] = row(wireOf(xor), xor.ms, null);
+  return {
+    name: c.name,
+    pageSize: c.pageSize,
+    epochs: c.epochs.length,
+    pages,
+    inputBytes: input,
+    results,
+    cache: { hitRate },
+  };
+}
+
+/**
+ * The committed real corpus (tools/capture/corpus/redis-small.pagelog.zst: redis-server under
+ * redis-benchmark, 20 epochs of 100 ms), decompressed to a temporary file. A fresh, larger capture
+ * (npm run capture) is measured with --corpus tools/capture/out/redis.pagelog.
+ */
+function realCorpus(): string {
+  const packed = 'tools/capture/corpus/redis-small.pagelog.zst';
+  const out = join(mkdtempSync(join(tmpdir(), 'remus-codec-bench-')), 'redis-small.pagelog');
+  const data = readFileSync(packed);
+  const size = zstd.getFrameContentSize(data);
+  const buf = Buffer.allocUnsafe(size ?? 256 * MB);
+  const n = new zstd.DCtx().decompress(buf, data);
+  writeFileSync(out, buf.subarray(0, n));
+  process.on('exit', () => rmSync(dirname(out), { recursive: true, force: true }));
+  return out;
+}
+
+function fmt(n: number | null, digits = 0): string {
+  return n === null ? '—' : n.toFixed(digits);
+}
+
+function main(): void {
+  if (!native) log(`note: the native addon is not loaded; only the fallback is measured`);
+  const guest: WorkloadOptions = { pages: quick ? 16384 : 65536, seed: 7 };
+  const warm = quick ? 3 : 10;
+  const timed = quick ? 10 : 50;
+  const corpora: Corpus[] = [
+    fromWorkload('workload', guest, warm, timed),
+    fromWorkload(
+      'sparse',
+      { ...guest, mix: { sparse: 1, append: 0, rewrite: 0, zero: 0, copy: 0 } },
+      warm,
+      timed,
+    ),
+    fromWorkload(
+      'random',
+      {
+        ...guest,
+        content: { random: 1, text: 0, structured: 0, zero: 0 },
+        mix: { rewrite: 1, sparse: 0, append: 0, zero: 0, copy: 0 },
+      },
+      warm,
+      timed,
+    ),
+  ];
+  const files = args.flatMap((a, i) => (a === '--corpus' && args[i + 1] ? [args[i + 1] as string] : []));
+  if (files.length === 0) files.push(realCorpus());
+  for (const f of files) corpora.push(fromPageLog(f, quick ? 128 * MB : 1024 * MB));
+
+  const out = corpora.map((c) => {
+    const r = benchCorpus(c);
+    log(
+      `\n${r.name}: ${r.epochs} epochs, ${r.pages} dirty pages, ${(r.inputBytes / MB).toFixed(0)} MB (cache hit rate ${(100 * r.cache.hitRate).toFixed(1)} %)`,
+    );
+    log('  codec                        wire MB   wire/raw  vs zstd-1   encode MB/s  decode MB/s');
+    for (const [name, x] of Object.entries(r.results)) {
+      log(
+        `  ${name.padEnd(28)} ${fmt(x.wireBytes / MB, 2).padStart(8)} ${fmt(x.wireRatio, 4).padStart(10)} ${fmt(x.vsZstd1, 3).padStart(10)}` +
+          `  ${fmt(x.encodeMBps).padStart(12)} ${fmt(x.decodeMBps).padStart(12)}`,
+      );
+    }
+    return r;
+  });
+
+  // zstd level for our chunks: wire bytes and encode speed on the default workload
+  const base = corpora[0] as Corpus;
+  const levels = [-5, -1, 1, 3, 6].map((level) => {
+    const e = encodeAll(base, native ?? fallback, level);
+    return { level, wireBytes: wireOf(e), encodeMBps: inputBytes(base) / MB / (e.ms / 1000) };
+  });
+  log('\nzstd level of remus-wan chunks on the workload corpus:');
+  for (const l of levels)
+    log(
+      `  level ${String(l.level).padStart(3)}: ${(l.wireBytes / MB).toFixed(2)} MB, encode ${l.encodeMBps.toFixed(0)} MB/s`,
+    );
+
+  const get = (corpus: string, codec: string) => out.find((c) => c.name === corpus)?.results[codec];
+  const nat = native ? 'remus-wan (native)' : 'remus-wan (fallback)';
+  const targets = [
+    {
+      name: 'sparse: encode MB/s (native)',
+      value: get('sparse', nat)?.encodeMBps ?? 0,
+      target: 1500,
+      above: true,
+    },
+    {
+      name: 'sparse: decode MB/s (native)',
+      value: get('sparse', nat)?.decodeMBps ?? 0,
+      target: 2500,
+      above: true,
+    },
+    {
+      name: 'random: encode MB/s vs zstd-1',
+      value: (get('random', nat)?.encodeMBps ?? 0) / (get('random', 'zstd-1 on raw pages')?.encodeMBps ?? 1),
+      target: 1,
+      above: true,
+    },
+    {
+      name: 'workload: wire vs zstd-1',
+      value: get('workload', nat)?.vsZstd1 ?? 1,
+      target: 0.4,
+      above: false,
+    },
+  ].map((t) => ({
+    name: t.name,
+    value: t.value,
+    target: t.target,
+    met: t.above ? t.value >= t.target : t.value <= t.target,
+  }));
+  log('\ntargets:');
+  for (const t of targets)
+    log(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${t.value.toFixed(3)} (target ${t.target})`);
+  if (json)
+    process.stdout.write(
+      `${JSON.stringify({ native: native !== undefined, corpora: out, levels, targets })}\n`,
+    );
+}
+
+main();
