@@ -20,11 +20,25 @@ export type MethodValue = (typeof Method)[keyof typeof Method];
 /** zstd level used when none is given (chosen by `npm run bench:codec`, see README). */
 export const DEFAULT_ZSTD_LEVEL = 1;
 
-/** Compresses chunks with one context (and optionally one dictionary). */
+/** A chunk that zstd shrinks by less than this share counts as incompressible. */
+export const INCOMPRESSIBLE_SAVING = 0.03;
+/** Most chunks sent raw, without an attempt, after incompressible ones. */
+export const MAX_SKIP = 16;
+
+/**
+ * Compresses chunks with one context (and optionally one dictionary). After a chunk zstd could not
+ * shrink by {@link INCOMPRESSIBLE_SAVING}, the next 1, 2, 4 … {@link MAX_SKIP} chunks go raw without
+ * an attempt (encrypted or already-compressed memory costs no zstd time); one chunk that compresses
+ * well ends the back-off.
+ */
 export class ChunkCompressor {
   private readonly cctx = new zstd.CCtx();
   private readonly cdict: Binding.CDict | undefined;
   private scratch: Buffer = Buffer.alloc(0);
+  private backoff = 0;
+  private skip = 0;
+  /** Chunks zstd was run on, and chunks sent raw without trying. */
+  readonly counts = { attempted: 0, skipped: 0 };
 
   /**
    * @param level zstd level (negative levels are faster, 19+ slow)
@@ -39,12 +53,24 @@ export class ChunkCompressor {
 
   /** Compress `raw`; returns the bytes to send (a fresh buffer) and how. */
   compress(raw: Uint8Array): { method: MethodValue; data: Buffer } {
+    if (this.skip > 0) {
+      this.skip--;
+      this.counts.skipped++;
+      return { method: Method.RAW, data: Buffer.from(raw) };
+    }
+    this.counts.attempted++;
     const bound = zstd.compressBound(raw.length);
     if (this.scratch.length < bound) this.scratch = Buffer.allocUnsafe(bound);
     const n = this.cdict
       ? this.cctx.compressUsingCDict(this.scratch, raw, this.cdict)
       : this.cctx.compress(this.scratch, raw, this.level);
-    if (n >= raw.length) return { method: Method.RAW, data: Buffer.from(raw) };
+    if (n > raw.length * (1 - INCOMPRESSIBLE_SAVING)) {
+      this.backoff = Math.min(MAX_SKIP, Math.max(1, this.backoff * 2));
+      this.skip = this.backoff;
+      if (n >= raw.length) return { method: Method.RAW, data: Buffer.from(raw) };
+    } else {
+      this.backoff = 0;
+    }
     return {
       method: this.cdict ? Method.ZSTD_DICT : Method.ZSTD,
       data: Buffer.from(this.scratch.subarray(0, n)),

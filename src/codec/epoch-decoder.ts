@@ -186,6 +186,7 @@ export class EpochDecoder {
       });
     }
     let page: Uint8Array;
+    let cached = false; // the cache already holds `page` as pfn's most recent copy
     switch (kind) {
       case Kind.ZERO:
         page = this.zero;
@@ -207,8 +208,10 @@ export class EpochDecoder {
           );
         }
         const delta = r.take(len, 'a delta');
-        const base = this.cache.get(pfn);
-        if (base === undefined) {
+        // Apply straight into the cached copy (no copy in or out); a zero-page base goes via scratch.
+        // A fault leaves that copy half-written, which is fine: the decoder is failed until reset().
+        const own = this.cache.update(pfn);
+        if (!own && this.cache.peek(pfn) === undefined) {
           throw new RwanError(
             'RWAN_ERR_CODEC_MISSING_BASE',
             `delta for pfn ${pfn}, which this side does not hold`,
@@ -217,14 +220,15 @@ export class EpochDecoder {
             },
           );
         }
-        this.scratch.set(base ?? this.zero);
-        const fault = this.loops.applyDelta(this.scratch, delta);
+        const target = own ?? this.scratch.fill(0);
+        const fault = this.loops.applyDelta(target, delta);
         if (fault) {
           throw new RwanError(FAULT_CODES[fault], `delta for pfn ${pfn}: ${fault}`, {
             details: { ...where, pfn, fault },
           });
         }
-        page = this.scratch;
+        page = target;
+        cached = own !== undefined;
         this.kinds.delta++;
         break;
       }
@@ -260,7 +264,7 @@ export class EpochDecoder {
     } else {
       const { hi, lo } = this.loops.hashPage(page);
       this.digest.add(pfn, hi, lo);
-      this.cache.set(pfn, page);
+      if (!cached) this.cache.set(pfn, page);
     }
     return [pfn, page];
   }

@@ -207,6 +207,11 @@ export class EpochEncoder {
     return this.cache.stats();
   }
 
+  /** Chunks zstd was run on, and chunks sent raw without an attempt (incompressible back-off). */
+  compressionStats(): { attempted: number; skipped: number } {
+    return { ...(this.compressor?.counts ?? { attempted: 0, skipped: 0 }) };
+  }
+
   /** Forget every cached page (a session restarting from a full copy; the decoder must do the same). */
   reset(): void {
     if (this.open) throw sequence('reset() inside an epoch');

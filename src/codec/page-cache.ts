@@ -72,6 +72,20 @@ export class PageCache {
     return slot < 0 ? null : this.slab.subarray(slot * this.pageSize, (slot + 1) * this.pageSize);
   }
 
+  /**
+   * Make the cached copy of `pfn` most recent and return it for writing in place (a decoder applies a
+   * delta straight into it). Same effect on the cache as `set(pfn, newContent)` — no eviction, since
+   * the page keeps its slot. Undefined when `pfn` is absent or cached as a zero page.
+   */
+  update(pfn: number): Uint8Array | undefined {
+    const slot = this.index.get(pfn);
+    if (slot === undefined || slot < 0) return undefined;
+    this.counters.hits++;
+    this.index.delete(pfn);
+    this.index.set(pfn, slot);
+    return this.slab.subarray(slot * this.pageSize, (slot + 1) * this.pageSize);
+  }
+
   /** Record that `pfn` now holds `page` (copied), or is a zero page (`null`); it becomes most recent. */
   set(pfn: number, page: Uint8Array | null): void {
     const old = this.index.get(pfn);

@@ -317,3 +317,34 @@ describe('fuzz: mutated chunks give pages or a typed error, never a crash', () =
     );
   });
 });
+
+describe('incompressible chunks', () => {
+  it('after a chunk zstd cannot shrink, the next ones go raw without an attempt, and round-trip', () => {
+    const enc = new EpochEncoder({ pageSize: 4096, chunkBytes: 16 * 1024, zstdLevel: 1 });
+    const dec = new EpochDecoder({ pageSize: 4096 });
+    let x = 12345;
+    const random = () => {
+      const p = new Uint8Array(4096);
+      for (let i = 0; i < p.length; i++) {
+        x = (Math.imul(x, 1103515245) + 12345) | 0;
+        p[i] = x >>> 24;
+      }
+      return p;
+    };
+    const pages = Array.from({ length: 64 }, random);
+    const { chunks, summary } = enc.encodeEpoch(
+      1,
+      pages.map((_, i) => i),
+      (i) => pages[i] as Uint8Array,
+    );
+    expect(chunks.length).toBe(16);
+    expect(chunks.every((c) => c.method === Method.RAW)).toBe(true);
+    // 16 chunks: tried at 0, skip 1; tried at 2, skip 2; tried at 5, skip 4; tried at 10, skip 8
+    expect(enc.compressionStats()).toEqual({ attempted: 4, skipped: 12 });
+    dec.begin(1);
+    const got: Uint8Array[] = [];
+    for (const c of chunks) dec.chunk(c, (_, p) => got.push(Uint8Array.from(p)));
+    dec.end(summary.pageCount, summary.digest);
+    expect(got.every((p, i) => Buffer.compare(p, pages[i] as Uint8Array) === 0)).toBe(true);
+  });
+});
