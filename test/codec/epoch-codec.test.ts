@@ -304,3 +304,25 @@ describe('incompressible chunks', () => {
     expect(got.every((p, i) => Buffer.compare(p, pages[i] as Uint8Array) === 0)).toBe(true);
   });
 });
+
+describe('zstd dictionary', () => {
+  it('both sides with the dictionary round-trip; a receiver without it gets a typed error', () => {
+    const dictionary = Buffer.from('GET /api/v1/items HTTP/1.1 Host: example Content-Type: application/json '.repeat(40));
+    const text = Buffer.alloc(4096);
+    text.write('{"id": 42, "name": "GET /api/v1/items", "type": "application/json"} '.repeat(50));
+    const enc = new EpochEncoder({ pageSize: 4096, dictionary });
+    const { chunks, summary } = enc.encodeEpoch(1, [3], () => text);
+    expect(chunks[0]?.method).toBe(Method.ZSTD_DICT);
+    const dec = new EpochDecoder({ pageSize: 4096, dictionary });
+    dec.begin(1);
+    let got: Uint8Array | undefined;
+    dec.chunk(chunks[0] as EncodedChunk, (_, p) => {
+      got = Uint8Array.from(p);
+    });
+    dec.end(summary.pageCount, summary.digest);
+    expect(Buffer.compare(got as Uint8Array, text)).toBe(0);
+    const without = new EpochDecoder({ pageSize: 4096 });
+    without.begin(1);
+    expect(codeOf(() => without.chunk(chunks[0] as EncodedChunk, () => undefined))).toBe('RWAN_ERR_CODEC_DECOMPRESS');
+  });
+});
