@@ -8,6 +8,7 @@
  *   isZeroPage(page)                  -> boolean
  *   hashPageInto(page, out, index)    -> writes hi, lo at out[2*index], out[2*index + 1] (Uint32Array)
  *   hashPages(buf, pageSize, out)     -> the same for every page of buf, page k at out[2k], out[2k + 1]
+ *   classifyPage(page, out, index)    -> true when every byte is 0; always writes the hash as hashPageInto
  *
  * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
  * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
@@ -134,11 +135,61 @@ static inline size_t write_uleb(uint8_t *out, size_t at, size_t v) {
   return at;
 }
 
-/* The delta length, or -1 when it would exceed `limit` bytes. `out` holds at least `limit` bytes. */
+/* 0x80 in every byte. */
+#define HIGH_BITS 0x8080808080808080ULL
+
+/* Number of bytes of m flagged 0x80 (m has no other bits set). */
+static inline uint64_t count_flags(uint64_t m) { return ((m >> 7) * 0x0101010101010101ULL) >> 56; }
+
+/* a[i..i+8) XOR b[i..i+8), bytes at or past n read as equal (0). */
+static inline uint64_t xor_word(const uint8_t *a, const uint8_t *b, size_t i, size_t n) {
+  if (i + 8 <= n) return load64(a + i) ^ load64(b + i);
+  uint64_t x = 0;
+  for (size_t k = 0; i + k < n; k++) x |= (uint64_t)(a[i + k] ^ b[i + k]) << (8 * k);
+  return x;
+}
+
+/*
+ * A lower bound on the bytes the pairs of a[s..n) and b[s..n) take, where s is 0 or just after a
+ * literal: the exact number of literal bytes, plus 2 header bytes per literal. One word-at-a-time pass,
+ * branch-free per word. Byte j is outside every literal exactly when it is unchanged and so is a
+ * neighbour, the byte before s and the bytes from n on counting as unchanged (an unchanged byte
+ * inside a literal has changed bytes on both sides); a literal starts at each literal byte that
+ * follows an outside byte.
+ */
+static uint64_t rest_lower_bound(const uint8_t *a, const uint8_t *b, size_t s, size_t n) {
+  uint64_t lit_bytes = 0;
+  uint64_t literals = 0;
+  uint64_t u_prev = HIGH_BITS; /* only its byte 7 is used: the byte before s, unchanged */
+  uint64_t gap_prev = HIGH_BITS;
+  uint64_t u = zero_bytes(xor_word(a, b, s, n));
+  for (size_t i = s; i < n; i += 8) {
+    const uint64_t u_next = i + 8 < n ? zero_bytes(xor_word(a, b, i + 8, n)) : HIGH_BITS;
+    const uint64_t neighbours = (u << 8) | (u_prev >> 56) | (u >> 8) | (u_next << 56);
+    const uint64_t gap = u & neighbours;
+    const uint64_t lit = ~gap & HIGH_BITS;
+    const uint64_t starts = lit & ((gap << 8) | (gap_prev >> 56));
+    lit_bytes += count_flags(lit);
+    literals += count_flags(starts);
+    u_prev = u;
+    gap_prev = gap;
+    u = u_next;
+  }
+  return lit_bytes + 2 * literals;
+}
+
+/*
+ * The delta length, or -1 when it would exceed `limit` bytes. `out` holds at least `limit` bytes; its
+ * content after -1 is unspecified. Output identical to the reference (xor-rle.ts); it only gives up
+ * sooner: inside a literal as soon as the literal alone overflows, and, once a page looks dense (16
+ * pairs and a projected length over the limit), after one counting pass over the rest of the page
+ * shows that the pairs still to come cannot fit.
+ */
 static int64_t encode_delta(const uint8_t *a, const uint8_t *b, size_t n, uint8_t *out, int64_t limit) {
   size_t i = 0;
   size_t o = 0;
   size_t last_end = 0;
+  unsigned pairs = 0;
   for (;;) {
     i = scan_equal(a, b, i, n);
     if (i == n) return (int64_t)o;
@@ -156,6 +207,10 @@ static int64_t encode_delta(const uint8_t *a, const uint8_t *b, size_t n, uint8_
     for (size_t k = 0; k < lit; k++) out[o + k] = (uint8_t)(a[lit_start + k] ^ b[lit_start + k]);
     o += lit;
     last_end = i;
+    if (++pairs == 16 && (double)o * (double)n > (double)limit * (double)i &&
+        (double)o + (double)rest_lower_bound(a, b, i, n) > (double)limit) {
+      return -1;
+    }
   }
 }
 
@@ -228,28 +283,60 @@ static int is_zero(const uint8_t *p, size_t n) {
 
 static inline uint32_t rotl32(uint32_t x, unsigned r) { return (x << r) | (x >> (32 - r)); }
 
-static void hash_page(const uint8_t *p, size_t len, uint32_t *hi, uint32_t *lo) {
-  uint32_t a = 0x9E3779B1u ^ (uint32_t)len;
-  uint32_t b = 0x85EBCA77u ^ (uint32_t)len;
-  const size_t words = len >> 2;
-  for (size_t i = 0; i < words; i++) {
-    const uint32_t w = load32(p + (i << 2));
-    a = rotl32(a ^ w, 5) * 0x01000193u;
-    b = rotl32(b + w, 13) * 0xC2B2AE3Du;
+#define P1 0x9E3779B1u
+#define P2 0x85EBCA77u
+#define P3 0xC2B2AE3Du
+#define P5 0x165667B1u
+
+static inline uint32_t lane(uint32_t v, uint32_t w) { return rotl32(v + w * P2, 13) * P1; }
+
+static inline uint32_t avalanche(uint32_t h) {
+  h ^= h >> 15;
+  h *= P2;
+  h ^= h >> 13;
+  h *= P3;
+  h ^= h >> 16;
+  return h;
+}
+
+/*
+ * The page hash (docs/codec.md §3): four independent xxHash32-style lanes over 16-byte stripes (the
+ * last one zero-padded), folded into two 32-bit halves. Returns the OR of all the page's bytes
+ * (spread over a word): 0 exactly when the page is all zero, for classifyPage.
+ */
+static uint64_t hash_page(const uint8_t *p, size_t len, uint32_t *hi, uint32_t *lo) {
+  const uint32_t n32 = (uint32_t)len;
+  uint32_t v1 = n32 + P1 + P2;
+  uint32_t v2 = n32 + P2;
+  uint32_t v3 = n32;
+  uint32_t v4 = n32 - P1;
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    const uint64_t x = load64(p + i);
+    const uint64_t y = load64(p + i + 8);
+    acc |= x | y;
+    v1 = lane(v1, (uint32_t)x);
+    v2 = lane(v2, (uint32_t)(x >> 32));
+    v3 = lane(v3, (uint32_t)y);
+    v4 = lane(v4, (uint32_t)(y >> 32));
   }
-  if ((len & 3) != 0) {
-    uint32_t w = 0;
-    for (size_t j = words << 2, s = 0; j < len; j++, s += 8) w |= (uint32_t)p[j] << s;
-    a = rotl32(a ^ w, 5) * 0x01000193u;
-    b = rotl32(b + w, 13) * 0xC2B2AE3Du;
+  if (i < len) {
+    uint8_t tail[16] = {0};
+    memcpy(tail, p + i, len - i);
+    const uint64_t x = load64(tail);
+    const uint64_t y = load64(tail + 8);
+    acc |= x | y;
+    v1 = lane(v1, (uint32_t)x);
+    v2 = lane(v2, (uint32_t)(x >> 32));
+    v3 = lane(v3, (uint32_t)y);
+    v4 = lane(v4, (uint32_t)(y >> 32));
   }
-  a ^= b >> 15;
-  a *= 0x27D4EB2Fu;
-  b ^= a >> 13;
-  b *= 0x165667B1u;
-  a ^= b >> 16;
-  *hi = a;
-  *lo = b;
+  const uint32_t h1 = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
+  const uint32_t h2 = v1 ^ rotl32(v2, 5) ^ rotl32(v3, 11) ^ rotl32(v4, 17);
+  *hi = avalanche(h1 ^ n32);
+  *lo = avalanche((h2 + P5) ^ rotl32(n32, 16));
+  return acc;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -346,25 +433,63 @@ static napi_value js_is_zero_page(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static napi_value js_hash_page_into(napi_env env, napi_callback_info info) {
+/* Arguments (page, out, index) of hashPageInto and classifyPage: 0 after throwing. */
+static int get_page_out_index(napi_env env, napi_callback_info info, const char *usage, const uint8_t **page,
+                              size_t *n, uint32_t **slot) {
   size_t argc = 3;
   napi_value argv[3];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc < 3) return throw_type(env, "hashPageInto(page, out, index): 3 arguments expected");
-  void *page;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return 0;
+  if (argc < 3) {
+    throw_type(env, usage);
+    return 0;
+  }
+  void *p;
   void *out;
-  size_t n;
   size_t nout;
   double index;
-  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
-  if (!get_array(env, argv[1], napi_uint32_array, &out, &nout)) return throw_type(env, "out must be a Uint32Array");
-  if (!get_whole(env, argv[2], 0, 9007199254740991.0, &index)) {
-    return throw_range(env, "index must be a non-negative integer");
+  if (!get_array(env, argv[0], napi_uint8_array, &p, n)) {
+    throw_type(env, "page must be a Uint8Array");
+    return 0;
   }
-  if (index >= (double)(nout / 2)) return throw_range(env, "out has no room at index");
-  uint32_t *o = (uint32_t *)out + 2 * (size_t)index;
-  hash_page((const uint8_t *)page, n, &o[0], &o[1]);
+  if (!get_array(env, argv[1], napi_uint32_array, &out, &nout)) {
+    throw_type(env, "out must be a Uint32Array");
+    return 0;
+  }
+  if (!get_whole(env, argv[2], 0, 9007199254740991.0, &index)) {
+    throw_range(env, "index must be a non-negative integer");
+    return 0;
+  }
+  if (index >= (double)(nout / 2)) {
+    throw_range(env, "out has no room at index");
+    return 0;
+  }
+  *page = (const uint8_t *)p;
+  *slot = (uint32_t *)out + 2 * (size_t)index;
+  return 1;
+}
+
+static napi_value js_hash_page_into(napi_env env, napi_callback_info info) {
+  const uint8_t *page;
+  size_t n;
+  uint32_t *o;
+  if (!get_page_out_index(env, info, "hashPageInto(page, out, index): 3 arguments expected", &page, &n, &o)) {
+    return NULL;
+  }
+  hash_page(page, n, &o[0], &o[1]);
   return NULL; /* undefined */
+}
+
+static napi_value js_classify_page(napi_env env, napi_callback_info info) {
+  const uint8_t *page;
+  size_t n;
+  uint32_t *o;
+  if (!get_page_out_index(env, info, "classifyPage(page, out, index): 3 arguments expected", &page, &n, &o)) {
+    return NULL;
+  }
+  const int zero = hash_page(page, n, &o[0], &o[1]) == 0;
+  napi_value result;
+  if (napi_get_boolean(env, zero, &result) != napi_ok) return NULL;
+  return result;
 }
 
 static napi_value js_hash_pages(napi_env env, napi_callback_info info) {
@@ -398,6 +523,7 @@ NAPI_MODULE_INIT() {
       {"isZeroPage", NULL, js_is_zero_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPageInto", NULL, js_hash_page_into, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPages", NULL, js_hash_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"classifyPage", NULL, js_classify_page, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

@@ -13,6 +13,13 @@ import { RwanError } from '../errors.js';
 const require = createRequire(import.meta.url);
 const zstd = require('zstd-napi/binding') as typeof Binding;
 
+/** A fresh buffer with the bytes of `src` (Buffer.from on a view takes a slow element-wise path). */
+export function copyOf(src: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(src.length);
+  out.set(src);
+  return out;
+}
+
 /** How a chunk's records stream is carried. */
 export const Method = { RAW: 0, ZSTD: 1, ZSTD_DICT: 2 } as const;
 export type MethodValue = (typeof Method)[keyof typeof Method];
@@ -56,7 +63,7 @@ export class ChunkCompressor {
     if (this.skip > 0) {
       this.skip--;
       this.counts.skipped++;
-      return { method: Method.RAW, data: Buffer.from(raw) };
+      return { method: Method.RAW, data: copyOf(raw) };
     }
     this.counts.attempted++;
     const bound = zstd.compressBound(raw.length);
@@ -67,13 +74,13 @@ export class ChunkCompressor {
     if (n > raw.length * (1 - INCOMPRESSIBLE_SAVING)) {
       this.backoff = Math.min(MAX_SKIP, Math.max(1, this.backoff * 2));
       this.skip = this.backoff;
-      if (n >= raw.length) return { method: Method.RAW, data: Buffer.from(raw) };
+      if (n >= raw.length) return { method: Method.RAW, data: copyOf(raw) };
     } else {
       this.backoff = 0;
     }
     return {
       method: this.cdict ? Method.ZSTD_DICT : Method.ZSTD,
-      data: Buffer.from(this.scratch.subarray(0, n)),
+      data: copyOf(this.scratch.subarray(0, n)),
     };
   }
 }

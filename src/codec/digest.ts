@@ -15,15 +15,17 @@ const BATCH = 4096;
 export class EpochDigest {
   private hash: Hash = createHash('sha256');
   private readonly batch = Buffer.alloc(ENTRY * BATCH);
+  private readonly view = new DataView(this.batch.buffer, this.batch.byteOffset, this.batch.byteLength);
   private n = 0;
 
   /** Add one page: its pfn and the two halves of its page hash. */
   add(pfn: number, hi: number, lo: number): void {
     const at = this.n * ENTRY;
-    this.batch.writeUInt32LE(pfn % 2 ** 32, at);
-    this.batch.writeUInt32LE(Math.floor(pfn / 2 ** 32), at + 4);
-    this.batch.writeUInt32LE(hi, at + 8);
-    this.batch.writeUInt32LE(lo, at + 12);
+    const v = this.view;
+    v.setUint32(at, pfn % 4294967296, true);
+    v.setUint32(at + 4, Math.floor(pfn / 4294967296), true);
+    v.setUint32(at + 8, hi, true);
+    v.setUint32(at + 12, lo, true);
     if (++this.n === BATCH) this.flush();
   }
 

@@ -48,6 +48,7 @@ export class EpochDecoder {
   private readonly zero: Uint8Array;
   private readonly zeroHash: { hi: number; lo: number };
   private readonly scratch: Uint8Array;
+  private readonly hashOut = new Uint32Array(2);
   private epoch = -1;
   private open = false;
   private failed: RwanError | undefined;
@@ -262,8 +263,8 @@ export class EpochDecoder {
       this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
       this.cache.set(pfn, null);
     } else {
-      const { hi, lo } = this.loops.hashPage(page);
-      this.digest.add(pfn, hi, lo);
+      this.loops.hashPageInto(page, this.hashOut, 0);
+      this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
       if (!cached) this.cache.set(pfn, page);
     }
     return [pfn, page];

@@ -9,7 +9,7 @@
  * Every page then becomes the cached copy for its pfn, exactly as the decoder does on the other side.
  */
 import { RwanError } from '../errors.js';
-import { ChunkCompressor, Method, type MethodValue } from './chunk-compression.js';
+import { ChunkCompressor, copyOf, Method, type MethodValue } from './chunk-compression.js';
 import { DIGEST_BYTES, EpochDigest } from './digest.js';
 import { type HotLoops, hot } from './hot-loops.js';
 import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
@@ -56,6 +56,7 @@ export class EpochEncoder {
   private readonly zero: Uint8Array;
   private readonly zeroHash: { hi: number; lo: number };
   private readonly deltaOut: Uint8Array;
+  private readonly hashOut = new Uint32Array(2);
   private epoch = -1;
   private open = false;
   private pos = 0;
@@ -126,15 +127,18 @@ export class EpochEncoder {
     p = writeUleb(buf, p, zigzag(pfn - (this.prevPfn + 1)));
     this.prevPfn = pfn;
 
-    if (loops.isZeroPage(page)) {
+    // one pass: zero test and page hash
+    if (loops.classifyPage(page, this.hashOut, 0)) {
       buf[kindAt] = Kind.ZERO;
       this.kinds.zero++;
       this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
       this.cache.set(pfn, null);
     } else {
-      const { hi, lo } = loops.hashPage(page);
+      const hi = this.hashOut[0] as number;
+      const lo = this.hashOut[1] as number;
       this.digest.add(pfn, hi, lo);
-      const key = hi * 4294967296 + lo; // collisions only cost a missed duplicate: content is compared
+      // a small-integer key keeps the Map fast; collisions only cost a missed duplicate (content is compared)
+      const key = (hi ^ lo) & 0x3fffffff;
       const earlier = this.byHash.get(key);
       const copy = earlier === undefined ? undefined : this.cache.peek(this.order[earlier] as number);
       if (earlier !== undefined && copy && Buffer.compare(copy, page) === 0) {
@@ -222,7 +226,7 @@ export class EpochEncoder {
     const raw = this.buf.subarray(0, this.pos);
     const { method, data } = this.compressor
       ? this.compressor.compress(raw)
-      : { method: Method.RAW, data: Buffer.from(raw) };
+      : { method: Method.RAW, data: copyOf(raw) };
     const chunk: EncodedChunk = {
       epoch: this.epoch,
       seq: this.seq++,

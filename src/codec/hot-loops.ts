@@ -36,6 +36,13 @@ export interface HotLoops {
   /** The page hash without allocating: hi at `out[2 * index]`, lo at `out[2 * index + 1]`. */
   hashPageInto(page: Uint8Array, out: Uint32Array, index: number): void;
   /**
+   * Zero test and page hash in one pass (the encoder's per-page call): true when every byte of `page`
+   * is 0; always writes the hash as {@link HotLoops.hashPageInto} does (hi at `out[2 * index]`, lo at
+   * `out[2 * index + 1]`).
+   * @throws RangeError as hashPageInto does
+   */
+  classifyPage(page: Uint8Array, out: Uint32Array, index: number): boolean;
+  /**
    * The hash of every `pageSize`-byte page of `buf`: page k's hi at `out[2k]`, lo at `out[2k + 1]`.
    * @throws RangeError unless `buf.length` is a multiple of `pageSize` (≥ 1) and `out` holds 2 words per page
    */
@@ -50,6 +57,7 @@ interface NativeAddon {
   isZeroPage(page: Uint8Array): boolean;
   hashPageInto(page: Uint8Array, out: Uint32Array, index: number): void;
   hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): void;
+  classifyPage(page: Uint8Array, out: Uint32Array, index: number): boolean;
 }
 
 /** The addon's fault numbers, in order. */
@@ -66,6 +74,16 @@ const ADDON_PATH = 'native/build/Release/remus_native.node';
 
 function argError<E extends Error>(make: new (message: string) => E, code: string, message: string): E {
   return Object.assign(new make(message), { code });
+}
+
+/** The addon's checks of hashPageInto's and classifyPage's `index`. */
+function checkIndex(out: Uint32Array, index: number): void {
+  if (!Number.isSafeInteger(index) || index < 0) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'index must be a non-negative integer');
+  }
+  if (index >= Math.floor(out.length / 2)) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out has no room at index');
+  }
 }
 
 /** The TypeScript reference (xor-rle.ts), with the same argument checks as the addon. */
@@ -85,13 +103,12 @@ export const fallback: HotLoops = {
   isZeroPage: ref.isZeroPage,
   hashPage: ref.hashPage,
   hashPageInto(page, out, index) {
-    if (!Number.isSafeInteger(index) || index < 0) {
-      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'index must be a non-negative integer');
-    }
-    if (index >= Math.floor(out.length / 2)) {
-      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out has no room at index');
-    }
+    checkIndex(out, index);
     ref.hashPageInto(page, out, index);
+  },
+  classifyPage(page, out, index) {
+    checkIndex(out, index);
+    return ref.classifyPage(page, out, index);
   },
   hashPages(buf, pageSize, out) {
     if (!Number.isSafeInteger(pageSize) || pageSize < 1) {
@@ -120,6 +137,7 @@ function wrapAddon(addon: NativeAddon): HotLoops {
     },
     hashPageInto: addon.hashPageInto,
     hashPages: addon.hashPages,
+    classifyPage: addon.classifyPage,
   };
 }
 
@@ -146,6 +164,15 @@ function selfCheck(loops: HotLoops): string | undefined {
   const h = loops.hashPage(now.subarray(1));
   const r = fallback.hashPage(now.subarray(1));
   if (h.hi !== r.hi || h.lo !== r.lo) return 'hashPage disagrees with the TypeScript reference';
+  if (typeof loops.classifyPage !== 'function') return 'classifyPage is missing (a stale addon?)';
+  const c = new Uint32Array(4);
+  const d = new Uint32Array(4);
+  const zeros = [loops.classifyPage(now, c, 0), loops.classifyPage(old, c, 1)];
+  fallback.classifyPage(now, d, 0);
+  fallback.classifyPage(old, d, 1);
+  if (zeros[0] !== false || zeros[1] !== true || c.some((v, i) => v !== d[i])) {
+    return 'classifyPage disagrees with the TypeScript reference';
+  }
   return undefined;
 }
 

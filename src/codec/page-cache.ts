@@ -89,6 +89,13 @@ export class PageCache {
   /** Record that `pfn` now holds `page` (copied), or is a zero page (`null`); it becomes most recent. */
   set(pfn: number, page: Uint8Array | null): void {
     const old = this.index.get(pfn);
+    if (old !== undefined && old >= 0 && page !== null) {
+      // the common case, a page sent again: same slot, most recent (no eviction can follow)
+      this.index.delete(pfn);
+      this.index.set(pfn, old);
+      this.slab.set(page, old * this.pageSize);
+      return;
+    }
     if (old !== undefined) this.drop(pfn, old);
     if (page === null) {
       this.makeRoom(ZERO_ENTRY_BYTES, false);
@@ -116,6 +123,9 @@ export class PageCache {
   }
 
   private makeRoom(bytes: number, needSlot: boolean): void {
+    const full = () =>
+      this.used + bytes > this.capBytes || (needSlot && this.free.length === 0 && this.fresh === this.slots);
+    if (!full()) return;
     const it = this.index.entries();
     while (
       this.used + bytes > this.capBytes ||

@@ -46,13 +46,26 @@ export function writeUleb(out: Uint8Array, at: number, n: number): number {
  */
 export function encodeDelta(old: Uint8Array, now: Uint8Array, out: Uint8Array, limit: number): number {
   const n = now.length;
+  // 4 bytes at a time where that cannot change the result (the byte loops below are the definition)
+  const oldWords = new DataView(old.buffer, old.byteOffset, old.length);
+  const nowWords = new DataView(now.buffer, now.byteOffset, now.length);
   let i = 0;
   let o = 0;
   let lastEnd = 0; // end of the previous literal
   for (;;) {
+    while (i + 4 <= n && oldWords.getInt32(i) === nowWords.getInt32(i)) i += 4;
     while (i < n && old[i] === now[i]) i++;
     if (i === n) return o; // trailing unchanged bytes are implied
     const litStart = i;
+    // skip words of the literal holding no two consecutive unchanged bytes (one may straddle words)
+    while (i + 5 <= n) {
+      // a pair costs ≥ 2 header bytes: a literal already this long cannot fit (-1 all the same)
+      if (i - litStart > limit - o - 2) return -1;
+      const x = oldWords.getInt32(i, true) ^ nowWords.getInt32(i, true);
+      const z = ~(((x & 0x7f7f7f7f) + 0x7f7f7f7f) | x | 0x7f7f7f7f); // 0x80 in the unchanged bytes
+      if ((z & (z >>> 8)) !== 0 || (z >>> 31 !== 0 && old[i + 4] === now[i + 4])) break;
+      i += 4;
+    }
     // extend the literal until two consecutive unchanged bytes (or the end)
     while (i < n) {
       if (old[i] !== now[i]) {
@@ -127,44 +140,25 @@ export function isZeroPage(page: Uint8Array): boolean {
  * 64-bit content hash of a page as two 32-bit halves (`hi * 2^32 + lo` read unsigned), for finding
  * duplicate pages within an epoch and for the epoch digest. Not cryptographic.
  *
- * Definition (the native addon matches it bit for bit): two lanes over the bytes taken as
- * little-endian u32 words w[i] (a tail shorter than 4 bytes is zero-padded), with
- *   a = 0x9E3779B1 ^ len, b = 0x85EBCA77 ^ len
- *   per word: a = rotl(a ^ w, 5) * 0x01000193;  b = rotl(b + w, 13) * 0xC2B2AE3D     (mod 2^32)
- *   final:    a ^= b >>> 15; a *= 0x27D4EB2F; b ^= a >>> 13; b *= 0x165667B1; a ^= b >>> 16
- * returns { hi: a, lo: b } as unsigned 32-bit numbers.
+ * Definition (docs/codec.md §3; the native addon matches it bit for bit), all arithmetic mod 2^32,
+ * `len` the page's byte length mod 2^32, P1 = 0x9E3779B1, P2 = 0x85EBCA77, P3 = 0xC2B2AE3D,
+ * P5 = 0x165667B1:
+ *
+ *   the page is read as little-endian u32 words, zero-padded at the end to a multiple of 16 bytes
+ *   (an empty page has no words); each 16-byte stripe is 4 words w1..w4
+ *   v1 = len + P1 + P2;  v2 = len + P2;  v3 = len;  v4 = len - P1
+ *   per stripe, for k = 1..4:  vk = rotl(vk + wk * P2, 13) * P1
+ *   h1 = rotl(v1, 1) + rotl(v2, 7) + rotl(v3, 12) + rotl(v4, 18)
+ *   h2 = v1 ^ rotl(v2, 5) ^ rotl(v3, 11) ^ rotl(v4, 17)
+ *   avalanche(h) = h ^= h >>> 15; h *= P2; h ^= h >>> 13; h *= P3; h ^= h >>> 16
+ *   hi = avalanche(h1 ^ len);  lo = avalanche((h2 + P5) ^ rotl(len, 16))
+ *
+ * returns { hi, lo } as unsigned 32-bit numbers.
  */
 export function hashPage(page: Uint8Array): { hi: number; lo: number } {
-  const len = page.length;
-  let a = (0x9e3779b1 ^ len) | 0;
-  let b = (0x85ebca77 ^ len) | 0;
-  const words = len >>> 2;
-  for (let i = 0; i < words; i++) {
-    const j = i << 2;
-    const w =
-      (page[j] as number) |
-      ((page[j + 1] as number) << 8) |
-      ((page[j + 2] as number) << 16) |
-      ((page[j + 3] as number) << 24);
-    a = Math.imul(rotl(a ^ w, 5), 0x01000193);
-    b = Math.imul(rotl((b + w) | 0, 13), 0xc2b2ae3d);
-  }
-  if ((len & 3) !== 0) {
-    let w = 0;
-    for (let j = words << 2, s = 0; j < len; j++, s += 8) w |= (page[j] as number) << s;
-    a = Math.imul(rotl(a ^ w, 5), 0x01000193);
-    b = Math.imul(rotl((b + w) | 0, 13), 0xc2b2ae3d);
-  }
-  a ^= b >>> 15;
-  a = Math.imul(a, 0x27d4eb2f);
-  b ^= a >>> 13;
-  b = Math.imul(b, 0x165667b1);
-  a ^= b >>> 16;
-  return { hi: a >>> 0, lo: b >>> 0 };
-}
-
-function rotl(x: number, r: number): number {
-  return (x << r) | (x >>> (32 - r));
+  const out = new Uint32Array(2);
+  hashRange(page, 0, page.length, out, 0);
+  return { hi: out[0] as number, lo: out[1] as number };
 }
 
 /**
@@ -176,6 +170,15 @@ export function hashPageInto(page: Uint8Array, out: Uint32Array, index: number):
 }
 
 /**
+ * Zero test and hash in one pass (what the encoder needs of every page): returns true when every
+ * byte of `page` is 0, and always writes its {@link hashPage} hi at `out[2 * index]`, lo at
+ * `out[2 * index + 1]`.
+ */
+export function classifyPage(page: Uint8Array, out: Uint32Array, index: number): boolean {
+  return hashRange(page, 0, page.length, out, 2 * index) === 0;
+}
+
+/**
  * {@link hashPage} of every `pageSize`-byte page of `buf` (its length a multiple of `pageSize`):
  * page k's hi at `out[2k]`, lo at `out[2k + 1]`.
  */
@@ -184,31 +187,69 @@ export function hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): 
   for (let k = 0; k < pages; k++) hashRange(buf, k * pageSize, pageSize, out, 2 * k);
 }
 
-/** The {@link hashPage} definition over `buf[start, start + len)`, written to out[at], out[at + 1]. */
-function hashRange(buf: Uint8Array, start: number, len: number, out: Uint32Array, at: number): void {
-  let a = (0x9e3779b1 ^ len) | 0;
-  let b = (0x85ebca77 ^ len) | 0;
-  const end = start + (len & ~3);
-  for (let j = start; j < end; j += 4) {
-    const w =
-      (buf[j] as number) |
-      ((buf[j + 1] as number) << 8) |
-      ((buf[j + 2] as number) << 16) |
-      ((buf[j + 3] as number) << 24);
-    a = Math.imul(rotl(a ^ w, 5), 0x01000193);
-    b = Math.imul(rotl((b + w) | 0, 13), 0xc2b2ae3d);
+const P1 = 0x9e3779b1 | 0;
+const P2 = 0x85ebca77 | 0;
+const P3 = 0xc2b2ae3d | 0;
+const P5 = 0x165667b1 | 0;
+
+function rotl(x: number, r: number): number {
+  return (x << r) | (x >>> (32 - r));
+}
+
+function avalanche(x: number): number {
+  let h = x ^ (x >>> 15);
+  h = Math.imul(h, P2);
+  h ^= h >>> 13;
+  h = Math.imul(h, P3);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/** Scratch for the last, zero-padded stripe of a page whose length is not a multiple of 16. */
+const tail = new Uint8Array(16);
+const tailView = new DataView(tail.buffer);
+
+/**
+ * The {@link hashPage} definition over `buf[start, start + len)`, written to out[at], out[at + 1].
+ * @returns the OR of all the bytes' words: 0 exactly when every byte is 0
+ */
+function hashRange(buf: Uint8Array, start: number, len: number, out: Uint32Array, at: number): number {
+  const n = len | 0;
+  let v1 = (n + P1 + P2) | 0;
+  let v2 = (n + P2) | 0;
+  let v3 = n;
+  let v4 = (n - P1) | 0;
+  let acc = 0;
+  const full = len - (len % 16);
+  // little-endian words at any byteOffset: a DataView reads them ~2.5× faster than assembling bytes
+  const view = new DataView(buf.buffer, buf.byteOffset + start, full);
+  for (let j = 0; j < full; j += 16) {
+    const w1 = view.getInt32(j, true);
+    const w2 = view.getInt32(j + 4, true);
+    const w3 = view.getInt32(j + 8, true);
+    const w4 = view.getInt32(j + 12, true);
+    acc |= w1 | w2 | w3 | w4;
+    v1 = Math.imul(rotl((v1 + Math.imul(w1, P2)) | 0, 13), P1);
+    v2 = Math.imul(rotl((v2 + Math.imul(w2, P2)) | 0, 13), P1);
+    v3 = Math.imul(rotl((v3 + Math.imul(w3, P2)) | 0, 13), P1);
+    v4 = Math.imul(rotl((v4 + Math.imul(w4, P2)) | 0, 13), P1);
   }
-  if ((len & 3) !== 0) {
-    let w = 0;
-    for (let j = end, s = 0; j < start + len; j++, s += 8) w |= (buf[j] as number) << s;
-    a = Math.imul(rotl(a ^ w, 5), 0x01000193);
-    b = Math.imul(rotl((b + w) | 0, 13), 0xc2b2ae3d);
+  const end = start + full;
+  if (end < start + len) {
+    tail.fill(0);
+    tail.set(buf.subarray(end, start + len));
+    const w1 = tailView.getInt32(0, true);
+    const w2 = tailView.getInt32(4, true);
+    const w3 = tailView.getInt32(8, true);
+    const w4 = tailView.getInt32(12, true);
+    acc |= w1 | w2 | w3 | w4;
+    v1 = Math.imul(rotl((v1 + Math.imul(w1, P2)) | 0, 13), P1);
+    v2 = Math.imul(rotl((v2 + Math.imul(w2, P2)) | 0, 13), P1);
+    v3 = Math.imul(rotl((v3 + Math.imul(w3, P2)) | 0, 13), P1);
+    v4 = Math.imul(rotl((v4 + Math.imul(w4, P2)) | 0, 13), P1);
   }
-  a ^= b >>> 15;
-  a = Math.imul(a, 0x27d4eb2f);
-  b ^= a >>> 13;
-  b = Math.imul(b, 0x165667b1);
-  a ^= b >>> 16;
-  out[at] = a;
-  out[at + 1] = b;
+  const h1 = (rotl(v1, 1) + rotl(v2, 7) + rotl(v3, 12) + rotl(v4, 18)) | 0;
+  const h2 = v1 ^ rotl(v2, 5) ^ rotl(v3, 11) ^ rotl(v4, 17);
+  out[at] = avalanche(h1 ^ n);
+  out[at + 1] = avalanche(((h2 + P5) | 0) ^ rotl(n, 16));
+  return acc;
 }

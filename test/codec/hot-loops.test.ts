@@ -45,6 +45,7 @@ function missingAddon(reason: string | undefined): HotLoops {
     hashPage: fail,
     hashPageInto: fail,
     hashPages: fail,
+    classifyPage: fail,
   };
 }
 
@@ -240,7 +241,8 @@ describe('encodeDelta', () => {
             const got = N.encodeDelta(old, now, a, limit);
             expect(T.encodeDelta(old, now, b, limit), `limit ${limit}`).toBe(got);
             expect(got).toBe(len <= limit || len === 0 ? len : -1);
-            expect(equalBytes(a, b), `out bytes, limit ${limit}`).toBe(true);
+            // after -1 the content of out is unspecified (the native encoder may give up earlier)
+            if (got >= 0) expect(equalBytes(a, b), `out bytes, limit ${limit}`).toBe(true);
           }
         },
       ),
@@ -262,6 +264,32 @@ describe('encodeDelta', () => {
     }
   });
 
+  it('never gives up on a delta that fits exactly (the native early give-up is a strict bound)', () => {
+    // dense and gappy pages make the native encoder take its counting pass; a limit of exactly the
+    // delta length must still give the delta, one byte less must give -1
+    for (let seed = 1; seed <= 400; seed++) {
+      const r = prng(seed);
+      const size = [4096, 4097, 1000, 333, 8192][seed % 5] as number;
+      const mode = (['dense', 'gaps', 'different'] as const)[seed % 3] as Mode;
+      const { old, now } = pagePair(size, mode, seed);
+      if (r() % 2 === 0) {
+        const from = r() % size; // an unchanged stretch
+        now.set(old.subarray(from, from + (r() % size)), from);
+      }
+      const cap = worstCase(size);
+      const len = T.encodeDelta(old, now, new Uint8Array(cap), cap);
+      for (const limit of [len, len - 1, len + 1]) {
+        if (limit < 0) continue;
+        const a = new Uint8Array(cap);
+        const b = new Uint8Array(cap);
+        const got = N.encodeDelta(at(old, seed % 8), now, a, limit);
+        expect(got, `seed ${seed} ${mode} size ${size} limit ${limit}`).toBe(len <= limit ? len : -1);
+        expect(T.encodeDelta(old, now, b, limit)).toBe(got);
+        if (got >= 0) expect(equalBytes(a, b)).toBe(true);
+      }
+    }
+  });
+
   it('throws the same errors on misuse', () => {
     const p = new Uint8Array(16);
     const cases: [string, (l: HotLoops) => unknown, ErrorConstructor][] = [
@@ -275,6 +303,9 @@ describe('encodeDelta', () => {
       ],
       ['index out of room', (l) => l.hashPageInto(p, new Uint32Array(2), 1), RangeError],
       ['index negative', (l) => l.hashPageInto(p, new Uint32Array(2), -1), RangeError],
+      ['classify index out of room', (l) => l.classifyPage(p, new Uint32Array(3), 1), RangeError],
+      ['classify index negative', (l) => l.classifyPage(p, new Uint32Array(2), -1), RangeError],
+      ['classify index fractional', (l) => l.classifyPage(p, new Uint32Array(4), 0.5), RangeError],
       ['pageSize 0', (l) => l.hashPages(p, 0, new Uint32Array(2)), RangeError],
       ['pageSize not dividing', (l) => l.hashPages(p, 5, new Uint32Array(8)), RangeError],
       ['out too small', (l) => l.hashPages(p, 4, new Uint32Array(7)), RangeError],
@@ -284,6 +315,7 @@ describe('encodeDelta', () => {
       expect(() => call(T), `fallback: ${name}`).toThrow(type);
     }
     expect(() => N.encodeDelta([] as unknown as Uint8Array, p, p, 0)).toThrow(TypeError);
+    expect(() => N.classifyPage(p, new Uint16Array(4) as unknown as Uint32Array, 0)).toThrow(TypeError);
   });
 });
 
@@ -414,7 +446,64 @@ describe('isZeroPage', () => {
   });
 });
 
+/**
+ * docs/codec.md §3 written out as plainly as possible (BigInt lanes, a zero-padded copy read through a
+ * DataView), independent of the reference's word loop, to pin the definition itself.
+ */
+function specHash(page: Uint8Array): { hi: number; lo: number } {
+  const M = 0xffffffffn;
+  const [P1, P2, P3, P5] = [0x9e3779b1n, 0x85ebca77n, 0xc2b2ae3dn, 0x165667b1n];
+  const rotl = (x: bigint, r: bigint) => ((x << r) | (x >> (32n - r))) & M;
+  const len = BigInt(page.length) & M;
+  const padded = new Uint8Array(Math.ceil(page.length / 16) * 16);
+  padded.set(page);
+  const view = new DataView(padded.buffer);
+  const v = [(len + P1 + P2) & M, (len + P2) & M, len, (len - P1) & M];
+  for (let j = 0; j < padded.length; j += 16) {
+    for (let k = 0; k < 4; k++) {
+      const w = BigInt(view.getUint32(j + 4 * k, true));
+      v[k] = (rotl(((v[k] as bigint) + w * P2) & M, 13n) * P1) & M;
+    }
+  }
+  const [v1, v2, v3, v4] = v as [bigint, bigint, bigint, bigint];
+  const h1 = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M;
+  const h2 = v1 ^ rotl(v2, 5n) ^ rotl(v3, 11n) ^ rotl(v4, 17n);
+  const avalanche = (x: bigint) => {
+    let h = x ^ (x >> 15n);
+    h = (h * P2) & M;
+    h ^= h >> 13n;
+    h = (h * P3) & M;
+    return Number(h ^ (h >> 16n));
+  };
+  return { hi: avalanche(h1 ^ len), lo: avalanche(((h2 + P5) & M) ^ rotl(len, 16n)) };
+}
+
 describe('hashes', () => {
+  it('follow the written definition (docs/codec.md §3) in both', () => {
+    const sizes = [...Array.from({ length: 70 }, (_, i) => i), 127, 128, 129, 4095, 4096, 4097];
+    for (const size of sizes) {
+      const r = prng(size + 1);
+      const page = at(
+        new Uint8Array(size).map(() => r() & 0xff),
+        size % 8,
+      );
+      const want = specHash(page);
+      expect(T.hashPage(page), `size ${size}`).toEqual(want);
+      expect(N.hashPage(page), `size ${size}`).toEqual(want);
+    }
+    // zero pages of different lengths differ, and so do pages differing in one bit anywhere
+    const seen = new Set<string>();
+    for (const size of [0, 1, 15, 16, 17, 4096]) seen.add(JSON.stringify(N.hashPage(new Uint8Array(size))));
+    expect(seen.size).toBe(6);
+    const base = new Uint8Array(256);
+    const h0 = JSON.stringify(N.hashPage(base));
+    for (let bit = 0; bit < 256 * 8; bit += 7) {
+      const page = base.slice();
+      page[bit >> 3] = 1 << (bit & 7);
+      expect(JSON.stringify(N.hashPage(page))).not.toBe(h0);
+    }
+  });
+
   it('hashPage and hashPageInto give the same bits in both', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 8192 }), fc.integer(), offsetArb, (size, seed, offset) => {
@@ -434,6 +523,44 @@ describe('hashes', () => {
       }),
       { numRuns: 500 },
     );
+  });
+
+  it('classifyPage gives the zero test and hashPageInto’s bits in both', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 8192 }),
+        fc.constantFrom('zero', 'one', 'random'),
+        fc.nat(),
+        offsetArb,
+        (size, kind, seed, offset) => {
+          const r = prng(seed);
+          const bytes = new Uint8Array(size);
+          if (kind === 'random') for (let i = 0; i < size; i++) bytes[i] = r() & 0xff;
+          if (kind === 'one' && size > 0) bytes[seed % size] = 1 << (seed % 8);
+          const page = at(bytes, offset);
+          const zero = bytes.every((b) => b === 0);
+          const want = T.hashPage(page);
+          for (const loops of [N, T]) {
+            const out = new Uint32Array(6).fill(7);
+            expect(loops.classifyPage(page, out, 2)).toBe(zero);
+            expect([...out]).toEqual([7, 7, 7, 7, want.hi, want.lo]);
+          }
+        },
+      ),
+      { numRuns: 600 },
+    );
+    for (let size = 0; size <= 70; size++) {
+      for (let pos = -1; pos < size; pos++) {
+        const page = new Uint8Array(size);
+        if (pos >= 0) page[pos] = 0x80;
+        const a = new Uint32Array(2);
+        const b = new Uint32Array(2);
+        const view = at(page, (size + pos + 8) % 8);
+        expect(N.classifyPage(view, a, 0), `size ${size} pos ${pos}`).toBe(pos < 0);
+        expect(T.classifyPage(view, b, 0), `size ${size} pos ${pos}`).toBe(pos < 0);
+        expect([...a]).toEqual([...b]);
+      }
+    }
   });
 
   it('hashPages equals hashPage of each page', () => {

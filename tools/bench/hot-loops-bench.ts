@@ -5,9 +5,15 @@
  *
  *   encode sparse   encodeDelta of pages with a few changed 8-byte words (the common DELTA case)
  *   encode dense    encodeDelta of pages with half their bytes changed, limit a page (gives up: RAW)
+ *   encode random   encodeDelta of an unrelated random page (incompressible), the encoder's limit
+ *                   (page − 4): gives up, so this is the cost of finding out a page must go RAW
  *   decode sparse   applyDelta of those sparse deltas (a few dozen bytes: mostly call overhead)
  *   decode medium   applyDelta of deltas of pages with 64 changed 8-byte words (1/8 of the page)
  *   isZero          isZeroPage of all-zero pages (the full scan)
+ *   isZero+hash     isZeroPage then hashPageInto of nonzero pages (the encoder's two calls before
+ *                   classifyPage)
+ *   classify        classifyPage of nonzero pages (one pass: zero test and hash)
+ *   classify zero   classifyPage of all-zero pages
  *   hashPage        hashPage, one call (and one result object) per page
  *   hashPages       hashPages over the whole buffer in one call
  *
@@ -45,6 +51,8 @@ for (let i = 0; i < olds.length; i++) olds[i] = rand() & 0xff;
 const sparse = olds.slice();
 const medium = olds.slice();
 const dense = olds.slice();
+const randoms = new Uint8Array(PAGE * PAGES);
+for (let i = 0; i < randoms.length; i++) randoms[i] = rand() & 0xff;
 /** Change `words` random 8-byte words of page `p` of `buf`. */
 function changeWords(buf: Uint8Array, p: number, words: number): void {
   for (let k = 0; k < words; k++) {
@@ -62,6 +70,7 @@ const page = (buf: Uint8Array, p: number) => buf.subarray(p * PAGE, (p + 1) * PA
 const oldPages = Array.from({ length: PAGES }, (_, p) => page(olds, p));
 const sparsePages = Array.from({ length: PAGES }, (_, p) => page(sparse, p));
 const densePages = Array.from({ length: PAGES }, (_, p) => page(dense, p));
+const randomPages = Array.from({ length: PAGES }, (_, p) => page(randoms, p));
 const zeroPages = Array.from({ length: PAGES }, (_, p) => page(zeros, p));
 const deltasOf = (pages: Uint8Array[]) =>
   pages.map((now, p) => {
@@ -92,6 +101,14 @@ const cases: [string, (l: HotLoops) => void][] = [
     },
   ],
   [
+    'encode random',
+    (l) => {
+      const out = new Uint8Array(PAGE);
+      for (let p = 0; p < PAGES; p++)
+        sink += l.encodeDelta(oldPages[p] as Uint8Array, randomPages[p] as Uint8Array, out, PAGE - 4);
+    },
+  ],
+  [
     'decode sparse',
     (l) => {
       for (let p = 0; p < PAGES; p++)
@@ -109,6 +126,34 @@ const cases: [string, (l: HotLoops) => void][] = [
     'isZero',
     (l) => {
       for (let p = 0; p < PAGES; p++) if (l.isZeroPage(zeroPages[p] as Uint8Array)) sink++;
+    },
+  ],
+  [
+    'isZero+hash',
+    (l) => {
+      const out = new Uint32Array(2 * PAGES);
+      for (let p = 0; p < PAGES; p++) {
+        const pg = sparsePages[p] as Uint8Array;
+        if (l.isZeroPage(pg)) sink++;
+        else l.hashPageInto(pg, out, p);
+      }
+      sink ^= out[1] as number;
+    },
+  ],
+  [
+    'classify',
+    (l) => {
+      const out = new Uint32Array(2 * PAGES);
+      for (let p = 0; p < PAGES; p++) if (l.classifyPage(sparsePages[p] as Uint8Array, out, p)) sink++;
+      sink ^= out[1] as number;
+    },
+  ],
+  [
+    'classify zero',
+    (l) => {
+      const out = new Uint32Array(2 * PAGES);
+      for (let p = 0; p < PAGES; p++) if (l.classifyPage(zeroPages[p] as Uint8Array, out, p)) sink++;
+      sink ^= out[1] as number;
     },
   ],
   [
