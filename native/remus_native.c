@@ -9,6 +9,10 @@
  *   hashPageInto(page, out, index)    -> writes hi, lo at out[2*index], out[2*index + 1] (Uint32Array)
  *   hashPages(buf, pageSize, out)     -> the same for every page of buf, page k at out[2k], out[2k + 1]
  *   classifyPage(page, out, index)    -> true when every byte is 0; always writes the hash as hashPageInto
+ *   encodePage(page, base, out, limit, hashOut)
+ *                                     -> the encoder's per-page pass: hash into hashOut[0..1]; -2 for a
+ *                                        zero page; else -1 without a base, or encodeDelta(base, page)
+ *                                        and then base := page
  *
  * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
  * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
@@ -86,6 +90,55 @@ static size_t scan_equal(const uint8_t *a, const uint8_t *b, size_t i, size_t n)
   }
   while (i < n && a[i] == b[i]) i++;
   return i;
+}
+
+/* Index (0..63) of the lowest set bit of x; x != 0. */
+static inline size_t lowest_bit(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+  return (size_t)__builtin_ctzll(x);
+#else
+  size_t k = 0;
+  while ((x & 1) == 0) {
+    x >>= 1;
+    k++;
+  }
+  return k;
+#endif
+}
+
+/* Largest page encodePage maps its changed stripes for (larger pages are scanned without a map). */
+#define MAP_MAX_BYTES 65536
+#define MAP_WORDS (MAP_MAX_BYTES / 16 / 64)
+
+/*
+ * scan_equal guided by a map of the 16-byte stripes that differ: bit k % 64 of map[k / 64] is set
+ * exactly when a[16k..16k+16) and b[16k..16k+16) (bytes below n) differ. Unchanged stripes are
+ * skipped unread; the first differing byte at or after i is found in the flagged ones.
+ */
+static size_t scan_equal_map(const uint8_t *a, const uint8_t *b, size_t i, size_t n, const uint64_t *map) {
+  /* the next 16 bytes directly, as scan_equal does (a dense page's next change is near) */
+  if (i + 16 <= n) {
+    uint64_t x = load64(a + i) ^ load64(b + i);
+    if (x != 0) return i + first_byte(x);
+    x = load64(a + i + 8) ^ load64(b + i + 8);
+    if (x != 0) return i + 8 + first_byte(x);
+    i += 16;
+  }
+  const size_t words = ((n + 15) / 16 + 63) / 64;
+  while (i < n) {
+    size_t w = (i / 16) / 64;
+    uint64_t bits = map[w] & (~(uint64_t)0 << ((i / 16) % 64));
+    while (bits == 0) {
+      if (++w == words) return n;
+      bits = map[w];
+    }
+    const size_t stripe = w * 64 + lowest_bit(bits);
+    const size_t end = stripe * 16 + 16 < n ? stripe * 16 + 16 : n;
+    const size_t j = scan_equal(a, b, stripe * 16 > i ? stripe * 16 : i, end);
+    if (j < end) return j;
+    i = end; /* the stripe's differences all lie before i */
+  }
+  return n;
 }
 
 #define LITERAL_TOO_LONG ((size_t)-1)
@@ -183,15 +236,17 @@ static uint64_t rest_lower_bound(const uint8_t *a, const uint8_t *b, size_t s, s
  * content after -1 is unspecified. Output identical to the reference (xor-rle.ts); it only gives up
  * sooner: inside a literal as soon as the literal alone overflows, and, once a page looks dense (16
  * pairs and a projected length over the limit), after one counting pass over the rest of the page
- * shows that the pairs still to come cannot fit.
+ * shows that the pairs still to come cannot fit. `map`, when not NULL, is the map of differing
+ * stripes scan_equal_map takes (the same result, found without reading unchanged stripes).
  */
-static int64_t encode_delta(const uint8_t *a, const uint8_t *b, size_t n, uint8_t *out, int64_t limit) {
+static int64_t encode_delta(const uint8_t *a, const uint8_t *b, size_t n, uint8_t *out, int64_t limit,
+                            const uint64_t *map) {
   size_t i = 0;
   size_t o = 0;
   size_t last_end = 0;
   unsigned pairs = 0;
   for (;;) {
-    i = scan_equal(a, b, i, n);
+    i = map != NULL ? scan_equal_map(a, b, i, n, map) : scan_equal(a, b, i, n);
     if (i == n) return (int64_t)o;
     const size_t lit_start = i;
     /* every pair costs at least 2 header bytes, so the literal may end no later than `cap` */
@@ -339,6 +394,84 @@ static uint64_t hash_page(const uint8_t *p, size_t len, uint32_t *hi, uint32_t *
   return acc;
 }
 
+/*
+ * hash_page that also compares the page with `base` as it goes: sets in `map` (MAP_WORDS words, for
+ * a page of at most MAP_MAX_BYTES; NULL for none) the bit of every 16-byte stripe that differs, as
+ * scan_equal_map takes it; *diff is 0 exactly when the pages are equal. The hash loop is bound by its
+ * multiplies, so the compare is nearly free, and it brings the base into cache while the page is
+ * hashed, for the delta and the copy that follow.
+ */
+static uint64_t hash_compare(const uint8_t *p, const uint8_t *base, size_t len, uint32_t *hi, uint32_t *lo,
+                             uint64_t *map, uint64_t *diff) {
+  const uint32_t n32 = (uint32_t)len;
+  uint32_t v1 = n32 + P1 + P2;
+  uint32_t v2 = n32 + P2;
+  uint32_t v3 = n32;
+  uint32_t v4 = n32 - P1;
+  uint64_t acc = 0;
+  uint64_t d = 0;
+  uint64_t bits = 0; /* the map word being filled */
+  size_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    const uint64_t x = load64(p + i);
+    const uint64_t y = load64(p + i + 8);
+    const uint64_t dx = (x ^ load64(base + i)) | (y ^ load64(base + i + 8));
+    acc |= x | y;
+    d |= dx;
+    bits |= (uint64_t)(dx != 0) << ((i / 16) % 64);
+    if ((i / 16) % 64 == 63) {
+      if (map != NULL) map[i / 16 / 64] = bits;
+      bits = 0;
+    }
+    v1 = lane(v1, (uint32_t)x);
+    v2 = lane(v2, (uint32_t)(x >> 32));
+    v3 = lane(v3, (uint32_t)y);
+    v4 = lane(v4, (uint32_t)(y >> 32));
+  }
+  if (i < len) {
+    uint8_t tail[16] = {0};
+    memcpy(tail, p + i, len - i);
+    const uint64_t x = load64(tail);
+    const uint64_t y = load64(tail + 8);
+    acc |= x | y;
+    uint64_t dx = 0;
+    for (size_t k = i; k < len; k++) dx |= (uint64_t)(p[k] ^ base[k]);
+    d |= dx;
+    bits |= (uint64_t)(dx != 0) << ((i / 16) % 64);
+    if ((i / 16) % 64 == 63 && map != NULL) map[i / 16 / 64] = bits; /* the tail ends a full word */
+    v1 = lane(v1, (uint32_t)x);
+    v2 = lane(v2, (uint32_t)(x >> 32));
+    v3 = lane(v3, (uint32_t)y);
+    v4 = lane(v4, (uint32_t)(y >> 32));
+  }
+  if (map != NULL && (len + 15) / 16 % 64 != 0) map[(len + 15) / 16 / 64] = bits; /* a last, partial word */
+  const uint32_t h1 = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
+  const uint32_t h2 = v1 ^ rotl32(v2, 5) ^ rotl32(v3, 11) ^ rotl32(v4, 17);
+  *hi = avalanche(h1 ^ n32);
+  *lo = avalanche((h2 + P5) ^ rotl32(n32, 16));
+  *diff = d;
+  return acc;
+}
+
+/*
+ * The encoder's per-page pass (encodePage): hash of `page` into *hi, *lo; -2 when the page is all zero
+ * (nothing else touched); -1 without a base; else encode_delta(base, page) and, whatever it returned,
+ * base := page while both are still in cache (memmove: the caller may pass overlapping views). An
+ * unchanged page is the empty delta, with nothing to encode or copy.
+ */
+static int64_t encode_page(const uint8_t *page, uint8_t *base, int has_base, size_t n, uint8_t *out,
+                           int64_t limit, uint32_t *hi, uint32_t *lo) {
+  if (!has_base) return hash_page(page, n, hi, lo) == 0 ? -2 : -1;
+  uint64_t map_words[MAP_WORDS];
+  uint64_t *map = n <= MAP_MAX_BYTES ? map_words : NULL;
+  uint64_t diff;
+  if (hash_compare(page, base, n, hi, lo, map, &diff) == 0) return -2;
+  if (diff == 0) return 0;
+  const int64_t r = encode_delta(base, page, n, out, limit, map);
+  memmove(base, page, n);
+  return r;
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* N-API glue                                                                                     */
 
@@ -397,7 +530,7 @@ static napi_value js_encode_delta(napi_env env, napi_callback_info info) {
   /* lengths are whole numbers, so comparing them with limit is comparing with floor(limit); any
      negative limit rejects every nonempty delta, as -1 does */
   const int64_t lim = limit < 0 ? -1 : (int64_t)limit;
-  const int64_t r = encode_delta((const uint8_t *)a, (const uint8_t *)b, na, (uint8_t *)out, lim);
+  const int64_t r = encode_delta((const uint8_t *)a, (const uint8_t *)b, na, (uint8_t *)out, lim, NULL);
   napi_value result;
   if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
   return result;
@@ -516,6 +649,47 @@ static napi_value js_hash_pages(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value js_encode_page(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 5) return throw_type(env, "encodePage(page, base, out, limit, hashOut): 5 arguments expected");
+  void *page;
+  void *base = NULL;
+  void *out;
+  void *hash;
+  size_t n;
+  size_t nbase = 0;
+  size_t nout;
+  size_t nhash;
+  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
+  napi_valuetype t;
+  if (napi_typeof(env, argv[1], &t) != napi_ok) return NULL;
+  const int has_base = t != napi_null;
+  if (has_base && !get_array(env, argv[1], napi_uint8_array, &base, &nbase)) {
+    return throw_type(env, "base must be a Uint8Array or null");
+  }
+  if (!get_array(env, argv[2], napi_uint8_array, &out, &nout)) return throw_type(env, "out must be a Uint8Array");
+  double limit;
+  if (napi_typeof(env, argv[3], &t) != napi_ok || t != napi_number ||
+      napi_get_value_double(env, argv[3], &limit) != napi_ok || limit != limit) {
+    return throw_type(env, "limit must be a number");
+  }
+  if (!get_array(env, argv[4], napi_uint32_array, &hash, &nhash)) {
+    return throw_type(env, "hashOut must be a Uint32Array");
+  }
+  if (has_base && nbase != n) return throw_range(env, "base and page must have the same length");
+  if (limit > (double)nout) return throw_range(env, "out is shorter than limit");
+  if (nhash < 2) return throw_range(env, "hashOut must hold 2 words");
+  const int64_t lim = limit < 0 ? -1 : (int64_t)limit; /* as in js_encode_delta */
+  uint32_t *h = (uint32_t *)hash;
+  const int64_t r =
+      encode_page((const uint8_t *)page, (uint8_t *)base, has_base, n, (uint8_t *)out, lim, &h[0], &h[1]);
+  napi_value result;
+  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -524,6 +698,7 @@ NAPI_MODULE_INIT() {
       {"hashPageInto", NULL, js_hash_page_into, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPages", NULL, js_hash_pages, NULL, NULL, NULL, napi_enumerable, NULL},
       {"classifyPage", NULL, js_classify_page, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"encodePage", NULL, js_encode_page, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

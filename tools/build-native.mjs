@@ -122,7 +122,15 @@ function main() {
 
   try {
     const addon = createRequire(import.meta.url)(product);
-    for (const name of ['encodeDelta', 'applyDelta', 'isZeroPage', 'hashPageInto', 'hashPages', 'classifyPage']) {
+    for (const name of [
+      'encodeDelta',
+      'applyDelta',
+      'isZeroPage',
+      'hashPageInto',
+      'hashPages',
+      'classifyPage',
+      'encodePage',
+    ]) {
       if (typeof addon[name] !== 'function') throw new Error(`it does not export ${name}()`);
     }
   } catch (err) {

@@ -68,6 +68,8 @@ export class EpochEncoder {
   private byHash = new Map<number, number>();
   private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
   private wireBytes = 0;
+  /** Hits the cache counted in add()'s update() for pages that then needed no base (ZERO, DUP). */
+  private uncountedHits = 0;
 
   constructor(options: Partial<CodecOptions> = {}) {
     this.options = { ...DEFAULT_CODEC_OPTIONS, ...options };
@@ -127,12 +129,20 @@ export class EpochEncoder {
     p = writeUleb(buf, p, zigzag(pfn - (this.prevPfn + 1)));
     this.prevPfn = pfn;
 
-    // one pass: zero test and page hash
-    if (loops.classifyPage(page, this.hashOut, 0)) {
+    // one fused pass (hot-loops encodePage): zero test, page hash and, against the cached copy, the
+    // delta — which also leaves the page in that copy's slot. update() makes that copy most recent as
+    // set(pfn, page) would; the ZERO and DUP branches below then set() as before, so the cache ends
+    // exactly as with get(pfn) + set(pfn, page). Counters stay as before too: a base lookup (hit or
+    // miss) is counted for the pages that need a base, not for ZERO and DUP ones (see cacheStats)
+    const cached = this.cache.update(pfn);
+    const limit = pageSize - 4; // a delta must beat RAW: its length prefix (≤ 3 bytes) plus the delta < a page
+    let n = loops.encodePage(page, cached ?? null, this.deltaOut, limit, this.hashOut);
+    if (n === -2) {
       buf[kindAt] = Kind.ZERO;
       this.kinds.zero++;
       this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
-      this.cache.set(pfn, null);
+      this.cache.set(pfn, null); // encodePage left the slot, if any, untouched
+      if (cached) this.uncountedHits++;
     } else {
       const hi = this.hashOut[0] as number;
       const lo = this.hashOut[1] as number;
@@ -140,17 +150,23 @@ export class EpochEncoder {
       // a small-integer key keeps the Map fast; collisions only cost a missed duplicate (content is compared)
       const key = (hi ^ lo) & 0x3fffffff;
       const earlier = this.byHash.get(key);
+      // an earlier page of the epoch has another pfn, so its copy is not the slot encodePage just rewrote
       const copy = earlier === undefined ? undefined : this.cache.peek(this.order[earlier] as number);
       if (earlier !== undefined && copy && Buffer.compare(copy, page) === 0) {
         buf[kindAt] = Kind.DUP;
         p = writeUleb(buf, p, earlier);
         this.kinds.dup++;
+        this.cache.set(pfn, page);
+        if (cached) this.uncountedHits++;
       } else {
         if (earlier === undefined) this.byHash.set(key, index);
-        const base = this.cache.get(pfn);
-        // a delta must beat RAW: its length prefix (≤ 3 bytes for any page size) plus the delta < a page
-        const n =
-          base === undefined ? -1 : loops.encodeDelta(base ?? this.zero, page, this.deltaOut, pageSize - 4);
+        // with a slot (cached), update() and encodePage already did what set(pfn, page) does
+        if (cached === undefined) {
+          const base = this.cache.get(pfn); // counts a hit on a cached zero page, else a miss
+          // the base of a page cached as zero is the zero page (encodePage had none: it gave -1)
+          if (base === null) n = loops.encodeDelta(this.zero, page, this.deltaOut, limit);
+          this.cache.set(pfn, page);
+        }
         if (n >= 0) {
           buf[kindAt] = Kind.DELTA;
           p = writeUleb(buf, p, n);
@@ -164,7 +180,6 @@ export class EpochEncoder {
           this.kinds.raw++;
         }
       }
-      this.cache.set(pfn, page);
     }
     this.pos = p;
     this.chunkRecords++;
@@ -206,9 +221,13 @@ export class EpochEncoder {
     return { chunks, summary };
   }
 
-  /** Page cache counters (hit rate = hits / (hits + misses)). */
+  /**
+   * Page cache counters (hit rate = hits / (hits + misses)): a hit or a miss per page that needed a
+   * delta base (neither ZERO nor DUP).
+   */
   cacheStats(): PageCacheStats {
-    return this.cache.stats();
+    const stats = this.cache.stats();
+    return { ...stats, hits: stats.hits - this.uncountedHits };
   }
 
   /** Chunks zstd was run on, and chunks sent raw without an attempt (incompressible back-off). */

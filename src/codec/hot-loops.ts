@@ -47,6 +47,22 @@ export interface HotLoops {
    * @throws RangeError unless `buf.length` is a multiple of `pageSize` (≥ 1) and `out` holds 2 words per page
    */
   hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): void;
+  /**
+   * The encoder's per-page pass, fused (one call, `base` rewritten while it is still in cache):
+   * always writes the page hash to `hashOut[0]` (hi) and `hashOut[1]` (lo); returns -2 when every byte
+   * of `page` is 0 (`out` and `base` untouched); else -1 when `base` is null; else exactly
+   * {@link HotLoops.encodeDelta}`(base, page, out, limit)` — and then, whatever that returned, `base`
+   * holds a copy of `page`.
+   * @throws RangeError when `base` and `page` lengths differ, `out` is shorter than `limit` or `hashOut`
+   *   holds fewer than 2 words; TypeError on a `limit` that is not a number
+   */
+  encodePage(
+    page: Uint8Array,
+    base: Uint8Array | null,
+    out: Uint8Array,
+    limit: number,
+    hashOut: Uint32Array,
+  ): number;
 }
 
 /** What native/remus_native.c exports. */
@@ -58,6 +74,13 @@ interface NativeAddon {
   hashPageInto(page: Uint8Array, out: Uint32Array, index: number): void;
   hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): void;
   classifyPage(page: Uint8Array, out: Uint32Array, index: number): boolean;
+  encodePage(
+    page: Uint8Array,
+    base: Uint8Array | null,
+    out: Uint8Array,
+    limit: number,
+    hashOut: Uint32Array,
+  ): number;
 }
 
 /** The addon's fault numbers, in order. */
@@ -122,6 +145,18 @@ export const fallback: HotLoops = {
     }
     ref.hashPages(buf, pageSize, out);
   },
+  encodePage(page, base, out, limit, hashOut) {
+    // the addon's checks, in its order
+    if (typeof limit !== 'number' || Number.isNaN(limit)) {
+      throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'limit must be a number');
+    }
+    if (base !== null && base.length !== page.length) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'base and page must have the same length');
+    }
+    if (limit > out.length) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out is shorter than limit');
+    if (hashOut.length < 2) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'hashOut must hold 2 words');
+    return ref.encodePage(page, base, out, limit, hashOut);
+  },
 };
 
 function wrapAddon(addon: NativeAddon): HotLoops {
@@ -138,6 +173,7 @@ function wrapAddon(addon: NativeAddon): HotLoops {
     hashPageInto: addon.hashPageInto,
     hashPages: addon.hashPages,
     classifyPage: addon.classifyPage,
+    encodePage: addon.encodePage,
   };
 }
 
@@ -173,6 +209,16 @@ function selfCheck(loops: HotLoops): string | undefined {
   if (zeros[0] !== false || zeros[1] !== true || c.some((v, i) => v !== d[i])) {
     return 'classifyPage disagrees with the TypeScript reference';
   }
+  if (typeof loops.encodePage !== 'function') return 'encodePage is missing (a stale addon?)';
+  const base = [old.slice(), old.slice()];
+  const got = [
+    loops.encodePage(now, base[0] as Uint8Array, a, 64, c),
+    fallback.encodePage(now, base[1] as Uint8Array, b, 64, d),
+  ];
+  if (got[0] !== got[1] || got[0] !== na || a.some((v, i) => v !== b[i]) || c[0] !== d[0] || c[1] !== d[1]) {
+    return 'encodePage disagrees with the TypeScript reference';
+  }
+  if (base.some((x) => x.some((v, i) => v !== now[i]))) return 'encodePage did not update its base';
   return undefined;
 }
 

@@ -179,6 +179,26 @@ export function classifyPage(page: Uint8Array, out: Uint32Array, index: number):
 }
 
 /**
+ * The encoder's per-page pass in one call: always writes the page's {@link hashPage} hi at
+ * `hashOut[0]`, lo at `hashOut[1]`; returns -2 when every byte of `page` is 0 (`out` and `base`
+ * untouched); else -1 when `base` is null; else `encodeDelta(base, page, out, limit)` (the delta
+ * length, or -1), after which `base` holds a copy of `page` whatever the result.
+ */
+export function encodePage(
+  page: Uint8Array,
+  base: Uint8Array | null,
+  out: Uint8Array,
+  limit: number,
+  hashOut: Uint32Array,
+): number {
+  if (hashRange(page, 0, page.length, hashOut, 0) === 0) return -2;
+  if (base === null) return -1;
+  const n = encodeDelta(base, page, out, limit);
+  base.set(page);
+  return n;
+}
+
+/**
  * {@link hashPage} of every `pageSize`-byte page of `buf` (its length a multiple of `pageSize`):
  * page k's hi at `out[2k]`, lo at `out[2k + 1]`.
  */

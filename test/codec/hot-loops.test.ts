@@ -1,7 +1,7 @@
 /**
  * Differential test of the hot loops: the native addon (native/remus_native.c) against the TypeScript
  * reference (src/codec/xor-rle.ts) — same delta bytes, same -1 points, same faults on broken deltas,
- * same hashes — across page sizes 1..8192 and unaligned byteOffsets. CI builds the addon, so a missing
+ * same hashes, same fused encodePage — across page sizes 1..8192 and unaligned byteOffsets. CI builds the addon, so a missing
  * addon FAILS this file (build it with `node tools/build-native.mjs`).
  */
 import fc from 'fast-check';
@@ -46,6 +46,7 @@ function missingAddon(reason: string | undefined): HotLoops {
     hashPageInto: fail,
     hashPages: fail,
     classifyPage: fail,
+    encodePage: fail,
   };
 }
 
@@ -413,6 +414,183 @@ describe('applyDelta', () => {
         },
       ),
       { numRuns: 1500 },
+    );
+  });
+});
+
+describe('encodePage', () => {
+  /**
+   * One encodePage call by `loops` on fresh unaligned copies of (old, now), checked against the
+   * separate loops of the TypeScript reference: the hash always, -2 (nothing touched) for a zero page,
+   * -1 without a base, else encodeDelta's result and bytes with the base holding the page afterwards.
+   * @returns the result and the bytes of `out` (for comparing the implementations)
+   */
+  function check(
+    loops: HotLoops,
+    old: Uint8Array | null,
+    now: Uint8Array,
+    limit: number,
+    cap: number,
+    offsets: [number, number, number],
+    what: string,
+  ): { n: number; out: Uint8Array } {
+    const page = at(now, offsets[0]);
+    const base = old === null ? null : at(old, offsets[1]);
+    const out = at(new Uint8Array(cap).fill(0xa5), offsets[2]);
+    const hashOut = new Uint32Array(4).fill(7);
+    const n = loops.encodePage(page, base, out, limit, hashOut);
+    const want = T.hashPage(now);
+    expect([...hashOut], `${what}: hash`).toEqual([want.hi, want.lo, 7, 7]);
+    expect(equalBytes(page, now), `${what}: page untouched`).toBe(true);
+    if (now.every((b) => b === 0)) {
+      expect(n, what).toBe(-2);
+      expect(
+        out.every((b) => b === 0xa5),
+        `${what}: out untouched`,
+      ).toBe(true);
+      if (old !== null) expect(equalBytes(base as Uint8Array, old), `${what}: base untouched`).toBe(true);
+    } else if (old === null) {
+      expect(n, what).toBe(-1);
+    } else {
+      const ref = new Uint8Array(cap).fill(0xa5);
+      expect(n, what).toBe(T.encodeDelta(old, now, ref, limit));
+      if (n >= 0) expect(equalBytes(out.subarray(0, n), ref.subarray(0, n)), `${what}: delta`).toBe(true);
+      expect(equalBytes(base as Uint8Array, now), `${what}: base updated`).toBe(true);
+    }
+    return { n, out };
+  }
+
+  it('is encodeDelta plus the hash and the base update, identical in both', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.constant(0), sizeArb),
+        fc.constantFrom(...MODES),
+        fc.integer(),
+        fc.boolean(),
+        offsetArb,
+        offsetArb,
+        offsetArb,
+        (size, mode, seed, withBase, oPage, oBase, oOut) => {
+          const { old, now } =
+            size === 0 ? { old: new Uint8Array(0), now: new Uint8Array(0) } : pagePair(size, mode, seed);
+          const cap = worstCase(size);
+          const len = T.encodeDelta(old, now, new Uint8Array(cap), cap);
+          const r = prng(seed ^ 0x27d4eb2f);
+          const limits = [cap, len, len - 1, len + 1, r() % (len + 2), 2, 0, -1, 0.5, size - 4];
+          for (const limit of limits) {
+            if (limit > cap) continue;
+            const what = `size ${size} ${mode} limit ${limit}${withBase ? '' : ' no base'}`;
+            const offsets: [number, number, number] = [oPage, oBase, oOut];
+            const a = check(N, withBase ? old : null, now, limit, cap, offsets, `native ${what}`);
+            const b = check(
+              T,
+              withBase ? old : null,
+              now,
+              limit,
+              cap,
+              [oBase, oOut, oPage],
+              `fallback ${what}`,
+            );
+            expect(b.n).toBe(a.n);
+            if (a.n >= 0) expect(equalBytes(a.out.subarray(0, a.n), b.out.subarray(0, b.n))).toBe(true);
+          }
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+
+  it('handles all sizes 0..70, a single nonzero byte anywhere, with and without a base', () => {
+    for (let size = 0; size <= 70; size++) {
+      for (let pos = -1; pos < size; pos++) {
+        const now = new Uint8Array(size);
+        if (pos >= 0) now[pos] = 0x80;
+        const old = new Uint8Array(size).map((_, i) => (i * 37) & 0xff);
+        const cap = worstCase(size);
+        for (const base of [old, null, new Uint8Array(size)]) {
+          for (const loops of [N, T]) {
+            check(loops, base, now, cap, cap, [size % 8, (size + 3) % 8, pos & 7], `size ${size} pos ${pos}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('finds changes anywhere around 16-byte stripes and 1 KiB words (the native changed-stripe map)', () => {
+    // the native encodePage maps which 16-byte stripes differ (64 to a word) while it hashes, for
+    // pages up to 64 KiB; a change missed in the map would vanish from the delta
+    for (const size of [
+      16, 17, 31, 1008, 1009, 1023, 1024, 1025, 1040, 2047, 4095, 4096, 4097, 65536, 65537,
+    ]) {
+      const r = prng(size);
+      const old = new Uint8Array(size).map(() => r() & 0xff);
+      const spots = [0, 15, 16, 1023, 1024, 1039, 4080, size - 17, size - 16, size - 2, size - 1];
+      const sets = [...spots.map((i) => [i]), spots, [size - 1, 3], [16, 17, 18, 20, 1050]];
+      for (const set of sets) {
+        const now = old.slice();
+        for (const i of set) if (i >= 0 && i < size) now[i] = (old[i] as number) ^ 0x41;
+        const cap = worstCase(size);
+        for (const loops of [N, T]) {
+          check(loops, old, now, cap, cap, [size % 8, 1, 2], `size ${size} changes at ${set}`);
+        }
+      }
+    }
+  });
+
+  it('gives up (-1) on a dense page and still leaves the page in the base', () => {
+    const size = 4096;
+    for (let seed = 1; seed <= 40; seed++) {
+      const { old, now } = pagePair(size, seed % 2 ? 'different' : 'dense', seed);
+      for (const loops of [N, T]) {
+        const { n } = check(
+          loops,
+          old,
+          now,
+          size - 4,
+          size,
+          [seed % 8, (seed + 1) % 8, (seed + 2) % 8],
+          `seed ${seed}`,
+        );
+        if (seed % 2) expect(n).toBe(-1);
+      }
+    }
+  });
+
+  it('accepts the page itself as its base (unchanged: the empty delta)', () => {
+    for (const loops of [N, T]) {
+      const page = at(pagePair(4096, 'sparse', 3).now, 3);
+      const copy = page.slice();
+      const h = new Uint32Array(2);
+      expect(loops.encodePage(page, page, new Uint8Array(16), 16, h)).toBe(0);
+      expect(equalBytes(page, copy)).toBe(true);
+      expect(loops.encodePage(new Uint8Array(64), null, new Uint8Array(0), 0, h)).toBe(-2);
+    }
+  });
+
+  it('throws the same errors on misuse', () => {
+    const p = new Uint8Array(16).fill(1);
+    const h = new Uint32Array(2);
+    const cases: [string, (l: HotLoops) => unknown, ErrorConstructor][] = [
+      ['length mismatch', (l) => l.encodePage(p, new Uint8Array(15), new Uint8Array(64), 64, h), RangeError],
+      ['out shorter than limit', (l) => l.encodePage(p, p.slice(), new Uint8Array(8), 9, h), RangeError],
+      ['out shorter than limit, no base', (l) => l.encodePage(p, null, new Uint8Array(8), 9, h), RangeError],
+      ['limit NaN', (l) => l.encodePage(p, p.slice(), new Uint8Array(8), Number.NaN, h), TypeError],
+      ['limit not a number', (l) => l.encodePage(p, null, p, '4' as unknown as number, h), TypeError],
+      [
+        'hashOut too short',
+        (l) => l.encodePage(p, p.slice(), new Uint8Array(8), 8, new Uint32Array(1)),
+        RangeError,
+      ],
+    ];
+    for (const [name, call, type] of cases) {
+      expect(() => call(N), `native: ${name}`).toThrow(type);
+      expect(() => call(T), `fallback: ${name}`).toThrow(type);
+    }
+    expect(() => N.encodePage([] as unknown as Uint8Array, null, p, 0, h)).toThrow(TypeError);
+    expect(() => N.encodePage(p, [] as unknown as Uint8Array, p, 0, h)).toThrow(TypeError);
+    expect(() => N.encodePage(p, undefined as unknown as null, p, 0, h)).toThrow(TypeError);
+    expect(() => N.encodePage(p, null, p, 0, new Uint16Array(4) as unknown as Uint32Array)).toThrow(
+      TypeError,
     );
   });
 });

@@ -15,6 +15,10 @@
  *   classify        classifyPage of nonzero pages (one pass: zero test and hash)
  *   classify zero   classifyPage of all-zero pages
  *   hashPage        hashPage, one call (and one result object) per page
+ *   3-call page     the encoder's per-page work before encodePage: classifyPage, encodeDelta of the
+ *                   sparse page against its base, then the base overwritten with the page (.set)
+ *   encodePage      the same work fused into one call (each pass swaps which side is the base, so the
+ *                   base never already equals the page)
  *   hashPages       hashPages over the whole buffer in one call
  *
  * Run: npm run build && node dist/tools/bench/hot-loops-bench.js [--json]
@@ -79,6 +83,9 @@ const deltasOf = (pages: Uint8Array[]) =>
   });
 const deltas = deltasOf(sparsePages);
 const mediumDeltas = deltasOf(Array.from({ length: PAGES }, (_, p) => page(medium, p)));
+const bases = olds.slice(); // the bases the per-page cases rewrite, pass after pass
+const basePages = Array.from({ length: PAGES }, (_, p) => page(bases, p));
+let flip = false; // which of old/sparse the bases hold now: each pass encodes the other one
 const target = olds.slice(); // decoding a delta twice restores the page, so passes can repeat
 const targetPages = Array.from({ length: PAGES }, (_, p) => page(target, p));
 
@@ -154,6 +161,32 @@ const cases: [string, (l: HotLoops) => void][] = [
       const out = new Uint32Array(2 * PAGES);
       for (let p = 0; p < PAGES; p++) if (l.classifyPage(zeroPages[p] as Uint8Array, out, p)) sink++;
       sink ^= out[1] as number;
+    },
+  ],
+  [
+    '3-call page',
+    (l) => {
+      const out = new Uint8Array(PAGE);
+      const h = new Uint32Array(2);
+      const pages = flip ? oldPages : sparsePages;
+      for (let p = 0; p < PAGES; p++) {
+        const pg = pages[p] as Uint8Array;
+        const base = basePages[p] as Uint8Array;
+        if (!l.classifyPage(pg, h, 0)) sink += l.encodeDelta(base, pg, out, PAGE - 4);
+        base.set(pg);
+      }
+      flip = !flip;
+    },
+  ],
+  [
+    'encodePage',
+    (l) => {
+      const out = new Uint8Array(PAGE);
+      const h = new Uint32Array(2);
+      const pages = flip ? oldPages : sparsePages;
+      for (let p = 0; p < PAGES; p++)
+        sink += l.encodePage(pages[p] as Uint8Array, basePages[p] as Uint8Array, out, PAGE - 4, h);
+      flip = !flip;
     },
   ],
   [
