@@ -307,7 +307,9 @@ describe('incompressible chunks', () => {
 
 describe('zstd dictionary', () => {
   it('both sides with the dictionary round-trip; a receiver without it gets a typed error', () => {
-    const dictionary = Buffer.from('GET /api/v1/items HTTP/1.1 Host: example Content-Type: application/json '.repeat(40));
+    const dictionary = Buffer.from(
+      'GET /api/v1/items HTTP/1.1 Host: example Content-Type: application/json '.repeat(40),
+    );
     const text = Buffer.alloc(4096);
     text.write('{"id": 42, "name": "GET /api/v1/items", "type": "application/json"} '.repeat(50));
     const enc = new EpochEncoder({ pageSize: 4096, dictionary });
@@ -323,6 +325,8 @@ describe('zstd dictionary', () => {
     expect(Buffer.compare(got as Uint8Array, text)).toBe(0);
     const without = new EpochDecoder({ pageSize: 4096 });
     without.begin(1);
-    expect(codeOf(() => without.chunk(chunks[0] as EncodedChunk, () => undefined))).toBe('RWAN_ERR_CODEC_DECOMPRESS');
+    expect(codeOf(() => without.chunk(chunks[0] as EncodedChunk, () => undefined))).toBe(
+      'RWAN_ERR_CODEC_DECOMPRESS',
+    );
   });
 });
