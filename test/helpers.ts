@@ -1,4 +1,5 @@
 /** Builders for planner inputs in tests: explicit, minimal, no defaults hidden from the reader. */
+import { isRwanError } from '../src/errors.js';
 import type { Measurement } from '../src/measure/types.js';
 import type { GuestSpec, LinkSpec, Policy } from '../src/planner/types.js';
 
@@ -55,4 +56,24 @@ export function policy(extra: Partial<Policy> = {}): Policy {
     maxPauseFraction: 1,
     ...extra,
   };
+}
+
+/** The `RwanError` code `fn` throws (or a description of a foreign error), undefined when it returns. */
+export function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
+  }
+  return undefined;
+}
+
+/** The `RwanError` code `p` rejects with, undefined when it resolves. */
+export async function codeOfAsync(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+  } catch (err) {
+    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
+  }
+  return undefined;
 }

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { isRwanError } from '../src/errors.js';
 import {
   logSpace,
   parseBytes,
@@ -12,15 +11,7 @@ import {
   parseRatio,
   splitAt,
 } from '../src/units.js';
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
-  }
-  return undefined;
-}
+import { codeOf } from './helpers.js';
 
 describe('parseDuration', () => {
   it.each([

@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { Method } from '../../src/codec/chunk-compression.js';
 import { type EncodedChunk, EpochDecoder, EpochEncoder, type PageSink } from '../../src/codec/index.js';
 import { Kind } from '../../src/codec/records.js';
-import { isRwanError } from '../../src/errors.js';
+import { codeOf } from '../helpers.js';
 
 type Op =
   | { kind: 'sparse'; pfn: number; at: number; value: number }
@@ -160,15 +160,6 @@ function rawChunks(): { first: EncodedChunk[]; firstDigest: Buffer; second: Enco
   b[10] = 4;
   const { chunks } = enc.encodeEpoch(2, [5], () => b);
   return { first, firstDigest: s1.digest, second: chunks[0] as EncodedChunk };
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
-  }
-  return undefined;
 }
 
 describe('strict decoding: each fault is a typed error, never a wrong page', () => {

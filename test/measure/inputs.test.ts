@@ -1,21 +1,12 @@
 /** Every input format, read from files as an operator would pass them, and every way they can be wrong. */
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { isRwanError } from '../../src/errors.js';
 import { detectFormat, loadInput } from '../../src/measure/inputs.js';
 import { epochCounts } from '../../src/planner/trace.js';
+import { codeOfAsync } from '../helpers.js';
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/${name}`, import.meta.url));
 const MiB = 2 ** 20;
-
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    return isRwanError(err) ? err.code : `not ours: ${String(err)}`;
-  }
-  return undefined;
-}
 
 describe('QEMU query-dirty-rate replies', () => {
   it('QEMU 7.2: calc-time in seconds, no unit field', async () => {
@@ -50,9 +41,13 @@ describe('QEMU query-dirty-rate replies', () => {
     expect(g?.measurements[0]?.pages[0]).toBeCloseTo((108 * MiB * 10) / 65536, 6);
   });
   it('refuses files without a finished result, unknown units, negative rates', async () => {
-    expect(await codeOf(loadInput(fixture('qemu/measuring-only.json'), 4096))).toBe('RWAN_ERR_MISSING_FIELD');
-    expect(await codeOf(loadInput(fixture('qemu/bad-unit.json'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
-    expect(await codeOf(loadInput(fixture('qemu/negative-rate.json'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('qemu/measuring-only.json'), 4096))).toBe(
+      'RWAN_ERR_MISSING_FIELD',
+    );
+    expect(await codeOfAsync(loadInput(fixture('qemu/bad-unit.json'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('qemu/negative-rate.json'), 4096))).toBe(
+      'RWAN_ERR_INVALID_INPUT',
+    );
   });
 });
 
@@ -66,7 +61,9 @@ describe('virsh domstats --dirtyrate', () => {
     expect(guests[1]?.measurements[0]?.pages[0]).toBe((10 * MiB * 5) / 4096);
   });
   it('refuses a non-numeric rate', async () => {
-    expect(await codeOf(loadInput(fixture('libvirt/bad-rate.txt'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('libvirt/bad-rate.txt'), 4096))).toBe(
+      'RWAN_ERR_INVALID_INPUT',
+    );
   });
 });
 
@@ -104,10 +101,14 @@ describe('traces', () => {
     expect(g?.compression?.ratio).toBeCloseTo(0.25, 9);
   });
   it('refuses bad rows, short rows, empty traces and missing columns', async () => {
-    expect(await codeOf(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
-    expect(await codeOf(loadInput(fixture('trace/short-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
-    expect(await codeOf(loadInput(fixture('trace/header-only.csv'), 4096))).toBe('RWAN_ERR_MISSING_FIELD');
-    expect(await codeOf(loadInput(fixture('trace/no-page-column.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('trace/short-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('trace/header-only.csv'), 4096))).toBe(
+      'RWAN_ERR_MISSING_FIELD',
+    );
+    expect(await codeOfAsync(loadInput(fixture('trace/no-page-column.csv'), 4096))).toBe(
+      'RWAN_ERR_INVALID_INPUT',
+    );
   });
 });
 
@@ -122,9 +123,9 @@ describe('measurement files and format detection', () => {
     ]);
   });
   it('names an unknown format, a missing file, and a fleet passed as a measurement', async () => {
-    expect(await codeOf(loadInput(fixture('unknown.txt'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
-    expect(await codeOf(loadInput(fixture('nope.json'), 4096))).toBe('RWAN_ERR_IO');
-    expect(await codeOf(loadInput(fixture('fleet/ok.json'), 4096))).toBe('RWAN_ERR_USAGE');
+    expect(await codeOfAsync(loadInput(fixture('unknown.txt'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(await codeOfAsync(loadInput(fixture('nope.json'), 4096))).toBe('RWAN_ERR_IO');
+    expect(await codeOfAsync(loadInput(fixture('fleet/ok.json'), 4096))).toBe('RWAN_ERR_USAGE');
     expect(detectFormat('{"guests": []}', 'x')).toBe('fleet');
   });
 });
