@@ -336,119 +336,138 @@ static int is_zero(const uint8_t *p, size_t n) {
   return 1;
 }
 
-static inline uint32_t rotl32(uint32_t x, unsigned r) { return (x << r) | (x >> (32 - r)); }
+static inline uint64_t rotl64(uint64_t x, unsigned r) { return (x << r) | (x >> (64 - r)); }
 
-#define P1 0x9E3779B1u
-#define P2 0x85EBCA77u
-#define P3 0xC2B2AE3Du
-#define P5 0x165667B1u
+#define P1 0x9E3779B185EBCA87ULL
+#define P2 0xC2B2AE3D27D4EB4FULL
+#define P3 0x165667B19E3779F9ULL
+#define P4 0x85EBCA77C2B2AE63ULL
 
-static inline uint32_t lane(uint32_t v, uint32_t w) { return rotl32(v + w * P2, 13) * P1; }
+/* One lane step of a stripe (xxh64's round). */
+static inline uint64_t lane(uint64_t v, uint64_t w) { return rotl64(v + w * P2, 31) * P1; }
 
-static inline uint32_t avalanche(uint32_t h) {
-  h ^= h >> 15;
+static inline uint64_t merge_round(uint64_t h, uint64_t v) { return (h ^ lane(0, v)) * P1 + P4; }
+
+/* The merge, length and avalanche of §3, split into the 32-bit halves. */
+static inline void hash_finish(uint64_t v1, uint64_t v2, uint64_t v3, uint64_t v4, uint64_t len, uint32_t *hi,
+                               uint32_t *lo) {
+  uint64_t h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+  h = merge_round(h, v1);
+  h = merge_round(h, v2);
+  h = merge_round(h, v3);
+  h = merge_round(h, v4);
+  h += len;
+  h ^= h >> 33;
   h *= P2;
-  h ^= h >> 13;
+  h ^= h >> 29;
   h *= P3;
-  h ^= h >> 16;
-  return h;
+  h ^= h >> 32;
+  *hi = (uint32_t)(h >> 32);
+  *lo = (uint32_t)h;
 }
 
 /*
- * The page hash (docs/codec.md §3): four independent xxHash32-style lanes over 16-byte stripes (the
- * last one zero-padded), folded into two 32-bit halves. Returns the OR of all the page's bytes
- * (spread over a word): 0 exactly when the page is all zero, for classifyPage.
+ * The page hash (docs/codec.md §3): four independent xxHash64-style lanes over 32-byte stripes (the
+ * last one zero-padded), xxh64's merge and avalanche. Returns the OR of all the page's bytes (spread
+ * over a word): 0 exactly when the page is all zero, for classifyPage.
  */
 static uint64_t hash_page(const uint8_t *p, size_t len, uint32_t *hi, uint32_t *lo) {
-  const uint32_t n32 = (uint32_t)len;
-  uint32_t v1 = n32 + P1 + P2;
-  uint32_t v2 = n32 + P2;
-  uint32_t v3 = n32;
-  uint32_t v4 = n32 - P1;
+  const uint64_t seed = (uint64_t)len;
+  uint64_t v1 = seed + P1 + P2;
+  uint64_t v2 = seed + P2;
+  uint64_t v3 = seed;
+  uint64_t v4 = seed - P1;
   uint64_t acc = 0;
   size_t i = 0;
-  for (; i + 16 <= len; i += 16) {
-    const uint64_t x = load64(p + i);
-    const uint64_t y = load64(p + i + 8);
-    acc |= x | y;
-    v1 = lane(v1, (uint32_t)x);
-    v2 = lane(v2, (uint32_t)(x >> 32));
-    v3 = lane(v3, (uint32_t)y);
-    v4 = lane(v4, (uint32_t)(y >> 32));
+  for (; i + 32 <= len; i += 32) {
+    const uint64_t w1 = load64(p + i);
+    const uint64_t w2 = load64(p + i + 8);
+    const uint64_t w3 = load64(p + i + 16);
+    const uint64_t w4 = load64(p + i + 24);
+    acc |= w1 | w2 | w3 | w4;
+    v1 = lane(v1, w1);
+    v2 = lane(v2, w2);
+    v3 = lane(v3, w3);
+    v4 = lane(v4, w4);
   }
   if (i < len) {
-    uint8_t tail[16] = {0};
+    uint8_t tail[32] = {0};
     memcpy(tail, p + i, len - i);
-    const uint64_t x = load64(tail);
-    const uint64_t y = load64(tail + 8);
-    acc |= x | y;
-    v1 = lane(v1, (uint32_t)x);
-    v2 = lane(v2, (uint32_t)(x >> 32));
-    v3 = lane(v3, (uint32_t)y);
-    v4 = lane(v4, (uint32_t)(y >> 32));
+    const uint64_t w1 = load64(tail);
+    const uint64_t w2 = load64(tail + 8);
+    const uint64_t w3 = load64(tail + 16);
+    const uint64_t w4 = load64(tail + 24);
+    acc |= w1 | w2 | w3 | w4;
+    v1 = lane(v1, w1);
+    v2 = lane(v2, w2);
+    v3 = lane(v3, w3);
+    v4 = lane(v4, w4);
   }
-  const uint32_t h1 = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
-  const uint32_t h2 = v1 ^ rotl32(v2, 5) ^ rotl32(v3, 11) ^ rotl32(v4, 17);
-  *hi = avalanche(h1 ^ n32);
-  *lo = avalanche((h2 + P5) ^ rotl32(n32, 16));
+  hash_finish(v1, v2, v3, v4, seed, hi, lo);
   return acc;
 }
 
 /*
  * hash_page that also compares the page with `base` as it goes: sets in `map` (MAP_WORDS words, for
  * a page of at most MAP_MAX_BYTES; NULL for none) the bit of every 16-byte stripe that differs, as
- * scan_equal_map takes it; *diff is 0 exactly when the pages are equal. The hash loop is bound by its
- * multiplies, so the compare is nearly free, and it brings the base into cache while the page is
- * hashed, for the delta and the copy that follow.
+ * scan_equal_map takes it (two map bits per 32-byte hash stripe); *diff is 0 exactly when the pages
+ * are equal. The hash loop is bound by its multiplies, so the compare is nearly free, and it brings
+ * the base into cache while the page is hashed, for the delta and the copy that follow.
  */
 static uint64_t hash_compare(const uint8_t *p, const uint8_t *base, size_t len, uint32_t *hi, uint32_t *lo,
                              uint64_t *map, uint64_t *diff) {
-  const uint32_t n32 = (uint32_t)len;
-  uint32_t v1 = n32 + P1 + P2;
-  uint32_t v2 = n32 + P2;
-  uint32_t v3 = n32;
-  uint32_t v4 = n32 - P1;
+  const uint64_t seed = (uint64_t)len;
+  uint64_t v1 = seed + P1 + P2;
+  uint64_t v2 = seed + P2;
+  uint64_t v3 = seed;
+  uint64_t v4 = seed - P1;
   uint64_t acc = 0;
   uint64_t d = 0;
   uint64_t bits = 0; /* the map word being filled */
   size_t i = 0;
-  for (; i + 16 <= len; i += 16) {
-    const uint64_t x = load64(p + i);
-    const uint64_t y = load64(p + i + 8);
-    const uint64_t dx = (x ^ load64(base + i)) | (y ^ load64(base + i + 8));
-    acc |= x | y;
-    d |= dx;
-    bits |= (uint64_t)(dx != 0) << ((i / 16) % 64);
-    if ((i / 16) % 64 == 63) {
+  for (; i + 32 <= len; i += 32) {
+    const uint64_t w1 = load64(p + i);
+    const uint64_t w2 = load64(p + i + 8);
+    const uint64_t w3 = load64(p + i + 16);
+    const uint64_t w4 = load64(p + i + 24);
+    const uint64_t dx0 = (w1 ^ load64(base + i)) | (w2 ^ load64(base + i + 8));
+    const uint64_t dx1 = (w3 ^ load64(base + i + 16)) | (w4 ^ load64(base + i + 24));
+    acc |= w1 | w2 | w3 | w4;
+    d |= dx0 | dx1;
+    const size_t s = (i / 16) % 64; /* even: this stripe's two map bits share a word */
+    bits |= ((uint64_t)(dx0 != 0) | (uint64_t)(dx1 != 0) << 1) << s;
+    if (s == 62) {
       if (map != NULL) map[i / 16 / 64] = bits;
       bits = 0;
     }
-    v1 = lane(v1, (uint32_t)x);
-    v2 = lane(v2, (uint32_t)(x >> 32));
-    v3 = lane(v3, (uint32_t)y);
-    v4 = lane(v4, (uint32_t)(y >> 32));
+    v1 = lane(v1, w1);
+    v2 = lane(v2, w2);
+    v3 = lane(v3, w3);
+    v4 = lane(v4, w4);
   }
   if (i < len) {
-    uint8_t tail[16] = {0};
+    uint8_t tail[32] = {0};
     memcpy(tail, p + i, len - i);
-    const uint64_t x = load64(tail);
-    const uint64_t y = load64(tail + 8);
-    acc |= x | y;
-    uint64_t dx = 0;
-    for (size_t k = i; k < len; k++) dx |= (uint64_t)(p[k] ^ base[k]);
-    d |= dx;
-    bits |= (uint64_t)(dx != 0) << ((i / 16) % 64);
-    if ((i / 16) % 64 == 63 && map != NULL) map[i / 16 / 64] = bits; /* the tail ends a full word */
-    v1 = lane(v1, (uint32_t)x);
-    v2 = lane(v2, (uint32_t)(x >> 32));
-    v3 = lane(v3, (uint32_t)y);
-    v4 = lane(v4, (uint32_t)(y >> 32));
+    const uint64_t w1 = load64(tail);
+    const uint64_t w2 = load64(tail + 8);
+    const uint64_t w3 = load64(tail + 16);
+    const uint64_t w4 = load64(tail + 24);
+    acc |= w1 | w2 | w3 | w4;
+    /* the tail's one or two 16-byte map stripes, bytes below len only */
+    for (size_t s = i; s < len; s += 16) {
+      uint64_t dx = 0;
+      for (size_t k = s; k < len && k < s + 16; k++) dx |= (uint64_t)(p[k] ^ base[k]);
+      d |= dx;
+      bits |= (uint64_t)(dx != 0) << ((s / 16) % 64);
+      if ((s / 16) % 64 == 63 && map != NULL) map[s / 16 / 64] = bits; /* the tail ends a full word */
+    }
+    v1 = lane(v1, w1);
+    v2 = lane(v2, w2);
+    v3 = lane(v3, w3);
+    v4 = lane(v4, w4);
   }
   if (map != NULL && (len + 15) / 16 % 64 != 0) map[(len + 15) / 16 / 64] = bits; /* a last, partial word */
-  const uint32_t h1 = rotl32(v1, 1) + rotl32(v2, 7) + rotl32(v3, 12) + rotl32(v4, 18);
-  const uint32_t h2 = v1 ^ rotl32(v2, 5) ^ rotl32(v3, 11) ^ rotl32(v4, 17);
-  *hi = avalanche(h1 ^ n32);
-  *lo = avalanche((h2 + P5) ^ rotl32(n32, 16));
+  hash_finish(v1, v2, v3, v4, seed, hi, lo);
   *diff = d;
   return acc;
 }

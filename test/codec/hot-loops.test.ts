@@ -520,7 +520,7 @@ describe('encodePage', () => {
     // the native encodePage maps which 16-byte stripes differ (64 to a word) while it hashes, for
     // pages up to 64 KiB; a change missed in the map would vanish from the delta
     for (const size of [
-      16, 17, 31, 1008, 1009, 1023, 1024, 1025, 1040, 2047, 4095, 4096, 4097, 65536, 65537,
+      16, 17, 31, 1000, 1008, 1009, 1016, 1023, 1024, 1025, 1040, 2047, 4095, 4096, 4097, 65536, 65537,
     ]) {
       const r = prng(size);
       const old = new Uint8Array(size).map(() => r() & 0xff);
@@ -629,36 +629,36 @@ describe('isZeroPage', () => {
  * DataView), independent of the reference's word loop, to pin the definition itself.
  */
 function specHash(page: Uint8Array): { hi: number; lo: number } {
-  const M = 0xffffffffn;
-  const [P1, P2, P3, P5] = [0x9e3779b1n, 0x85ebca77n, 0xc2b2ae3dn, 0x165667b1n];
-  const rotl = (x: bigint, r: bigint) => ((x << r) | (x >> (32n - r))) & M;
-  const len = BigInt(page.length) & M;
-  const padded = new Uint8Array(Math.ceil(page.length / 16) * 16);
+  const M = 0xffffffffffffffffn;
+  const P1 = 0x9e3779b185ebca87n;
+  const P2 = 0xc2b2ae3d27d4eb4fn;
+  const P3 = 0x165667b19e3779f9n;
+  const P4 = 0x85ebca77c2b2ae63n;
+  const rotl = (x: bigint, r: bigint) => ((x << r) | (x >> (64n - r))) & M;
+  const round = (acc: bigint, w: bigint) => (rotl((acc + w * P2) & M, 31n) * P1) & M;
+  const len = BigInt(page.length);
+  const padded = new Uint8Array(Math.ceil(page.length / 32) * 32);
   padded.set(page);
   const view = new DataView(padded.buffer);
   const v = [(len + P1 + P2) & M, (len + P2) & M, len, (len - P1) & M];
-  for (let j = 0; j < padded.length; j += 16) {
-    for (let k = 0; k < 4; k++) {
-      const w = BigInt(view.getUint32(j + 4 * k, true));
-      v[k] = (rotl(((v[k] as bigint) + w * P2) & M, 13n) * P1) & M;
-    }
+  for (let j = 0; j < padded.length; j += 32) {
+    for (let k = 0; k < 4; k++) v[k] = round(v[k] as bigint, view.getBigUint64(j + 8 * k, true));
   }
   const [v1, v2, v3, v4] = v as [bigint, bigint, bigint, bigint];
-  const h1 = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M;
-  const h2 = v1 ^ rotl(v2, 5n) ^ rotl(v3, 11n) ^ rotl(v4, 17n);
-  const avalanche = (x: bigint) => {
-    let h = x ^ (x >> 15n);
-    h = (h * P2) & M;
-    h ^= h >> 13n;
-    h = (h * P3) & M;
-    return Number(h ^ (h >> 16n));
-  };
-  return { hi: avalanche(h1 ^ len), lo: avalanche(((h2 + P5) & M) ^ rotl(len, 16n)) };
+  let h = (rotl(v1, 1n) + rotl(v2, 7n) + rotl(v3, 12n) + rotl(v4, 18n)) & M;
+  for (const vk of v) h = (((h ^ round(0n, vk)) * P1) & M) + P4;
+  h = (h + len) & M;
+  h ^= h >> 33n;
+  h = (h * P2) & M;
+  h ^= h >> 29n;
+  h = (h * P3) & M;
+  h ^= h >> 32n;
+  return { hi: Number(h >> 32n), lo: Number(h & 0xffffffffn) };
 }
 
 describe('hashes', () => {
   it('follow the written definition (docs/codec.md §3) in both', () => {
-    const sizes = [...Array.from({ length: 70 }, (_, i) => i), 127, 128, 129, 4095, 4096, 4097];
+    const sizes = [...Array.from({ length: 70 }, (_, i) => i), 95, 96, 97, 127, 128, 129, 4095, 4096, 4097];
     for (const size of sizes) {
       const r = prng(size + 1);
       const page = at(
@@ -671,14 +671,40 @@ describe('hashes', () => {
     }
     // zero pages of different lengths differ, and so do pages differing in one bit anywhere
     const seen = new Set<string>();
-    for (const size of [0, 1, 15, 16, 17, 4096]) seen.add(JSON.stringify(N.hashPage(new Uint8Array(size))));
-    expect(seen.size).toBe(6);
+    for (const size of [0, 1, 15, 16, 17, 31, 32, 33, 4096])
+      seen.add(JSON.stringify(N.hashPage(new Uint8Array(size))));
+    expect(seen.size).toBe(9);
     const base = new Uint8Array(256);
     const h0 = JSON.stringify(N.hashPage(base));
     for (let bit = 0; bit < 256 * 8; bit += 7) {
       const page = base.slice();
       page[bit >> 3] = 1 << (bit & 7);
       expect(JSON.stringify(N.hashPage(page))).not.toBe(h0);
+    }
+  });
+
+  it('is XXH64 with seed len on pages a nonzero multiple of 32 bytes long (libxxhash 0.8.1 vectors)', () => {
+    // bytes from the LCG s = s * 1103515245 + 12345 (mod 2^32), s0 = 12345, byte = (s >>> 16) & 0xff;
+    // want = XXH64(page, len, len) from libxxhash 0.8.1, where §3 and XXH64 coincide
+    const buf = new Uint8Array(4096);
+    let s = 12345;
+    for (let i = 0; i < buf.length; i++) {
+      s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+      buf[i] = (s >>> 16) & 0xff;
+    }
+    const vectors: [number, string][] = [
+      [32, '3f5ca4805f48dedd'],
+      [64, '19920bac0b68a286'],
+      [96, 'bb98dd6cfefbeda0'],
+      [4096, '40daec63cd43ffe9'],
+    ];
+    const hex = ({ hi, lo }: { hi: number; lo: number }) =>
+      hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
+    for (const [size, want] of vectors) {
+      const page = at(buf.subarray(0, size), size % 8);
+      expect(hex(specHash(page)), `spec, size ${size}`).toBe(want);
+      expect(hex(T.hashPage(page)), `fallback, size ${size}`).toBe(want);
+      expect(hex(N.hashPage(page)), `native, size ${size}`).toBe(want);
     }
   });
 
