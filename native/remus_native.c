@@ -572,6 +572,32 @@ static napi_value js_apply_delta(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* applyDeltaHash(page, delta, hashOut): applyDelta, then (when it succeeded) hashPageInto(page, hashOut, 0). */
+static napi_value js_apply_delta_hash(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 3) return throw_type(env, "applyDeltaHash(page, delta, hashOut): 3 arguments expected");
+  void *page;
+  void *delta;
+  void *out;
+  size_t n;
+  size_t len;
+  size_t nout;
+  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
+  if (!get_array(env, argv[1], napi_uint8_array, &delta, &len)) return throw_type(env, "delta must be a Uint8Array");
+  if (!get_array(env, argv[2], napi_uint32_array, &out, &nout)) return throw_type(env, "hashOut must be a Uint32Array");
+  if (nout < 2) return throw_range(env, "hashOut must hold 2 elements");
+  const int fault = apply_delta((uint8_t *)page, n, (const uint8_t *)delta, len);
+  if (fault == 0) {
+    uint32_t *o = (uint32_t *)out;
+    hash_page((const uint8_t *)page, n, &o[0], &o[1]);
+  }
+  napi_value result;
+  if (napi_create_int32(env, fault, &result) != napi_ok) return NULL;
+  return result;
+}
+
 static napi_value js_is_zero_page(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -713,6 +739,7 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
       {"applyDelta", NULL, js_apply_delta, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"applyDeltaHash", NULL, js_apply_delta_hash, NULL, NULL, NULL, napi_enumerable, NULL},
       {"isZeroPage", NULL, js_is_zero_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPageInto", NULL, js_hash_page_into, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPages", NULL, js_hash_pages, NULL, NULL, NULL, napi_enumerable, NULL},

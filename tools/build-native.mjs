@@ -125,6 +125,7 @@ function main() {
     for (const name of [
       'encodeDelta',
       'applyDelta',
+      'applyDeltaHash',
       'isZeroPage',
       'hashPageInto',
       'hashPages',

@@ -114,7 +114,7 @@ export class EpochDecoder {
     try {
       const stream = this.decompressor.decompress(c.method, c.data, c.rawLength, where);
       const r = new RecordReader(stream, where);
-      for (let i = 0; i < c.records; i++) sink(...this.record(r, pageSize, where));
+      for (let i = 0; i < c.records; i++) this.record(r, pageSize, where, sink);
       if (!r.done) {
         throw new RwanError(
           'RWAN_ERR_CODEC_CHUNK_LENGTH',
@@ -173,7 +173,8 @@ export class EpochDecoder {
     this.open = false;
   }
 
-  private record(r: RecordReader, pageSize: number, where: Record<string, unknown>): [number, Uint8Array] {
+  /** Decode one record and hand its page to `sink`. */
+  private record(r: RecordReader, pageSize: number, where: Record<string, unknown>, sink: PageSink): void {
     const kind = r.u8();
     const pfn = this.prevPfn + 1 + unzigzag(r.uleb('a page number'));
     if (!Number.isSafeInteger(pfn) || pfn < 0) {
@@ -188,6 +189,7 @@ export class EpochDecoder {
     }
     let page: Uint8Array;
     let cached = false; // the cache already holds `page` as pfn's most recent copy
+    let hashed = false; // this.hashOut already holds the page hash
     switch (kind) {
       case Kind.ZERO:
         page = this.zero;
@@ -222,7 +224,7 @@ export class EpochDecoder {
           );
         }
         const target = own ?? this.scratch.fill(0);
-        const fault = this.loops.applyDelta(target, delta);
+        const fault = this.loops.applyDeltaHash(target, delta, this.hashOut);
         if (fault) {
           throw new RwanError(FAULT_CODES[fault], `delta for pfn ${pfn}: ${fault}`, {
             details: { ...where, pfn, fault },
@@ -230,6 +232,7 @@ export class EpochDecoder {
         }
         page = target;
         cached = own !== undefined;
+        hashed = true;
         this.kinds.delta++;
         break;
       }
@@ -263,11 +266,11 @@ export class EpochDecoder {
       this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
       this.cache.set(pfn, null);
     } else {
-      this.loops.hashPageInto(page, this.hashOut, 0);
+      if (!hashed) this.loops.hashPageInto(page, this.hashOut, 0);
       this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
       if (!cached) this.cache.set(pfn, page);
     }
-    return [pfn, page];
+    sink(pfn, page);
   }
 
   private guard(): void {

@@ -29,6 +29,12 @@ export interface HotLoops {
   encodeDelta(old: Uint8Array, now: Uint8Array, out: Uint8Array, limit: number): number;
   /** Apply `delta` to `page` in place; on a fault the page is partly written (see xor-rle.ts). */
   applyDelta(page: Uint8Array, delta: Uint8Array): DeltaFault | undefined;
+  /**
+   * The decoder's per-delta call, fused: {@link HotLoops.applyDelta}, then, when it succeeded, the page
+   * hash of the result into `hashOut[0]` (hi) and `hashOut[1]` (lo).
+   * @throws RangeError when `hashOut` holds fewer than 2 words
+   */
+  applyDeltaHash(page: Uint8Array, delta: Uint8Array, hashOut: Uint32Array): DeltaFault | undefined;
   /** True when every byte of `page` is 0. */
   isZeroPage(page: Uint8Array): boolean;
   /** The 64-bit page hash (docs/codec.md §3) as unsigned 32-bit halves. Allocates the result. */
@@ -70,6 +76,8 @@ interface NativeAddon {
   encodeDelta(old: Uint8Array, now: Uint8Array, out: Uint8Array, limit: number): number;
   /** 0 ok, 1 truncated, 2 overrun, 3 empty-literal, 4 zero-run. */
   applyDelta(page: Uint8Array, delta: Uint8Array): number;
+  /** applyDelta's result; on 0 the hash is in hashOut[0..1]. */
+  applyDeltaHash(page: Uint8Array, delta: Uint8Array, hashOut: Uint32Array): number;
   isZeroPage(page: Uint8Array): boolean;
   hashPageInto(page: Uint8Array, out: Uint32Array, index: number): void;
   hashPages(buf: Uint8Array, pageSize: number, out: Uint32Array): void;
@@ -123,6 +131,12 @@ export const fallback: HotLoops = {
     return ref.encodeDelta(old, now, out, limit);
   },
   applyDelta: ref.applyDelta,
+  applyDeltaHash(page, delta, hashOut) {
+    if (hashOut.length < 2) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'hashOut must hold 2 elements');
+    const fault = ref.applyDelta(page, delta);
+    if (fault === undefined) ref.hashPageInto(page, hashOut, 0);
+    return fault;
+  },
   isZeroPage: ref.isZeroPage,
   hashPage: ref.hashPage,
   hashPageInto(page, out, index) {
@@ -165,6 +179,7 @@ function wrapAddon(addon: NativeAddon): HotLoops {
     kind: 'native',
     encodeDelta: addon.encodeDelta, // the addon's functions as they are: no wrapper on the hot path
     applyDelta: (page, delta) => FAULTS[addon.applyDelta(page, delta)],
+    applyDeltaHash: (page, delta, hashOut) => FAULTS[addon.applyDeltaHash(page, delta, hashOut)],
     isZeroPage: addon.isZeroPage,
     hashPage(page) {
       addon.hashPageInto(page, pair, 0);
@@ -219,6 +234,16 @@ function selfCheck(loops: HotLoops): string | undefined {
     return 'encodePage disagrees with the TypeScript reference';
   }
   if (base.some((x) => x.some((v, i) => v !== now[i]))) return 'encodePage did not update its base';
+  const page = old.slice();
+  let fault: DeltaFault | undefined;
+  try {
+    fault = loops.applyDeltaHash(page, a.subarray(0, na), c);
+  } catch {
+    return 'applyDeltaHash is missing (a stale addon?)';
+  }
+  if (fault !== undefined || page.some((v, i) => v !== now[i]) || c[0] !== d[0] || c[1] !== d[1]) {
+    return 'applyDeltaHash disagrees with the TypeScript reference';
+  }
   return undefined;
 }
 

@@ -41,6 +41,7 @@ function missingAddon(reason: string | undefined): HotLoops {
     kind: 'native',
     encodeDelta: fail,
     applyDelta: fail,
+    applyDeltaHash: fail,
     isZeroPage: fail,
     hashPage: fail,
     hashPageInto: fail,
@@ -328,6 +329,18 @@ describe('applyDelta', () => {
     const fault = N.applyDelta(a, at(delta, (offset + 1) % 8));
     expect(T.applyDelta(b, delta)).toBe(fault);
     expect(equalBytes(a, b)).toBe(true);
+    // the decoder's fused call: the same fault and page, and on success the hash of the result
+    const c = at(old, (offset + 5) % 8);
+    const d = old.slice();
+    const hc = new Uint32Array(2);
+    const hd = new Uint32Array(2);
+    expect(N.applyDeltaHash(c, at(delta, (offset + 2) % 8), hc)).toBe(fault);
+    expect(T.applyDeltaHash(d, delta, hd)).toBe(fault);
+    expect(equalBytes(c, a) && equalBytes(d, a)).toBe(true);
+    if (fault === undefined) {
+      const h = T.hashPage(a);
+      expect([hc[0], hc[1], hd[0], hd[1]]).toEqual([h.hi, h.lo, h.hi, h.lo]);
+    }
     return fault;
   }
 
