@@ -13,7 +13,7 @@ import { checkPageSize } from './epoch-encoder.js';
 import { type HotLoops, hot } from './hot-loops.js';
 import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
 import { PageCache, type PageCacheStats } from './page-cache.js';
-import { Kind, RecordReader, unzigzag } from './records.js';
+import { EpochPfns, Kind, RecordReader, unzigzag } from './records.js';
 
 /** A chunk as received (the CHUNK frame's fields). */
 export interface ChunkInput {
@@ -54,8 +54,7 @@ export class EpochDecoder {
   private failed: RwanError | undefined;
   private nextSeq = 0;
   private prevPfn = -1;
-  private order: number[] = [];
-  private seen = new Set<number>();
+  private pfns = new EpochPfns();
   private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
 
   constructor(options: Partial<CodecOptions> = {}) {
@@ -82,8 +81,7 @@ export class EpochDecoder {
     this.open = true;
     this.nextSeq = 0;
     this.prevPfn = -1;
-    this.order = [];
-    this.seen = new Set();
+    this.pfns = new EpochPfns();
     this.kinds = { zero: 0, raw: 0, delta: 0, dup: 0 };
   }
 
@@ -140,10 +138,10 @@ export class EpochDecoder {
     if (!this.open) this.fail('RWAN_ERR_CODEC_SEQUENCE', 'end() without begin()');
     this.open = false;
     const mine = this.digest.finish();
-    if (pageCount !== this.order.length) {
+    if (pageCount !== this.pfns.list.length) {
       this.fail(
         'RWAN_ERR_CODEC_DIGEST',
-        `epoch ${this.epoch}: ${this.order.length} pages decoded, sender sent ${pageCount}`,
+        `epoch ${this.epoch}: ${this.pfns.list.length} pages decoded, sender sent ${pageCount}`,
         {
           epoch: this.epoch,
         },
@@ -182,7 +180,8 @@ export class EpochDecoder {
         details: where,
       });
     }
-    if (this.seen.has(pfn)) {
+    const index = this.pfns.list.length; // records before this one: what a DUP may refer to
+    if (!this.pfns.add(pfn)) {
       throw new RwanError('RWAN_ERR_CODEC_SEQUENCE', `pfn ${pfn} twice in epoch ${this.epoch}`, {
         details: { ...where, pfn },
       });
@@ -238,7 +237,7 @@ export class EpochDecoder {
       }
       case Kind.DUP: {
         const ref = r.uleb('a duplicate reference');
-        const refPfn = ref < this.order.length ? this.order[ref] : undefined;
+        const refPfn = ref < index ? this.pfns.list[ref] : undefined;
         const copy = refPfn === undefined ? undefined : this.cache.peek(refPfn);
         if (refPfn === undefined || !copy) {
           throw new RwanError(
@@ -260,8 +259,6 @@ export class EpochDecoder {
         });
     }
     this.prevPfn = pfn;
-    this.seen.add(pfn);
-    this.order.push(pfn);
     if (page === this.zero) {
       this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
       this.cache.set(pfn, null);

@@ -14,7 +14,7 @@ import { DIGEST_BYTES, EpochDigest } from './digest.js';
 import { type HotLoops, hot } from './hot-loops.js';
 import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
 import { PageCache, type PageCacheStats } from './page-cache.js';
-import { Kind, MAX_RECORD_HEADER, zigzag } from './records.js';
+import { EpochPfns, Kind, MAX_RECORD_HEADER, zigzag } from './records.js';
 import { writeUleb } from './xor-rle.js';
 
 /** One chunk of an epoch, ready for a CHUNK frame. */
@@ -63,8 +63,7 @@ export class EpochEncoder {
   private chunkRecords = 0;
   private seq = 0;
   private prevPfn = -1;
-  private order: number[] = [];
-  private seen = new Set<number>();
+  private pfns = new EpochPfns();
   private byHash = new Map<number, number>();
   private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
   private wireBytes = 0;
@@ -95,8 +94,7 @@ export class EpochEncoder {
     this.chunkRecords = 0;
     this.seq = 0;
     this.prevPfn = -1;
-    this.order = [];
-    this.seen = new Set();
+    this.pfns = new EpochPfns();
     this.byHash = new Map();
     this.kinds = { zero: 0, raw: 0, delta: 0, dup: 0 };
     this.wireBytes = 0;
@@ -114,14 +112,9 @@ export class EpochEncoder {
         details: { pfn, length: page.length },
       });
     }
-    if (!Number.isSafeInteger(pfn) || pfn < 0 || this.seen.has(pfn)) {
-      throw sequence(
-        `pfn ${pfn} is ${this.seen.has(pfn) ? 'already in this epoch' : 'not a valid page number'}`,
-      );
-    }
-    this.seen.add(pfn);
-    const index = this.order.length;
-    this.order.push(pfn);
+    if (!Number.isSafeInteger(pfn) || pfn < 0) throw sequence(`pfn ${pfn} is not a valid page number`);
+    const index = this.pfns.list.length;
+    if (!this.pfns.add(pfn)) throw sequence(`pfn ${pfn} is already in this epoch`);
     const loops = this.loops;
     const buf = this.buf;
     let p = this.pos;
@@ -151,7 +144,7 @@ export class EpochEncoder {
       const key = (hi ^ lo) & 0x3fffffff;
       const earlier = this.byHash.get(key);
       // an earlier page of the epoch has another pfn, so its copy is not the slot encodePage just rewrote
-      const copy = earlier === undefined ? undefined : this.cache.peek(this.order[earlier] as number);
+      const copy = earlier === undefined ? undefined : this.cache.peek(this.pfns.list[earlier] as number);
       if (earlier !== undefined && copy && Buffer.compare(copy, page) === 0) {
         buf[kindAt] = Kind.DUP;
         p = writeUleb(buf, p, earlier);
@@ -193,9 +186,9 @@ export class EpochEncoder {
     this.open = false;
     const summary: EpochSummary = {
       epoch: this.epoch,
-      pageCount: this.order.length,
+      pageCount: this.pfns.list.length,
       chunkCount: this.seq,
-      rawBytes: this.order.length * this.options.pageSize,
+      rawBytes: this.pfns.list.length * this.options.pageSize,
       wireBytes: this.wireBytes,
       digest: this.digest.finish(),
       kinds: { ...this.kinds },

@@ -74,3 +74,27 @@ export class RecordReader {
     });
   }
 }
+
+/**
+ * The pfns of one epoch in record order, refusing a pfn twice. While pfns only increase (sorted dirty
+ * sets, the usual case) the check is one comparison; from the first step back a Set takes over.
+ */
+export class EpochPfns {
+  readonly list: number[] = [];
+  private max = -1;
+  private set: Set<number> | undefined;
+
+  /** Append `pfn`; false (and nothing recorded) when the epoch already has it. */
+  add(pfn: number): boolean {
+    if (pfn > this.max) {
+      this.max = pfn;
+      this.set?.add(pfn);
+    } else {
+      this.set ??= new Set(this.list);
+      if (this.set.has(pfn)) return false;
+      this.set.add(pfn);
+    }
+    this.list.push(pfn);
+    return true;
+  }
+}

@@ -200,6 +200,20 @@ describe('strict decoding: each fault is a typed error, never a wrong page', () 
     expect(codeOf(() => fresh().chunk(emptyLit, none))).toBe('RWAN_ERR_CODEC_BAD_DELTA');
   });
 
+  it('a pfn twice in an epoch, also after a step back', () => {
+    const dec = new EpochDecoder({ pageSize: 512, cacheBytes: 4096 });
+    dec.begin(1);
+    // ZERO pfn 5 (step 5 → zigzag 10), ZERO pfn 3 (step −3 → 5), ZERO pfn 5 again (step 1 → 2)
+    const data = Buffer.from([Kind.ZERO, 10, Kind.ZERO, 5, Kind.ZERO, 2]);
+    const c = { epoch: 1, seq: 0, records: 3, rawLength: data.length, method: Method.RAW, data };
+    expect(codeOf(() => dec.chunk(c, none))).toBe('RWAN_ERR_CODEC_SEQUENCE');
+    const ok = new EpochDecoder({ pageSize: 512, cacheBytes: 4096 });
+    ok.begin(1);
+    const seen: number[] = [];
+    ok.chunk({ ...c, records: 2, rawLength: 4, data: data.subarray(0, 4) }, (pfn) => seen.push(pfn));
+    expect(seen).toEqual([5, 3]);
+  });
+
   it('wrong chunk lengths and counts are refused before any work', () => {
     const { first } = rawChunks();
     const c = first[0] as EncodedChunk;
