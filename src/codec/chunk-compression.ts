@@ -89,6 +89,7 @@ export class ChunkCompressor {
 export class ChunkDecompressor {
   private readonly dctx = new zstd.DCtx();
   private readonly ddict: Binding.DDict | undefined;
+  private out: Buffer = Buffer.alloc(0);
 
   constructor(dictionary?: Uint8Array) {
     this.ddict = dictionary ? new zstd.DDict(dictionary) : undefined;
@@ -96,7 +97,8 @@ export class ChunkDecompressor {
 
   /**
    * The records stream of a chunk. `rawLength` must already be checked against the caller's cap.
-   * @returns a view of `data` (raw) or a new buffer of exactly `rawLength` bytes
+   * @returns a view of `data` (raw), or of this decompressor's own buffer, valid until the next call
+   *   (reusing one buffer keeps large allocations off the per-chunk path)
    */
   decompress(
     method: number,
@@ -130,7 +132,8 @@ export class ChunkDecompressor {
         },
       );
     }
-    const out = Buffer.allocUnsafe(rawLength);
+    if (this.out.length < rawLength) this.out = Buffer.allocUnsafe(rawLength);
+    const out = this.out.subarray(0, rawLength);
     let n: number;
     try {
       n =
