@@ -555,6 +555,19 @@ static napi_value js_encode_delta(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* The (page, delta) arguments of applyDelta and applyDeltaHash: 0 after throwing. */
+static int get_page_delta(napi_env env, napi_value *argv, void **page, size_t *n, void **delta, size_t *len) {
+  if (!get_array(env, argv[0], napi_uint8_array, page, n)) {
+    throw_type(env, "page must be a Uint8Array");
+    return 0;
+  }
+  if (!get_array(env, argv[1], napi_uint8_array, delta, len)) {
+    throw_type(env, "delta must be a Uint8Array");
+    return 0;
+  }
+  return 1;
+}
+
 static napi_value js_apply_delta(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -564,8 +577,7 @@ static napi_value js_apply_delta(napi_env env, napi_callback_info info) {
   void *delta;
   size_t n;
   size_t len;
-  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
-  if (!get_array(env, argv[1], napi_uint8_array, &delta, &len)) return throw_type(env, "delta must be a Uint8Array");
+  if (!get_page_delta(env, argv, &page, &n, &delta, &len)) return NULL;
   const int fault = apply_delta((uint8_t *)page, n, (const uint8_t *)delta, len);
   napi_value result;
   if (napi_create_int32(env, fault, &result) != napi_ok) return NULL;
@@ -584,8 +596,7 @@ static napi_value js_apply_delta_hash(napi_env env, napi_callback_info info) {
   size_t n;
   size_t len;
   size_t nout;
-  if (!get_array(env, argv[0], napi_uint8_array, &page, &n)) return throw_type(env, "page must be a Uint8Array");
-  if (!get_array(env, argv[1], napi_uint8_array, &delta, &len)) return throw_type(env, "delta must be a Uint8Array");
+  if (!get_page_delta(env, argv, &page, &n, &delta, &len)) return NULL;
   if (!get_array(env, argv[2], napi_uint32_array, &out, &nout)) return throw_type(env, "hashOut must be a Uint32Array");
   if (nout < 2) return throw_range(env, "hashOut must hold 2 elements");
   const int fault = apply_delta((uint8_t *)page, n, (const uint8_t *)delta, len);
