@@ -9,6 +9,12 @@
  *   hashPageInto(page, out, index)    -> writes hi, lo at out[2*index], out[2*index + 1] (Uint32Array)
  *   hashPages(buf, pageSize, out)     -> the same for every page of buf, page k at out[2k], out[2k + 1]
  *   classifyPage(page, out, index)    -> true when every byte is 0; always writes the hash as hashPageInto
+ *   applyDeltasHash(slab, pageSize, stream, ops, count, hashOut)
+ *                                     -> the decoder's batch: for k < count, applyDelta on the page
+ *                                        at slot ops[3k] of slab with stream[ops[3k+1], +ops[3k+2]),
+ *                                        then its hash into hashOut[2k], hashOut[2k+1]; stops at the
+ *                                        first fault. Returns the records applied; when < count, the
+ *                                        fault number is in hashOut[2 * returned]
  *   encodePage(page, base, out, limit, hashOut)
  *                                     -> the encoder's per-page pass: hash into hashOut[0..1]; -2 for a
  *                                        zero page; else -1 without a base, or encodeDelta(base, page)
@@ -609,6 +615,59 @@ static napi_value js_apply_delta_hash(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* applyDeltasHash(slab, pageSize, stream, ops, count, hashOut): see the header. */
+static napi_value js_apply_deltas_hash(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 6) return throw_type(env, "applyDeltasHash(slab, pageSize, stream, ops, count, hashOut): 6 arguments expected");
+  void *slab;
+  void *stream;
+  void *ops;
+  void *out;
+  size_t nslab;
+  size_t nstream;
+  size_t nops;
+  size_t nout;
+  double ps;
+  double count;
+  if (!get_array(env, argv[0], napi_uint8_array, &slab, &nslab)) return throw_type(env, "slab must be a Uint8Array");
+  if (!get_whole(env, argv[1], 1, 65536, &ps)) return throw_range(env, "pageSize must be an integer from 1 to 65536");
+  if (!get_array(env, argv[2], napi_uint8_array, &stream, &nstream)) return throw_type(env, "stream must be a Uint8Array");
+  if (!get_array(env, argv[3], napi_int32_array, &ops, &nops)) return throw_type(env, "ops must be an Int32Array");
+  if (!get_whole(env, argv[4], 0, 4294967295.0, &count)) return throw_range(env, "count must be a non-negative integer");
+  if (!get_array(env, argv[5], napi_uint32_array, &out, &nout)) return throw_type(env, "hashOut must be a Uint32Array");
+  const size_t n = (size_t)ps;
+  const size_t c = (size_t)count;
+  if (nops / 3 < c) return throw_range(env, "ops must hold 3 words per record");
+  if (nout / 2 < c + 1) return throw_range(env, "hashOut must hold 2 words per record, plus 2");
+  const int32_t *op = (const int32_t *)ops;
+  /* every slot and stream range is checked before anything is written */
+  for (size_t k = 0; k < c; k++) {
+    const int32_t slot = op[3 * k];
+    const int32_t at = op[3 * k + 1];
+    const int32_t len = op[3 * k + 2];
+    if (slot < 0 || ((uint64_t)slot + 1) * n > nslab) return throw_range(env, "a slot lies outside slab");
+    if (at < 0 || len < 0 || (uint64_t)at + (uint64_t)len > nstream) {
+      return throw_range(env, "a delta lies outside stream");
+    }
+  }
+  uint32_t *h = (uint32_t *)out;
+  size_t k = 0;
+  for (; k < c; k++) {
+    uint8_t *page = (uint8_t *)slab + (size_t)op[3 * k] * n;
+    const int fault = apply_delta(page, n, (const uint8_t *)stream + op[3 * k + 1], (size_t)op[3 * k + 2]);
+    if (fault != FAULT_NONE) {
+      h[2 * k] = (uint32_t)fault;
+      break;
+    }
+    hash_page(page, n, &h[2 * k], &h[2 * k + 1]);
+  }
+  napi_value result;
+  if (napi_create_uint32(env, (uint32_t)k, &result) != napi_ok) return NULL;
+  return result;
+}
+
 static napi_value js_is_zero_page(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -751,6 +810,7 @@ NAPI_MODULE_INIT() {
       {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
       {"applyDelta", NULL, js_apply_delta, NULL, NULL, NULL, napi_enumerable, NULL},
       {"applyDeltaHash", NULL, js_apply_delta_hash, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"applyDeltasHash", NULL, js_apply_deltas_hash, NULL, NULL, NULL, napi_enumerable, NULL},
       {"isZeroPage", NULL, js_is_zero_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPageInto", NULL, js_hash_page_into, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashPages", NULL, js_hash_pages, NULL, NULL, NULL, napi_enumerable, NULL},

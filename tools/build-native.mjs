@@ -126,6 +126,7 @@ function main() {
       'encodeDelta',
       'applyDelta',
       'applyDeltaHash',
+      'applyDeltasHash',
       'isZeroPage',
       'hashPageInto',
       'hashPages',

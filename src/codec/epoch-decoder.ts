@@ -10,10 +10,11 @@ import { RwanError } from '../errors.js';
 import { ChunkDecompressor } from './chunk-compression.js';
 import { EpochDigest } from './digest.js';
 import { checkPageSize } from './epoch-encoder.js';
-import { type HotLoops, hot } from './hot-loops.js';
+import { faultOf, type HotLoops, hot } from './hot-loops.js';
 import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
 import { PageCache, type PageCacheStats } from './page-cache.js';
 import { EpochPfns, Kind, RecordReader, unzigzag } from './records.js';
+import type { DeltaFault } from './xor-rle.js';
 
 /** A chunk as received (the CHUNK frame's fields). */
 export interface ChunkInput {
@@ -38,6 +39,16 @@ const FAULT_CODES = {
   'zero-run': 'RWAN_ERR_CODEC_BAD_DELTA',
 } as const;
 
+/** Deltas queued for one native call at most. */
+const QUEUE = 256;
+
+function deltaFault(pfn: number, fault: DeltaFault | undefined, where: Record<string, unknown>): RwanError {
+  if (fault === undefined) return new RwanError('RWAN_ERR_INTERNAL', `delta for pfn ${pfn}: unknown fault`);
+  return new RwanError(FAULT_CODES[fault], `delta for pfn ${pfn}: ${fault}`, {
+    details: { ...where, pfn, fault },
+  });
+}
+
 /** Decodes epoch after epoch for one session. */
 export class EpochDecoder {
   readonly options: CodecOptions;
@@ -56,6 +67,17 @@ export class EpochDecoder {
   private prevPfn = -1;
   private pfns = new EpochPfns();
   private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
+  /**
+   * Deltas onto cached pages, queued and applied in one native call (flush): slot, stream offset and
+   * length per record, and its pfn. Only such records queue, and any other record flushes first, so
+   * pages are applied, digested and handed out in record order, and no slot is reused while queued.
+   */
+  private readonly queue = {
+    n: 0,
+    ops: new Int32Array(3 * QUEUE),
+    pfns: new Float64Array(QUEUE),
+    hashes: new Uint32Array(2 * (QUEUE + 1)),
+  };
 
   constructor(options: Partial<CodecOptions> = {}) {
     this.options = { ...DEFAULT_CODEC_OPTIONS, ...options };
@@ -109,10 +131,12 @@ export class EpochDecoder {
     if (!(Number.isInteger(c.records) && c.records >= 0 && c.records * 2 <= c.rawLength)) {
       this.fail('RWAN_ERR_CODEC_CHUNK_LENGTH', `${c.records} records cannot fit ${c.rawLength} bytes`, where);
     }
+    let stream: Uint8Array | undefined;
     try {
-      const stream = this.decompressor.decompress(c.method, c.data, c.rawLength, where);
+      stream = this.decompressor.decompress(c.method, c.data, c.rawLength, where);
       const r = new RecordReader(stream, where);
       for (let i = 0; i < c.records; i++) this.record(r, pageSize, where, sink);
+      this.flush(stream, where, sink);
       if (!r.done) {
         throw new RwanError(
           'RWAN_ERR_CODEC_CHUNK_LENGTH',
@@ -123,8 +147,18 @@ export class EpochDecoder {
         );
       }
     } catch (err) {
+      let first = err;
+      // queued records came before the one that failed: apply them (an error there comes first)
+      try {
+        if (stream) this.flush(stream, where, sink);
+      } catch (earlier) {
+        first = earlier;
+      }
+      this.queue.n = 0;
       this.failed =
-        err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
+        first instanceof RwanError
+          ? first
+          : new RwanError('RWAN_ERR_INTERNAL', String(first), { cause: first });
       throw this.failed;
     }
   }
@@ -171,9 +205,10 @@ export class EpochDecoder {
     this.open = false;
   }
 
-  /** Decode one record and hand its page to `sink`. */
+  /** Decode one record and hand its page to `sink` (a delta onto a cached page: queue it). */
   private record(r: RecordReader, pageSize: number, where: Record<string, unknown>, sink: PageSink): void {
     const kind = r.u8();
+    if (kind !== Kind.DELTA) this.flush(r.bytes, where, sink);
     const pfn = this.prevPfn + 1 + unzigzag(r.uleb('a page number'));
     if (!Number.isSafeInteger(pfn) || pfn < 0) {
       throw new RwanError('RWAN_ERR_CODEC_RUN_OVERFLOW', `page number ${pfn} out of range`, {
@@ -187,7 +222,6 @@ export class EpochDecoder {
       });
     }
     let page: Uint8Array;
-    let cached = false; // the cache already holds `page` as pfn's most recent copy
     let hashed = false; // this.hashOut already holds the page hash
     switch (kind) {
       case Kind.ZERO:
@@ -209,11 +243,24 @@ export class EpochDecoder {
             },
           );
         }
-        const delta = r.take(len, 'a delta');
-        // Apply straight into the cached copy (no copy in or out); a zero-page base goes via scratch.
-        // A fault leaves that copy half-written, which is fine: the decoder is failed until reset().
-        const own = this.cache.update(pfn);
-        if (!own && this.cache.peek(pfn) === undefined) {
+        const at = r.skip(len, 'a delta');
+        // Apply straight into the cached copy (no copy in or out), queued; a zero-page base goes via
+        // scratch. A fault leaves that copy half-written, which is fine: the decoder is failed until
+        // reset().
+        const slot = this.cache.updateSlot(pfn);
+        if (slot >= 0) {
+          const q = this.queue;
+          q.ops[3 * q.n] = slot;
+          q.ops[3 * q.n + 1] = at;
+          q.ops[3 * q.n + 2] = len;
+          q.pfns[q.n] = pfn;
+          if (++q.n === QUEUE) this.flush(r.bytes, where, sink);
+          this.prevPfn = pfn;
+          this.kinds.delta++;
+          return;
+        }
+        this.flush(r.bytes, where, sink);
+        if (this.cache.peek(pfn) === undefined) {
           throw new RwanError(
             'RWAN_ERR_CODEC_MISSING_BASE',
             `delta for pfn ${pfn}, which this side does not hold`,
@@ -222,15 +269,10 @@ export class EpochDecoder {
             },
           );
         }
-        const target = own ?? this.scratch.fill(0);
-        const fault = this.loops.applyDeltaHash(target, delta, this.hashOut);
-        if (fault) {
-          throw new RwanError(FAULT_CODES[fault], `delta for pfn ${pfn}: ${fault}`, {
-            details: { ...where, pfn, fault },
-          });
-        }
+        const target = this.scratch.fill(0);
+        const fault = this.loops.applyDeltaHash(target, r.bytes.subarray(at, at + len), this.hashOut);
+        if (fault) throw deltaFault(pfn, fault, where);
         page = target;
-        cached = own !== undefined;
         hashed = true;
         this.kinds.delta++;
         break;
@@ -265,9 +307,28 @@ export class EpochDecoder {
     } else {
       if (!hashed) this.loops.hashPageInto(page, this.hashOut, 0);
       this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
-      if (!cached) this.cache.set(pfn, page);
+      this.cache.set(pfn, page);
     }
     sink(pfn, page);
+  }
+
+  /** Apply the queued deltas, then digest and hand out their pages, in record order. */
+  private flush(stream: Uint8Array, where: Record<string, unknown>, sink: PageSink): void {
+    const q = this.queue;
+    if (q.n === 0) return;
+    const n = q.n;
+    q.n = 0;
+    const ps = this.options.pageSize;
+    const slab = this.cache.pages;
+    const applied = this.loops.applyDeltasHash(slab, ps, stream, q.ops, n, q.hashes);
+    for (let k = 0; k < applied; k++) {
+      const pfn = q.pfns[k] as number;
+      const slot = q.ops[3 * k] as number;
+      this.digest.add(pfn, q.hashes[2 * k] as number, q.hashes[2 * k + 1] as number);
+      sink(pfn, slab.subarray(slot * ps, (slot + 1) * ps));
+    }
+    if (applied < n)
+      throw deltaFault(q.pfns[applied] as number, faultOf(q.hashes[2 * applied] as number), where);
   }
 
   private guard(): void {

@@ -35,6 +35,24 @@ export interface HotLoops {
    * @throws RangeError when `hashOut` holds fewer than 2 words
    */
   applyDeltaHash(page: Uint8Array, delta: Uint8Array, hashOut: Uint32Array): DeltaFault | undefined;
+  /**
+   * The decoder's batch of in-place deltas (one call for a run of records): for each k < `count`,
+   * {@link HotLoops.applyDelta} on the page at slot `ops[3k]` of `slab` (bytes `slot × pageSize` on)
+   * with `stream[ops[3k+1] .. + ops[3k+2])`, then that page's hash into `hashOut[2k]` (hi) and
+   * `hashOut[2k+1]` (lo). Stops at the first fault.
+   * @returns the records applied; when fewer than `count`, the next one faulted and its fault number
+   *   ({@link faultOf}) is in `hashOut[2 × returned]` (its page is partly written)
+   * @throws RangeError, before writing anything, when a slot or a delta lies outside `slab` or
+   *   `stream`, `ops` holds fewer than 3 × count words or `hashOut` fewer than 2 × (count + 1)
+   */
+  applyDeltasHash(
+    slab: Uint8Array,
+    pageSize: number,
+    stream: Uint8Array,
+    ops: Int32Array,
+    count: number,
+    hashOut: Uint32Array,
+  ): number;
   /** True when every byte of `page` is 0. */
   isZeroPage(page: Uint8Array): boolean;
   /** The 64-bit page hash (docs/codec.md §3) as unsigned 32-bit halves. Allocates the result. */
@@ -74,6 +92,14 @@ export interface HotLoops {
 /** What native/remus_native.c exports. */
 interface NativeAddon {
   encodeDelta(old: Uint8Array, now: Uint8Array, out: Uint8Array, limit: number): number;
+  applyDeltasHash(
+    slab: Uint8Array,
+    pageSize: number,
+    stream: Uint8Array,
+    ops: Int32Array,
+    count: number,
+    hashOut: Uint32Array,
+  ): number;
   /** 0 ok, 1 truncated, 2 overrun, 3 empty-literal, 4 zero-run. */
   applyDelta(page: Uint8Array, delta: Uint8Array): number;
   /** applyDelta's result; on 0 the hash is in hashOut[0..1]. */
@@ -99,6 +125,11 @@ const FAULTS: readonly (DeltaFault | undefined)[] = [
   'empty-literal',
   'zero-run',
 ];
+
+/** The fault a fault number stands for (0: none), as {@link HotLoops.applyDeltasHash} reports it. */
+export function faultOf(n: number): DeltaFault | undefined {
+  return FAULTS[n];
+}
 
 /** Where node-gyp leaves the addon, relative to the package root. */
 const ADDON_PATH = 'native/build/Release/remus_native.node';
@@ -136,6 +167,44 @@ export const fallback: HotLoops = {
     const fault = ref.applyDelta(page, delta);
     if (fault === undefined) ref.hashPageInto(page, hashOut, 0);
     return fault;
+  },
+  applyDeltasHash(slab, pageSize, stream, ops, count, hashOut) {
+    // the addon's checks, in its order
+    if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 65536) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'pageSize must be an integer from 1 to 65536');
+    }
+    if (!Number.isSafeInteger(count) || count < 0 || count > 0xffffffff) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'count must be a non-negative integer');
+    }
+    if (Math.floor(ops.length / 3) < count) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'ops must hold 3 words per record');
+    }
+    if (Math.floor(hashOut.length / 2) < count + 1) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'hashOut must hold 2 words per record, plus 2');
+    }
+    for (let k = 0; k < count; k++) {
+      const slot = ops[3 * k] as number;
+      const at = ops[3 * k + 1] as number;
+      const len = ops[3 * k + 2] as number;
+      if (slot < 0 || (slot + 1) * pageSize > slab.length) {
+        throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'a slot lies outside slab');
+      }
+      if (at < 0 || len < 0 || at + len > stream.length) {
+        throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'a delta lies outside stream');
+      }
+    }
+    for (let k = 0; k < count; k++) {
+      const slot = ops[3 * k] as number;
+      const at = ops[3 * k + 1] as number;
+      const page = slab.subarray(slot * pageSize, (slot + 1) * pageSize);
+      const fault = ref.applyDelta(page, stream.subarray(at, at + (ops[3 * k + 2] as number)));
+      if (fault !== undefined) {
+        hashOut[2 * k] = FAULTS.indexOf(fault);
+        return k;
+      }
+      ref.hashPageInto(page, hashOut, k);
+    }
+    return count;
   },
   isZeroPage: ref.isZeroPage,
   hashPage: ref.hashPage,
@@ -180,6 +249,7 @@ function wrapAddon(addon: NativeAddon): HotLoops {
     encodeDelta: addon.encodeDelta, // the addon's functions as they are: no wrapper on the hot path
     applyDelta: (page, delta) => FAULTS[addon.applyDelta(page, delta)],
     applyDeltaHash: (page, delta, hashOut) => FAULTS[addon.applyDeltaHash(page, delta, hashOut)],
+    applyDeltasHash: addon.applyDeltasHash,
     isZeroPage: addon.isZeroPage,
     hashPage(page) {
       addon.hashPageInto(page, pair, 0);
@@ -243,6 +313,13 @@ function selfCheck(loops: HotLoops): string | undefined {
   }
   if (fault !== undefined || page.some((v, i) => v !== now[i]) || c[0] !== d[0] || c[1] !== d[1]) {
     return 'applyDeltaHash disagrees with the TypeScript reference';
+  }
+  if (typeof loops.applyDeltasHash !== 'function') return 'applyDeltasHash is missing (a stale addon?)';
+  const slab = old.slice();
+  const e = new Uint32Array(4);
+  const applied = loops.applyDeltasHash(slab, slab.length, a, Int32Array.of(0, 0, na), 1, e);
+  if (applied !== 1 || slab.some((v, i) => v !== now[i]) || e[0] !== d[0] || e[1] !== d[1]) {
+    return 'applyDeltasHash disagrees with the TypeScript reference';
   }
   return undefined;
 }

@@ -87,11 +87,27 @@ export class PageCache {
    * the page keeps its slot. Undefined when `pfn` is absent or cached as a zero page.
    */
   update(pfn: number): Uint8Array | undefined {
+    const slot = this.updateSlot(pfn);
+    return slot < 0 ? undefined : this.slab.subarray(slot * this.pageSize, (slot + 1) * this.pageSize);
+  }
+
+  /**
+   * {@link update} without the view: the slot of `pfn`'s copy (bytes `slot × pageSize` on in
+   * {@link pages}), or −1 when `pfn` is absent or cached as a zero page.
+   */
+  updateSlot(pfn: number): number {
     const id = this.index.get(pfn);
-    if (id === undefined || (this.slotOf[id] as number) < 0) return undefined;
+    if (id === undefined) return -1;
+    const slot = this.slotOf[id] as number;
+    if (slot < 0) return -1;
     this.counters.hits++;
     this.toMostRecent(id);
-    return this.view(id) as Uint8Array;
+    return slot;
+  }
+
+  /** The slab of page slots (for batch work on slots from {@link updateSlot}). */
+  get pages(): Buffer {
+    return this.slab;
   }
 
   /** Record that `pfn` now holds `page` (copied), or is a zero page (`null`); it becomes most recent. */

@@ -68,6 +68,14 @@ export class RecordReader {
     return view;
   }
 
+  /** Skip the next `n` bytes (a view of them, without making one); returns where they start. */
+  skip(n: number, what: string): number {
+    if (this.pos + n > this.bytes.length) this.truncated(what);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
   private truncated(what: string): never {
     throw new RwanError('RWAN_ERR_CODEC_TRUNCATED', `chunk ends inside ${what}`, {
       details: { ...this.where, offset: this.pos },

@@ -200,6 +200,39 @@ describe('strict decoding: each fault is a typed error, never a wrong page', () 
     expect(codeOf(() => fresh().chunk(emptyLit, none))).toBe('RWAN_ERR_CODEC_BAD_DELTA');
   });
 
+  it('a bad delta among good ones: the pages before it come out, in order, and its error wins', () => {
+    const enc = new EpochEncoder({ pageSize: 512, zstdLevel: null });
+    const pages = [1, 2, 3, 4].map((v) => new Uint8Array(512).fill(v));
+    const { chunks, summary } = enc.encodeEpoch(1, [0, 1, 2, 3], (i) => pages[i] as Uint8Array);
+    const dec = new EpochDecoder({ pageSize: 512 });
+    dec.begin(1);
+    for (const c of chunks) dec.chunk(c, none);
+    dec.end(4, summary.digest);
+    dec.begin(2);
+    const good = [Kind.DELTA, 0, 3, 0, 1, 0xff]; // pfn +1: byte 0 ^= 0xff
+    const overrun = [Kind.DELTA, 0, 4, 0x80, 0x04, 1, 7]; // a run of 512 then a literal: past the end
+    const truncatedRaw = [Kind.RAW, 0, 1, 2, 3]; // a raw page cut short, after the bad delta
+    const data = Buffer.from([...good, ...good, ...overrun, ...truncatedRaw]);
+    const seen: Array<[number, number]> = [];
+    const err = (() => {
+      try {
+        dec.chunk(
+          { epoch: 2, seq: 0, records: 4, rawLength: data.length, method: Method.RAW, data },
+          (pfn, page) => seen.push([pfn, page[0] as number]),
+        );
+      } catch (e) {
+        return e as { code: string; details: { pfn: number } };
+      }
+      return undefined;
+    })();
+    expect(err?.code).toBe('RWAN_ERR_CODEC_RUN_OVERFLOW');
+    expect(err?.details.pfn).toBe(2);
+    expect(seen).toEqual([
+      [0, 1 ^ 0xff],
+      [1, 2 ^ 0xff],
+    ]);
+  });
+
   it('a pfn twice in an epoch, also after a step back', () => {
     const dec = new EpochDecoder({ pageSize: 512, cacheBytes: 4096 });
     dec.begin(1);

@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import type { HotLoops } from '../../src/codec/hot-loops.js';
+import { faultOf, type HotLoops } from '../../src/codec/hot-loops.js';
 
 type HotLoopsModule = typeof import('../../src/codec/hot-loops.js');
 
@@ -42,6 +42,7 @@ function missingAddon(reason: string | undefined): HotLoops {
     encodeDelta: fail,
     applyDelta: fail,
     applyDeltaHash: fail,
+    applyDeltasHash: fail,
     isZeroPage: fail,
     hashPage: fail,
     hashPageInto: fail,
@@ -341,8 +342,88 @@ describe('applyDelta', () => {
       const h = T.hashPage(a);
       expect([hc[0], hc[1], hd[0], hd[1]]).toEqual([h.hi, h.lo, h.hi, h.lo]);
     }
+    // the decoder's batch call, with the page in slot 2 of a slab and the delta 5 bytes into a stream
+    if (old.length > 0) {
+      for (const loops of [N, T]) {
+        const slab = new Uint8Array(3 * old.length).fill(0xa5);
+        slab.set(old, 2 * old.length);
+        const stream = new Uint8Array(5 + delta.length).fill(0x5a);
+        stream.set(delta, 5);
+        const hashes = new Uint32Array(4);
+        const applied = loops.applyDeltasHash(
+          slab,
+          old.length,
+          stream,
+          Int32Array.of(2, 5, delta.length),
+          1,
+          hashes,
+        );
+        expect(applied).toBe(fault === undefined ? 1 : 0);
+        expect(equalBytes(slab.subarray(2 * old.length), a)).toBe(true);
+        expect(slab.subarray(0, 2 * old.length).every((v) => v === 0xa5)).toBe(true);
+        if (fault === undefined) expect([hashes[0], hashes[1]]).toEqual([hc[0], hc[1]]);
+        else expect(faultOf(hashes[0] as number)).toBe(fault);
+      }
+    }
     return fault;
   }
+
+  it('applies a batch in order and stops at the first fault, in both', () => {
+    const ps = 64;
+    const old = [0, 1, 2].map((k) => new Uint8Array(ps).map((_, i) => (i * (k + 3)) & 0xff));
+    const now = old.map((p, k) => p.map((v, i) => (i % (k + 5) === 0 ? v ^ 0x3c : v)));
+    const deltas = old.map((p, k) => {
+      const out = new Uint8Array(ps);
+      return out.slice(0, T.encodeDelta(p, now[k] as Uint8Array, out, ps));
+    });
+    const bad = Uint8Array.of(0x00, 0x00); // an empty literal
+    const stream = new Uint8Array([...(deltas[0] as Uint8Array), ...bad, ...(deltas[2] as Uint8Array)]);
+    const l0 = (deltas[0] as Uint8Array).length;
+    const results = [N, T].map((loops) => {
+      const slab = new Uint8Array(3 * ps);
+      old.forEach((p, k) => {
+        slab.set(p, (2 - k) * ps); // page k in slot 2 − k
+      });
+      const ops = Int32Array.of(2, 0, l0, 0, l0 + 2, (deltas[2] as Uint8Array).length);
+      const hashes = new Uint32Array(6);
+      const two = loops.applyDeltasHash(slab, ps, stream, ops, 2, hashes); // both fine
+      const fresh = slab.slice();
+      fresh.set(old[0] as Uint8Array, 2 * ps);
+      const withBad = Int32Array.of(2, 0, l0, 1, l0, 2, 0, l0 + 2, 1);
+      const h2 = new Uint32Array(8);
+      const stopped = loops.applyDeltasHash(fresh, ps, stream, withBad, 3, h2);
+      return { two, slab, hashes, stopped, fault: faultOf(h2[2] as number), fresh };
+    });
+    for (const r of results) {
+      expect(r.two).toBe(2);
+      expect(equalBytes(r.slab.subarray(2 * ps), now[0] as Uint8Array)).toBe(true);
+      expect(equalBytes(r.slab.subarray(0, ps), now[2] as Uint8Array)).toBe(true);
+      expect(r.stopped).toBe(1);
+      expect(r.fault).toBe('empty-literal');
+    }
+    expect(results[0]?.hashes).toEqual(results[1]?.hashes);
+    expect(equalBytes(results[0]?.fresh as Uint8Array, results[1]?.fresh as Uint8Array)).toBe(true);
+  });
+
+  it('refuses out-of-range batches before writing anything, in both', () => {
+    for (const loops of [N, T]) {
+      const slab = new Uint8Array(128);
+      const stream = Uint8Array.of(0, 1, 7);
+      const h = new Uint32Array(4);
+      const call =
+        (ops: number[], count = 1, hashes = h) =>
+        () =>
+          loops.applyDeltasHash(slab, 64, stream, Int32Array.from(ops), count, hashes);
+      expect(call([2, 0, 3])).toThrow(/slot lies outside/);
+      expect(call([-1, 0, 3])).toThrow(/slot lies outside/);
+      expect(call([0, 1, 3])).toThrow(/delta lies outside/);
+      expect(call([0, 0, -1])).toThrow(/delta lies outside/);
+      expect(call([0, 0, 3], 2)).toThrow(/3 words per record/);
+      expect(call([0, 0, 3], 1, new Uint32Array(3))).toThrow(/2 words per record/);
+      expect(call([0, 0, 3, 5, 0, 0], 2, new Uint32Array(6))).toThrow(RangeError);
+      expect(slab.every((v) => v === 0)).toBe(true); // the second record was out of range: nothing applied
+    }
+  });
 
   it('classifies hand-made faults alike', () => {
     const page = new Uint8Array(64).map((_, i) => i);
