@@ -63,6 +63,16 @@ export const ErrorCodes = {
   RWAN_ERR_PROTOCOL_INVALID_FIELD: 6,
   /** Protocol: the stream ended in the middle of a frame. */
   RWAN_ERR_PROTOCOL_UNEXPECTED_EOF: 6,
+  /** Replica store: the state, journal or replica on disk is damaged beyond a torn tail, or belongs to another setup (page size, session). */
+  RWAN_ERR_STORE: 7,
+  /** TLS: a certificate, key or CA file missing or invalid, a peer certificate refused, or certificates could not be made. */
+  RWAN_ERR_TLS: 8,
+  /** Network: cannot listen or connect (address in use, refused, unreachable) within the retry budget. */
+  RWAN_ERR_CONNECT: 8,
+  /** Peer: the other daemon refused the session or broke it (version, incompatible HELLO, unknown session, an ERROR frame, a timeout). */
+  RWAN_ERR_PEER: 8,
+  /** Source: the replicated image, its dirty log, or the process to pause cannot be used. */
+  RWAN_ERR_SOURCE: 9,
   /** A bug: something the code believed impossible happened. */
   RWAN_ERR_INTERNAL: 70,
 } as const;
