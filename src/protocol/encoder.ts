@@ -59,10 +59,11 @@ export function encodeFrame(frame: Frame, limits: ProtocolLimits = DEFAULT_LIMIT
       w.u16(frame.channelIndex).u16(frame.channelCount).u32(frame.maxChunkBytes).text(frame.peerName);
       break;
     case FrameType.EPOCH_BEGIN:
-      w.u64(frame.epoch).u32(frame.pageCount).u32(frame.chunkCount).u64(frame.rawBytes).u32(frame.extraBytes);
+      w.u64(frame.epoch).u8(frame.flags).u64(frame.baseEpoch).u64(frame.imageBytes);
       break;
     case FrameType.EPOCH_END:
-      w.u64(frame.epoch).bytes(frame.digest).u32(frame.pageCount);
+      w.u64(frame.epoch).bytes(frame.digest).u32(frame.pageCount).u32(frame.chunkCount);
+      w.u64(frame.rawBytes).u32(frame.extraBytes);
       break;
     case FrameType.ACK:
       w.u64(frame.epoch).u8(frame.flags).u64(frame.receivedBytes);
@@ -183,17 +184,16 @@ export function hello(
   };
 }
 
-/** An EPOCH_BEGIN; `extraBytes` defaults to 0. */
+/** An EPOCH_BEGIN; `flags` defaults to 0 (an incremental epoch). */
 export function epochBegin(
-  f: Omit<Fields<EpochBeginFrame>, 'extraBytes'> & Partial<Pick<EpochBeginFrame, 'extraBytes'>>,
+  f: Omit<Fields<EpochBeginFrame>, 'flags'> & Partial<Pick<EpochBeginFrame, 'flags'>>,
 ): EpochBeginFrame {
   return {
     type: FrameType.EPOCH_BEGIN,
     epoch: f.epoch,
-    pageCount: f.pageCount,
-    chunkCount: f.chunkCount,
-    rawBytes: f.rawBytes,
-    extraBytes: f.extraBytes ?? 0,
+    flags: f.flags ?? 0,
+    baseEpoch: f.baseEpoch,
+    imageBytes: f.imageBytes,
   };
 }
 
@@ -221,9 +221,19 @@ export function chunk(
   };
 }
 
-/** An EPOCH_END. */
-export function epochEnd(f: Fields<EpochEndFrame>): EpochEndFrame {
-  return { type: FrameType.EPOCH_END, epoch: f.epoch, digest: f.digest, pageCount: f.pageCount };
+/** An EPOCH_END; `extraBytes` defaults to 0. */
+export function epochEnd(
+  f: Omit<Fields<EpochEndFrame>, 'extraBytes'> & Partial<Pick<EpochEndFrame, 'extraBytes'>>,
+): EpochEndFrame {
+  return {
+    type: FrameType.EPOCH_END,
+    epoch: f.epoch,
+    digest: f.digest,
+    pageCount: f.pageCount,
+    chunkCount: f.chunkCount,
+    rawBytes: f.rawBytes,
+    extraBytes: f.extraBytes ?? 0,
+  };
 }
 
 /** An ACK; `flags` defaults to 0 (received, not yet durable). */

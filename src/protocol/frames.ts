@@ -104,6 +104,17 @@ export const AckFlags = {
 /** Every ACK flag bit this version defines. */
 export const ACK_FLAGS_KNOWN = AckFlags.DURABLE;
 
+/** EPOCH_BEGIN flag bits; the others must be 0. */
+export const EpochFlags = {
+  /**
+   * A full copy: every page of the image is in the epoch, the receiver's replica becomes exactly it,
+   * and both sides reset their page caches before it (no delta refers to anything earlier).
+   */
+  FULL: 1 << 0,
+} as const;
+/** Every EPOCH_BEGIN flag bit this version defines. */
+export const EPOCH_FLAGS_KNOWN = EpochFlags.FULL;
+
 /** HEARTBEAT flag bits; the others must be 0. */
 export const HeartbeatFlags = {
   /** An answer to a HEARTBEAT: `sentAt` and `seq` are echoed, so the peer measures the round trip. */
@@ -173,9 +184,9 @@ export const MAX_CONTROL_PAYLOAD = 4096;
 /** Fixed payload bytes of each frame type (HELLO, CHUNK and ERROR have a variable tail). */
 export const FIXED_PAYLOAD: Readonly<Record<FrameType, number>> = {
   1: 45, // HELLO, then the peer name
-  2: 28, // EPOCH_BEGIN
+  2: 25, // EPOCH_BEGIN
   3: 26, // CHUNK, then the data
-  4: 28, // EPOCH_END
+  4: 44, // EPOCH_END
   5: 17, // ACK
   6: 21, // HEARTBEAT
   7: 25, // RESUME
@@ -241,18 +252,19 @@ export interface HelloFrame {
   readonly peerName: string;
 }
 
-/** Opens an epoch: what the following CHUNKs add up to. */
+/**
+ * Opens an epoch. It says what the epoch builds on, not what it holds: a sender streams chunks while
+ * it still encodes them, so the counts come with EPOCH_END.
+ */
 export interface EpochBeginFrame {
   readonly type: typeof FrameType.EPOCH_BEGIN;
   readonly epoch: number;
-  /** Dirty pages in the epoch (sum of `records` over page chunks). */
-  readonly pageCount: number;
-  /** CHUNK frames in the epoch, both kinds. */
-  readonly chunkCount: number;
-  /** Sum of `rawLength` over all the epoch's chunks, both kinds, bytes. */
-  readonly rawBytes: number;
-  /** Sum of `rawLength` over the epoch's extra chunks, bytes (≤ rawBytes). */
-  readonly extraBytes: number;
+  /** {@link EpochFlags} bits. */
+  readonly flags: number;
+  /** The epoch whose decoded state this one's deltas build on (the previous one); `null` with FULL. */
+  readonly baseEpoch: number | null;
+  /** Size of the replicated image at this epoch, bytes. */
+  readonly imageBytes: number;
 }
 
 /** A piece of an epoch: a compressed (or raw) records stream. `data` is opaque to the protocol. */
@@ -273,14 +285,20 @@ export interface ChunkFrame {
   readonly data: Buffer;
 }
 
-/** Closes an epoch. */
+/** Closes an epoch: what its CHUNKs (on any channel) add up to, and the digest to check. */
 export interface EpochEndFrame {
   readonly type: typeof FrameType.EPOCH_END;
   readonly epoch: number;
   /** End-to-end digest of the epoch's decoded pages (16 bytes, computed by the codec). */
   readonly digest: Buffer;
-  /** Dirty pages in the epoch, again, as a check against EPOCH_BEGIN. */
+  /** Dirty pages in the epoch (sum of `records` over page chunks). */
   readonly pageCount: number;
+  /** CHUNK frames in the epoch, both kinds. */
+  readonly chunkCount: number;
+  /** Sum of `rawLength` over all the epoch's chunks, both kinds, bytes. */
+  readonly rawBytes: number;
+  /** Sum of `rawLength` over the epoch's extra chunks, bytes (≤ rawBytes). */
+  readonly extraBytes: number;
 }
 
 /** Receiver → sender: an epoch arrived whole (and, with DURABLE, is persisted). */

@@ -58,10 +58,9 @@ export function parsePayload(type: FrameType, payload: Buffer, limits: ProtocolL
       frame = {
         type,
         epoch: r.u64('epoch'),
-        pageCount: r.u32(),
-        chunkCount: r.u32(),
-        rawBytes: r.u64('rawBytes'),
-        extraBytes: r.u32(),
+        flags: r.u8(),
+        baseEpoch: r.u64OrNone('baseEpoch'),
+        imageBytes: r.u64('imageBytes'),
       };
       break;
     case FrameType.CHUNK:
@@ -78,7 +77,15 @@ export function parsePayload(type: FrameType, payload: Buffer, limits: ProtocolL
       };
       break;
     case FrameType.EPOCH_END:
-      frame = { type, epoch: r.u64('epoch'), digest: r.copy(DIGEST_BYTES), pageCount: r.u32() };
+      frame = {
+        type,
+        epoch: r.u64('epoch'),
+        digest: r.copy(DIGEST_BYTES),
+        pageCount: r.u32(),
+        chunkCount: r.u32(),
+        rawBytes: r.u64('rawBytes'),
+        extraBytes: r.u32(),
+      };
       break;
     case FrameType.ACK:
       frame = { type, epoch: r.u64('epoch'), flags: r.u8(), receivedBytes: r.u64('receivedBytes') };

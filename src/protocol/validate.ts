@@ -9,6 +9,8 @@ import {
   ChunkKind,
   ChunkMethod,
   DIGEST_BYTES,
+  EPOCH_FLAGS_KNOWN,
+  EpochFlags,
   FRAME_TYPE_NAMES,
   type Frame,
   FrameType,
@@ -66,14 +68,20 @@ export function validateFrame(frame: Frame, limits: ProtocolLimits, direction: D
       );
       c.text('peerName', frame.peerName, MAX_PEER_NAME_BYTES);
       return;
-    case FrameType.EPOCH_BEGIN:
+    case FrameType.EPOCH_BEGIN: {
       c.epoch('epoch', frame.epoch);
-      c.uint('pageCount', frame.pageCount, U32);
-      c.uint('chunkCount', frame.chunkCount, U32);
-      c.uint('rawBytes', frame.rawBytes, Number.MAX_SAFE_INTEGER);
-      c.uint('extraBytes', frame.extraBytes, U32);
-      c.rule('extraBytes', frame.extraBytes, frame.extraBytes <= frame.rawBytes, '≤ rawBytes');
+      c.flags('flags', frame.flags, EPOCH_FLAGS_KNOWN);
+      c.epochOrNone('baseEpoch', frame.baseEpoch);
+      const full = (frame.flags & EpochFlags.FULL) !== 0;
+      c.rule(
+        'baseEpoch',
+        frame.baseEpoch,
+        full ? frame.baseEpoch === null : frame.baseEpoch !== null && frame.baseEpoch < frame.epoch,
+        'none with FULL, else an earlier epoch',
+      );
+      c.uint('imageBytes', frame.imageBytes, Number.MAX_SAFE_INTEGER);
       return;
+    }
     case FrameType.CHUNK:
       c.epoch('epoch', frame.epoch);
       c.uint('seq', frame.seq, U32);
@@ -112,6 +120,10 @@ export function validateFrame(frame: Frame, limits: ProtocolLimits, direction: D
       c.epoch('epoch', frame.epoch);
       c.bytes('digest', frame.digest, DIGEST_BYTES);
       c.uint('pageCount', frame.pageCount, U32);
+      c.uint('chunkCount', frame.chunkCount, U32);
+      c.uint('rawBytes', frame.rawBytes, Number.MAX_SAFE_INTEGER);
+      c.uint('extraBytes', frame.extraBytes, U32);
+      c.rule('extraBytes', frame.extraBytes, frame.extraBytes <= frame.rawBytes, '≤ rawBytes');
       return;
     case FrameType.ACK:
       c.epoch('epoch', frame.epoch);

@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { EpochDecoder, EpochEncoder } from '../../src/codec/index.js';
 import {
   chunk,
+  EpochFlags,
   encodeFrame,
   epochBegin,
   epochEnd,
@@ -31,9 +32,9 @@ function stream(zstdLevel: number | null): { bytes: Buffer; sent: Array<Map<numb
     const frames: Frame[] = [
       epochBegin({
         epoch,
-        pageCount: summary.pageCount,
-        chunkCount: chunks.length,
-        rawBytes: chunks.reduce((s, c) => s + c.rawLength, 0),
+        flags: epoch === 1 ? EpochFlags.FULL : 0,
+        baseEpoch: epoch === 1 ? null : epoch - 1,
+        imageBytes: memory.length * PAGE,
       }),
       ...chunks.map((c) =>
         chunk({
@@ -45,7 +46,13 @@ function stream(zstdLevel: number | null): { bytes: Buffer; sent: Array<Map<numb
           data: c.data,
         }),
       ),
-      epochEnd({ epoch, digest: summary.digest, pageCount: summary.pageCount }),
+      epochEnd({
+        epoch,
+        digest: summary.digest,
+        pageCount: summary.pageCount,
+        chunkCount: chunks.length,
+        rawBytes: chunks.reduce((s, c) => s + c.rawLength, 0),
+      }),
     ];
     for (const f of frames) parts.push(...encodeFrame(f));
     sent.push(new Map(dirty.map((p) => [p, Buffer.from(memory[p] as Buffer)])));

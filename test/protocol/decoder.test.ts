@@ -43,7 +43,7 @@ const sid = Buffer.alloc(16, 0x5a);
 /** One frame of each type, two CHUNKs. */
 const SAMPLE: Frame[] = [
   hello({ sessionId: sid, pageSize: 4096, role: Role.SENDER, peerName: 'src-host €' }),
-  epochBegin({ epoch: 5, pageCount: 3, chunkCount: 2, rawBytes: 40 }),
+  epochBegin({ epoch: 5, baseEpoch: 4, imageBytes: 1 << 30 }),
   chunk({ epoch: 5, seq: 0, records: 2, rawLength: 24, data: Buffer.from('abcdefghijklmnopqrstuvwx') }),
   chunk({
     epoch: 5,
@@ -53,7 +53,7 @@ const SAMPLE: Frame[] = [
     method: ChunkMethod.ZSTD,
     data: Buffer.from('zstd....'),
   }),
-  epochEnd({ epoch: 5, digest: Buffer.alloc(16, 3), pageCount: 3 }),
+  epochEnd({ epoch: 5, digest: Buffer.alloc(16, 3), pageCount: 3, chunkCount: 2, rawBytes: 9024 }),
   ack({ epoch: 5, flags: 1, receivedBytes: 12345 }),
   heartbeat({ sentAt: 1_700_000_000_000, seq: 3, lastAcked: 5 }),
   resume({ sessionId: sid, fromEpoch: 6, reason: ResumeReason.RECONNECT }),

@@ -18,6 +18,7 @@ import {
   Capability,
   ChunkKind,
   ChunkMethod,
+  EpochFlags,
   type Frame,
   FrameType,
   HeartbeatFlags,
@@ -53,11 +54,13 @@ describe('encodeFrame: golden bytes (docs/protocol.md §3)', () => {
   });
 
   it('EPOCH_BEGIN', () => {
-    const f = epochBegin({ epoch: 7, pageCount: 1000, chunkCount: 2, rawBytes: 4_100_000, extraBytes: 4096 });
+    const f = epochBegin({ epoch: 7, baseEpoch: 6, imageBytes: 2 ** 32 });
     expect(bytes(f)).toBe(
-      hex(
-        '5257 01 02 00 00 0000 1c000000 | 0700000000000000 | e8030000 | 02000000 | a08f3e0000000000 | 00100000',
-      ),
+      hex('5257 01 02 00 00 0000 19000000 | 0700000000000000 | 00 | 0600000000000000 | 0000000001000000'),
+    );
+    const full = epochBegin({ epoch: 1, flags: EpochFlags.FULL, baseEpoch: null, imageBytes: 4096 });
+    expect(bytes(full)).toBe(
+      hex('5257 01 02 00 00 0000 19000000 | 0100000000000000 | 01 | ffffffffffffffff | 0010000000000000'),
     );
   });
 
@@ -92,9 +95,18 @@ describe('encodeFrame: golden bytes (docs/protocol.md §3)', () => {
   });
 
   it('EPOCH_END', () => {
-    const f = epochEnd({ epoch: 7, digest: Buffer.alloc(16, 0xaa), pageCount: 1000 });
+    const f = epochEnd({
+      epoch: 7,
+      digest: Buffer.alloc(16, 0xaa),
+      pageCount: 1000,
+      chunkCount: 2,
+      rawBytes: 4_100_000,
+      extraBytes: 4096,
+    });
     expect(bytes(f)).toBe(
-      hex(`5257 01 04 00 00 0000 1c000000 | 0700000000000000 | ${'aa'.repeat(16)} | e8030000`),
+      hex(
+        `5257 01 04 00 00 0000 2c000000 | 0700000000000000 | ${'aa'.repeat(16)} | e8030000 | 02000000 | a08f3e0000000000 | 00100000`,
+      ),
     );
   });
 
@@ -126,7 +138,7 @@ describe('encodeFrame: golden bytes (docs/protocol.md §3)', () => {
 
   it('the example of §8', () => {
     const frames = [
-      epochBegin({ epoch: 7, pageCount: 1, chunkCount: 1, rawBytes: 4097 }),
+      epochBegin({ epoch: 7, baseEpoch: 6, imageBytes: 1 << 30 }),
       chunk({
         epoch: 7,
         seq: 0,
@@ -135,16 +147,14 @@ describe('encodeFrame: golden bytes (docs/protocol.md §3)', () => {
         method: ChunkMethod.ZSTD,
         data: Buffer.from('28b52f', 'hex'),
       }),
-      ack({ epoch: 7, flags: AckFlags.DURABLE, receivedBytes: 178 }),
+      ack({ epoch: 7, flags: AckFlags.DURABLE, receivedBytes: 198 }),
     ];
     expect(frames.map(bytes)).toEqual([
-      hex(
-        '5257 01 02 00 00 0000 1c000000 | 0700000000000000 | 01000000 | 01000000 | 0110000000000000 | 00000000',
-      ),
+      hex('5257 01 02 00 00 0000 19000000 | 0700000000000000 | 00 | 0600000000000000 | 0000004000000000'),
       hex(
         '5257 01 03 00 00 0000 1d000000 | 0700000000000000 | 00000000 | 01000000 | 01100000 | 01 | 00 | 00000000 | 28b52f',
       ),
-      hex('5257 01 05 00 00 0000 11000000 | 0700000000000000 | 01 | b200000000000000'),
+      hex('5257 01 05 00 00 0000 11000000 | 0700000000000000 | 01 | c600000000000000'),
     ]);
     expect(encodedLength(hello({ sessionId: sid, pageSize: 4096, role: Role.SENDER }))).toBe(57);
   });
@@ -217,15 +227,41 @@ describe('encodeFrame: out-of-range fields are refused', () => {
     ['peer name with a lone surrogate', { ...h, peerName: 'a\ud800' }, 'INVALID_FIELD', 'peerName'],
     [
       'extraBytes > rawBytes',
-      epochBegin({ epoch: 1, pageCount: 0, chunkCount: 1, rawBytes: 10, extraBytes: 11 }),
+      epochEnd({
+        epoch: 1,
+        digest: Buffer.alloc(16),
+        pageCount: 0,
+        chunkCount: 1,
+        rawBytes: 10,
+        extraBytes: 11,
+      }),
       'INVALID_FIELD',
       'extraBytes',
     ],
+    ['fractional epoch', epochBegin({ epoch: 1.5, baseEpoch: 1, imageBytes: 0 }), 'INVALID_FIELD', 'epoch'],
     [
-      'fractional epoch',
-      epochBegin({ epoch: 1.5, pageCount: 0, chunkCount: 0, rawBytes: 0 }),
+      'a FULL epoch with a base',
+      epochBegin({ epoch: 3, flags: EpochFlags.FULL, baseEpoch: 2, imageBytes: 0 }),
       'INVALID_FIELD',
-      'epoch',
+      'baseEpoch',
+    ],
+    [
+      'an incremental epoch without a base',
+      epochBegin({ epoch: 3, baseEpoch: null, imageBytes: 0 }),
+      'INVALID_FIELD',
+      'baseEpoch',
+    ],
+    [
+      'a base that is not earlier',
+      epochBegin({ epoch: 3, baseEpoch: 3, imageBytes: 0 }),
+      'INVALID_FIELD',
+      'baseEpoch',
+    ],
+    [
+      'undefined EPOCH_BEGIN flag',
+      epochBegin({ epoch: 3, flags: 2, baseEpoch: 2, imageBytes: 0 }),
+      'RESERVED',
+      'flags',
     ],
     ['rawLength above the cap', { ...z, rawLength: 16 * 2 ** 20 + 1 }, 'FIELD_TOO_LARGE', 'rawLength'],
     ['unknown method', { ...c, method: 3 as ChunkMethod }, 'INVALID_FIELD', 'method'],
@@ -236,7 +272,7 @@ describe('encodeFrame: out-of-range fields are refused', () => {
     ['seq above a u32', { ...c, seq: 2 ** 32 }, 'INVALID_FIELD', 'seq'],
     [
       'short digest',
-      epochEnd({ epoch: 1, digest: Buffer.alloc(15), pageCount: 0 }),
+      epochEnd({ epoch: 1, digest: Buffer.alloc(15), pageCount: 0, chunkCount: 0, rawBytes: 0 }),
       'INVALID_FIELD',
       'digest',
     ],

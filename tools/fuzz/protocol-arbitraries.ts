@@ -18,6 +18,7 @@ import {
   DIGEST_BYTES,
   type EpochBeginFrame,
   type EpochEndFrame,
+  EpochFlags,
   type ErrorFrame,
   type Frame,
   FrameType,
@@ -72,11 +73,18 @@ export const helloArb: fc.Arbitrary<HelloFrame> = fc
   }));
 
 export const epochBeginArb: fc.Arbitrary<EpochBeginFrame> = fc
-  .record({ epoch: safe, pageCount: u32, chunkCount: u32, rawBytes: safe, extra: u32 })
-  .map(({ extra, ...f }) => ({
+  .record({
+    epoch: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }),
+    full: fc.boolean(),
+    back: safe,
+    imageBytes: safe,
+  })
+  .map(({ epoch, full, back, imageBytes }) => ({
     type: FrameType.EPOCH_BEGIN,
-    ...f,
-    extraBytes: Math.min(extra, f.rawBytes),
+    epoch,
+    flags: full ? EpochFlags.FULL : 0,
+    baseEpoch: full ? null : back % epoch,
+    imageBytes,
   }));
 
 /** CHUNKs under `limits` (data up to `maxData` bytes, to keep runs fast). */
@@ -106,8 +114,15 @@ export function chunkArb(limits: ProtocolLimits, maxData = 300): fc.Arbitrary<Ch
 }
 
 export const epochEndArb: fc.Arbitrary<EpochEndFrame> = fc
-  .record({ epoch: safe, digest: bytes(DIGEST_BYTES), pageCount: u32 })
-  .map((f) => ({ type: FrameType.EPOCH_END, ...f }));
+  .record({
+    epoch: safe,
+    digest: bytes(DIGEST_BYTES),
+    pageCount: u32,
+    chunkCount: u32,
+    rawBytes: safe,
+    extra: u32,
+  })
+  .map(({ extra, ...f }) => ({ type: FrameType.EPOCH_END, ...f, extraBytes: Math.min(extra, f.rawBytes) }));
 
 export const ackArb: fc.Arbitrary<AckFrame> = fc
   .record({ epoch: safe, flags: fc.constantFrom(0, 1), receivedBytes: safe })
