@@ -28,9 +28,10 @@ export interface ChunkInput {
 
 /**
  * Called once per decoded page, in record order. `page` is a view valid only during the call: copy it
- * to keep it.
+ * to keep it. `zero` is true for a ZERO record (the page is all zero bytes; a replica store need not
+ * write them out, and rebuilding a page cache needs to know).
  */
-export type PageSink = (pfn: number, page: Uint8Array) => void;
+export type PageSink = (pfn: number, page: Uint8Array, zero: boolean) => void;
 
 const FAULT_CODES = {
   truncated: 'RWAN_ERR_CODEC_TRUNCATED',
@@ -198,11 +199,45 @@ export class EpochDecoder {
     return this.cache.stats();
   }
 
-  /** Forget every cached page and any earlier failure (the encoder must reset too). */
+  /**
+   * Forget every cached page, any earlier failure and the epoch order (the encoder must reset too,
+   * before a FULL epoch; a new session may number its epochs from anywhere).
+   */
   reset(): void {
     this.cache.reset();
     this.failed = undefined;
     this.open = false;
+    this.epoch = -1;
+  }
+
+  /** The page cache's index as bytes ({@link PageCache.snapshot}), between epochs. */
+  cacheSnapshot(): Buffer {
+    if (this.open) this.fail('RWAN_ERR_CODEC_SEQUENCE', 'cacheSnapshot() inside an epoch');
+    return this.cache.snapshot();
+  }
+
+  /**
+   * Rebuild the state of a decoder that had decoded up to `lastEpoch` (after a restart): replay the
+   * index `snapshot` (or start from an empty cache), then the pages of each epoch decoded after it, in
+   * record order, as `pfns[k]` with `zero[k]` non-zero for a ZERO record. Returns the cached non-zero
+   * pages, whose content the caller must write (the last version of each page: the replica's) before
+   * the next epoch is decoded. Only on a fresh or reset decoder.
+   */
+  restoreCache(
+    snapshot: Uint8Array | null,
+    epochs: Iterable<{ pfns: ArrayLike<number>; zero: ArrayLike<number> }>,
+    lastEpoch: number | null,
+  ): Array<{ pfn: number; page: Uint8Array }> {
+    if (this.open || this.epoch !== -1) {
+      this.fail('RWAN_ERR_CODEC_SEQUENCE', 'restoreCache() on a decoder that has decoded');
+    }
+    this.cache.reset();
+    if (snapshot) this.cache.restore(snapshot);
+    for (const e of epochs) {
+      for (let k = 0; k < e.pfns.length; k++) this.cache.touch(e.pfns[k] as number, e.zero[k] !== 0);
+    }
+    this.epoch = lastEpoch ?? -1;
+    return this.cache.cachedPages();
   }
 
   /** Decode one record and hand its page to `sink` (a delta onto a cached page: queue it). */
@@ -309,7 +344,7 @@ export class EpochDecoder {
       this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
       this.cache.set(pfn, page);
     }
-    sink(pfn, page);
+    sink(pfn, page, page === this.zero);
   }
 
   /** Apply the queued deltas, then digest and hand out their pages, in record order. */
@@ -325,7 +360,7 @@ export class EpochDecoder {
       const pfn = q.pfns[k] as number;
       const slot = q.ops[3 * k] as number;
       this.digest.add(pfn, q.hashes[2 * k] as number, q.hashes[2 * k + 1] as number);
-      sink(pfn, slab.subarray(slot * ps, (slot + 1) * ps));
+      sink(pfn, slab.subarray(slot * ps, (slot + 1) * ps), false);
     }
     if (applied < n)
       throw deltaFault(q.pfns[applied] as number, faultOf(q.hashes[2 * applied] as number), where);

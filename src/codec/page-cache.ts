@@ -12,8 +12,15 @@
  *   zero pages take no slot (slot −1) and cost {@link ZERO_ENTRY_BYTES} of the cap
  */
 
+import { RwanError } from '../errors.js';
+
 /** Cap accounting for a cached zero page (the entry, no page copy). */
 export const ZERO_ENTRY_BYTES = 64;
+
+/** Snapshot layout (docs/codec.md §6): magic, version, page size, cap, entry count, then the entries. */
+const SNAPSHOT_MAGIC = 'RWPC';
+const SNAPSHOT_VERSION = 1;
+const SNAPSHOT_HEADER = 24;
 
 /** Counters for measuring how well the cache works. */
 export interface PageCacheStats {
@@ -112,27 +119,99 @@ export class PageCache {
 
   /** Record that `pfn` now holds `page` (copied), or is a zero page (`null`); it becomes most recent. */
   set(pfn: number, page: Uint8Array | null): void {
+    const slot = this.touch(pfn, page === null);
+    if (slot >= 0 && page !== null) this.slab.set(page, slot * this.pageSize);
+  }
+
+  /**
+   * What {@link set} does to the index, without the bytes: `pfn` becomes most recent, as a zero page or
+   * as a page whose content the caller writes into the returned slot (bytes `slot × pageSize` on in
+   * {@link pages}); −1 for a zero page or when nothing could be cached. Rebuilding a cache replays
+   * `touch` and fills the slots afterwards.
+   */
+  touch(pfn: number, zero: boolean): number {
     const old = this.index.get(pfn);
-    if (old !== undefined && (this.slotOf[old] as number) >= 0 && page !== null) {
+    if (old !== undefined && (this.slotOf[old] as number) >= 0 && !zero) {
       // the common case, a page sent again: same slot, most recent (no eviction can follow)
       this.toMostRecent(old);
-      this.slab.set(page, (this.slotOf[old] as number) * this.pageSize);
-      return;
+      return this.slotOf[old] as number;
     }
     if (old !== undefined) this.drop(old);
-    if (page === null) {
+    if (zero) {
       this.makeRoom(ZERO_ENTRY_BYTES, false);
-      if (this.used + ZERO_ENTRY_BYTES > this.capBytes) return;
+      if (this.used + ZERO_ENTRY_BYTES > this.capBytes) return -1;
       this.add(pfn, -1);
       this.used += ZERO_ENTRY_BYTES;
-      return;
+      return -1;
     }
     this.makeRoom(this.pageSize, true);
     const slot = this.free.pop() ?? (this.fresh < this.slots ? this.fresh++ : undefined);
-    if (slot === undefined) return; // a cap below one page: nothing is cached
-    this.slab.set(page, slot * this.pageSize);
+    if (slot === undefined) return -1; // a cap below one page: nothing is cached
     this.add(pfn, slot);
     this.used += this.pageSize;
+    return slot;
+  }
+
+  /**
+   * The index as bytes (docs/codec.md §6): which pfns are cached, in recency order (least recent
+   * first), and which of them as zero pages — not their content. {@link restore} on an empty cache of
+   * the same page size and cap replays it; the pages' content then comes from elsewhere (a receiver
+   * reads them from its replica, which holds exactly the last version sent of every page).
+   */
+  snapshot(): Buffer {
+    const out = Buffer.alloc(SNAPSHOT_HEADER + 8 * this.index.size);
+    out.write(SNAPSHOT_MAGIC, 0, 'latin1');
+    out.writeUInt16LE(SNAPSHOT_VERSION, 4);
+    out.writeUInt32LE(this.pageSize, 8);
+    out.writeDoubleLE(this.capBytes, 12);
+    out.writeUInt32LE(this.index.size, 20);
+    let at = SNAPSHOT_HEADER;
+    for (let id = this.next[0] as number; id !== 0; id = this.next[id] as number) {
+      const pfn = this.pfnOf[id] as number;
+      out.writeUInt32LE(pfn % 2 ** 32, at);
+      out.writeUInt32LE(
+        Math.floor(pfn / 2 ** 32) + ((this.slotOf[id] as number) < 0 ? 0x8000_0000 : 0),
+        at + 4,
+      );
+      at += 8;
+    }
+    return out;
+  }
+
+  /**
+   * Replay a {@link snapshot} into this cache, which must be empty and have the same page size and
+   * cap. The slots of non-zero pages hold no content yet: fill them (see {@link cachedPages}).
+   */
+  restore(snapshot: Uint8Array): void {
+    const b = Buffer.from(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength);
+    const bad = (why: string): never => {
+      throw new RwanError('RWAN_ERR_INVALID_INPUT', `page cache snapshot: ${why}`, {
+        details: { bytes: b.length },
+      });
+    };
+    if (this.index.size !== 0) bad('the cache is not empty');
+    if (b.length < SNAPSHOT_HEADER || b.toString('latin1', 0, 4) !== SNAPSHOT_MAGIC)
+      bad('no snapshot header');
+    if (b.readUInt16LE(4) !== SNAPSHOT_VERSION) bad(`version ${b.readUInt16LE(4)}`);
+    if (b.readUInt32LE(8) !== this.pageSize || b.readDoubleLE(12) !== this.capBytes) {
+      bad(`made for ${b.readUInt32LE(8)}-byte pages and a ${b.readDoubleLE(12)}-byte cap`);
+    }
+    const count = b.readUInt32LE(20);
+    if (b.length !== SNAPSHOT_HEADER + 8 * count) bad(`${b.length} bytes for ${count} entries`);
+    for (let k = 0, at = SNAPSHOT_HEADER; k < count; k++, at += 8) {
+      const hi = b.readUInt32LE(at + 4);
+      this.touch((hi & 0x7fff_ffff) * 2 ** 32 + b.readUInt32LE(at), hi >= 0x8000_0000);
+    }
+  }
+
+  /** Every cached non-zero page: its pfn and a view of its slot (to fill after {@link restore}). */
+  cachedPages(): Array<{ pfn: number; page: Uint8Array }> {
+    const out: Array<{ pfn: number; page: Uint8Array }> = [];
+    for (let id = this.next[0] as number; id !== 0; id = this.next[id] as number) {
+      const page = this.view(id);
+      if (page) out.push({ pfn: this.pfnOf[id] as number, page });
+    }
+    return out;
   }
 
   /** Forget everything (both sides do this when a session restarts from a full copy). */

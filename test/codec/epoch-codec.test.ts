@@ -162,6 +162,63 @@ function rawChunks(): { first: EncodedChunk[]; firstDigest: Buffer; second: Enco
   return { first, firstDigest: s1.digest, second: chunks[0] as EncodedChunk };
 }
 
+describe('restart: a decoder rebuilt from a cache snapshot, the epochs since and the replica', () => {
+  it('decodes the following epochs exactly like the decoder that never stopped (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(opArb(24), { minLength: 1, maxLength: 30 }), { minLength: 3, maxLength: 9 }),
+        fc.nat(100),
+        fc.nat(100),
+        fc.constantFrom(4, 8, 40),
+        (epochs, a, b, cachePages) => {
+          const opts = { pageSize: 512, chunkBytes: 2048, cacheBytes: cachePages * 512, zstdLevel: null };
+          const enc = new EpochEncoder(opts);
+          const dec = new EpochDecoder(opts);
+          const memory = new Map<number, Uint8Array>();
+          const replica = new Map<number, Uint8Array>();
+          const snapAt = a % (epochs.length - 1); // the checkpoint: after epoch snapAt (0: before any)
+          const stopAt = snapAt + 1 + (b % (epochs.length - 1 - snapAt)); // the crash: after epoch stopAt
+          let snapshot: Buffer | null = null;
+          const since: Array<{ pfns: number[]; zero: number[] }> = [];
+          let fresh: EpochDecoder | undefined;
+          epochs.forEach((ops, e) => {
+            const epoch = e + 1;
+            const dirty = applyOps(memory, ops, 512).sort((x, y) => x - y);
+            const { chunks, summary } = enc.encodeEpoch(
+              epoch,
+              dirty,
+              (i) => memory.get(dirty[i] as number) as Uint8Array,
+            );
+            const d = fresh ?? dec;
+            const seen = { pfns: [] as number[], zero: [] as number[] };
+            d.begin(epoch);
+            for (const c of chunks) {
+              d.chunk(c, (pfn, page, zero) => {
+                replica.set(pfn, Uint8Array.from(page));
+                seen.pfns.push(pfn);
+                seen.zero.push(zero ? 1 : 0);
+              });
+            }
+            d.end(summary.pageCount, summary.digest);
+            if (epoch === snapAt) snapshot = dec.cacheSnapshot();
+            if (epoch > snapAt && epoch <= stopAt) since.push(seen);
+            if (epoch === stopAt) {
+              fresh = new EpochDecoder(opts);
+              for (const { pfn, page } of fresh.restoreCache(snapshot, since, stopAt)) {
+                page.set(replica.get(pfn) ?? new Uint8Array(512));
+              }
+              expect(fresh.cacheSnapshot()).toEqual(dec.cacheSnapshot());
+            }
+          });
+          for (const [pfn, page] of memory)
+            expect(Buffer.compare(replica.get(pfn) as Uint8Array, page)).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+});
+
 describe('strict decoding: each fault is a typed error, never a wrong page', () => {
   const none: PageSink = () => undefined;
 

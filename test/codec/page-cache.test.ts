@@ -62,3 +62,57 @@ describe('PageCache', () => {
     expect(tiny.peek(1)).toBeUndefined();
   });
 });
+
+describe('PageCache snapshot and restore', () => {
+  it('a restored cache has the same index and then behaves exactly like the original', () => {
+    const cap = 5 * 512 + 3 * ZERO_ENTRY_BYTES;
+    const a = new PageCache(512, cap);
+    let x = 7;
+    const rnd = (n: number) => {
+      x = (x * 1103515245 + 12345) >>> 0;
+      return x % n;
+    };
+    const step = (c: PageCache, pfn: number, v: number | null) => c.set(pfn, v === null ? null : page(v));
+    const ops = Array.from({ length: 400 }, () => [rnd(12), rnd(5) === 0 ? null : rnd(250) + 1] as const);
+    for (const [pfn, v] of ops.slice(0, 200)) step(a, pfn, v);
+    const snap = a.snapshot();
+    const b = new PageCache(512, cap);
+    b.restore(snap);
+    expect(b.snapshot()).toEqual(snap);
+    for (const { pfn, page: slot } of b.cachedPages()) slot.set(a.peek(pfn) as Uint8Array);
+    for (const [pfn, v] of ops.slice(200)) {
+      step(a, pfn, v);
+      step(b, pfn, v);
+    }
+    expect(b.snapshot()).toEqual(a.snapshot());
+    for (let pfn = 0; pfn < 12; pfn++) expect(b.peek(pfn)).toEqual(a.peek(pfn));
+  });
+
+  it('touch() replays set() without the bytes', () => {
+    const a = new PageCache(512, 3 * 512);
+    const b = new PageCache(512, 3 * 512);
+    for (const [pfn, v] of [
+      [1, 1],
+      [2, 0],
+      [3, 3],
+      [1, 4],
+      [5, 5],
+      [6, 0],
+    ] as const) {
+      a.set(pfn, v === 0 ? null : page(v));
+      b.touch(pfn, v === 0);
+    }
+    expect(b.snapshot()).toEqual(a.snapshot());
+  });
+
+  it('refuses a snapshot of another geometry, a damaged one, or a non-empty cache', () => {
+    const a = new PageCache(512, 4 * 512);
+    a.set(1, page(1));
+    const snap = a.snapshot();
+    expect(() => new PageCache(1024, 4 * 512).restore(snap)).toThrow(/1024|512-byte pages/);
+    expect(() => new PageCache(512, 8 * 512).restore(snap)).toThrow(/cap/);
+    expect(() => new PageCache(512, 4 * 512).restore(snap.subarray(0, snap.length - 1))).toThrow(/entries/);
+    expect(() => new PageCache(512, 4 * 512).restore(Buffer.from('nope'))).toThrow(/header/);
+    expect(() => a.restore(snap)).toThrow(/not empty/);
+  });
+});
