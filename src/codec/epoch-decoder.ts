@@ -219,13 +219,14 @@ export class EpochDecoder {
   /**
    * Rebuild the state of a decoder that had decoded up to `lastEpoch` (after a restart): replay the
    * index `snapshot` (or start from an empty cache), then the pages of each epoch decoded after it, in
-   * record order, as `pfns[k]` with `zero[k]` non-zero for a ZERO record. Returns the cached non-zero
+   * record order, as `pfns[k]` with `zero[k]` non-zero for a ZERO record (a `full` epoch starts from an
+   * empty cache, as it did when decoded). Returns the cached non-zero
    * pages, whose content the caller must write (the last version of each page: the replica's) before
    * the next epoch is decoded. Only on a fresh or reset decoder.
    */
   restoreCache(
     snapshot: Uint8Array | null,
-    epochs: Iterable<{ pfns: ArrayLike<number>; zero: ArrayLike<number> }>,
+    epochs: Iterable<{ full?: boolean; pfns: ArrayLike<number>; zero: ArrayLike<number> }>,
     lastEpoch: number | null,
   ): Array<{ pfn: number; page: Uint8Array }> {
     if (this.open || this.epoch !== -1) {
@@ -234,6 +235,7 @@ export class EpochDecoder {
     this.cache.reset();
     if (snapshot) this.cache.restore(snapshot);
     for (const e of epochs) {
+      if (e.full) this.cache.reset(); // both sides reset before a FULL epoch
       for (let k = 0; k < e.pfns.length; k++) this.cache.touch(e.pfns[k] as number, e.zero[k] !== 0);
     }
     this.epoch = lastEpoch ?? -1;
