@@ -56,7 +56,8 @@ export function encodeFrame(frame: Frame, limits: ProtocolLimits = DEFAULT_LIMIT
     case FrameType.HELLO:
       w.u8(frame.minVersion).u8(frame.maxVersion).u32(frame.capabilities).bytes(frame.sessionId);
       w.u32(frame.pageSize).u8(frame.role).u64(frame.lastEpochHeld);
-      w.u16(frame.channelIndex).u16(frame.channelCount).u32(frame.maxChunkBytes).text(frame.peerName);
+      w.u16(frame.channelIndex).u16(frame.channelCount).u32(frame.maxChunkBytes).u64(frame.cacheBytes);
+      w.text(frame.peerName);
       break;
     case FrameType.EPOCH_BEGIN:
       w.u64(frame.epoch).u8(frame.flags).u64(frame.baseEpoch).u64(frame.imageBytes);
@@ -164,7 +165,10 @@ class Writer {
 
 type Fields<F extends Frame> = Omit<F, 'type'>;
 
-/** A HELLO; defaults: version 1..1, no capabilities, no epoch held, channel 0 of 1, 16 MiB chunks, no name. */
+/**
+ * A HELLO; defaults: version 1..1, no capabilities, no epoch held, channel 0 of 1, 16 MiB chunks, no
+ * page cache, no name.
+ */
 export function hello(
   f: Pick<HelloFrame, 'sessionId' | 'pageSize' | 'role'> & Partial<Fields<HelloFrame>>,
 ): HelloFrame {
@@ -180,6 +184,7 @@ export function hello(
     channelIndex: f.channelIndex ?? 0,
     channelCount: f.channelCount ?? 1,
     maxChunkBytes: f.maxChunkBytes ?? DEFAULT_MAX_RAW_LENGTH,
+    cacheBytes: f.cacheBytes ?? 0,
     peerName: f.peerName ?? '',
   };
 }

@@ -183,7 +183,7 @@ export const MAX_CONTROL_PAYLOAD = 4096;
 
 /** Fixed payload bytes of each frame type (HELLO, CHUNK and ERROR have a variable tail). */
 export const FIXED_PAYLOAD: Readonly<Record<FrameType, number>> = {
-  1: 45, // HELLO, then the peer name
+  1: 53, // HELLO, then the peer name
   2: 25, // EPOCH_BEGIN
   3: 26, // CHUNK, then the data
   4: 44, // EPOCH_END
@@ -248,6 +248,11 @@ export interface HelloFrame {
   readonly channelCount: number;
   /** The largest CHUNK data and rawLength I accept, bytes (≥ {@link MIN_CHUNK_CAP}). */
   readonly maxChunkBytes: number;
+  /**
+   * Sender: the byte cap of its page cache, which the receiver's must equal (both mirror one cache:
+   * docs/codec.md §6); the receiver echoes the value it uses. 0: no page cache.
+   */
+  readonly cacheBytes: number;
   /** Free-form name of the peer (host, guest), UTF-8 ≤ 256 bytes; '' when not given. */
   readonly peerName: string;
 }

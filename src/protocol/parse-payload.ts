@@ -51,6 +51,7 @@ export function parsePayload(type: FrameType, payload: Buffer, limits: ProtocolL
         channelIndex: r.u16(),
         channelCount: r.u16(),
         maxChunkBytes: r.u32(),
+        cacheBytes: r.u64('cacheBytes'),
         peerName: r.text('peerName', MAX_PEER_NAME_BYTES),
       };
       break;

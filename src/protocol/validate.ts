@@ -66,6 +66,7 @@ export function validateFrame(frame: Frame, limits: ProtocolLimits, direction: D
         frame.maxChunkBytes >= MIN_CHUNK_CAP && frame.maxChunkBytes <= MAX_CHUNK_CAP,
         `from ${MIN_CHUNK_CAP} to ${MAX_CHUNK_CAP}`,
       );
+      c.uint('cacheBytes', frame.cacheBytes, Number.MAX_SAFE_INTEGER);
       c.text('peerName', frame.peerName, MAX_PEER_NAME_BYTES);
       return;
     case FrameType.EPOCH_BEGIN: {

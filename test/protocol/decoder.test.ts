@@ -209,7 +209,7 @@ describe('violations: one code each, with the wire code for the peer', () => {
     }),
   );
   const P = HEADER_SIZE; // payload offset
-  const HELLO_NAME_LEN = P + 43;
+  const HELLO_NAME_LEN = P + 51;
   const cases: [string, string, Buffer[], number][] = [
     ['bad magic', 'BAD_MAGIC', [patch(a, [[0, [0x57, 0x52]]])], WireErrorCode.PROTOCOL_VIOLATION],
     ['TLS record instead of a frame', 'BAD_MAGIC', [Buffer.from('160301020000010001fc0303', 'hex')], 1],
@@ -247,7 +247,7 @@ describe('violations: one code each, with the wire code for the peer', () => {
     ['epoch 2^64-1 where none is not allowed', 'INVALID_FIELD', [patch(a, [[P, Array(8).fill(0xff)]])], 1],
     ['epoch 2^53', 'INVALID_FIELD', [patch(a, [[P + 6, [0x20, 0]]])], 1],
     ['fatal = 2', 'INVALID_FIELD', [patch(e, [[P + 2, [2]]])], 1],
-    ['peer name not UTF-8', 'INVALID_FIELD', [patch(h, [[P + 45, [0xc3, 0x28, 0x61]]])], 1],
+    ['peer name not UTF-8', 'INVALID_FIELD', [patch(h, [[P + 53, [0xc3, 0x28, 0x61]]])], 1],
     ['CHUNK method 3', 'INVALID_FIELD', [patch(c, [[P + 20, [3]]])], 1],
     ['RESUME reason 7', 'INVALID_FIELD', [patch(bytesOf(SAMPLE[7] as Frame), [[P + 24, [7]]])], 1],
   ];
@@ -313,7 +313,7 @@ describe('violations: one code each, with the wire code for the peer', () => {
       }),
     );
     const out = Buffer.concat([f, Buffer.alloc(actual - Math.min(actual, 256), 0x78)]);
-    out.writeUInt32LE(45 + actual, 8);
+    out.writeUInt32LE(53 + actual, 8);
     out.writeUInt16LE(declared, HELLO_NAME_LEN);
     return out;
   }

@@ -45,11 +45,12 @@ describe('encodeFrame: golden bytes (docs/protocol.md §3)', () => {
       channelIndex: 1,
       channelCount: 2,
       maxChunkBytes: 16 * 2 ** 20,
+      cacheBytes: 64 * 2 ** 20,
       peerName: 'db1',
     });
     expect(bytes(f)).toBe(
-      hex(`5257 01 01 00 00 0000 30000000 | 01 01 | 05000000 | 000102030405060708090a0b0c0d0e0f | 00100000 | 01
-           | 2900000000000000 | 0100 | 0200 | 00000001 | 0300 646231`),
+      hex(`5257 01 01 00 00 0000 38000000 | 01 01 | 05000000 | 000102030405060708090a0b0c0d0e0f | 00100000 | 01
+           | 2900000000000000 | 0100 | 0200 | 00000001 | 0000000400000000 | 0300 646231`),
     );
   });
 
@@ -147,16 +148,16 @@ describe('encodeFrame: golden bytes (docs/protocol.md §3)', () => {
         method: ChunkMethod.ZSTD,
         data: Buffer.from('28b52f', 'hex'),
       }),
-      ack({ epoch: 7, flags: AckFlags.DURABLE, receivedBytes: 198 }),
+      ack({ epoch: 7, flags: AckFlags.DURABLE, receivedBytes: 206 }),
     ];
     expect(frames.map(bytes)).toEqual([
       hex('5257 01 02 00 00 0000 19000000 | 0700000000000000 | 00 | 0600000000000000 | 0000004000000000'),
       hex(
         '5257 01 03 00 00 0000 1d000000 | 0700000000000000 | 00000000 | 01000000 | 01100000 | 01 | 00 | 00000000 | 28b52f',
       ),
-      hex('5257 01 05 00 00 0000 11000000 | 0700000000000000 | 01 | c600000000000000'),
+      hex('5257 01 05 00 00 0000 11000000 | 0700000000000000 | 01 | ce00000000000000'),
     ]);
-    expect(encodedLength(hello({ sessionId: sid, pageSize: 4096, role: Role.SENDER }))).toBe(57);
+    expect(encodedLength(hello({ sessionId: sid, pageSize: 4096, role: Role.SENDER }))).toBe(65);
   });
 
   it('the largest safe integer round-trips through a u64 field', () => {
@@ -327,6 +328,7 @@ describe('builders', () => {
       channelIndex: 0,
       channelCount: 1,
       maxChunkBytes: 16 * 2 ** 20,
+      cacheBytes: 0,
       peerName: '',
     });
   });

@@ -55,6 +55,7 @@ export const helloArb: fc.Arbitrary<HelloFrame> = fc
     lastEpochHeld: epochOrNone,
     channels: fc.tuple(fc.integer({ min: 1, max: 0xffff }), fc.nat()),
     maxChunkBytes: fc.integer({ min: MIN_CHUNK_CAP, max: MAX_CHUNK_CAP }),
+    cacheBytes: safe,
     peerName: text(64),
   })
   .map(({ versions: [a, b], pageShift, channels: [count, i], ...f }) => ({
@@ -69,6 +70,7 @@ export const helloArb: fc.Arbitrary<HelloFrame> = fc
     channelIndex: i % count,
     channelCount: count,
     maxChunkBytes: f.maxChunkBytes,
+    cacheBytes: f.cacheBytes,
     peerName: f.peerName,
   }));
 
