@@ -1,0 +1,1184 @@
+/**
+ * The receiver's durable replica store (docs/replica-store.md): a directory that keeps a replica of
+ * the sender's image which is always consistent at the last committed epoch, across crashes.
+ *
+ *   dir/ (0700)
+ *     replica.img     the image, whole pages; holds every epoch up to committedEpoch (durably up to
+ *                     appliedEpoch, the last checkpoint)
+ *     journal.bin     append-only, one record per committed epoch since the last checkpoint
+ *     state.bin       page size, session, image size, appliedEpoch, the checkpoint's sidecar; replaced
+ *                     atomically (state.bin.tmp → rename)
+ *
+ *   beginEpoch ─ addPage… ─────────────────────────── commit ─────────────────────────────────────
+ *                 │ staged in memory (≤ stagingBytes)    │ write what is staged + trailer, fdatasync
+ *                 └ spill: a segment appended to the     │ (now durable: recovery replays it)
+ *                   journal when the staging fills       └ apply to replica.img (pwrite whole pages)
+ *
+ *   checkpoint: fdatasync replica → write state.bin.tmp, fsync → rename → fsync dir → truncate journal
+ *   open:       read state → scan the journal → replay records after the checkpoint → cut a torn tail
+ *
+ * A record counts only once its trailer (with a SHA-256 of the whole record) is on disk, and the
+ * replica is only written after the record is durable, so a crash anywhere leaves either the epoch's
+ * complete record (replayed at open) or an incomplete one (cut off at open) and a replica that the
+ * replay brings back to the last committed epoch. Replaying is idempotent: whole pages at fixed
+ * offsets, a full epoch first truncating the file.
+ */
+import { writevSync } from 'node:fs';
+import { constants, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { isRwanError, RwanError } from '../errors.js';
+import {
+  BlockReader,
+  encodeHeader,
+  encodeSegmentIndex,
+  encodeTrailer,
+  findRecordAfter,
+  getU64,
+  HEADER_BYTES,
+  isPageSize,
+  KIND_DATA,
+  KIND_ZERO,
+  MAX_SEGMENT_PAGES,
+  PageList,
+  putU64,
+  type RecordHeader,
+  readFully,
+  readRecord,
+  recordHash,
+  SESSION_BYTES,
+  type SegmentInfo,
+  TRAILER_BYTES,
+} from './journal.js';
+
+/** File name of the replica inside the store directory. */
+export const REPLICA_FILE = 'replica.img';
+/** File name of the journal. */
+export const JOURNAL_FILE = 'journal.bin';
+/** File name of the state file. */
+export const STATE_FILE = 'state.bin';
+/** File name the state is written to before it is renamed over {@link STATE_FILE}. */
+export const STATE_TEMP_FILE = 'state.bin.tmp';
+
+/** Default {@link StoreOptions.stagingBytes}: 64 MiB. */
+export const DEFAULT_STAGING_BYTES = 64 * 2 ** 20;
+/** Default {@link StoreOptions.checkpointBytes}: 256 MiB. */
+export const DEFAULT_CHECKPOINT_BYTES = 256 * 2 ** 20;
+
+/**
+ * The named points where {@link StoreOptions.faults} is called, in the order an epoch and a
+ * checkpoint pass them (docs/replica-store.md §6 says what is on disk at each).
+ */
+export const FAULT_POINTS = [
+  'spill:before-write',
+  'spill:after-write',
+  'commit:before-write',
+  'commit:after-write',
+  'commit:after-fsync',
+  'commit:mid-apply',
+  'commit:after-apply',
+  'checkpoint:before-replica-fsync',
+  'checkpoint:after-replica-fsync',
+  'checkpoint:after-temp-write',
+  'checkpoint:after-rename',
+  'checkpoint:after-dir-fsync',
+  'checkpoint:after-truncate',
+  'recovery:mid-apply',
+] as const;
+
+/** One of {@link FAULT_POINTS}. */
+export type FaultPoint = (typeof FAULT_POINTS)[number];
+
+/** How to open a store. */
+export interface StoreOptions {
+  /** The store directory; created (mode 0700) when missing. */
+  dir: string;
+  /** Bytes per page: a power of two from 512 to 65536, fixed when the store is created. */
+  pageSize: number;
+  /**
+   * fdatasync/fsync where durability needs it (default true): the journal at each commit, the
+   * replica and the state file at a checkpoint, the directory after a rename. False keeps crash
+   * consistency against a process crash but not against a power loss.
+   */
+  fsync?: boolean;
+  /**
+   * Page bytes an open epoch keeps in memory before they spill into the journal (default 64 MiB; at
+   * least one page).
+   */
+  stagingBytes?: number;
+  /** {@link ReplicaStore.checkpointDue} turns true once the journal holds more (default 256 MiB). */
+  checkpointBytes?: number;
+  /**
+   * Test only: called at each of {@link FAULT_POINTS}; when it throws, the operation fails there as
+   * if the process had died at that point (nothing after it happens, the store refuses further work
+   * until reopened).
+   */
+  faults?: (point: FaultPoint) => void;
+}
+
+/** What the store holds. */
+export interface StoreState {
+  /** The sender session the replica follows (32 hex characters); null for an empty store. */
+  sessionId: string | null;
+  /** Replica size in bytes, a multiple of the page size. */
+  imageBytes: number;
+  /** The last epoch durably in the replica file, as of the last checkpoint. */
+  appliedEpoch: number | null;
+  /** The last durable epoch (in the journal or the replica); ≥ appliedEpoch. */
+  committedEpoch: number | null;
+}
+
+/** The pages of one journal epoch, as {@link RecoveryReport.opsSinceSidecar} lists them. */
+export interface EpochOps {
+  epoch: number;
+  full: boolean;
+  /** Pfn of each page, in the order they were added. */
+  pfns: Float64Array;
+  /** 1 where the page was a zero page, per page. */
+  zero: Uint8Array;
+}
+
+/** What {@link ReplicaStore.open} found and did. */
+export interface RecoveryReport {
+  /** Committed epochs found in the journal after the checkpoint and (re)applied to the replica. */
+  replayedEpochs: number[];
+  /** Bytes of a torn journal tail (a record without a valid trailer) that were cut off. */
+  truncatedBytes: number;
+  /** The blob saved by the last checkpoint, or null. */
+  sidecar: Buffer | null;
+  /** The epoch the sidecar belongs to (the appliedEpoch of that checkpoint); null without a sidecar. */
+  sidecarEpoch: number | null;
+  /** Every journal epoch after the sidecar's checkpoint, in order. */
+  opsSinceSidecar: EpochOps[];
+}
+
+/** Options of {@link ReplicaStore.beginEpoch}. */
+export interface EpochOptions {
+  /** The epoch carries every page of the image and defines the replica completely. */
+  full: boolean;
+  /** Image size in bytes (a multiple of the page size); a non-full epoch keeps the store's. */
+  imageBytes: number;
+  /** The sender session (32 hex characters). */
+  sessionId: string;
+}
+
+/** The open epoch: pages in, then commit or abort. */
+export interface EpochWriter {
+  /** The epoch number. */
+  readonly epoch: number;
+  /**
+   * Add page `pfn` (`null`: an all-zero page). The bytes are copied now. Each pfn at most once per
+   * epoch, and `pfn × pageSize < imageBytes`. May spill staged pages into the journal (a synchronous
+   * buffered write, no fsync).
+   */
+  addPage(pfn: number, page: Uint8Array | null): void;
+  /** Make the epoch durable and apply it; when this resolves, `state.committedEpoch === epoch`. */
+  commit(): Promise<void>;
+  /** Drop the epoch; the journal is as before `beginEpoch`. */
+  abort(): Promise<void>;
+}
+
+/** {@link StoreOptions} with the defaults filled in. */
+interface ResolvedOptions {
+  dir: string;
+  pageSize: number;
+  fsync: boolean;
+  stagingBytes: number;
+  checkpointBytes: number;
+  faults: ((point: FaultPoint) => void) | undefined;
+}
+
+/** The state file's content (docs/replica-store.md §4). */
+interface Persisted {
+  pageSize: number;
+  sessionId: string | null;
+  imageBytes: number;
+  appliedEpoch: number | null;
+  /** Journal sequence number of the last record in the replica as of the checkpoint (0: none). */
+  appliedSeq: number;
+  sidecar: Buffer | null;
+}
+
+/** In-memory state: the persisted part, plus where the journal stands. */
+interface Live {
+  sessionId: string | null;
+  imageBytes: number;
+  appliedEpoch: number | null;
+  appliedSeq: number;
+  committedEpoch: number | null;
+  /** Sequence number of the last committed record. */
+  lastSeq: number;
+  /** Bytes of committed records in the journal (where the next record starts). */
+  journalEnd: number;
+}
+
+/** Consecutive replica pages written by one writev. */
+interface WriteRun {
+  pos: number;
+  bufs: Uint8Array[];
+}
+
+/** The pages of an epoch to apply, wherever they are. */
+interface EpochPages {
+  full: boolean;
+  imageBytes: number;
+  pfns: Float64Array;
+  kinds: Uint8Array;
+  /** Segments whose data is in the journal file. */
+  segments: SegmentInfo[];
+}
+
+const STATE_MAGIC = Buffer.from('RWANSTAT', 'latin1');
+const STATE_VERSION = 1;
+const STATE_HEAD_BYTES = 72;
+const DIGEST_BYTES = 32;
+const STATE_HAS_SESSION = 1;
+const STATE_HAS_APPLIED = 2;
+const STATE_HAS_SIDECAR = 4;
+
+/** Read block of the journal scan. */
+const SCAN_BLOCK_BYTES = 2 ** 20;
+/** Largest block of page data read back from the journal at once (within stagingBytes). */
+const MAX_READ_BLOCK_BYTES = 8 * 2 ** 20;
+/** Buffers per writev (Linux IOV_MAX). */
+const MAX_IOV = 1024;
+/** Replica writes in flight at once. */
+const WRITE_WIDTH = 4;
+/** Pages sorted and grouped into writes at once (bounds the per-write bookkeeping). */
+const WRITE_BATCH_PAGES = 8192;
+/** Image pages up to which duplicate pfns are found with a bitmap (16 MiB) rather than a Set. */
+const BITMAP_MAX_PAGES = 2 ** 27;
+/** Pages of staging the buffer starts with. */
+const STAGING_START_PAGES = 16;
+
+const SESSION_RE = /^[0-9a-fA-F]{32}$/;
+
+function invalid(message: string, details: Record<string, unknown> = {}): RwanError {
+  return new RwanError('RWAN_ERR_INVALID_VALUE', message, { details });
+}
+
+function damaged(message: string, details: Record<string, unknown> = {}): RwanError {
+  return new RwanError('RWAN_ERR_STORE', message, { details });
+}
+
+/** Our error as is; anything else (a file system error, a fault hook) as `RWAN_ERR_IO`. */
+function ioError(err: unknown, op: string, path: string): RwanError {
+  if (isRwanError(err)) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const msg = err instanceof Error ? err.message : String(err);
+  return new RwanError('RWAN_ERR_IO', `${op} ${path}: ${msg}`, {
+    cause: err,
+    details: { path, op, ...(code === undefined ? {} : { errno: code }) },
+  });
+}
+
+/** The views left after dropping the first `n` bytes of `bufs`. */
+function dropPrefix(bufs: Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = n;
+  for (const b of bufs) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    out.push(skip > 0 ? b.subarray(skip) : b);
+    skip = 0;
+  }
+  return out;
+}
+
+const totalBytes = (bufs: Uint8Array[]): number => bufs.reduce((n, b) => n + b.length, 0);
+
+/** writev all of `bufs` at `pos` (retrying after a short write). */
+async function writevAll(fh: FileHandle, bufs: Uint8Array[], pos: number): Promise<void> {
+  const total = totalBytes(bufs);
+  let done = 0;
+  let rest = bufs;
+  while (done < total) {
+    const { bytesWritten } = await fh.writev(rest, pos + done);
+    if (bytesWritten <= 0) throw new Error('writev wrote nothing');
+    done += bytesWritten;
+    rest = dropPrefix(rest, bytesWritten);
+  }
+}
+
+/** {@link writevAll}, synchronously. */
+function writevAllSync(fd: number, bufs: Uint8Array[], pos: number): void {
+  const total = totalBytes(bufs);
+  let done = 0;
+  let rest = bufs;
+  while (done < total) {
+    const n = writevSync(fd, rest, pos + done);
+    if (n <= 0) throw new Error('writev wrote nothing');
+    done += n;
+    rest = dropPrefix(rest, n);
+  }
+}
+
+function encodeState(s: Persisted): Buffer {
+  const sidecar = s.sidecar ?? Buffer.alloc(0);
+  const b = Buffer.alloc(STATE_HEAD_BYTES + sidecar.length + DIGEST_BYTES);
+  STATE_MAGIC.copy(b, 0);
+  b.writeUInt32LE(STATE_VERSION, 8);
+  b.writeUInt32LE(s.pageSize, 12);
+  const flags =
+    (s.sessionId === null ? 0 : STATE_HAS_SESSION) |
+    (s.appliedEpoch === null ? 0 : STATE_HAS_APPLIED) |
+    (s.sidecar === null ? 0 : STATE_HAS_SIDECAR);
+  b.writeUInt32LE(flags, 16);
+  if (s.sessionId !== null) b.write(s.sessionId, 24, SESSION_BYTES, 'hex');
+  putU64(b, 40, s.imageBytes);
+  putU64(b, 48, s.appliedEpoch ?? 0);
+  putU64(b, 56, s.appliedSeq);
+  putU64(b, 64, sidecar.length);
+  sidecar.copy(b, STATE_HEAD_BYTES);
+  recordHash()
+    .update(b.subarray(0, b.length - DIGEST_BYTES))
+    .digest()
+    .copy(b, b.length - DIGEST_BYTES);
+  return b;
+}
+
+function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
+  const bad = (why: string, details: Record<string, unknown> = {}) =>
+    damaged(`state file ${path}: ${why}`, { path, ...details });
+  if (b.length < STATE_HEAD_BYTES + DIGEST_BYTES || !b.subarray(0, 8).equals(STATE_MAGIC)) {
+    throw bad('not a replica store state file');
+  }
+  const digest = recordHash()
+    .update(b.subarray(0, b.length - DIGEST_BYTES))
+    .digest();
+  if (!digest.equals(b.subarray(b.length - DIGEST_BYTES))) throw bad('checksum mismatch');
+  const version = b.readUInt32LE(8);
+  if (version !== STATE_VERSION) throw bad(`version ${version} is not supported`, { version });
+  const found = b.readUInt32LE(12);
+  if (found !== pageSize) {
+    throw bad(`the store was created with page size ${found}, not ${pageSize}`, {
+      expected: pageSize,
+      found,
+    });
+  }
+  const flags = b.readUInt32LE(16);
+  const imageBytes = getU64(b, 40);
+  const appliedEpoch = getU64(b, 48);
+  const appliedSeq = getU64(b, 56);
+  const sidecarBytes = getU64(b, 64);
+  if (
+    (flags & ~(STATE_HAS_SESSION | STATE_HAS_APPLIED | STATE_HAS_SIDECAR)) !== 0 ||
+    b.readUInt32LE(20) !== 0 ||
+    imageBytes < 0 ||
+    imageBytes % pageSize !== 0 ||
+    appliedEpoch < 0 ||
+    appliedSeq < 0 ||
+    sidecarBytes !== b.length - STATE_HEAD_BYTES - DIGEST_BYTES ||
+    ((flags & STATE_HAS_SIDECAR) === 0 && sidecarBytes !== 0)
+  ) {
+    throw bad('a field is out of range', { flags, imageBytes, appliedEpoch, appliedSeq, sidecarBytes });
+  }
+  return {
+    pageSize,
+    sessionId: (flags & STATE_HAS_SESSION) === 0 ? null : b.toString('hex', 24, 24 + SESSION_BYTES),
+    imageBytes,
+    appliedEpoch: (flags & STATE_HAS_APPLIED) === 0 ? null : appliedEpoch,
+    appliedSeq,
+    sidecar:
+      (flags & STATE_HAS_SIDECAR) === 0
+        ? null
+        : Buffer.from(b.subarray(STATE_HEAD_BYTES, STATE_HEAD_BYTES + sidecarBytes)),
+  };
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+/**
+ * Replace the state file atomically: temp file, fsync, rename, fsync the directory (the fsyncs only
+ * when `fsync`). `fault` marks the steps for the crash tests.
+ */
+async function writeStateFile(
+  dir: string,
+  s: Persisted,
+  fsync: boolean,
+  fault: (p: FaultPoint) => void,
+): Promise<void> {
+  const tmp = join(dir, STATE_TEMP_FILE);
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(encodeState(s));
+    if (fsync) await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  fault('checkpoint:after-temp-write');
+  await rename(tmp, join(dir, STATE_FILE));
+  fault('checkpoint:after-rename');
+  if (fsync) await syncDir(dir);
+  fault('checkpoint:after-dir-fsync');
+}
+
+/** Why epoch `epoch` cannot follow `st`, or null when it can (the beginEpoch rules). */
+function epochProblem(
+  st: Live,
+  epoch: number,
+  full: boolean,
+  imageBytes: number,
+  sessionId: string,
+): string | null {
+  const same = st.sessionId === sessionId;
+  if (full && !same) return null;
+  if (!same) {
+    return st.sessionId === null
+      ? `epoch ${epoch}: an empty store needs a full epoch first`
+      : `epoch ${epoch} of session ${sessionId}: the store follows session ${st.sessionId} (only a full epoch starts a new session)`;
+  }
+  if (st.committedEpoch !== null && epoch <= st.committedEpoch) {
+    return `epoch ${epoch} does not follow committed epoch ${st.committedEpoch}`;
+  }
+  if (!full && imageBytes !== st.imageBytes) {
+    return `epoch ${epoch}: image size ${imageBytes} differs from the replica's ${st.imageBytes} (only a full epoch resizes it)`;
+  }
+  return null;
+}
+
+async function sizeOf(path: string): Promise<number | null> {
+  try {
+    return (await stat(path)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw ioError(err, 'stat', path);
+  }
+}
+
+/** An epoch between beginEpoch and the end of its commit or abort. */
+class OpenEpoch {
+  status: 'open' | 'committing' | 'closing' = 'open';
+  readonly pages = new PageList();
+  /** Segments already written to the journal. */
+  readonly spilled: SegmentInfo[] = [];
+  /** First page of the segment being staged. */
+  segFirst = 0;
+  /** Data pages staged (at the start of the staging buffer). */
+  segData = 0;
+  /** Journal offset of the next byte of the record. */
+  pos: number;
+  headerWritten = false;
+  readonly hash = recordHash();
+
+  constructor(
+    readonly header: RecordHeader,
+    readonly start: number,
+  ) {
+    this.pos = start;
+  }
+}
+
+/** A replica kept consistent at the last committed epoch, with its journal and state. */
+export class ReplicaStore {
+  private readonly dir: string;
+  private readonly pageSize: number;
+  private readonly fsync: boolean;
+  private readonly stagingCap: number;
+  private readonly checkpointBytes: number;
+  private readonly faults: ((p: FaultPoint) => void) | undefined;
+  private readonly live: Live;
+  private readonly zeroPage: Buffer;
+  private staging: Buffer;
+  private seen: Uint8Array | Set<number> = new Set();
+  private current: OpenEpoch | null = null;
+  /** A commit, abort or checkpoint in progress (settles, never rejects). */
+  private pending: Promise<void> | null = null;
+  private failure: unknown;
+  private failed = false;
+  private closed = false;
+
+  private constructor(
+    o: ResolvedOptions,
+    private readonly journal: FileHandle,
+    private readonly replica: FileHandle,
+    p: Persisted,
+  ) {
+    this.dir = o.dir;
+    this.pageSize = o.pageSize;
+    this.fsync = o.fsync;
+    this.stagingCap = Math.floor(o.stagingBytes / o.pageSize) * o.pageSize;
+    this.checkpointBytes = o.checkpointBytes;
+    this.faults = o.faults;
+    this.zeroPage = Buffer.alloc(o.pageSize);
+    this.staging = Buffer.allocUnsafe(Math.min(this.stagingCap, STAGING_START_PAGES * o.pageSize));
+    this.live = {
+      sessionId: p.sessionId,
+      imageBytes: p.imageBytes,
+      appliedEpoch: p.appliedEpoch,
+      appliedSeq: p.appliedSeq,
+      committedEpoch: p.appliedEpoch,
+      lastSeq: p.appliedSeq,
+      journalEnd: 0,
+    };
+  }
+
+  /**
+   * Open (or create) the store in `options.dir` and recover it: validate the state file, replay the
+   * journal's complete records after the last checkpoint onto the replica, cut a torn tail.
+   *
+   * Errors: `RWAN_ERR_INVALID_VALUE` (options), `RWAN_ERR_STORE` (another page size, a damaged state
+   * file, a damaged journal record followed by more records, a missing replica), `RWAN_ERR_IO`.
+   */
+  static async open(options: StoreOptions): Promise<{ store: ReplicaStore; recovery: RecoveryReport }> {
+    const { pageSize } = options;
+    if (!isPageSize(pageSize)) {
+      throw invalid(`page size ${pageSize}: expected a power of two from 512 to 65536`, { pageSize });
+    }
+    const stagingBytes = options.stagingBytes ?? DEFAULT_STAGING_BYTES;
+    if (!Number.isSafeInteger(stagingBytes) || stagingBytes < pageSize) {
+      throw invalid(`stagingBytes ${stagingBytes}: expected an integer of at least one page (${pageSize})`, {
+        stagingBytes,
+      });
+    }
+    const checkpointBytes = options.checkpointBytes ?? DEFAULT_CHECKPOINT_BYTES;
+    if (!Number.isSafeInteger(checkpointBytes) || checkpointBytes < 0) {
+      throw invalid(`checkpointBytes ${checkpointBytes}: expected a non-negative integer`, {
+        checkpointBytes,
+      });
+    }
+    const dir = resolve(options.dir);
+    const o: ResolvedOptions = {
+      dir,
+      pageSize,
+      fsync: options.fsync ?? true,
+      stagingBytes,
+      checkpointBytes,
+      faults: options.faults,
+    };
+    const statePath = join(dir, STATE_FILE);
+    const journalPath = join(dir, JOURNAL_FILE);
+    const replicaPath = join(dir, REPLICA_FILE);
+    try {
+      const made = await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (made !== undefined && o.fsync) {
+        // make the new directories' entries durable, innermost first
+        for (let d = dir; ; d = dirname(d)) {
+          await syncDir(dirname(d));
+          if (d === made || dirname(d) === d) break;
+        }
+      }
+      await rm(join(dir, STATE_TEMP_FILE), { force: true });
+    } catch (err) {
+      throw ioError(err, 'prepare', dir);
+    }
+    let bytes: Buffer | null;
+    try {
+      bytes = await readFile(statePath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, 'read', statePath);
+      bytes = null;
+    }
+    const journalSize = await sizeOf(journalPath);
+    const replicaSize = await sizeOf(replicaPath);
+    let p: Persisted;
+    if (bytes === null) {
+      if ((journalSize ?? 0) > 0 || (replicaSize ?? 0) > 0) {
+        throw damaged(`store ${dir}: ${STATE_FILE} is missing but the journal or replica holds data`, {
+          dir,
+        });
+      }
+      p = { pageSize, sessionId: null, imageBytes: 0, appliedEpoch: null, appliedSeq: 0, sidecar: null };
+      try {
+        await writeStateFile(dir, p, o.fsync, () => {});
+      } catch (err) {
+        throw ioError(err, 'create', statePath);
+      }
+    } else {
+      p = decodeState(bytes, statePath, pageSize);
+      if (replicaSize === null && p.imageBytes > 0) {
+        throw damaged(`store ${dir}: ${REPLICA_FILE} is missing`, { dir, imageBytes: p.imageBytes });
+      }
+    }
+    const rw = constants.O_RDWR | constants.O_CREAT;
+    let journal: FileHandle | undefined;
+    let replica: FileHandle | undefined;
+    try {
+      journal = await open(journalPath, rw, 0o600);
+      replica = await open(replicaPath, rw, 0o600);
+      if (o.fsync && (journalSize === null || replicaSize === null)) await syncDir(dir);
+    } catch (err) {
+      await journal?.close().catch(() => {});
+      await replica?.close().catch(() => {});
+      throw ioError(err, 'open', dir);
+    }
+    const store = new ReplicaStore(o, journal, replica, p);
+    try {
+      const recovery = await store.recover(p);
+      return { store, recovery };
+    } catch (err) {
+      await store.closeFiles().catch(() => {});
+      throw ioError(err, 'recover', journalPath);
+    }
+  }
+
+  /** A snapshot of what the store holds. */
+  get state(): StoreState {
+    const s = this.live;
+    return {
+      sessionId: s.sessionId,
+      imageBytes: s.imageBytes,
+      appliedEpoch: s.appliedEpoch,
+      committedEpoch: s.committedEpoch,
+    };
+  }
+
+  /** True once the journal holds more than `checkpointBytes`: time to call {@link checkpoint}. */
+  get checkpointDue(): boolean {
+    return this.live.journalEnd > this.checkpointBytes;
+  }
+
+  /** Path of the replica file (for readers that want the whole image; write it only through the store). */
+  get replicaPath(): string {
+    return join(this.dir, REPLICA_FILE);
+  }
+
+  /**
+   * Open epoch `epoch`. It needs `epoch > committedEpoch` and the store's session and image size,
+   * except a full epoch of another session (a new sender session restarts the numbering). One epoch
+   * at a time; not during a checkpoint. Errors: `RWAN_ERR_INVALID_VALUE`.
+   */
+  beginEpoch(epoch: number, o: EpochOptions): EpochWriter {
+    this.usable();
+    if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is still open`);
+    if (this.pending !== null) throw invalid('a checkpoint or the end of a commit is in progress');
+    if (!Number.isSafeInteger(epoch) || epoch < 0) {
+      throw invalid(`epoch ${epoch}: expected a safe integer ≥ 0`);
+    }
+    const { full, imageBytes } = o;
+    if (!Number.isSafeInteger(imageBytes) || imageBytes < 0 || imageBytes % this.pageSize !== 0) {
+      throw invalid(`image size ${imageBytes}: expected a multiple of the page size ${this.pageSize}`, {
+        imageBytes,
+      });
+    }
+    if (typeof o.sessionId !== 'string' || !SESSION_RE.test(o.sessionId)) {
+      throw invalid(`session id ${String(o.sessionId)}: expected 32 hex characters`);
+    }
+    const sessionId = o.sessionId.toLowerCase();
+    const problem = epochProblem(this.live, epoch, full, imageBytes, sessionId);
+    if (problem !== null) throw invalid(problem, { epoch, sessionId, imageBytes, full });
+    this.prepareSeen(imageBytes / this.pageSize);
+    const e = new OpenEpoch(
+      { seq: this.live.lastSeq + 1, epoch, full, pageSize: this.pageSize, imageBytes, sessionId },
+      this.live.journalEnd,
+    );
+    this.current = e;
+    return {
+      epoch,
+      addPage: (pfn, page) => this.addPage(e, pfn, page),
+      commit: () => this.commit(e),
+      abort: () => this.abort(e),
+    };
+  }
+
+  /**
+   * Make everything committed durable in the replica and start an empty journal: fsync the replica,
+   * replace the state file (with `sidecar`, returned by the next {@link open}), truncate the journal.
+   * Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
+   */
+  async checkpoint(sidecar: Uint8Array | null): Promise<void> {
+    this.usable();
+    if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is open`);
+    if (this.pending !== null) throw invalid('a checkpoint is already in progress');
+    const copy = sidecar === null ? null : Buffer.from(sidecar);
+    await this.track(this.checkpointSteps(copy));
+  }
+
+  /**
+   * Page `pfn` of the replica as of `committedEpoch` into `into` (`pageSize` bytes); zeros past the
+   * end of the image. Waits for a commit in progress.
+   */
+  async readPage(pfn: number, into: Uint8Array): Promise<void> {
+    this.usable();
+    if (!Number.isSafeInteger(pfn) || pfn < 0) throw invalid(`pfn ${pfn}: expected a safe integer ≥ 0`);
+    if (into.length !== this.pageSize) {
+      throw invalid(`page buffer of ${into.length} bytes: expected ${this.pageSize}`);
+    }
+    if (this.pending !== null) await this.pending;
+    this.usable();
+    const pos = pfn * this.pageSize;
+    if (pos >= this.live.imageBytes) {
+      into.fill(0);
+      return;
+    }
+    let got: number;
+    try {
+      got = await readFully(this.replica, into, this.pageSize, pos);
+    } catch (err) {
+      throw ioError(err, 'read', this.replicaPath);
+    }
+    if (got < this.pageSize) into.fill(0, got);
+  }
+
+  /**
+   * Close the files. An open epoch is dropped (as by abort), a commit in progress is waited for. Does
+   * not checkpoint. Safe to call on a store whose last operation failed.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const e = this.current;
+    if (e !== null && e.status === 'open') await this.abort(e).catch(() => {});
+    if (this.pending !== null) await this.pending;
+    this.closed = true;
+    await this.closeFiles();
+  }
+
+  private async closeFiles(): Promise<void> {
+    const results = await Promise.allSettled([this.journal.close(), this.replica.close()]);
+    for (const r of results) if (r.status === 'rejected') throw ioError(r.reason, 'close', this.dir);
+  }
+
+  private usable(): void {
+    if (this.closed) throw invalid('the replica store is closed');
+    if (this.failed) {
+      throw new RwanError(
+        'RWAN_ERR_STORE',
+        'an earlier write to the replica store failed: reopen it to recover',
+        {
+          cause: this.failure,
+          details: { dir: this.dir },
+        },
+      );
+    }
+  }
+
+  /** Record a failure (the store then refuses work until reopened) and return it as our error. */
+  private fail(err: unknown, op: string): RwanError {
+    if (!this.failed) {
+      this.failed = true;
+      this.failure = err;
+    }
+    return ioError(err, op, this.dir);
+  }
+
+  private fault(point: FaultPoint): void {
+    this.faults?.(point);
+  }
+
+  /** Run `work` as the pending operation (readPage, close and beginEpoch wait for or refuse it). */
+  private async track(work: Promise<void>): Promise<void> {
+    const settled = work.then(
+      () => {},
+      () => {},
+    );
+    this.pending = settled;
+    try {
+      await work;
+    } finally {
+      if (this.pending === settled) this.pending = null;
+    }
+  }
+
+  private prepareSeen(imagePages: number): void {
+    if (imagePages <= BITMAP_MAX_PAGES) {
+      const need = Math.ceil(imagePages / 8);
+      if (!(this.seen instanceof Uint8Array) || this.seen.length < need) this.seen = new Uint8Array(need);
+    } else if (!(this.seen instanceof Set)) {
+      this.seen = new Set();
+    }
+  }
+
+  private clearSeen(e: OpenEpoch): void {
+    const seen = this.seen;
+    if (seen instanceof Set) {
+      seen.clear();
+      return;
+    }
+    if (e.pages.count * 8 > seen.length) {
+      seen.fill(0);
+      return;
+    }
+    for (let i = 0; i < e.pages.count; i++) seen[Math.floor((e.pages.pfns[i] as number) / 8)] = 0;
+  }
+
+  private addPage(e: OpenEpoch, pfn: number, page: Uint8Array | null): void {
+    this.usable();
+    if (e.status !== 'open') throw invalid(`epoch ${e.header.epoch} is no longer open`);
+    const ps = this.pageSize;
+    if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn * ps >= e.header.imageBytes) {
+      throw invalid(`pfn ${pfn} is outside the image (${e.header.imageBytes / ps} pages)`, {
+        pfn,
+        imageBytes: e.header.imageBytes,
+      });
+    }
+    if (page !== null && page.length !== ps) {
+      throw invalid(`page of ${page.length} bytes: expected ${ps}`, { pfn, length: page.length });
+    }
+    const seen = this.seen;
+    if (seen instanceof Set) {
+      if (seen.has(pfn)) throw invalid(`pfn ${pfn} added twice in epoch ${e.header.epoch}`, { pfn });
+      seen.add(pfn);
+    } else {
+      const byte = Math.floor(pfn / 8);
+      const bit = 1 << (pfn % 8);
+      if (((seen[byte] as number) & bit) !== 0) {
+        throw invalid(`pfn ${pfn} added twice in epoch ${e.header.epoch}`, { pfn });
+      }
+      seen[byte] = (seen[byte] as number) | bit;
+    }
+    if (page !== null) {
+      const need = (e.segData + 1) * ps;
+      if (need > this.stagingCap) this.spill(e);
+      this.growStaging((e.segData + 1) * ps);
+      this.staging.set(page, e.segData * ps);
+      e.segData++;
+    }
+    e.pages.push(pfn, page === null ? KIND_ZERO : KIND_DATA);
+    if (e.pages.count - e.segFirst >= MAX_SEGMENT_PAGES) this.spill(e);
+  }
+
+  /** Grow the staging buffer (keeping its content) to hold at least `bytes` (≤ stagingCap). */
+  private growStaging(bytes: number): Buffer {
+    if (this.staging.length < bytes) {
+      const next = Buffer.allocUnsafe(Math.min(this.stagingCap, Math.max(bytes, 2 * this.staging.length)));
+      this.staging.copy(next);
+      this.staging = next;
+    }
+    return this.staging;
+  }
+
+  /**
+   * The buffers that write what is staged: the header if not yet written, then the staged segment
+   * (its index block and data slice). Feeds them to the record hash; the segment is recorded in
+   * `spilled` with its data offset when `spilling`. Returns the buffers and the staged segment.
+   */
+  private stagedBuffers(e: OpenEpoch, spilling: boolean): { bufs: Buffer[]; staged: SegmentInfo | null } {
+    const bufs: Buffer[] = [];
+    let at = e.pos;
+    if (!e.headerWritten) {
+      const h = encodeHeader(e.header);
+      e.hash.update(h);
+      bufs.push(h);
+      e.headerWritten = true;
+      at += HEADER_BYTES;
+    }
+    const n = e.pages.count - e.segFirst;
+    if (n === 0) return { bufs, staged: null };
+    const index = encodeSegmentIndex(e.pages.pfns, e.pages.kinds, e.segFirst, e.pages.count, e.segData);
+    e.hash.update(index);
+    bufs.push(index);
+    at += index.length;
+    const staged = { first: e.segFirst, pages: n, dataPages: e.segData, dataOffset: at };
+    if (e.segData > 0) {
+      const data = this.staging.subarray(0, e.segData * this.pageSize);
+      e.hash.update(data);
+      bufs.push(data);
+    }
+    if (spilling) {
+      e.spilled.push(staged);
+      e.segFirst = e.pages.count;
+      e.segData = 0;
+    }
+    return { bufs, staged };
+  }
+
+  /** Append the staged segment to the journal now (synchronously: addPage is synchronous). */
+  private spill(e: OpenEpoch): void {
+    try {
+      this.fault('spill:before-write');
+      const { bufs } = this.stagedBuffers(e, true);
+      writevAllSync(this.journal.fd, bufs, e.pos);
+      e.pos += totalBytes(bufs);
+      this.fault('spill:after-write');
+    } catch (err) {
+      throw this.fail(err, 'spill');
+    }
+  }
+
+  private async commit(e: OpenEpoch): Promise<void> {
+    this.usable();
+    if (e.status !== 'open') throw invalid(`epoch ${e.header.epoch} is no longer open`);
+    e.status = 'committing';
+    await this.track(this.commitSteps(e));
+  }
+
+  private async commitSteps(e: OpenEpoch): Promise<void> {
+    const h = e.header;
+    try {
+      this.fault('commit:before-write');
+      const { bufs, staged } = this.stagedBuffers(e, false);
+      const end = e.pos + totalBytes(bufs) + TRAILER_BYTES;
+      const segments = e.spilled.length + (staged === null ? 0 : 1);
+      bufs.push(encodeTrailer(segments, e.pages.count, end - e.start, h.seq, e.hash));
+      await writevAll(this.journal, bufs, e.pos);
+      e.pos = end;
+      this.fault('commit:after-write');
+      if (this.fsync) await this.journal.datasync();
+      this.fault('commit:after-fsync');
+      this.live.lastSeq = h.seq;
+      this.live.journalEnd = end;
+      const { pfns, kinds } = e.pages;
+      await this.apply(
+        { full: h.full, imageBytes: h.imageBytes, pfns, kinds, segments: e.spilled },
+        staged,
+        'commit:mid-apply',
+      );
+      this.fault('commit:after-apply');
+      this.live.committedEpoch = h.epoch;
+      this.live.sessionId = h.sessionId;
+      this.live.imageBytes = h.imageBytes;
+    } catch (err) {
+      throw this.fail(err, `commit of epoch ${h.epoch}`);
+    } finally {
+      this.clearSeen(e);
+      this.current = null;
+    }
+  }
+
+  private async abort(e: OpenEpoch): Promise<void> {
+    if (e.status !== 'open') throw invalid(`epoch ${e.header.epoch} is no longer open`);
+    e.status = 'closing';
+    const work = async (): Promise<void> => {
+      try {
+        if (e.headerWritten && !this.failed && !this.closed) await this.journal.truncate(e.start);
+      } catch (err) {
+        throw this.fail(err, `abort of epoch ${e.header.epoch}`);
+      } finally {
+        this.clearSeen(e);
+        this.current = null;
+      }
+    };
+    await this.track(work());
+  }
+
+  private async checkpointSteps(sidecar: Buffer | null): Promise<void> {
+    const s = this.live;
+    try {
+      this.fault('checkpoint:before-replica-fsync');
+      if (this.fsync) await this.replica.datasync();
+      this.fault('checkpoint:after-replica-fsync');
+      const p: Persisted = {
+        pageSize: this.pageSize,
+        sessionId: s.sessionId,
+        imageBytes: s.imageBytes,
+        appliedEpoch: s.committedEpoch,
+        appliedSeq: s.lastSeq,
+        sidecar,
+      };
+      await writeStateFile(this.dir, p, this.fsync, (point) => this.fault(point));
+      await this.journal.truncate(0);
+      this.fault('checkpoint:after-truncate');
+      if (this.fsync) await this.journal.datasync();
+      s.appliedEpoch = s.committedEpoch;
+      s.appliedSeq = s.lastSeq;
+      s.journalEnd = 0;
+    } catch (err) {
+      throw this.fail(err, 'checkpoint');
+    }
+  }
+
+  /**
+   * Write an epoch's pages into the replica: a full epoch first empties the file and sizes it (its
+   * zero pages and the pages it did not carry are then holes, read as zeros); the staged segment
+   * comes from memory, the spilled ones are read back from the journal in blocks. Pages of one epoch
+   * are distinct, so the order of the writes does not matter.
+   */
+  private async apply(p: EpochPages, staged: SegmentInfo | null, point: FaultPoint): Promise<void> {
+    let armed = true;
+    const afterWrite = () => {
+      if (armed) {
+        armed = false;
+        this.fault(point);
+      }
+    };
+    if (p.full) {
+      await this.replica.truncate(0);
+      await this.replica.truncate(p.imageBytes);
+    }
+    if (staged !== null) {
+      await this.writePages(p, staged.first, staged.first + staged.pages, this.staging, afterWrite);
+    }
+    const ps = this.pageSize;
+    for (const seg of p.segments) {
+      const want = Math.max(ps, Math.min(this.stagingCap, MAX_READ_BLOCK_BYTES, seg.dataPages * ps));
+      const buf = this.growStaging(want).subarray(0, want);
+      const cap = Math.floor(want / ps);
+      const end = seg.first + seg.pages;
+      let dataDone = 0;
+      for (let i = seg.first; i < end; ) {
+        let j = i;
+        let k = 0;
+        while (j < end) {
+          if (p.kinds[j] === KIND_DATA) {
+            if (k === cap) break;
+            k++;
+          }
+          j++;
+        }
+        if (k > 0) {
+          const want = k * ps;
+          const got = await readFully(this.journal, buf, want, seg.dataOffset + dataDone * ps);
+          if (got !== want)
+            throw damaged('journal ends inside a record being applied', { offset: seg.dataOffset });
+        }
+        await this.writePages(p, i, j, buf, afterWrite);
+        dataDone += k;
+        i = j;
+      }
+    }
+  }
+
+  /**
+   * pwrite pages `from..to` of `p` whose data pages lie one after another at the start of `data`, in
+   * batches of {@link WRITE_BATCH_PAGES}: sorted by pfn, consecutive pfns in one writev, a few writes
+   * in flight. A full epoch skips its zero pages (the file was emptied).
+   */
+  private async writePages(
+    p: EpochPages,
+    from: number,
+    to: number,
+    data: Buffer,
+    afterWrite: () => void,
+  ): Promise<void> {
+    const ps = this.pageSize;
+    let d = 0; // data pages before the batch
+    for (let lo = from; lo < to; lo += WRITE_BATCH_PAGES) {
+      const hi = Math.min(to, lo + WRITE_BATCH_PAGES);
+      const order: number[] = [];
+      const dataAt = new Int32Array(hi - lo);
+      let prev = -1;
+      let sorted = true;
+      for (let i = lo; i < hi; i++) {
+        const isData = p.kinds[i] === KIND_DATA;
+        dataAt[i - lo] = isData ? d++ : -1;
+        if (!isData && p.full) continue;
+        const pfn = p.pfns[i] as number;
+        if (pfn <= prev) sorted = false;
+        prev = pfn;
+        order.push(i);
+      }
+      if (!sorted) order.sort((a, b) => (p.pfns[a] as number) - (p.pfns[b] as number));
+      const runs: WriteRun[] = [];
+      let last = -2;
+      for (const i of order) {
+        const pfn = p.pfns[i] as number;
+        const at = dataAt[i - lo] as number;
+        const page = at >= 0 ? data.subarray(at * ps, (at + 1) * ps) : this.zeroPage;
+        const run = runs[runs.length - 1];
+        if (run !== undefined && pfn === last + 1 && run.bufs.length < MAX_IOV) run.bufs.push(page);
+        else runs.push({ pos: pfn * ps, bufs: [page] });
+        last = pfn;
+      }
+      await this.runWrites(runs, afterWrite);
+    }
+  }
+
+  /** Write `runs` to the replica, {@link WRITE_WIDTH} at a time; the first error stops the rest. */
+  private async runWrites(runs: WriteRun[], afterWrite: () => void): Promise<void> {
+    let next = 0;
+    let failed = false;
+    let error: unknown;
+    const worker = async (): Promise<void> => {
+      while (!failed && next < runs.length) {
+        const run = runs[next++] as WriteRun;
+        try {
+          await writevAll(this.replica, run.bufs, run.pos);
+          afterWrite();
+        } catch (err) {
+          if (!failed) {
+            failed = true;
+            error = err;
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(WRITE_WIDTH, runs.length) }, worker));
+    if (failed) throw error;
+  }
+
+  /** Scan the journal, replay what the checkpoint does not hold, cut a torn tail. */
+  private async recover(p: Persisted): Promise<RecoveryReport> {
+    const s = this.live;
+    const ps = this.pageSize;
+    const path = join(this.dir, JOURNAL_FILE);
+    const size = (await this.journal.stat()).size;
+    const reader = new BlockReader(this.journal, size, SCAN_BLOCK_BYTES);
+    const replayedEpochs: number[] = [];
+    const ops: EpochOps[] = [];
+    let truncatedBytes = 0;
+    let stale = 0;
+    let pos = 0;
+    while (pos < size) {
+      const r = await readRecord(reader, pos, ps);
+      if (!r.ok) {
+        if (r.trailerEnd !== undefined && r.trailerEnd < size) {
+          throw damaged(
+            `journal ${path}: the record at byte ${pos} is damaged (${r.reason}) and more data follows`,
+            {
+              path,
+              offset: pos,
+            },
+          );
+        }
+        const later = await findRecordAfter(this.journal, size, pos, s.lastSeq, ps, SCAN_BLOCK_BYTES);
+        if (later !== null) {
+          throw damaged(
+            `journal ${path}: the record at byte ${pos} is damaged (${r.reason}) but a complete record follows at byte ${later}`,
+            { path, offset: pos, next: later },
+          );
+        }
+        truncatedBytes = size - pos;
+        await this.journal.truncate(pos);
+        if (this.fsync) await this.journal.datasync();
+        break;
+      }
+      const rec = r.record;
+      const where = { path, offset: pos, seq: rec.seq, epoch: rec.epoch };
+      if (rec.seq <= s.appliedSeq) {
+        // written before the checkpoint whose journal truncation did not happen
+        if (replayedEpochs.length > 0)
+          throw damaged(`journal ${path}: record ${rec.seq} is out of sequence`, where);
+        stale++;
+        pos = rec.end;
+        continue;
+      }
+      if (rec.seq !== s.lastSeq + 1) {
+        throw damaged(`journal ${path}: record ${rec.seq} follows record ${s.lastSeq}`, where);
+      }
+      const problem = epochProblem(s, rec.epoch, rec.full, rec.imageBytes, rec.sessionId);
+      if (problem !== null) throw damaged(`journal ${path}: ${problem}`, where);
+      await this.apply(rec, null, 'recovery:mid-apply');
+      s.lastSeq = rec.seq;
+      s.committedEpoch = rec.epoch;
+      s.sessionId = rec.sessionId;
+      s.imageBytes = rec.imageBytes;
+      replayedEpochs.push(rec.epoch);
+      const zero = new Uint8Array(rec.kinds.length);
+      for (let i = 0; i < zero.length; i++) zero[i] = rec.kinds[i] === KIND_ZERO ? 1 : 0;
+      ops.push({ epoch: rec.epoch, full: rec.full, pfns: rec.pfns, zero });
+      pos = rec.end;
+    }
+    if (replayedEpochs.length === 0 && stale > 0) {
+      await this.journal.truncate(0);
+      if (this.fsync) await this.journal.datasync();
+      pos = 0;
+    }
+    s.journalEnd = pos;
+    const replicaBytes = (await this.replica.stat()).size;
+    if (replicaBytes !== s.imageBytes) {
+      throw damaged(
+        `store ${this.dir}: the replica holds ${replicaBytes} bytes, the image has ${s.imageBytes}`,
+        {
+          dir: this.dir,
+          replicaBytes,
+          imageBytes: s.imageBytes,
+        },
+      );
+    }
+    return {
+      replayedEpochs,
+      truncatedBytes,
+      sidecar: p.sidecar,
+      sidecarEpoch: p.sidecar === null ? null : p.appliedEpoch,
+      opsSinceSidecar: ops,
+    };
+  }
+}

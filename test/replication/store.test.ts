@@ -1,0 +1,804 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { copyFile, mkdir, mkdtemp, readFile, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type EpochOptions,
+  FAULT_POINTS,
+  type FaultPoint,
+  JOURNAL_FILE,
+  REPLICA_FILE,
+  ReplicaStore,
+  STATE_FILE,
+  type StoreOptions,
+} from '../../src/replication/store.js';
+import { codeOf, codeOfAsync } from '../helpers.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+const SESSION_A = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
+const SESSION_B = '0123456789abcdef0123456789ABCDEF';
+
+/** One epoch as the tests plan it: its options and its pages in add order (null = zero page). */
+interface Planned extends EpochOptions {
+  epoch: number;
+  pages: Array<[number, Buffer | null]>;
+}
+
+/** mulberry32 → unsigned 32-bit integers. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
+
+function randomPage(r: () => number, pageSize: number): Buffer {
+  const b = Buffer.allocUnsafe(pageSize);
+  for (let o = 0; o < pageSize; o += 4) b.writeUInt32LE(r(), o);
+  return b;
+}
+
+/**
+ * A seeded epoch: a full one carries all but a few pages of the image (shuffled), a non-full one
+ * 1..maxPages distinct random pages; about one page in six is a zero page.
+ */
+function genEpoch(
+  r: () => number,
+  epoch: number,
+  o: EpochOptions,
+  pageSize: number,
+  maxPages: number,
+  zeroEvery = 6,
+): Planned {
+  const n = o.imageBytes / pageSize;
+  const pfns = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = r() % (i + 1);
+    [pfns[i], pfns[j]] = [pfns[j] as number, pfns[i] as number];
+  }
+  const count = o.full ? n - Math.min(3, n >> 3) : 1 + (r() % Math.min(maxPages, n));
+  const pages = pfns
+    .slice(0, count)
+    .map((pfn): [number, Buffer | null] => [pfn, r() % zeroEvery === 0 ? null : randomPage(r, pageSize)]);
+  return { epoch, ...o, pages };
+}
+
+/** The replica after `ep`, given the one before. */
+function applyModel(model: Buffer, ep: Planned, pageSize: number): Buffer {
+  const next = ep.full ? Buffer.alloc(ep.imageBytes) : model;
+  for (const [pfn, page] of ep.pages) {
+    if (page === null) next.fill(0, pfn * pageSize, (pfn + 1) * pageSize);
+    else page.copy(next, pfn * pageSize);
+  }
+  return next;
+}
+
+async function commitEpoch(store: ReplicaStore, ep: Planned): Promise<void> {
+  const w = store.beginEpoch(ep.epoch, { full: ep.full, imageBytes: ep.imageBytes, sessionId: ep.sessionId });
+  for (const [pfn, page] of ep.pages) w.addPage(pfn, page);
+  await w.commit();
+}
+
+/** First offset where `a` and `b` differ (or where one ends), −1 when equal. */
+function firstDiff(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : n;
+}
+
+/**
+ * The replica file equals `model`, and so does every `step`-th page through readPage (and two past
+ * the end).
+ */
+async function expectReplica(store: ReplicaStore, model: Buffer, pageSize: number, step = 1): Promise<void> {
+  expect(firstDiff(await readFile(store.replicaPath), model)).toBe(-1);
+  const page = new Uint8Array(pageSize);
+  const zero = new Uint8Array(pageSize);
+  const n = model.length / pageSize;
+  for (let pfn = 0; pfn < n + 2; pfn += pfn < n ? step : 1) {
+    page.fill(0xee);
+    await store.readPage(pfn, page);
+    expect(firstDiff(page, pfn < n ? model.subarray(pfn * pageSize, (pfn + 1) * pageSize) : zero)).toBe(-1);
+  }
+}
+
+function opsOf(ep: Planned) {
+  return {
+    epoch: ep.epoch,
+    full: ep.full,
+    pfns: Float64Array.from(ep.pages.map(([pfn]) => pfn)),
+    zero: Uint8Array.from(ep.pages.map(([, page]) => (page === null ? 1 : 0))),
+  };
+}
+
+let root = '';
+let dirs = 0;
+const freshDir = () => join(root, `store-${dirs++}`);
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), 'rwan-store-'));
+});
+
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+describe('ReplicaStore round trip', () => {
+  it('follows a seeded sequence of epochs, survives reopen, and returns the checkpoint sidecar', async () => {
+    const ps = 4096;
+    const r = prng(20240611);
+    const dir = freshDir();
+    const opts: StoreOptions = { dir, pageSize: ps, stagingBytes: 16 * ps };
+    const a: EpochOptions = { full: false, imageBytes: 48 * ps, sessionId: SESSION_A };
+    let { store, recovery } = await ReplicaStore.open(opts);
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    expect(recovery).toEqual({
+      replayedEpochs: [],
+      truncatedBytes: 0,
+      sidecar: null,
+      sidecarEpoch: null,
+      opsSinceSidecar: [],
+    });
+    expect(store.state).toEqual({ sessionId: null, imageBytes: 0, appliedEpoch: null, committedEpoch: null });
+
+    let model: Buffer = Buffer.alloc(0);
+    const epochs: Planned[] = [];
+    let epoch = 3;
+    epochs.push(genEpoch(r, epoch, { ...a, full: true }, ps, 0));
+    for (let i = 0; i < 12; i++) {
+      epoch += 1 + (r() % 3);
+      epochs.push(genEpoch(r, epoch, a, ps, 24));
+    }
+    for (const ep of epochs) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+      expect(store.state).toEqual({
+        sessionId: SESSION_A,
+        imageBytes: 48 * ps,
+        appliedEpoch: null,
+        committedEpoch: ep.epoch,
+      });
+      await expectReplica(store, model, ps);
+    }
+    await store.close();
+
+    ({ store, recovery } = await ReplicaStore.open(opts));
+    expect(recovery.replayedEpochs).toEqual(epochs.map((e) => e.epoch));
+    expect(recovery.truncatedBytes).toBe(0);
+    expect(recovery.opsSinceSidecar).toEqual(epochs.map(opsOf));
+    expect(store.state).toEqual({
+      sessionId: SESSION_A,
+      imageBytes: 48 * ps,
+      appliedEpoch: null,
+      committedEpoch: epoch,
+    });
+    await expectReplica(store, model, ps);
+
+    const sidecar = Buffer.from(`page cache snapshot at ${epoch}`);
+    await store.checkpoint(sidecar);
+    sidecar.fill(0); // the store keeps its own copy
+    expect(store.state.appliedEpoch).toBe(epoch);
+    expect((await stat(join(dir, JOURNAL_FILE))).size).toBe(0);
+    const checkpointed = epoch;
+
+    // a new session: numbering restarts, the image grows
+    const b: EpochOptions = { full: false, imageBytes: 80 * ps, sessionId: SESSION_B };
+    const after: Planned[] = [genEpoch(r, 0, { ...b, full: true }, ps, 0)];
+    for (let k = 1; k <= 5; k++) after.push(genEpoch(r, k, b, ps, 30));
+    for (const ep of after) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+      await expectReplica(store, model, ps);
+    }
+    expect(store.state).toEqual({
+      sessionId: SESSION_B.toLowerCase(),
+      imageBytes: 80 * ps,
+      appliedEpoch: checkpointed,
+      committedEpoch: 5,
+    });
+    await store.close();
+
+    ({ store, recovery } = await ReplicaStore.open(opts));
+    expect(recovery.sidecar?.toString()).toBe(`page cache snapshot at ${checkpointed}`);
+    expect(recovery.sidecarEpoch).toBe(checkpointed);
+    expect(recovery.replayedEpochs).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(recovery.opsSinceSidecar).toEqual(after.map(opsOf));
+    expect(store.state).toEqual({
+      sessionId: SESSION_B.toLowerCase(),
+      imageBytes: 80 * ps,
+      appliedEpoch: checkpointed,
+      committedEpoch: 5,
+    });
+    await expectReplica(store, model, ps);
+
+    // still usable after recovery; a checkpoint without a sidecar reports none
+    const more = genEpoch(r, 6, b, ps, 10);
+    await commitEpoch(store, more);
+    model = applyModel(model, more, ps);
+    await expectReplica(store, model, ps);
+    await store.checkpoint(null);
+    await store.close();
+    ({ store, recovery } = await ReplicaStore.open(opts));
+    expect(recovery).toMatchObject({
+      replayedEpochs: [],
+      sidecar: null,
+      sidecarEpoch: null,
+      opsSinceSidecar: [],
+    });
+    expect(store.state).toEqual({
+      sessionId: SESSION_B.toLowerCase(),
+      imageBytes: 80 * ps,
+      appliedEpoch: 6,
+      committedEpoch: 6,
+    });
+    await expectReplica(store, model, ps);
+    await store.close();
+  });
+
+  it('a full epoch shrinks the image and zeroes the pages it did not carry; empty epochs commit', async () => {
+    const ps = 512;
+    const { store } = await ReplicaStore.open({ dir: freshDir(), pageSize: ps, fsync: false });
+    const r = prng(7);
+    let model: Buffer = Buffer.alloc(0);
+    for (const ep of [
+      genEpoch(r, 0, { full: true, imageBytes: 32 * ps, sessionId: SESSION_A }, ps, 0, 1000),
+      {
+        epoch: 1,
+        full: true,
+        imageBytes: 8 * ps,
+        sessionId: SESSION_A,
+        pages: [[3, randomPage(r, ps)]],
+      } as Planned,
+      { epoch: 2, full: false, imageBytes: 8 * ps, sessionId: SESSION_A, pages: [] } as Planned,
+    ]) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+      await expectReplica(store, model, ps);
+    }
+    expect(store.state.committedEpoch).toBe(2);
+    await store.close();
+  });
+
+  it('checkpointDue turns true past checkpointBytes and false after a checkpoint', async () => {
+    const ps = 512;
+    const { store } = await ReplicaStore.open({
+      dir: freshDir(),
+      pageSize: ps,
+      fsync: false,
+      checkpointBytes: 3000,
+    });
+    const r = prng(3);
+    await commitEpoch(
+      store,
+      genEpoch(r, 0, { full: true, imageBytes: 4 * ps, sessionId: SESSION_A }, ps, 0, 1000),
+    );
+    expect(store.checkpointDue).toBe(false); // 4 pages: about 2.2 KB of journal
+    await commitEpoch(
+      store,
+      genEpoch(r, 1, { full: false, imageBytes: 4 * ps, sessionId: SESSION_A }, ps, 4, 1000),
+    );
+    expect(store.checkpointDue).toBe(true);
+    await store.checkpoint(null);
+    expect(store.checkpointDue).toBe(false);
+    await store.close();
+  });
+});
+
+describe('ReplicaStore spill', () => {
+  it('commits an epoch larger than stagingBytes, and abort of a spilled epoch restores the journal', async () => {
+    const ps = 512;
+    const dir = freshDir();
+    const opts: StoreOptions = { dir, pageSize: ps, stagingBytes: 4 * ps + 100 };
+    const r = prng(99);
+    const o: EpochOptions = { full: false, imageBytes: 64 * ps, sessionId: SESSION_A };
+    const { store } = await ReplicaStore.open(opts);
+    let model: Buffer = Buffer.alloc(0);
+    const first = genEpoch(r, 0, { ...o, full: true }, ps, 0);
+    await commitEpoch(store, first);
+    model = applyModel(model, first, ps);
+    await expectReplica(store, model, ps);
+
+    const journal = join(dir, JOURNAL_FILE);
+    const before = await readFile(journal);
+    const w = store.beginEpoch(1, o);
+    for (let pfn = 0; pfn < 30; pfn++) w.addPage(pfn, randomPage(r, ps));
+    const spilled = (await stat(journal)).size;
+    expect(spilled).toBeGreaterThan(before.length + 28 * ps); // 7 spills of 4 pages
+    await w.abort();
+    expect(firstDiff(await readFile(journal), before)).toBe(-1);
+    expect(codeOf(() => w.addPage(60, null))).toBe('RWAN_ERR_INVALID_VALUE');
+    await expectReplica(store, model, ps);
+
+    const big: Planned = {
+      epoch: 1,
+      ...o,
+      pages: Array.from({ length: 40 }, (_, i): [number, Buffer | null] => [
+        (i * 37) % 64,
+        i % 5 === 4 ? null : randomPage(r, ps),
+      ]),
+    };
+    await commitEpoch(store, big);
+    model = applyModel(model, big, ps);
+    await expectReplica(store, model, ps);
+    await store.close();
+
+    const reopened = await ReplicaStore.open(opts);
+    expect(reopened.recovery.replayedEpochs).toEqual([0, 1]);
+    expect(reopened.recovery.truncatedBytes).toBe(0);
+    expect(reopened.recovery.opsSinceSidecar).toEqual([first, big].map(opsOf));
+    await expectReplica(reopened.store, model, ps);
+    await reopened.store.close();
+  });
+  it('an epoch of thousands of pages, unsorted, spilled many times and applied in batches', async () => {
+    const ps = 512;
+    const n = 12_000;
+    const dir = freshDir();
+    const opts: StoreOptions = { dir, pageSize: ps, fsync: false, stagingBytes: 64 * ps };
+    const r = prng(4);
+    const o: EpochOptions = { full: false, imageBytes: n * ps, sessionId: SESSION_A };
+    const { store } = await ReplicaStore.open(opts);
+    const first: Planned = {
+      epoch: 0,
+      ...o,
+      full: true,
+      pages: Array.from({ length: n }, (_, i): [number, Buffer | null] => [
+        i,
+        i % 3 ? randomPage(r, ps) : null,
+      ]),
+    };
+    const second: Planned = {
+      epoch: 1,
+      ...o,
+      pages: Array.from({ length: 10_000 }, (_, i): [number, Buffer | null] => [
+        n - 1 - 2 * (i % 6000) - (i >= 6000 ? 1 : 0),
+        i % 2 ? Buffer.alloc(ps, i & 255) : null,
+      ]),
+    };
+    let model: Buffer = Buffer.alloc(0);
+    for (const ep of [first, second]) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+      await expectReplica(store, model, ps, 97);
+    }
+    await store.close();
+    const reopened = await ReplicaStore.open(opts);
+    expect(reopened.recovery.opsSinceSidecar).toEqual([first, second].map(opsOf));
+    await expectReplica(reopened.store, model, ps, 97);
+    await reopened.store.close();
+  });
+});
+
+describe('ReplicaStore torn journal tail', () => {
+  const ps = 512;
+  const o: EpochOptions = { full: false, imageBytes: 8 * ps, sessionId: SESSION_A };
+  let base = '';
+  let journal: Buffer = Buffer.alloc(0);
+  let replicaBefore: Buffer = Buffer.alloc(0);
+  let modelBefore: Buffer = Buffer.alloc(0);
+  let modelLast: Buffer = Buffer.alloc(0);
+  const starts: number[] = [];
+
+  beforeAll(async () => {
+    base = freshDir();
+    const r = prng(5);
+    const { store } = await ReplicaStore.open({ dir: base, pageSize: ps, fsync: false });
+    let model: Buffer = Buffer.alloc(0);
+    const eps = [
+      genEpoch(r, 0, { ...o, full: true }, ps, 0),
+      genEpoch(r, 1, o, ps, 4),
+      genEpoch(r, 2, o, ps, 4),
+      {
+        epoch: 3,
+        ...o,
+        pages: [
+          [6, randomPage(r, ps)],
+          [1, null],
+          [4, randomPage(r, ps)],
+        ],
+      } as Planned,
+    ];
+    for (const ep of eps) {
+      starts.push((await stat(join(base, JOURNAL_FILE))).size);
+      if (ep.epoch === 3) {
+        replicaBefore = await readFile(join(base, REPLICA_FILE));
+        modelBefore = Buffer.from(model);
+      }
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+    }
+    modelLast = model;
+    journal = await readFile(join(base, JOURNAL_FILE));
+    await store.close();
+    expect(firstDiff(replicaBefore, modelBefore)).toBe(-1);
+  });
+
+  /** A store directory whose journal is `bytes` and whose replica is as before epoch 3 was applied. */
+  async function setUp(bytes: Buffer): Promise<string> {
+    const dir = join(root, 'torn');
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    await copyFile(join(base, STATE_FILE), join(dir, STATE_FILE));
+    await writeFile(join(dir, REPLICA_FILE), replicaBefore);
+    await writeFile(join(dir, JOURNAL_FILE), bytes);
+    return dir;
+  }
+
+  /**
+   * Offsets of a record to damage: every byte of its header, segment head, index and trailer, and in
+   * the page data every `dataStep`-th byte plus the two bytes either side of each page boundary.
+   */
+  function sample(start: number, end: number, dataStep: number, metaStep = 1): number[] {
+    const out = new Set<number>();
+    const pages = journal.readUInt32LE(start + 64 + 4); // the records here have one segment
+    const data = start + 64 + 16 + 8 * pages + Math.ceil(pages / 8) * 8;
+    for (let i = start; i < data; i += metaStep) out.add(i);
+    for (let i = end - 64; i < end; i += metaStep) out.add(i);
+    for (let i = data; i < end - 64; i += dataStep) out.add(i);
+    for (let b = data; b <= end - 64; b += ps) for (let d = -2; d < 2; d++) out.add(b + d);
+    return [...out].filter((i) => i >= start && i < end).sort((x, y) => x - y);
+  }
+
+  it('cut inside the last record (every metadata byte, dense in the data): recovers the previous epoch', async () => {
+    const last = starts[3] as number;
+    expect(journal.length - last).toBe(64 + 16 + 3 * 8 + 8 + 2 * ps + 64); // the layout of docs/replica-store.md
+    const cuts = sample(last, journal.length, 17);
+    expect(cuts.length).toBeGreaterThan(220);
+    const dir = await setUp(journal);
+    for (const cut of cuts) {
+      await writeFile(join(dir, JOURNAL_FILE), journal.subarray(0, cut));
+      await writeFile(join(dir, REPLICA_FILE), replicaBefore);
+      const { store, recovery } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+      expect(recovery.replayedEpochs).toEqual([0, 1, 2]);
+      expect(recovery.truncatedBytes).toBe(cut - last);
+      expect(store.state.committedEpoch).toBe(2);
+      expect(firstDiff(await readFile(store.replicaPath), modelBefore)).toBe(-1);
+      expect((await stat(join(dir, JOURNAL_FILE))).size).toBe(last);
+      await store.close();
+    }
+    // the whole record: epoch 3 is replayed
+    await writeFile(join(dir, JOURNAL_FILE), journal);
+    await writeFile(join(dir, REPLICA_FILE), replicaBefore);
+    const { store, recovery } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+    expect(recovery).toMatchObject({ replayedEpochs: [0, 1, 2, 3], truncatedBytes: 0 });
+    await expectReplica(store, modelLast, ps);
+    await store.close();
+  });
+
+  it('garbage after the last complete record, or a damaged last record, is a torn tail', async () => {
+    const end = journal.length;
+    for (const tail of [Buffer.alloc(4096), Buffer.from('RWJH and then nothing useful')]) {
+      const dir = await setUp(Buffer.concat([journal, tail]));
+      const { store, recovery } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+      expect(recovery).toMatchObject({ replayedEpochs: [0, 1, 2, 3], truncatedBytes: tail.length });
+      expect((await stat(join(dir, JOURNAL_FILE))).size).toBe(end);
+      await store.close();
+    }
+    for (const at of [starts[3] as number, (starts[3] as number) + 200, end - 1]) {
+      const bytes = Buffer.from(journal);
+      bytes[at] = (bytes[at] as number) ^ 0x40;
+      const dir = await setUp(bytes);
+      const { store, recovery } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+      expect(recovery).toMatchObject({
+        replayedEpochs: [0, 1, 2],
+        truncatedBytes: end - (starts[3] as number),
+      });
+      expect(firstDiff(await readFile(store.replicaPath), modelBefore)).toBe(-1);
+      await store.close();
+    }
+  });
+
+  it('a flipped byte inside an earlier record is RWAN_ERR_STORE', async () => {
+    const offsets = [
+      ...sample(starts[0] as number, starts[1] as number, 211, 5),
+      ...sample(starts[1] as number, starts[2] as number, 101),
+      ...sample(starts[2] as number, starts[3] as number, 211, 5),
+    ];
+    const dir = join(root, 'flip');
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    await copyFile(join(base, STATE_FILE), join(dir, STATE_FILE));
+    for (const at of offsets) {
+      const bytes = Buffer.from(journal);
+      bytes[at] = (bytes[at] as number) ^ 0x01;
+      await writeFile(join(dir, JOURNAL_FILE), bytes);
+      await writeFile(join(dir, REPLICA_FILE), replicaBefore);
+      const code = await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps, fsync: false }));
+      if (code !== 'RWAN_ERR_STORE') expect({ at, code }).toEqual({ at, code: 'RWAN_ERR_STORE' });
+    }
+    expect(offsets.length).toBeGreaterThan(250);
+  });
+});
+
+describe('ReplicaStore crash points', () => {
+  const ps = 512;
+  const o: EpochOptions = { full: false, imageBytes: 24 * ps, sessionId: SESSION_A };
+
+  /**
+   * A store with epochs 0 and 1, a checkpoint ("cp1"), epoch 2; then epoch 3 (which spills) or a
+   * second checkpoint ("cp2") fails at `point`. Returns the models at epochs 2 and 3.
+   */
+  async function crashAt(point: FaultPoint, dir: string) {
+    const r = prng(11);
+    let armed = false;
+    const faults = (p: FaultPoint) => {
+      if (armed && p === point) throw new Error(`crash at ${p}`);
+    };
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps, stagingBytes: 4 * ps, faults });
+    const models: Buffer[] = [];
+    let model: Buffer = Buffer.alloc(0);
+    for (const ep of [genEpoch(r, 0, { ...o, full: true }, ps, 0), genEpoch(r, 1, o, ps, 6)]) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+      models.push(Buffer.from(model));
+    }
+    await store.checkpoint(Buffer.from('cp1'));
+    const e2 = genEpoch(r, 2, o, ps, 6);
+    await commitEpoch(store, e2);
+    model = applyModel(model, e2, ps);
+    models.push(Buffer.from(model));
+    const e3 = genEpoch(r, 3, o, ps, 24, 4);
+    e3.pages = e3.pages.slice(0, 12);
+    expect(e3.pages.filter(([, p]) => p !== null).length).toBeGreaterThan(4);
+    models.push(applyModel(Buffer.from(model), e3, ps));
+    armed = true;
+    let failure: string | undefined;
+    if (point.startsWith('checkpoint:')) {
+      failure = await codeOfAsync(store.checkpoint(Buffer.from('cp2')));
+    } else {
+      const w = store.beginEpoch(3, o);
+      failure = codeOf(() => {
+        for (const [pfn, page] of e3.pages) w.addPage(pfn, page);
+      });
+      if (failure === undefined) failure = await codeOfAsync(w.commit());
+    }
+    expect(failure).toBe('RWAN_ERR_IO');
+    // the store refuses work until reopened
+    expect(codeOf(() => store.beginEpoch(4, o))).toBe('RWAN_ERR_STORE');
+    await store.close();
+    return models;
+  }
+
+  const expected: Record<Exclude<FaultPoint, 'recovery:mid-apply'>, [number, string, boolean]> = {
+    // point: [epoch recovered, sidecar, torn bytes cut]
+    'spill:before-write': [2, 'cp1', false],
+    'spill:after-write': [2, 'cp1', true],
+    'commit:before-write': [2, 'cp1', true],
+    'commit:after-write': [3, 'cp1', false],
+    'commit:after-fsync': [3, 'cp1', false],
+    'commit:mid-apply': [3, 'cp1', false],
+    'commit:after-apply': [3, 'cp1', false],
+    'checkpoint:before-replica-fsync': [2, 'cp1', false],
+    'checkpoint:after-replica-fsync': [2, 'cp1', false],
+    'checkpoint:after-temp-write': [2, 'cp1', false],
+    'checkpoint:after-rename': [2, 'cp2', false],
+    'checkpoint:after-dir-fsync': [2, 'cp2', false],
+    'checkpoint:after-truncate': [2, 'cp2', false],
+  };
+
+  it('names every fault point', () => {
+    expect([...Object.keys(expected), 'recovery:mid-apply'].sort()).toEqual([...FAULT_POINTS].sort());
+  });
+
+  for (const [point, [epoch, sidecar, torn]] of Object.entries(expected)) {
+    it(`a failure at ${point} recovers epoch ${epoch} exactly`, async () => {
+      const dir = freshDir();
+      const models = await crashAt(point as FaultPoint, dir);
+      const { store, recovery } = await ReplicaStore.open({ dir, pageSize: ps });
+      expect(store.state.committedEpoch).toBe(epoch);
+      expect(recovery.sidecar?.toString()).toBe(sidecar);
+      expect(recovery.sidecarEpoch).toBe(sidecar === 'cp1' ? 1 : 2);
+      expect(recovery.replayedEpochs).toEqual(sidecar === 'cp2' ? [] : epoch === 3 ? [2, 3] : [2]);
+      expect(recovery.truncatedBytes > 0).toBe(torn);
+      const model = models[epoch] as Buffer;
+      await expectReplica(store, model, ps);
+      // the store goes on from there
+      const next = { epoch: epoch + 1, ...o, pages: [[5, Buffer.alloc(ps, 0x5a)]] } as Planned;
+      await commitEpoch(store, next);
+      await store.close();
+      const again = await ReplicaStore.open({ dir, pageSize: ps });
+      expect(again.store.state.committedEpoch).toBe(epoch + 1);
+      await expectReplica(again.store, applyModel(Buffer.from(model), next, ps), ps);
+      await again.store.close();
+    });
+  }
+
+  it('a failure while recovery replays is recovered by the next open', async () => {
+    const dir = freshDir();
+    const r = prng(12);
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps });
+    let model: Buffer = Buffer.alloc(0);
+    for (const ep of [genEpoch(r, 0, { ...o, full: true }, ps, 0), genEpoch(r, 1, o, ps, 10)]) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+    }
+    await store.close();
+    const faults = (p: FaultPoint) => {
+      if (p === 'recovery:mid-apply') throw new Error('crash while replaying');
+    };
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps, faults }))).toBe('RWAN_ERR_IO');
+    const reopened = await ReplicaStore.open({ dir, pageSize: ps });
+    expect(reopened.recovery.replayedEpochs).toEqual([0, 1]);
+    await expectReplica(reopened.store, model, ps);
+    await reopened.store.close();
+  });
+});
+
+describe('ReplicaStore kill -9', () => {
+  it('a child killed at random moments leaves a store at (or one past) its last printed epoch', async () => {
+    // compile the current sources for the child (plain node cannot import .ts)
+    const ts = (await import('typescript')).default;
+    const mod = join(root, 'child-module');
+    for (const rel of ['src/errors.ts', 'src/replication/journal.ts', 'src/replication/store.ts']) {
+      const out = ts.transpileModule(await readFile(join(ROOT, rel), 'utf8'), {
+        compilerOptions: {
+          module: ts.ModuleKind.ES2022,
+          target: ts.ScriptTarget.ES2022,
+          verbatimModuleSyntax: true,
+        },
+      });
+      await mkdir(dirname(join(mod, rel)), { recursive: true });
+      await writeFile(join(mod, rel.replace(/\.ts$/, '.js')), out.outputText);
+    }
+    await writeFile(join(mod, 'package.json'), '{"type":"module"}');
+    const moduleUrl = pathToFileURL(join(mod, 'src/replication/store.js')).href;
+    const childPath = join(HERE, 'store-crash-child.mjs');
+    const child = await import(pathToFileURL(childPath).href);
+    const { plan, PAGE_SIZE, STAGING_BYTES } = child as {
+      plan: (seed: number, k: number) => Planned;
+      PAGE_SIZE: number;
+      STAGING_BYTES: number;
+    };
+
+    const dir = freshDir();
+    const seed = 4242;
+    const r = prng(seed);
+    let printed = -1;
+    for (let round = 0; round < 5; round++) {
+      const proc: ChildProcess = spawn(process.execPath, [childPath, moduleUrl, dir, String(seed)], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let err = '';
+      proc.stderr?.on('data', (d: Buffer) => {
+        err += d.toString();
+      });
+      const target = 3 + (r() % 10);
+      let seen = 0;
+      let buffered = '';
+      const exited = once(proc, 'exit');
+      await new Promise<void>((done) => {
+        proc.stdout?.on('data', (d: Buffer) => {
+          buffered += d.toString();
+          const lines = buffered.split('\n');
+          buffered = lines.pop() ?? '';
+          for (const line of lines) {
+            printed = Number(line);
+            if (++seen === target) setTimeout(done, r() % 12);
+          }
+        });
+        proc.on('exit', () => done());
+      });
+      proc.kill('SIGKILL');
+      const [code, signal] = (await exited) as [number | null, string | null];
+      if (signal !== 'SIGKILL') expect({ code, err }).toEqual({ code: null, err: '' });
+      expect(seen).toBeGreaterThanOrEqual(target);
+
+      const { store, recovery } = await ReplicaStore.open({
+        dir,
+        pageSize: PAGE_SIZE,
+        stagingBytes: STAGING_BYTES,
+      });
+      const at = store.state.committedEpoch as number;
+      expect(at === printed || at === printed + 1).toBe(true);
+      let model: Buffer = Buffer.alloc(0);
+      for (let k = 0; k <= at; k++) model = applyModel(model, plan(seed, k), PAGE_SIZE);
+      await expectReplica(store, model, PAGE_SIZE);
+      if (recovery.sidecarEpoch !== null) {
+        expect(recovery.sidecar?.toString()).toBe(`sidecar ${recovery.sidecarEpoch}`);
+        expect(recovery.replayedEpochs).toEqual(
+          Array.from(
+            { length: at - recovery.sidecarEpoch },
+            (_, i) => (recovery.sidecarEpoch as number) + 1 + i,
+          ),
+        );
+      }
+      await store.close();
+    }
+    expect(printed).toBeGreaterThan(10);
+  });
+});
+
+describe('ReplicaStore bad input', () => {
+  const ps = 512;
+  const o: EpochOptions = { full: false, imageBytes: 8 * ps, sessionId: SESSION_A };
+
+  it('options: page size, staging, and a store created with another page size', async () => {
+    const dir = freshDir();
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: 1000 }))).toBe('RWAN_ERR_INVALID_VALUE');
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: 256 }))).toBe('RWAN_ERR_INVALID_VALUE');
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps, stagingBytes: 100 }))).toBe(
+      'RWAN_ERR_INVALID_VALUE',
+    );
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps, checkpointBytes: -1 }))).toBe(
+      'RWAN_ERR_INVALID_VALUE',
+    );
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+    await store.close();
+    const err = await ReplicaStore.open({ dir, pageSize: 4096 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'RWAN_ERR_STORE', details: { expected: 4096, found: ps } });
+  });
+
+  it('epochs: order, session, image size, one at a time, pfns and pages', async () => {
+    const { store } = await ReplicaStore.open({ dir: freshDir(), pageSize: ps, fsync: false });
+    const bad = 'RWAN_ERR_INVALID_VALUE';
+    expect(codeOf(() => store.beginEpoch(0, o))).toBe(bad); // an empty store needs a full epoch
+    expect(codeOf(() => store.beginEpoch(-1, { ...o, full: true }))).toBe(bad);
+    expect(codeOf(() => store.beginEpoch(1.5, { ...o, full: true }))).toBe(bad);
+    expect(codeOf(() => store.beginEpoch(0, { ...o, full: true, imageBytes: 1000 }))).toBe(bad);
+    expect(codeOf(() => store.beginEpoch(0, { ...o, full: true, sessionId: 'xyz' }))).toBe(bad);
+    const w = store.beginEpoch(5, { ...o, full: true });
+    expect(codeOf(() => store.beginEpoch(6, o))).toBe(bad); // a second open epoch
+    expect(await codeOfAsync(store.checkpoint(null))).toBe(bad); // not while an epoch is open
+    expect(codeOf(() => w.addPage(8, null))).toBe(bad); // past the image
+    expect(codeOf(() => w.addPage(-1, null))).toBe(bad);
+    expect(codeOf(() => w.addPage(0.5, null))).toBe(bad);
+    expect(codeOf(() => w.addPage(1, Buffer.alloc(ps - 1)))).toBe(bad);
+    w.addPage(1, Buffer.alloc(ps, 1));
+    expect(codeOf(() => w.addPage(1, null))).toBe(bad); // twice in one epoch
+    await w.commit();
+    expect(codeOf(() => w.addPage(2, null))).toBe(bad); // committed
+    expect(await codeOfAsync(w.commit())).toBe(bad);
+    expect(await codeOfAsync(w.abort())).toBe(bad);
+    expect(codeOf(() => store.beginEpoch(5, o))).toBe(bad); // not increasing
+    expect(codeOf(() => store.beginEpoch(4, o))).toBe(bad);
+    expect(codeOf(() => store.beginEpoch(6, { ...o, imageBytes: 16 * ps }))).toBe(bad); // resize needs full
+    expect(codeOf(() => store.beginEpoch(6, { ...o, sessionId: SESSION_B }))).toBe(bad); // new session needs full
+    expect(codeOf(() => store.beginEpoch(5, { ...o, full: true }))).toBe(bad); // same session: still increasing
+    const page = new Uint8Array(ps);
+    expect(await codeOfAsync(store.readPage(-1, page))).toBe(bad);
+    expect(await codeOfAsync(store.readPage(0, new Uint8Array(10)))).toBe(bad);
+    // a new session's full epoch may restart the numbering
+    const w2 = store.beginEpoch(0, { ...o, full: true, sessionId: SESSION_B });
+    await w2.commit();
+    expect(store.state).toMatchObject({ committedEpoch: 0, sessionId: SESSION_B.toLowerCase() });
+    await store.close();
+    expect(codeOf(() => store.beginEpoch(1, o))).toBe(bad);
+    expect(await codeOfAsync(store.readPage(0, page))).toBe(bad);
+  });
+
+  it('damaged store files are RWAN_ERR_STORE', async () => {
+    const dir = freshDir();
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+    const w = store.beginEpoch(0, { ...o, full: true });
+    w.addPage(0, Buffer.alloc(ps, 9));
+    await w.commit();
+    await store.checkpoint(Buffer.from('x'));
+    await store.close();
+    const statePath = join(dir, STATE_FILE);
+    const state = await readFile(statePath);
+
+    const flipped = Buffer.from(state);
+    flipped[45] = (flipped[45] as number) ^ 1;
+    await writeFile(statePath, flipped);
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+    await writeFile(statePath, state.subarray(0, 50));
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+
+    await writeFile(statePath, state);
+    await truncate(join(dir, REPLICA_FILE), ps); // shorter than the image
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+    await unlink(join(dir, REPLICA_FILE));
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+
+    await unlink(statePath);
+    await writeFile(join(dir, JOURNAL_FILE), Buffer.alloc(64, 1));
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+  });
+});
