@@ -1,0 +1,398 @@
+/**
+ * The dirty log: an append-only file in which a cooperating producer names every page it is about to
+ * write, so a capture reads only those pages instead of the whole image. Format and rules:
+ * docs/dirty-log.md.
+ *
+ *   file   = header record*
+ *   header = magic "RWDIRLOG" version:u16 flags:u16 pageSize:u32          (16 bytes, little-endian)
+ *   record = u64 LE: bit 63 set, bits 53–62 zero, bits 0–52 the pfn        (8 bytes)
+ *
+ * Log-ahead: a record is in the file (its write() returned) BEFORE the page write it announces starts.
+ * The producer opens the log with O_APPEND, so after {@link DirtyLogReader.reset} truncates the log
+ * back to its header its next record lands at the new end. A record whose bit 63 is clear is the
+ * zero-filled hole a producer without O_APPEND leaves after a reset: the reader refuses it.
+ *
+ * `DirtyLogWriter` is the producer side for producers written in JavaScript (synchronous, like the
+ * page writes it precedes); `DirtyLogReader` is the capture side (asynchronous).
+ */
+import { closeSync, constants, openSync, writeSync } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
+import { RwanError } from '../errors.js';
+
+/** ASCII `RWDIRLOG`: the first 8 bytes of a dirty log. */
+export const DIRTY_LOG_MAGIC = Buffer.from('RWDIRLOG', 'latin1');
+
+/** The format version this build reads and writes. */
+export const DIRTY_LOG_VERSION = 1;
+
+/** Bytes of the header: magic, version, flags, page size. */
+export const DIRTY_LOG_HEADER_BYTES = 16;
+
+/** Bytes of one record. */
+export const DIRTY_LOG_RECORD_BYTES = 8;
+
+/** Largest pfn a record can carry (2⁵³ − 1, the largest safe integer). */
+export const DIRTY_LOG_MAX_PFN = Number.MAX_SAFE_INTEGER;
+
+/** Bit 31 of a record's high word (bit 63 of the record): set in every record. */
+const PRESENT = 0x8000_0000;
+/** Bits 21–30 of the high word (53–62 of the record): reserved, zero. */
+const RESERVED = 0x7fe0_0000;
+/** Bits 0–20 of the high word: the pfn's bits 32–52. */
+const PFN_HI = 0x001f_ffff;
+
+/** Records read per block by {@link DirtyLogReader.read} (512 KiB). */
+const READ_RECORDS = 65536;
+
+/**
+ * Checks a page size: a power of two in [64, 65536].
+ * @throws RwanError `RWAN_ERR_INVALID_VALUE`
+ */
+export function checkPageSize(pageSize: number): void {
+  if (!Number.isInteger(pageSize) || pageSize < 64 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) {
+    throw new RwanError(
+      'RWAN_ERR_INVALID_VALUE',
+      `page size must be a power of two in [64, 65536], got ${pageSize}`,
+      {
+        details: { pageSize },
+      },
+    );
+  }
+}
+
+/** The 16-byte header of a dirty log for `pageSize`. */
+export function dirtyLogHeader(pageSize: number): Buffer {
+  checkPageSize(pageSize);
+  const h = Buffer.alloc(DIRTY_LOG_HEADER_BYTES);
+  DIRTY_LOG_MAGIC.copy(h, 0);
+  h.writeUInt16LE(DIRTY_LOG_VERSION, 8);
+  h.writeUInt16LE(0, 10);
+  h.writeUInt32LE(pageSize, 12);
+  return h;
+}
+
+function checkPfn(pfn: number): void {
+  if (!Number.isSafeInteger(pfn) || pfn < 0) {
+    throw new RwanError(
+      'RWAN_ERR_INVALID_VALUE',
+      `dirty log: pfn must be an integer in [0, 2^53), got ${pfn}`,
+      {
+        details: { pfn },
+      },
+    );
+  }
+}
+
+/** Writes the record of `pfn` at `buf[at .. at + 8)`. */
+function putRecord(buf: Buffer, at: number, pfn: number): void {
+  buf.writeUInt32LE(pfn % 0x1_0000_0000, at);
+  buf.writeUInt32LE((PRESENT | Math.floor(pfn / 0x1_0000_0000)) >>> 0, at + 4);
+}
+
+/**
+ * Sorts `a[0 .. n)` and removes duplicates in place.
+ * @returns the number of distinct values, now in `a[0 .. returned)`
+ */
+export function sortUnique(a: Float64Array, n: number): number {
+  if (n < 2) return n;
+  const s = a.subarray(0, n).sort();
+  let k = 1;
+  for (let i = 1; i < n; i++) {
+    const v = s[i] as number;
+    if (v !== s[k - 1]) s[k++] = v;
+  }
+  return k;
+}
+
+/**
+ * The producer side of a dirty log, for producers written in JavaScript. Synchronous: each call
+ * returns once its records are in the file, so the page writes that follow are announced. The file is
+ * opened with O_APPEND (a capture may truncate it while the producer is paused).
+ */
+export class DirtyLogWriter {
+  private fd: number | undefined;
+  private buf = Buffer.alloc(64 * DIRTY_LOG_RECORD_BYTES);
+
+  private constructor(
+    /** The log file. */
+    readonly path: string,
+    /** Bytes per page of the image the log describes. */
+    readonly pageSize: number,
+    fd: number,
+  ) {
+    this.fd = fd;
+  }
+
+  /**
+   * Creates (or empties) the log at `path` and writes its header.
+   * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a bad page size, `RWAN_ERR_IO` when the file cannot
+   *   be created or written
+   */
+  static create(path: string, pageSize: number): DirtyLogWriter {
+    const header = dirtyLogHeader(pageSize);
+    let fd: number | undefined;
+    try {
+      fd = openSync(
+        path,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND,
+        0o644,
+      );
+      writeAll(fd, header, header.length, path);
+    } catch (err) {
+      if (fd !== undefined) closeSync(fd);
+      if (err instanceof RwanError) throw err;
+      throw ioError(`dirty log: cannot create ${path}`, path, err);
+    }
+    return new DirtyLogWriter(path, pageSize, fd);
+  }
+
+  /**
+   * Appends the record of one page write (call it before the write).
+   * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a pfn outside [0, 2⁵³), `RWAN_ERR_IO`
+   */
+  log(pfn: number): void {
+    checkPfn(pfn);
+    putRecord(this.buf, 0, pfn);
+    writeAll(this.open(), this.buf, DIRTY_LOG_RECORD_BYTES, this.path);
+  }
+
+  /**
+   * Appends the records of a batch of page writes in one write() (call it before the first of them;
+   * docs/dirty-log.md §3: write the batch's pages before the next batch is logged).
+   * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a pfn outside [0, 2⁵³) (nothing is written),
+   *   `RWAN_ERR_IO`
+   */
+  logMany(pfns: ArrayLike<number>): void {
+    const fd = this.open();
+    const bytes = pfns.length * DIRTY_LOG_RECORD_BYTES;
+    if (bytes === 0) return;
+    if (this.buf.length < bytes) this.buf = Buffer.alloc(Math.max(bytes, 2 * this.buf.length));
+    for (let i = 0; i < pfns.length; i++) {
+      const pfn = pfns[i] as number;
+      checkPfn(pfn);
+      putRecord(this.buf, i * DIRTY_LOG_RECORD_BYTES, pfn);
+    }
+    writeAll(fd, this.buf, bytes, this.path);
+  }
+
+  /** Closes the file (idempotent). */
+  close(): void {
+    if (this.fd === undefined) return;
+    const fd = this.fd;
+    this.fd = undefined;
+    closeSync(fd);
+  }
+
+  private open(): number {
+    if (this.fd === undefined) {
+      throw new RwanError('RWAN_ERR_INVALID_VALUE', `dirty log ${this.path}: the writer is closed`);
+    }
+    return this.fd;
+  }
+}
+
+function ioError(message: string, path: string, cause: unknown): RwanError {
+  return new RwanError('RWAN_ERR_IO', `${message}: ${(cause as Error).message ?? String(cause)}`, {
+    cause,
+    details: { path },
+  });
+}
+
+/** write() until all of `buf[0 .. n)` is written (O_APPEND: each piece lands at the end). */
+function writeAll(fd: number, buf: Buffer, n: number, path: string): void {
+  try {
+    for (let at = 0; at < n; ) at += writeSync(fd, buf, at, n - at);
+  } catch (err) {
+    throw ioError(`dirty log: cannot append to ${path}`, path, err);
+  }
+}
+
+/**
+ * The capture side of a dirty log: which pages were announced since the last {@link read}.
+ * Not safe for concurrent calls (one capture at a time).
+ */
+export class DirtyLogReader {
+  /** Offset of the first record not yet returned by {@link read}. */
+  private at = DIRTY_LOG_HEADER_BYTES;
+  private readonly block = new ArrayBuffer(READ_RECORDS * DIRTY_LOG_RECORD_BYTES);
+  private readonly blockBytes = Buffer.from(this.block);
+  private readonly words = new Uint32Array(this.block);
+  /** Pfns collected by a read, compacted (sorted, deduplicated) when full; reused. */
+  private acc = new Float64Array(1024);
+  private total = 0;
+  private closed = false;
+
+  private constructor(
+    private readonly fh: FileHandle,
+    /** The log file. */
+    readonly path: string,
+    /** Bytes per page (the header's, checked against the one given to {@link DirtyLogReader.open}). */
+    readonly pageSize: number,
+  ) {}
+
+  /**
+   * Opens an existing log (read and write: {@link reset} truncates it) and checks its header. Records
+   * already in the log are returned by the first {@link read}.
+   * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a bad page size; `RWAN_ERR_SOURCE` when the file
+   *   is missing, cannot be opened, or its header is short, not a dirty log, of another version, has
+   *   flags set or another page size
+   */
+  static async open(path: string, pageSize: number): Promise<DirtyLogReader> {
+    checkPageSize(pageSize);
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r+');
+    } catch (err) {
+      throw new RwanError(
+        'RWAN_ERR_SOURCE',
+        `dirty log ${path} cannot be opened: ${(err as Error).message}`,
+        {
+          cause: err,
+          details: { path },
+        },
+      );
+    }
+    try {
+      const h = Buffer.alloc(DIRTY_LOG_HEADER_BYTES);
+      const { bytesRead } = await fh.read(h, 0, h.length, 0);
+      const bad = (what: string, details: Record<string, unknown> = {}): never => {
+        throw new RwanError('RWAN_ERR_SOURCE', `dirty log ${path}: ${what}`, {
+          details: { path, ...details },
+        });
+      };
+      if (bytesRead < DIRTY_LOG_HEADER_BYTES) bad('shorter than its 16-byte header', { bytes: bytesRead });
+      if (!h.subarray(0, 8).equals(DIRTY_LOG_MAGIC)) bad('not a dirty log (bad magic)');
+      const version = h.readUInt16LE(8);
+      if (version !== DIRTY_LOG_VERSION) bad(`version ${version} is not supported`, { version });
+      const flags = h.readUInt16LE(10);
+      if (flags !== 0) bad(`reserved flags ${flags} are set`, { flags });
+      const logPageSize = h.readUInt32LE(12);
+      if (logPageSize !== pageSize) {
+        bad(`page size ${logPageSize} differs from the image's ${pageSize}`, { logPageSize, pageSize });
+      }
+      return new DirtyLogReader(fh, path, pageSize);
+    } catch (err) {
+      await fh.close();
+      if (err instanceof RwanError) throw err;
+      throw ioError(`dirty log: cannot read ${path}`, path, err);
+    }
+  }
+
+  /** Records returned by {@link read} since the log was opened (duplicates included). */
+  get recordsRead(): number {
+    return this.total;
+  }
+
+  /**
+   * The pfns of the whole records appended since the last call (or since open), ascending and
+   * distinct. A partial record at the end is left for the next call.
+   * @returns a new array (an empty one when nothing was appended)
+   * @throws RwanError `RWAN_ERR_SOURCE` when a record is malformed (a hole left by a producer without
+   *   O_APPEND, reserved bits set) or the log is shorter than what was already read (someone else
+   *   truncated it); `RWAN_ERR_IO`
+   */
+  async read(): Promise<Float64Array> {
+    const size = await this.size();
+    if (size < this.at) {
+      throw new RwanError(
+        'RWAN_ERR_SOURCE',
+        `dirty log ${this.path} shrank below what was read (${size} < ${this.at} bytes): truncated by another process`,
+        { details: { path: this.path, size, read: this.at } },
+      );
+    }
+    const end = this.at + (size - this.at - ((size - this.at) % DIRTY_LOG_RECORD_BYTES));
+    let n = 0;
+    for (let at = this.at; at < end; ) {
+      const bytes = Math.min(this.blockBytes.length, end - at);
+      await this.readFully(this.blockBytes, bytes, at);
+      for (let r = 0; r < bytes / DIRTY_LOG_RECORD_BYTES; r++) {
+        const lo = this.words[2 * r] as number;
+        const hi = this.words[2 * r + 1] as number;
+        if ((hi & PRESENT) === 0 || (hi & RESERVED) !== 0) {
+          const offset = at + r * DIRTY_LOG_RECORD_BYTES;
+          throw new RwanError(
+            'RWAN_ERR_SOURCE',
+            `dirty log ${this.path}: malformed record at byte ${offset}` +
+              ((hi & PRESENT) === 0 ? ' (a hole: does the producer append with O_APPEND?)' : ''),
+            { details: { path: this.path, offset, hi, lo } },
+          );
+        }
+        if (n === this.acc.length) {
+          n = sortUnique(this.acc, n);
+          if (2 * n > this.acc.length) {
+            const grown = new Float64Array(2 * this.acc.length);
+            grown.set(this.acc.subarray(0, n));
+            this.acc = grown;
+          }
+        }
+        this.acc[n++] = (hi & PFN_HI) * 0x1_0000_0000 + lo;
+      }
+      at += bytes;
+    }
+    this.total += (end - this.at) / DIRTY_LOG_RECORD_BYTES;
+    this.at = end;
+    return this.acc.slice(0, sortUnique(this.acc, n));
+  }
+
+  /**
+   * Drops the records already returned by {@link read}: truncates the log back to its header. Bytes
+   * appended since the last read (normally none, or a partial record) are kept, moved to just after
+   * the header. Only safe while the producer is paused (its appends would race with the truncation);
+   * the producer must append with O_APPEND so that its next record lands at the new end.
+   * @throws RwanError `RWAN_ERR_SOURCE` when the log shrank below what was read; `RWAN_ERR_IO`
+   */
+  async reset(): Promise<void> {
+    const size = await this.size();
+    if (size < this.at) {
+      throw new RwanError('RWAN_ERR_SOURCE', `dirty log ${this.path} shrank below what was read`, {
+        details: { path: this.path, size, read: this.at },
+      });
+    }
+    try {
+      const rest = size - this.at;
+      if (rest > 0 && this.at > DIRTY_LOG_HEADER_BYTES) {
+        const keep = Buffer.allocUnsafe(rest);
+        await this.readFully(keep, rest, this.at);
+        await this.fh.write(keep, 0, rest, DIRTY_LOG_HEADER_BYTES);
+      }
+      await this.fh.truncate(DIRTY_LOG_HEADER_BYTES + rest);
+    } catch (err) {
+      if (err instanceof RwanError) throw err;
+      throw ioError(`dirty log: cannot truncate ${this.path}`, this.path, err);
+    }
+    this.at = DIRTY_LOG_HEADER_BYTES;
+  }
+
+  /** Closes the file (idempotent). The log itself stays. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.fh.close();
+  }
+
+  private async size(): Promise<number> {
+    if (this.closed) throw new RwanError('RWAN_ERR_SOURCE', `dirty log ${this.path}: the reader is closed`);
+    try {
+      return (await this.fh.stat()).size;
+    } catch (err) {
+      throw ioError(`dirty log: cannot stat ${this.path}`, this.path, err);
+    }
+  }
+
+  private async readFully(buf: Buffer, n: number, position: number): Promise<void> {
+    for (let got = 0; got < n; ) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await this.fh.read(buf, got, n - got, position + got));
+      } catch (err) {
+        throw ioError(`dirty log: cannot read ${this.path}`, this.path, err);
+      }
+      if (bytesRead === 0) {
+        throw new RwanError('RWAN_ERR_SOURCE', `dirty log ${this.path} shrank while being read`, {
+          details: { path: this.path, position: position + got },
+        });
+      }
+      got += bytesRead;
+    }
+  }
+}
