@@ -204,6 +204,13 @@ export class PageCache {
     }
   }
 
+  /** The byte cap a {@link snapshot} was made with, or undefined when it is not one. */
+  static snapshotCap(snapshot: Uint8Array): number | undefined {
+    const b = Buffer.from(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength);
+    if (b.length < SNAPSHOT_HEADER || b.toString('latin1', 0, 4) !== SNAPSHOT_MAGIC) return undefined;
+    return b.readDoubleLE(12);
+  }
+
   /** Every cached non-zero page: its pfn and a view of its slot (to fill after {@link restore}). */
   cachedPages(): Array<{ pfn: number; page: Uint8Array }> {
     const out: Array<{ pfn: number; page: Uint8Array }> = [];

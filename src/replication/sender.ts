@@ -1,0 +1,660 @@
+/**
+ * The primary's side of a replication session: capture epochs from a source, encode them, send them
+ * over N channels within a window of W unacknowledged epochs, and resume after a connection loss
+ * from the last epoch the receiver holds.
+ *
+ * ```
+ *  capture loop (every epochMs, while fewer than W epochs are unacknowledged)
+ *    source.capture() ─► EpochEncoder ─► OutEpoch { BEGIN, CHUNK…, END }  (kept until ACKed: the
+ *                                          │                               retransmit buffer)
+ *  send pump (one at a time, in epoch order)▼
+ *    BEGIN → channel 0 │ CHUNK k → channel k mod N (rate limit, socket back-pressure) │ END → channel 0
+ *  ACK(epoch, DURABLE) on any channel ─► drop epochs ≤ epoch, stats line, window opens
+ *  a channel lost ─► close all, reconnect with back-off; the receiver's HELLO says the last epoch it
+ *                    holds: resend from the next one (verbatim: the receiver decodes the same bytes
+ *                    against the same cache) — or, when it holds none of this session's epochs or one
+ *                    older than the buffer, a FULL epoch (both page caches reset).
+ * ```
+ *
+ * Encoding runs on this thread between awaits, one chunk at a time, so heartbeats and ACKs are served
+ * while an epoch is being encoded; its cost shows as event-loop delay in the metrics.
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { EpochEncoder } from '../codec/epoch-encoder.js';
+import type { CodecOptions } from '../codec/options.js';
+import { RwanError } from '../errors.js';
+import { chunk as chunkFrame, epochBegin, epochEnd, hello } from '../protocol/encoder.js';
+import {
+  AckFlags,
+  Capability,
+  type ChunkFrame,
+  type EpochBeginFrame,
+  type EpochEndFrame,
+  EpochFlags,
+  FRAME_TYPE_NAMES,
+  type Frame,
+  FrameType,
+  type HelloFrame,
+  PROTOCOL_VERSION,
+  Role,
+  WireErrorCode,
+} from '../protocol/frames.js';
+import { Channel, handshake } from '../transport/channel.js';
+import { RateLimiter, type RateSettings } from '../transport/rate-limit.js';
+
+/** What the sender needs from a source of epochs (src/replication/source-image.ts is one). */
+export interface EpochSource {
+  capture(options?: { full?: boolean }): Promise<{
+    full: boolean;
+    pfns: ArrayLike<number>;
+    pages: Buffer;
+    imageBytes: number;
+    captureMs: number;
+    pausedMs: number;
+    digest?: string;
+  }>;
+}
+
+/** Opens one secured connection to the receiver. */
+export type Dialer = () => Promise<{
+  socket: ConstructorParameters<typeof Channel>[0];
+  peer: { remoteAddress: string; remotePort: number };
+}>;
+
+/** A logger with pino's method shape (pino itself, or a no-op in tests). */
+export interface Log {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+/** Settings of a {@link SenderSession}. */
+export interface SenderOptions {
+  dial: Dialer;
+  source: EpochSource;
+  pageSize: number;
+  /** Parallel connections; chunks are striped over them. */
+  channels: number;
+  /** Most epochs sent and not yet acknowledged (1: stop and wait). */
+  window: number;
+  /** Capture interval, ms. */
+  epochMs: number;
+  codec?: Partial<Omit<CodecOptions, 'pageSize'>>;
+  rate?: RateSettings | null;
+  heartbeatMs: number;
+  /** A channel that hears nothing for this long is dropped and reconnected, ms. */
+  idleTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  reconnect: { initialMs: number; maxMs: number };
+  /** Stop after this many epochs have been acknowledged (tests, benchmarks). */
+  maxEpochs?: number;
+  peerName?: string;
+  log: Log;
+}
+
+/** What one acknowledged epoch cost: a line of the stats file (`remus-plan` reads it). */
+export interface SenderEpochStats {
+  epoch: number;
+  full: boolean;
+  /** Time since the previous capture started, ms (the epoch's length as the guest saw it). */
+  epochMs: number;
+  dirtyPages: number;
+  /** Page bytes captured (dirtyPages × page size). */
+  rawBytes: number;
+  /** Chunk data bytes sent (compressed). */
+  wireBytes: number;
+  chunks: number;
+  captureMs: number;
+  pausedMs: number;
+  encodeMs: number;
+  /** From the end of the capture to the receiver's durable ACK, ms. */
+  ackMs: number;
+  /** Times the epoch's frames were sent again after a reconnect. */
+  resent: number;
+  kinds: { zero: number; raw: number; delta: number; dup: number };
+  /** Image digest at the capture, when the source computes it. */
+  digest?: string;
+}
+
+/** One epoch on its way: its frames as they are encoded, kept until acknowledged. */
+class OutEpoch {
+  readonly chunks: ChunkFrame[] = [];
+  end: EpochEndFrame | undefined;
+  resent = 0;
+  endSentAt = 0;
+  stats: Omit<SenderEpochStats, 'ackMs' | 'resent'> | undefined;
+  private waiters: Array<() => void> = [];
+
+  constructor(
+    readonly epoch: number,
+    readonly begin: EpochBeginFrame,
+    readonly capturedAt: number,
+  ) {}
+
+  push(c: ChunkFrame): void {
+    this.chunks.push(c);
+    this.wake();
+  }
+
+  finish(end: EpochEndFrame): void {
+    this.end = end;
+    this.wake();
+  }
+
+  /** Resolves when there is a chunk at `index` or the epoch is complete. */
+  next(index: number): Promise<void> {
+    if (index < this.chunks.length || this.end) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+/** Session states, for `status`. */
+export type SenderState = 'connecting' | 'replicating' | 'reconnecting' | 'stopped';
+
+/**
+ * Events: `'epoch'` (SenderEpochStats, once acknowledged), `'state'` (SenderState), `'error'` (a
+ * RwanError that stops the session: the receiver refused it for good).
+ */
+export class SenderSession extends EventEmitter {
+  readonly sessionId = randomBytes(16);
+  private readonly encoder: EpochEncoder;
+  private readonly limiter: RateLimiter;
+  private channels: Channel[] = [];
+  private connected = false;
+  private readonly retained = new Map<number, OutEpoch>();
+  private lastEpoch = 0;
+  private lastAcked: number | null = null;
+  private needFull = true;
+  private running = false;
+  private current: SenderState = 'connecting';
+  private pumpGen = 0;
+  private acked = 0;
+  private lastCaptureStart = 0;
+  private windowWaiters: Array<() => void> = [];
+  private connectedWaiters: Array<() => void> = [];
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private backoffMs: number;
+  private stopped: Promise<void> | undefined;
+  private finishStop: (() => void) | undefined;
+  private fatal: RwanError | undefined;
+  /** Counters for metrics and status. */
+  readonly counters = {
+    epochsAcked: 0,
+    fullEpochs: 0,
+    rawBytes: 0,
+    wireBytes: 0,
+    frameBytesOut: 0,
+    reconnects: 0,
+    resentEpochs: 0,
+  };
+  /** Last round trip seen on channel 0, ms. */
+  rttMs: number | undefined;
+
+  constructor(private readonly o: SenderOptions) {
+    super();
+    if (!(Number.isInteger(o.channels) && o.channels >= 1 && o.channels <= 64)) {
+      throw new RwanError('RWAN_ERR_INVALID_VALUE', `channels ${o.channels}: expected 1..64`);
+    }
+    if (!(Number.isInteger(o.window) && o.window >= 1)) {
+      throw new RwanError('RWAN_ERR_INVALID_VALUE', `window ${o.window}: expected an integer ≥ 1`);
+    }
+    this.encoder = new EpochEncoder({ ...o.codec, pageSize: o.pageSize });
+    this.limiter = new RateLimiter(o.rate ?? null);
+    this.backoffMs = o.reconnect.initialMs;
+  }
+
+  get state(): SenderState {
+    return this.current;
+  }
+
+  /** Last epoch the receiver acknowledged as durable. */
+  get lastAckedEpoch(): number | null {
+    return this.lastAcked;
+  }
+
+  /** Epochs sent (or being sent) and not yet acknowledged. */
+  get inFlight(): number {
+    return this.retained.size;
+  }
+
+  /** The rate limiter (its cap can change at run time). */
+  get rate(): RateLimiter {
+    return this.limiter;
+  }
+
+  /** Start connecting and replicating; resolves when the session stops (stop(), maxEpochs, or a fatal error). */
+  run(): Promise<void> {
+    if (this.stopped) return this.stopped;
+    this.running = true;
+    this.stopped = new Promise((resolve) => {
+      this.finishStop = resolve;
+    });
+    this.connect();
+    this.captureLoop().catch((err) => this.fail(asRwan(err)));
+    return this.stopped;
+  }
+
+  /** Stop: no new capture, channels closed with SHUTDOWN. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearTimeout(this.reconnectTimer);
+    for (const ch of this.channels) {
+      ch.close(new RwanError('RWAN_ERR_PEER', 'sender shutting down'), WireErrorCode.SHUTDOWN);
+    }
+    this.channels = [];
+    this.wakeAll();
+    await this.limiter.stop();
+    this.setState('stopped');
+    this.finishStop?.();
+  }
+
+  /** The error that stopped the session, if any. */
+  get error(): RwanError | undefined {
+    return this.fatal;
+  }
+
+  private fail(err: RwanError): void {
+    if (!this.running) return;
+    this.fatal = err;
+    this.o.log.error({ code: err.code, err: err.message }, 'replication stopped');
+    this.emit('error', err);
+    void this.stop();
+  }
+
+  private setState(s: SenderState): void {
+    if (s === this.current) return;
+    this.current = s;
+    this.emit('state', s);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // connections
+
+  private connect(): void {
+    if (!this.running) return;
+    const gen = ++this.pumpGen;
+    this.attempt(gen).catch((err: unknown) => {
+      const e = asRwan(err);
+      if (!this.running || gen !== this.pumpGen) return;
+      if (isFatalPeerError(e)) {
+        this.fail(e);
+        return;
+      }
+      this.o.log.warn({ code: e.code, err: e.message, retryInMs: this.backoffMs }, 'connection failed');
+      this.scheduleReconnect();
+    });
+  }
+
+  private scheduleReconnect(): void {
+    if (!this.running || this.reconnectTimer) return;
+    this.setState('reconnecting');
+    const delay = this.backoffMs * (0.75 + Math.random() * 0.5);
+    this.backoffMs = Math.min(this.o.reconnect.maxMs, this.backoffMs * 2);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.counters.reconnects++;
+      this.connect();
+    }, delay);
+  }
+
+  private async attempt(gen: number): Promise<void> {
+    const n = this.o.channels;
+    const channels: Channel[] = [];
+    try {
+      const hellos: HelloFrame[] = [];
+      for (let i = 0; i < n; i++) {
+        const { socket, peer } = await this.o.dial();
+        const ch = new Channel(socket, {
+          name: `${peer.remoteAddress}:${peer.remotePort}#${i}`,
+          heartbeatMs: this.o.heartbeatMs,
+          idleTimeoutMs: this.o.idleTimeoutMs,
+          lastAcked: () => this.lastAcked,
+        });
+        channels.push(ch);
+        const mine = hello({
+          minVersion: PROTOCOL_VERSION,
+          maxVersion: PROTOCOL_VERSION,
+          capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME,
+          sessionId: this.sessionId,
+          pageSize: this.o.pageSize,
+          role: Role.SENDER,
+          channelIndex: i,
+          channelCount: n,
+          cacheBytes: this.encoder.options.cacheBytes,
+          peerName: this.o.peerName ?? '',
+        });
+        const theirs = await handshake(ch, mine, this.o.handshakeTimeoutMs);
+        checkReceiverHello(theirs, this.o.pageSize, ch);
+        ch.setPeerLimits({ maxChunkData: theirs.maxChunkBytes, maxRawLength: theirs.maxChunkBytes });
+        hellos.push(theirs);
+      }
+      if (!this.running || gen !== this.pumpGen) throw new RwanError('RWAN_ERR_PEER', 'superseded');
+      this.channels = channels;
+      for (const ch of channels) {
+        ch.on('frame', (f: Frame) => this.onFrame(f));
+        ch.on('close', (why: RwanError | undefined) => this.onChannelClosed(gen, why));
+        ch.on('heartbeat', () => {
+          if (ch === this.channels[0]) this.rttMs = ch.stats.rttMs;
+        });
+      }
+      this.resumeFrom((hellos[0] as HelloFrame).lastEpochHeld);
+      this.connected = true;
+      this.backoffMs = this.o.reconnect.initialMs;
+      this.setState('replicating');
+      this.o.log.info(
+        { channels: n, lastEpochHeld: (hellos[0] as HelloFrame).lastEpochHeld, retained: this.retained.size },
+        'connected',
+      );
+      const w = this.connectedWaiters;
+      this.connectedWaiters = [];
+      for (const f of w) f();
+      void this.pump(gen);
+    } catch (err) {
+      for (const ch of channels) ch.close(undefined);
+      throw err;
+    }
+  }
+
+  /** Decide where sending starts, from the last epoch the receiver holds of this session. */
+  private resumeFrom(held: number | null): void {
+    if (held !== null) this.ackThrough(held, false);
+    const first = this.retained.get(Math.min(...this.retained.keys()));
+    const resumable =
+      held === null
+        ? this.lastEpoch === 0 || (first !== undefined && (first.begin.flags & EpochFlags.FULL) !== 0)
+        : held <= this.lastEpoch &&
+          (first === undefined ? held === this.lastEpoch : first.epoch === held + 1);
+    if (!resumable) {
+      this.o.log.warn(
+        { held, first: first?.epoch, last: this.lastEpoch },
+        'cannot resume: the next epoch is a full copy',
+      );
+      this.retained.clear();
+      this.needFull = true;
+      this.wakeWindow();
+    }
+  }
+
+  private onChannelClosed(gen: number, why: RwanError | undefined): void {
+    if (gen !== this.pumpGen || !this.connected) return;
+    this.connected = false;
+    if (why && isFatalPeerError(why)) {
+      this.fail(why);
+      return;
+    }
+    this.o.log.warn({ err: why?.message }, 'channel lost: reconnecting');
+    for (const ch of this.channels) ch.close(undefined);
+    this.channels = [];
+    this.pumpGen++;
+    this.scheduleReconnect();
+  }
+
+  private onFrame(f: Frame): void {
+    if (f.type === FrameType.ACK) {
+      if ((f.flags & AckFlags.DURABLE) !== 0) this.ackThrough(f.epoch, true);
+    } else if (f.type === FrameType.RESUME) {
+      // the receiver could not use what it got (a digest mismatch, a gap): start over from a full copy
+      this.o.log.warn(
+        { reason: f.reason, fromEpoch: f.fromEpoch },
+        'receiver asks to resume: full copy next',
+      );
+      this.retained.clear();
+      this.needFull = true;
+      this.pumpGen++;
+      for (const ch of this.channels) ch.close(undefined);
+      this.channels = [];
+      this.connected = false;
+      this.wakeWindow();
+      this.scheduleReconnect();
+    } else {
+      const err = new RwanError('RWAN_ERR_PEER', `unexpected ${FRAME_TYPE_NAMES[f.type]} from the receiver`);
+      this.channels[0]?.close(err, WireErrorCode.UNEXPECTED_FRAME);
+    }
+  }
+
+  private ackThrough(epoch: number, fromAck: boolean): void {
+    const now = performance.now();
+    for (const [e, out] of [...this.retained]) {
+      if (e > epoch) continue;
+      this.retained.delete(e);
+      if (out.stats) {
+        const stats: SenderEpochStats = {
+          ...out.stats,
+          ackMs: fromAck ? now - out.capturedAt : Number.NaN,
+          resent: out.resent,
+        };
+        this.counters.epochsAcked++;
+        this.emit('epoch', stats);
+        this.acked++;
+      }
+    }
+    if (this.lastAcked === null || epoch > this.lastAcked) this.lastAcked = epoch;
+    this.wakeWindow();
+    if (this.o.maxEpochs !== undefined && this.acked >= this.o.maxEpochs) void this.stop();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // capture and encode
+
+  private async captureLoop(): Promise<void> {
+    const { pageSize } = this.o;
+    while (this.running) {
+      const max = this.o.maxEpochs ?? Number.POSITIVE_INFINITY;
+      await this.waitWindow(
+        () => (this.retained.size < this.o.window && this.acked + this.retained.size < max) || !this.running,
+      );
+      if (!this.running) return;
+      const wait = this.lastCaptureStart + this.o.epochMs - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      if (!this.running) return;
+      const started = performance.now();
+      const epochMs = this.lastCaptureStart === 0 ? 0 : started - this.lastCaptureStart;
+      this.lastCaptureStart = started;
+      const full = this.needFull;
+      const cap = await this.o.source.capture({ full });
+      if (!this.running) return;
+      this.needFull = false;
+      if (cap.full) {
+        this.encoder.reset();
+        this.retained.clear();
+        this.counters.fullEpochs++;
+      }
+      const epoch = ++this.lastEpoch;
+      const capturedAt = performance.now();
+      const out = new OutEpoch(
+        epoch,
+        epochBegin({
+          epoch,
+          flags: cap.full ? EpochFlags.FULL : 0,
+          baseEpoch: cap.full ? null : epoch - 1,
+          imageBytes: cap.imageBytes,
+        }),
+        capturedAt,
+      );
+      this.retained.set(epoch, out);
+      this.wakeWindow(); // the pump may be waiting for this epoch
+      let encodeMs = 0;
+      let wire = 0;
+      const push = (c: ReturnType<EpochEncoder['add']>) => {
+        if (!c) return;
+        wire += c.data.length;
+        out.push(
+          chunkFrame({
+            epoch,
+            seq: c.seq,
+            records: c.records,
+            rawLength: c.rawLength,
+            method: c.method,
+            data: c.data,
+          }),
+        );
+      };
+      this.encoder.begin(epoch);
+      const n = cap.pfns.length;
+      let slice = performance.now();
+      for (let i = 0; i < n; i++) {
+        push(this.encoder.add(cap.pfns[i] as number, cap.pages.subarray(i * pageSize, (i + 1) * pageSize)));
+        if (performance.now() - slice > 5) {
+          encodeMs += performance.now() - slice;
+          await yieldToLoop(); // let heartbeats, ACKs and the pump run
+          slice = performance.now();
+        }
+      }
+      const { chunk, summary } = this.encoder.end();
+      push(chunk);
+      encodeMs += performance.now() - slice;
+      const rawBytes = out.chunks.reduce((s, c) => s + c.rawLength, 0);
+      out.finish(
+        epochEnd({
+          epoch,
+          digest: summary.digest,
+          pageCount: summary.pageCount,
+          chunkCount: out.chunks.length,
+          rawBytes,
+        }),
+      );
+      this.counters.rawBytes += summary.rawBytes;
+      this.counters.wireBytes += wire;
+      out.stats = {
+        epoch,
+        full: cap.full,
+        epochMs,
+        dirtyPages: summary.pageCount,
+        rawBytes: summary.rawBytes,
+        wireBytes: wire,
+        chunks: out.chunks.length,
+        captureMs: cap.captureMs,
+        pausedMs: cap.pausedMs,
+        encodeMs,
+        kinds: summary.kinds,
+        ...(cap.digest === undefined ? {} : { digest: cap.digest }),
+      };
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // the send pump
+
+  /** Send retained epochs in order, then new ones as they come, until the connection generation changes. */
+  private async pump(gen: number): Promise<void> {
+    const live = () => this.running && gen === this.pumpGen && this.connected;
+    let next = this.retained.size > 0 ? Math.min(...this.retained.keys()) : this.lastEpoch + 1;
+    try {
+      while (live()) {
+        const out = this.retained.get(next);
+        if (!out) {
+          if (next <= this.lastEpoch) {
+            // acknowledged meanwhile, or dropped by a FULL copy: skip to what is retained
+            const later = [...this.retained.keys()].filter((e) => e > next);
+            next = later.length > 0 ? Math.min(...later) : this.lastEpoch + 1;
+            continue;
+          }
+          await this.waitWindow(() => this.retained.has(next) || !live());
+          continue;
+        }
+        await this.sendEpoch(out, live);
+        next = out.epoch + 1;
+      }
+    } catch (err) {
+      if (live()) this.onChannelClosed(gen, asRwan(err));
+    }
+  }
+
+  private async sendEpoch(out: OutEpoch, live: () => boolean): Promise<void> {
+    if (out.endSentAt > 0) {
+      out.resent++;
+      this.counters.resentEpochs++;
+    }
+    const n = this.channels.length;
+    const control = this.channels[0] as Channel;
+    await this.write(control, out.begin);
+    for (let i = 0; ; i++) {
+      await out.next(i);
+      if (!live()) return;
+      const c = out.chunks[i];
+      if (!c) break;
+      await this.limiter.take(c.data.length + 38);
+      if (!live()) return;
+      await this.write(this.channels[i % n] as Channel, c);
+    }
+    if (!live() || !out.end) return;
+    await this.write(control, out.end);
+    out.endSentAt = performance.now();
+  }
+
+  private async write(ch: Channel, f: Frame): Promise<void> {
+    if (ch.isClosed) throw new RwanError('RWAN_ERR_PEER', 'channel closed');
+    if (!ch.send(f)) await ch.drained();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // waiting
+
+  private waitWindow(ready: () => boolean): Promise<void> {
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => {
+        if (ready()) resolve();
+        else this.windowWaiters.push(check);
+      };
+      this.windowWaiters.push(check);
+    });
+  }
+
+  private wakeWindow(): void {
+    const w = this.windowWaiters;
+    this.windowWaiters = [];
+    for (const f of w) f();
+  }
+
+  private wakeAll(): void {
+    this.wakeWindow();
+    const c = this.connectedWaiters;
+    this.connectedWaiters = [];
+    for (const f of c) f();
+  }
+}
+
+function asRwan(err: unknown): RwanError {
+  return err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
+}
+
+/** Errors after which reconnecting cannot help: the receiver refuses this sender. */
+function isFatalPeerError(e: RwanError): boolean {
+  const wire = e.details.wireCode;
+  return (
+    e.code === 'RWAN_ERR_TLS' ||
+    wire === WireErrorCode.UNSUPPORTED_VERSION ||
+    wire === WireErrorCode.INCOMPATIBLE ||
+    (e.code === 'RWAN_ERR_PEER' && e.details.fatalHello === true)
+  );
+}
+
+function checkReceiverHello(h: HelloFrame, pageSize: number, ch: Channel): void {
+  const refuse = (why: string, wire: number): never => {
+    const err = new RwanError('RWAN_ERR_PEER', `receiver refused: ${why}`, {
+      details: { wireCode: wire, fatalHello: true },
+    });
+    ch.close(err, wire);
+    throw err;
+  };
+  if (h.maxVersion < PROTOCOL_VERSION || h.minVersion > PROTOCOL_VERSION) {
+    refuse(
+      `it speaks versions ${h.minVersion}..${h.maxVersion}, not ${PROTOCOL_VERSION}`,
+      WireErrorCode.UNSUPPORTED_VERSION,
+    );
+  }
+  if (h.role !== Role.RECEIVER) refuse('the peer is not a receiver', WireErrorCode.INCOMPATIBLE);
+  if (h.pageSize !== pageSize)
+    refuse(`page size ${h.pageSize}, ours ${pageSize}`, WireErrorCode.INCOMPATIBLE);
+}
