@@ -8,7 +8,8 @@
  *     page: `pfn`, `gfn` or `page` (decimal or 0x hex), or `addr`/`address` (bytes, divided by the page size)
  * - counts: one row per measured window, `pages` (or `dirty_pages`/`dirtyPages`) + the window:
  *     `window` (a duration string such as `100ms`) or `window_ms`/`windowMs`/`window_s`/`epochMs`.
- *     remus-wan's per-epoch stats file is this shape; its `rawBytes`/`wireBytes` give the compression.
+ *     remus-wan's per-epoch stats file is this shape; its `rawBytes`/`wireBytes` give the compression,
+ *     and its full-copy rows (`full: true`: every page, at session start or a resync) are left out.
  *
  * A comment line `# duration: 10s` declares the trace length (default: the last write's time).
  */
@@ -334,7 +335,14 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     col('rawBytes'),
     col('wireBytes'),
   ];
+  const fullCol = col('full');
+  let skippedFull = 0;
   rows.each((field, num, line) => {
+    // a daemon's full copy (session start, resync) is every page, not what the guest dirtied
+    if (fullCol >= 0 && field(fullCol) === 'true') {
+      skippedFull++;
+      return;
+    }
     const w = field(windowCol) ?? '';
     const windowS =
       windowKey === 'window'
@@ -362,15 +370,49 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     }
   });
   const isDaemon = rows.keys.includes('wireBytes');
-  const measurements: Measurement[] = [...byWindow.entries()].map(([windowS, pages]) => ({
+  // a daemon measures each epoch's real length, which jitters around the configured interval: epochs
+  // within 10 % of each other are samples of one window (their median length), not windows of their own
+  const windows = isDaemon ? clusterWindows(byWindow, 0.1) : byWindow;
+  const measurements: Measurement[] = [...windows.entries()].map(([windowS, pages]) => ({
     windowS,
     pages,
     source: `${source} (${isDaemon ? 'remus-wan stats' : 'per-window counts'}, ${pages.length} samples)`,
     mode: isDaemon ? 'daemon' : 'counts',
   }));
-  const guest: GuestMeasurements = { measurements, traces: [], notes: [] };
+  const guest: GuestMeasurements = {
+    measurements,
+    traces: [],
+    notes:
+      skippedFull > 0
+        ? [`${source}: ${skippedFull} full-copy epoch(s) left out (not a dirty-rate sample)`]
+        : [],
+  };
   if (epochs > 0 && raw > 0) {
     guest.compression = { ratio: wire / raw, source: `${source} (measured over ${epochs} epochs)` };
   }
   return guest;
+}
+
+/**
+ * Merge windows (seconds → page counts) that lie within `tolerance` of the first window of their
+ * group, in increasing order; each group becomes one window, its samples' median length.
+ */
+export function clusterWindows(byWindow: Map<number, number[]>, tolerance: number): Map<number, number[]> {
+  const sorted = [...byWindow.entries()].sort((a, b) => a[0] - b[0]);
+  const out = new Map<number, number[]>();
+  let group: Array<[number, number[]]> = [];
+  const flush = () => {
+    if (group.length === 0) return;
+    const lengths = group.flatMap(([w, pages]) => pages.map(() => w)).sort((a, b) => a - b);
+    const median = lengths[Math.floor(lengths.length / 2)] as number;
+    out.set(median, [...(out.get(median) ?? []), ...group.flatMap(([, pages]) => pages)]);
+    group = [];
+  };
+  for (const entry of sorted) {
+    const first = group[0];
+    if (first && entry[0] > first[0] * (1 + tolerance)) flush();
+    group.push(entry);
+  }
+  flush();
+  return out;
 }

@@ -110,6 +110,7 @@ export class ReceiverSession extends EventEmitter {
   private spill: { fd: number; path: string; end: number } | undefined;
   private processing: Promise<void> | undefined;
   private pendingKick = false;
+  private storeFailed = false;
   private readonly detector: FailureDetector;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
@@ -183,7 +184,10 @@ export class ReceiverSession extends EventEmitter {
     });
   }
 
-  /** Stop: channels closed with SHUTDOWN, timers off; waits for an epoch being committed. */
+  /**
+   * Stop: channels closed with SHUTDOWN, timers off; waits for an epoch being committed, then
+   * checkpoints the store with the cache index (a restart then needs no journal replay).
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -192,6 +196,16 @@ export class ReceiverSession extends EventEmitter {
       ch?.close(new RwanError('RWAN_ERR_PEER', 'receiver shutting down'), WireErrorCode.SHUTDOWN);
     }
     await this.processing;
+    if (this.decoderValid && !this.storeFailed && this.o.store.state.committedEpoch !== null) {
+      try {
+        await this.o.store.checkpoint(this.decoder.cacheSnapshot());
+      } catch (err) {
+        this.o.log.warn(
+          { err: (err as Error).message },
+          'final checkpoint failed (the journal keeps the epochs)',
+        );
+      }
+    }
     this.dropStaging();
     if (this.spill) {
       closeSync(this.spill.fd);
@@ -289,8 +303,8 @@ export class ReceiverSession extends EventEmitter {
       this.sessionHex = sid;
       this.decoderValid = false;
       this.emit('session', sid);
-    } else {
-      this.counters.resumes++;
+    } else if (theirs.channelIndex === 0) {
+      this.counters.resumes++; // the session's channels came back (channel 0 first)
     }
     // whatever was staged is incomplete (it would be complete and processed otherwise): it is resent
     this.dropStaging();
@@ -442,6 +456,7 @@ export class ReceiverSession extends EventEmitter {
         const e =
           err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
         if (e.code === 'RWAN_ERR_STORE' || e.code === 'RWAN_ERR_IO' || e.code === 'RWAN_ERR_INTERNAL') {
+          this.storeFailed = true;
           this.o.log.error({ code: e.code, err: e.message, epoch }, 'cannot commit: stopping');
           this.emit('fatal', e);
           await this.close();

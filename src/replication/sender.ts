@@ -161,7 +161,8 @@ class OutEpoch {
 export type SenderState = 'connecting' | 'replicating' | 'reconnecting' | 'stopped';
 
 /**
- * Events: `'epoch'` (SenderEpochStats, once acknowledged), `'state'` (SenderState), `'error'` (a
+ * Events: `'epoch'` (SenderEpochStats, once acknowledged), `'state'` (SenderState), `'progress'`
+ * ({ epoch, sentBytes, totalBytes } about once a second while a full copy is sent), `'fatal'` (a
  * RwanError that stops the session: the receiver refused it for good).
  */
 export class SenderSession extends EventEmitter {
@@ -267,7 +268,7 @@ export class SenderSession extends EventEmitter {
     if (!this.running) return;
     this.fatal = err;
     this.o.log.error({ code: err.code, err: err.message }, 'replication stopped');
-    this.emit('error', err);
+    this.emit('fatal', err);
     void this.stop();
   }
 
@@ -577,6 +578,9 @@ export class SenderSession extends EventEmitter {
     }
     const n = this.channels.length;
     const control = this.channels[0] as Channel;
+    const full = (out.begin.flags & EpochFlags.FULL) !== 0;
+    let sentRaw = 0;
+    let told = performance.now();
     await this.write(control, out.begin);
     for (let i = 0; ; i++) {
       await out.next(i);
@@ -586,6 +590,11 @@ export class SenderSession extends EventEmitter {
       await this.limiter.take(c.data.length + 38);
       if (!live()) return;
       await this.write(this.channels[i % n] as Channel, c);
+      sentRaw += c.rawLength;
+      if (full && performance.now() - told > 1000) {
+        told = performance.now();
+        this.emit('progress', { epoch: out.epoch, sentBytes: sentRaw, totalBytes: out.begin.imageBytes });
+      }
     }
     if (!live() || !out.end) return;
     await this.write(control, out.end);

@@ -1,7 +1,7 @@
 /** Every input format, read from files as an operator would pass them, and every way they can be wrong. */
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { detectFormat, loadInput } from '../../src/measure/inputs.js';
+import { detectFormat, loadInput, parseInput } from '../../src/measure/inputs.js';
 import { epochCounts } from '../../src/planner/trace.js';
 import { codeOfAsync } from '../helpers.js';
 
@@ -99,6 +99,22 @@ describe('traces', () => {
     expect(g?.measurements[0]?.pages).toEqual([300, 500]);
     expect(g?.measurements[0]?.mode).toBe('daemon');
     expect(g?.compression?.ratio).toBeCloseTo(0.25, 9);
+  });
+  it('remus-wan stats as the daemon writes them: jittered epoch lengths are one window, full copies left out', () => {
+    const rows = [
+      { epoch: 1, full: true, epochMs: 0, dirtyPages: 8192, rawBytes: 33554432, wireBytes: 9e6 },
+      { epoch: 2, full: false, epochMs: 99.2, dirtyPages: 300, rawBytes: 1228800, wireBytes: 61440 },
+      { epoch: 3, full: false, epochMs: 100.4, dirtyPages: 320, rawBytes: 1310720, wireBytes: 65536 },
+      { epoch: 4, full: false, epochMs: 101.1, dirtyPages: 310, rawBytes: 1269760, wireBytes: 63488 },
+      { epoch: 5, full: false, epochMs: 250, dirtyPages: 700, rawBytes: 2867200, wireBytes: 143360 },
+    ];
+    const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'stats.jsonl');
+    expect(g?.measurements.map((m) => [m.windowS, m.pages])).toEqual([
+      [0.1004, [300, 320, 310]],
+      [0.25, [700]],
+    ]);
+    expect(g?.notes.join()).toMatch(/1 full-copy epoch/);
+    expect(g?.compression?.ratio).toBeCloseTo(0.05, 9); // the full copy is not in the ratio either
   });
   it('refuses bad rows, short rows, empty traces and missing columns', async () => {
     expect(await codeOfAsync(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');

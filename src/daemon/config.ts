@@ -1,0 +1,280 @@
+/**
+ * The daemon's settings: one JSON config file (docs/daemon.md), every field also a command-line flag;
+ * a flag given on the command line wins over the file. Pure: text and flags in, settings out.
+ *
+ *   file (JSON, zod-checked, unknown keys refused) ─┐
+ *                                                   ├─► merge (flags win) ─► units parsed ─► Settings
+ *   flags (commander, strings as typed)  ───────────┘
+ */
+import { z } from 'zod';
+import { RwanError } from '../errors.js';
+import { parseBytes, parseCount, parseDuration, parseRate } from '../units.js';
+
+/** Config file keys; each has a flag of the same name in kebab case. */
+const fileSchema = z
+  .object({
+    connect: z.string(),
+    listen: z.string(),
+    image: z.string(),
+    dirtyLog: z.string(),
+    pausePid: z.union([z.number().int().positive(), z.string()]),
+    store: z.string(),
+    tlsCa: z.string(),
+    tlsCert: z.string(),
+    tlsKey: z.string(),
+    peerName: z.union([z.string(), z.array(z.string())]),
+    pskIdentity: z.string(),
+    pskKeyFile: z.string(),
+    insecure: z.boolean(),
+    pageSize: z.union([z.number(), z.string()]),
+    epoch: z.string(),
+    window: z.union([z.number(), z.string()]),
+    channels: z.union([z.number(), z.string()]),
+    cache: z.string(),
+    chunk: z.string(),
+    zstdLevel: z.union([z.number(), z.string()]),
+    rate: z.string(),
+    burst: z.string(),
+    heartbeat: z.string(),
+    idleTimeout: z.string(),
+    handshakeTimeout: z.string(),
+    deadTime: z.string(),
+    staging: z.string(),
+    stats: z.string(),
+    metrics: z.string(),
+    onPrimaryLost: z.string(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    verify: z.boolean(),
+    maxEpochs: z.union([z.number(), z.string()]),
+    name: z.string(),
+  })
+  .partial()
+  .strict();
+
+/** What a config file may hold (every field optional). */
+export type ConfigFile = z.infer<typeof fileSchema>;
+
+/** Security settings, before the files are read. */
+export type SecuritySettings =
+  | { kind: 'tls'; ca: string; cert: string; key: string; peerNames?: string[] }
+  | { kind: 'psk'; identity: string; keyFile: string }
+  | { kind: 'insecure' };
+
+/** Settings shared by both roles. */
+export interface CommonSettings {
+  security: SecuritySettings;
+  pageSize: number;
+  cacheBytes: number;
+  heartbeatMs: number;
+  idleTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  statsFile?: string;
+  metrics?: { host: string; port: number };
+  logLevel: ConfigFile['logLevel'] & string;
+  verify: boolean;
+  name: string;
+}
+
+/** `remus-wan send`. */
+export interface SendSettings extends CommonSettings {
+  connect: { host: string; port: number };
+  image: string;
+  dirtyLog?: string;
+  pausePid?: number;
+  epochMs: number;
+  window: number;
+  channels: number;
+  chunkBytes: number;
+  zstdLevel: number | null;
+  rate: { bytesPerSecond: number; burstBytes: number } | null;
+  maxEpochs?: number;
+}
+
+/** `remus-wan receive`. */
+export interface ReceiveSettings extends CommonSettings {
+  listen: { host: string; port: number };
+  store: string;
+  deadTimeMs: number;
+  stagingBytes: number;
+  onPrimaryLost?: string;
+}
+
+/** Defaults (docs/daemon.md lists them). */
+export const DEFAULTS = {
+  pageSize: 4096,
+  epoch: '100ms',
+  window: 4,
+  channels: 2,
+  cache: '64MiB',
+  chunk: '512KiB',
+  zstdLevel: 1,
+  burst: '4MiB',
+  heartbeat: '200ms',
+  idleTimeout: '5s',
+  handshakeTimeout: '10s',
+  deadTime: '3s',
+  staging: '256MiB',
+  logLevel: 'info',
+  port: 7800,
+} as const;
+
+/** Parse a config file's text. */
+export function parseConfig(text: string, source: string): ConfigFile {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new RwanError('RWAN_ERR_INVALID_INPUT', `${source}: not JSON: ${(err as Error).message}`, {
+      details: { source },
+    });
+  }
+  const r = fileSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = issue?.path.join('.') || '(top level)';
+    throw new RwanError('RWAN_ERR_INVALID_INPUT', `${source}: ${where}: ${issue?.message ?? 'invalid'}`, {
+      details: { source, path: issue?.path, issues: r.error.issues.length },
+    });
+  }
+  return r.data;
+}
+
+/** `host:port`, `[v6]:port` or `port` alone (then `fallbackHost`). */
+export function parseAddress(
+  text: string,
+  what: string,
+  fallbackHost: string,
+): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+))?:?(\d+)?$/.exec(text.trim());
+  const host = m?.[1] ?? m?.[2];
+  const portText = m?.[3];
+  if (!m || (host === undefined && portText === undefined)) {
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `${what}: '${text}' is not host:port`, {
+      details: { what },
+    });
+  }
+  if (host !== undefined && portText === undefined && /^\d+$/.test(host)) {
+    return { host: fallbackHost, port: checkPort(Number(host), what) };
+  }
+  return {
+    host: host ?? fallbackHost,
+    port: checkPort(portText === undefined ? DEFAULTS.port : Number(portText), what),
+  };
+}
+
+function checkPort(port: number, what: string): number {
+  if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) {
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `${what}: port ${port} out of 0..65535`, {
+      details: { what },
+    });
+  }
+  return port;
+}
+
+type Merged = ConfigFile;
+
+/** File values, then flags on top (commander gives flags as camelCase keys). */
+export function merge(file: ConfigFile, flags: Record<string, unknown>): Merged {
+  const out: Record<string, unknown> = { ...file };
+  for (const [k, v] of Object.entries(flags)) if (v !== undefined && k !== 'config') out[k] = v;
+  return out as Merged;
+}
+
+const num = (v: number | string | undefined, what: string): number | undefined =>
+  v === undefined ? undefined : typeof v === 'number' ? v : parseCount(v, { what });
+
+function security(m: Merged): SecuritySettings {
+  const tls = m.tlsCa !== undefined || m.tlsCert !== undefined || m.tlsKey !== undefined;
+  const psk = m.pskIdentity !== undefined || m.pskKeyFile !== undefined;
+  const chosen = [tls, psk, m.insecure === true].filter(Boolean).length;
+  if (chosen !== 1) {
+    throw new RwanError(
+      'RWAN_ERR_USAGE',
+      chosen === 0
+        ? 'no transport security: give --tls-ca, --tls-cert and --tls-key (or --psk-identity and --psk-key-file, or --insecure for plaintext)'
+        : 'choose one of TLS (--tls-*), PSK (--psk-*) or --insecure',
+    );
+  }
+  if (tls) {
+    if (!m.tlsCa || !m.tlsCert || !m.tlsKey) {
+      throw new RwanError('RWAN_ERR_USAGE', 'TLS needs all of --tls-ca, --tls-cert and --tls-key');
+    }
+    const names = m.peerName === undefined ? [] : Array.isArray(m.peerName) ? m.peerName : [m.peerName];
+    return {
+      kind: 'tls',
+      ca: m.tlsCa,
+      cert: m.tlsCert,
+      key: m.tlsKey,
+      ...(names.length > 0 ? { peerNames: names } : {}),
+    };
+  }
+  if (psk) {
+    if (!m.pskIdentity || !m.pskKeyFile) {
+      throw new RwanError('RWAN_ERR_USAGE', 'PSK needs both --psk-identity and --psk-key-file');
+    }
+    return { kind: 'psk', identity: m.pskIdentity, keyFile: m.pskKeyFile };
+  }
+  return { kind: 'insecure' };
+}
+
+function common(m: Merged): CommonSettings {
+  const pageSize = num(m.pageSize, '--page-size') ?? DEFAULTS.pageSize;
+  return {
+    security: security(m),
+    pageSize,
+    cacheBytes: parseBytes(m.cache ?? DEFAULTS.cache, { what: '--cache' }),
+    heartbeatMs: 1000 * parseDuration(m.heartbeat ?? DEFAULTS.heartbeat, { what: '--heartbeat' }),
+    idleTimeoutMs: 1000 * parseDuration(m.idleTimeout ?? DEFAULTS.idleTimeout, { what: '--idle-timeout' }),
+    handshakeTimeoutMs:
+      1000 * parseDuration(m.handshakeTimeout ?? DEFAULTS.handshakeTimeout, { what: '--handshake-timeout' }),
+    ...(m.stats === undefined ? {} : { statsFile: m.stats }),
+    ...(m.metrics === undefined ? {} : { metrics: parseAddress(m.metrics, '--metrics', '127.0.0.1') }),
+    logLevel: m.logLevel ?? DEFAULTS.logLevel,
+    verify: m.verify === true,
+    name: m.name ?? '',
+  };
+}
+
+function required<T>(v: T | undefined, flag: string): T {
+  if (v === undefined || v === '') throw new RwanError('RWAN_ERR_USAGE', `${flag} is required`);
+  return v;
+}
+
+/** Settings of `remus-wan send`. */
+export function sendSettings(m: Merged): SendSettings {
+  const c = common(m);
+  const rate = m.rate === undefined || m.rate === 'off' ? null : parseRate(m.rate, { what: '--rate' });
+  const level = m.zstdLevel === 'off' ? null : (num(m.zstdLevel, '--zstd-level') ?? DEFAULTS.zstdLevel);
+  const pausePid = num(m.pausePid, '--pause-pid');
+  const maxEpochs = num(m.maxEpochs, '--max-epochs');
+  return {
+    ...c,
+    connect: parseAddress(required(m.connect, '--connect'), '--connect', '127.0.0.1'),
+    image: required(m.image, '--image'),
+    ...(m.dirtyLog === undefined ? {} : { dirtyLog: m.dirtyLog }),
+    ...(pausePid === undefined ? {} : { pausePid }),
+    epochMs: 1000 * parseDuration(m.epoch ?? DEFAULTS.epoch, { what: '--epoch' }),
+    window: num(m.window, '--window') ?? DEFAULTS.window,
+    channels: num(m.channels, '--channels') ?? DEFAULTS.channels,
+    chunkBytes: parseBytes(m.chunk ?? DEFAULTS.chunk, { what: '--chunk' }),
+    zstdLevel: level,
+    rate:
+      rate === null
+        ? null
+        : { bytesPerSecond: rate, burstBytes: parseBytes(m.burst ?? DEFAULTS.burst, { what: '--burst' }) },
+    ...(maxEpochs === undefined ? {} : { maxEpochs }),
+  };
+}
+
+/** Settings of `remus-wan receive`. */
+export function receiveSettings(m: Merged): ReceiveSettings {
+  const c = common(m);
+  return {
+    ...c,
+    listen: parseAddress(m.listen ?? `0.0.0.0:${DEFAULTS.port}`, '--listen', '0.0.0.0'),
+    store: required(m.store, '--store'),
+    deadTimeMs: 1000 * parseDuration(m.deadTime ?? DEFAULTS.deadTime, { what: '--dead-time' }),
+    stagingBytes: parseBytes(m.staging ?? DEFAULTS.staging, { what: '--staging' }),
+    ...(m.onPrimaryLost === undefined ? {} : { onPrimaryLost: m.onPrimaryLost }),
+  };
+}

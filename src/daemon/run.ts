@@ -1,0 +1,353 @@
+/**
+ * The two daemons, assembled from their settings: the session, the secured transport, the stats file,
+ * the status/metrics endpoint, the failover hook, and a clean stop on SIGTERM/SIGINT.
+ *
+ *   send:     ImageSource ─► SenderSession ─► connect() (TLS/PSK/plain) ─► receiver
+ *   receive:  listen() ─► ReceiverSession ─► ReplicaStore;  'primary-lost' ─► hook command
+ *   both:     GET /metrics (Prometheus), GET /status (JSON), POST /rate (sender: change the cap);
+ *             one JSON line per epoch in the stats file (remus-plan reads the sender's)
+ */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Registry } from 'prom-client';
+import { RwanError } from '../errors.js';
+import { makeLogger } from '../observability/logger.js';
+import { LoopDelay, receiverMetrics, senderMetrics } from '../observability/metrics.js';
+import { type ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
+import { type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
+import { ImageSource } from '../replication/source-image.js';
+import { ReplicaStore } from '../replication/store.js';
+import { checkRate } from '../transport/rate-limit.js';
+import { connect, listen, type Security } from '../transport/security.js';
+import { parseBytes, parseRate } from '../units.js';
+import type { ReceiveSettings, SecuritySettings, SendSettings } from './config.js';
+
+/** Read key files: the transport's {@link Security} from the settings. */
+export async function loadSecuritySettings(s: SecuritySettings): Promise<Security> {
+  if (s.kind !== 'psk') return s;
+  let key: Buffer;
+  try {
+    const text = (await readFile(s.keyFile, 'utf8')).trim();
+    key =
+      /^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0
+        ? Buffer.from(text, 'hex')
+        : Buffer.from(text, 'base64');
+  } catch (err) {
+    throw new RwanError('RWAN_ERR_TLS', `PSK key file ${s.keyFile}: ${(err as Error).message}`, {
+      cause: err,
+      details: { path: s.keyFile },
+    });
+  }
+  return { kind: 'psk', identity: s.identity, key };
+}
+
+/** Appends one JSON line per epoch. */
+class StatsFile {
+  private readonly out: WriteStream;
+  constructor(path: string) {
+    this.out = createWriteStream(path, { flags: 'a' });
+  }
+  write(row: object): void {
+    this.out.write(`${JSON.stringify(row)}\n`);
+  }
+  async close(): Promise<void> {
+    this.out.end();
+    await once(this.out, 'close');
+  }
+}
+
+/** Byte and epoch rates over a sliding window, for `status`. */
+class Rates {
+  private readonly samples: Array<{ t: number; raw: number; wire: number }> = [];
+  add(raw: number, wire: number): void {
+    const t = performance.now();
+    this.samples.push({ t, raw, wire });
+    while (this.samples.length > 0 && t - (this.samples[0] as { t: number }).t > 10_000) this.samples.shift();
+  }
+  get(): { rawBytesPerSecond: number; wireBytesPerSecond: number; compression: number | null } {
+    const now = performance.now();
+    const span = Math.max(1, Math.min(10_000, now - (this.samples[0]?.t ?? now))) / 1000;
+    const raw = this.samples.reduce((s, x) => s + x.raw, 0);
+    const wire = this.samples.reduce((s, x) => s + x.wire, 0);
+    return {
+      rawBytesPerSecond: raw / span,
+      wireBytesPerSecond: wire / span,
+      compression: raw > 0 ? wire / raw : null,
+    };
+  }
+}
+
+/** The HTTP endpoint: /metrics, /status and (sender) POST /rate. */
+async function serveHttp(
+  where: { host: string; port: number },
+  registry: Registry,
+  status: () => object,
+  onRate: ((body: { rate?: string | null; burst?: string }) => object) | undefined,
+  log: Log,
+): Promise<Server> {
+  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const reply = (code: number, body: string, type = 'application/json') => {
+      res.writeHead(code, { 'content-type': type });
+      res.end(body);
+    };
+    (async () => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      if (req.method === 'GET' && url.pathname === '/metrics') {
+        reply(200, await registry.metrics(), registry.contentType);
+      } else if (req.method === 'GET' && url.pathname === '/status') {
+        reply(200, `${JSON.stringify(status(), null, 2)}\n`);
+      } else if (req.method === 'POST' && url.pathname === '/rate' && onRate) {
+        let body = '';
+        for await (const c of req) {
+          body += c;
+          if (body.length > 4096) throw new RwanError('RWAN_ERR_INVALID_VALUE', 'body too large');
+        }
+        reply(200, `${JSON.stringify(onRate(JSON.parse(body || '{}')))}\n`);
+      } else {
+        reply(404, '{"error":"not found"}\n');
+      }
+    })().catch((err: unknown) => {
+      const e =
+        err instanceof RwanError
+          ? err
+          : new RwanError('RWAN_ERR_INVALID_VALUE', String((err as Error).message));
+      reply(400, `${JSON.stringify({ error: e.toJSON() })}\n`);
+    });
+  });
+  server.on('error', (err) => log.error({ err: err.message }, 'status endpoint error'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        new RwanError('RWAN_ERR_CONNECT', `metrics ${where.host}:${where.port}: ${err.code ?? err.message}`, {
+          cause: err,
+        }),
+      ),
+    );
+    server.listen(where.port, where.host, resolve);
+  });
+  log.info(
+    { metrics: `http://${where.host}:${(server.address() as { port: number }).port}` },
+    'status endpoint',
+  );
+  return server;
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string) => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+/** Run `remus-wan send` until stopped (signal, --max-epochs, or a fatal error). Returns the exit status. */
+export async function runSend(s: SendSettings): Promise<number> {
+  const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
+  const security = await loadSecuritySettings(s.security);
+  const source = await ImageSource.open({
+    path: s.image,
+    pageSize: s.pageSize,
+    dirty: s.dirtyLog ? { kind: 'log', path: s.dirtyLog } : { kind: 'hash' },
+    ...(s.pausePid === undefined ? {} : { pausePid: s.pausePid }),
+    verify: s.verify,
+  });
+  const session = new SenderSession({
+    dial: () =>
+      connect(security, { host: s.connect.host, port: s.connect.port, timeoutMs: s.handshakeTimeoutMs }),
+    source,
+    pageSize: s.pageSize,
+    channels: s.channels,
+    window: s.window,
+    epochMs: s.epochMs,
+    codec: { cacheBytes: s.cacheBytes, chunkBytes: s.chunkBytes, zstdLevel: s.zstdLevel },
+    rate: s.rate,
+    heartbeatMs: s.heartbeatMs,
+    idleTimeoutMs: s.idleTimeoutMs,
+    handshakeTimeoutMs: s.handshakeTimeoutMs,
+    reconnect: { initialMs: 100, maxMs: 5000 },
+    ...(s.maxEpochs === undefined ? {} : { maxEpochs: s.maxEpochs }),
+    peerName: s.name,
+    log,
+  });
+  const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
+  const rates = new Rates();
+  const loop = new LoopDelay();
+  session.on('epoch', (e: SenderEpochStats) => {
+    stats?.write(e);
+    rates.add(e.rawBytes, e.wireBytes);
+    if (e.full)
+      log.info(
+        { epoch: e.epoch, pages: e.dirtyPages, wireBytes: e.wireBytes, ackMs: Math.round(e.ackMs) },
+        'full copy acknowledged',
+      );
+  });
+  session.on('progress', (p: { epoch: number; sentBytes: number; totalBytes: number }) =>
+    log.info(
+      { ...p, percent: Math.round((100 * p.sentBytes) / Math.max(1, p.totalBytes)) },
+      'full copy in progress',
+    ),
+  );
+  session.on('state', (st: string) => log.info({ state: st }, 'state'));
+  const status = () => ({
+    role: 'send',
+    name: s.name,
+    state: session.state,
+    session: session.sessionId.toString('hex'),
+    peer: `${s.connect.host}:${s.connect.port}`,
+    lastAckedEpoch: session.lastAckedEpoch,
+    epochsInFlight: session.inFlight,
+    rttMs: session.rttMs ?? null,
+    ...rates.get(),
+    rateLimit: session.rate.settings,
+    counters: session.counters,
+    eventLoopDelay: loop.snapshot(),
+  });
+  const onRate = (b: { rate?: string | null; burst?: string }) => {
+    if (b.rate === null || b.rate === 'off') session.rate.update(null);
+    else {
+      const bytesPerSecond = parseRate(String(b.rate), { what: 'rate' });
+      const burstBytes = b.burst
+        ? parseBytes(b.burst, { what: 'burst' })
+        : (session.rate.settings?.burstBytes ?? 4 * 2 ** 20);
+      session.rate.update(checkRate({ bytesPerSecond, burstBytes }));
+    }
+    log.info({ rateLimit: session.rate.settings }, 'rate limit changed');
+    return { rateLimit: session.rate.settings };
+  };
+  const http = s.metrics
+    ? await serveHttp(s.metrics, senderMetrics(session, loop), status, onRate, log)
+    : undefined;
+  log.info(
+    { image: s.image, peer: `${s.connect.host}:${s.connect.port}`, security: s.security.kind },
+    'sending',
+  );
+  const signal = untilSignal().then((sig) => {
+    log.info({ signal: sig }, 'stopping');
+    return session.stop();
+  });
+  await Promise.race([session.run(), signal]);
+  await session.stop();
+  loop.stop();
+  http?.close();
+  await stats?.close();
+  await source.close();
+  const err = session.error;
+  if (err) {
+    log.error({ code: err.code, err: err.message }, 'stopped on error');
+    return err.exitCode;
+  }
+  log.info({ lastAckedEpoch: session.lastAckedEpoch }, 'stopped');
+  return 0;
+}
+
+/** Run `remus-wan receive` until SIGTERM/SIGINT (or a fatal store error). Returns the exit status. */
+export async function runReceive(s: ReceiveSettings): Promise<number> {
+  const log = makeLogger({ level: s.logLevel, role: 'receive', name: s.name });
+  const security = await loadSecuritySettings(s.security);
+  const { store, recovery } = await ReplicaStore.open({ dir: s.store, pageSize: s.pageSize });
+  log.info(
+    {
+      store: s.store,
+      committedEpoch: store.state.committedEpoch,
+      replayed: recovery.replayedEpochs.length,
+      truncatedBytes: recovery.truncatedBytes,
+    },
+    'replica store opened',
+  );
+  const session = await ReceiverSession.create({
+    store,
+    recovery,
+    pageSize: s.pageSize,
+    cacheBytes: s.cacheBytes,
+    heartbeatMs: s.heartbeatMs,
+    idleTimeoutMs: s.idleTimeoutMs,
+    handshakeTimeoutMs: s.handshakeTimeoutMs,
+    deadTimeMs: s.deadTimeMs,
+    stagingBytes: s.stagingBytes,
+    verify: s.verify,
+    peerName: s.name,
+    log,
+  });
+  const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
+  const rates = new Rates();
+  const loop = new LoopDelay();
+  let fatal: RwanError | undefined;
+  session.on('epoch', (e: ReceiverEpochStats) => {
+    stats?.write(e);
+    rates.add(0, e.wireBytes);
+    if (e.full) log.info({ epoch: e.epoch, pages: e.pages }, 'full copy committed');
+  });
+  session.on('fatal', (e: RwanError) => {
+    fatal = e;
+  });
+  session.on('detector', (ev: string) => {
+    if (!s.onPrimaryLost) return;
+    const child = spawn(s.onPrimaryLost, {
+      shell: true,
+      stdio: ['ignore', 'inherit', 'inherit'],
+      env: {
+        ...process.env,
+        REMUS_WAN_EVENT: ev,
+        REMUS_WAN_LAST_EPOCH: String(session.lastEpoch ?? ''),
+        REMUS_WAN_SESSION: session.session ?? '',
+        REMUS_WAN_STORE: s.store,
+        REMUS_WAN_REPLICA: store.replicaPath,
+      },
+    });
+    child.on('exit', (code) =>
+      log.info({ event: ev, hook: s.onPrimaryLost, exitCode: code }, 'hook finished'),
+    );
+    child.on('error', (err) =>
+      log.error({ event: ev, hook: s.onPrimaryLost, err: err.message }, 'hook failed'),
+    );
+  });
+  const listener = await listen(
+    security,
+    { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
+    (socket, peer) => {
+      socket.on('error', () => undefined); // the channel reports it
+      session.accept(socket, peer);
+    },
+    (err, remote) =>
+      log.warn(
+        { remote, code: err.code, reason: err.details.reason, err: err.message },
+        'connection refused',
+      ),
+  );
+  const status = () => ({
+    role: 'receive',
+    name: s.name,
+    session: session.session,
+    primary: session.detectorState,
+    lastCommittedEpoch: session.lastEpoch,
+    connectedChannels: session.connectedChannels,
+    rttMs: session.rttMs ?? null,
+    wireBytesPerSecond: rates.get().wireBytesPerSecond,
+    counters: session.counters,
+    store: { dir: s.store, ...store.state },
+    eventLoopDelay: loop.snapshot(),
+  });
+  const http = s.metrics
+    ? await serveHttp(s.metrics, receiverMetrics(session, loop), status, undefined, log)
+    : undefined;
+  log.info({ listen: `${s.listen.host}:${listener.port}`, security: s.security.kind }, 'listening');
+  const stopped = new Promise<void>((resolve) => session.once('fatal', () => resolve()));
+  const sig = await Promise.race([untilSignal(), stopped.then(() => 'fatal')]);
+  log.info({ signal: sig }, 'stopping');
+  await listener.close();
+  await session.close();
+  await store.close();
+  loop.stop();
+  http?.close();
+  await stats?.close();
+  if (fatal) return fatal.exitCode;
+  return 0;
+}

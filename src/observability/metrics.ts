@@ -1,0 +1,161 @@
+/**
+ * Prometheus metrics (prom-client) for the daemon pair, read from the sessions' counters when scraped,
+ * plus Node's default process metrics and the event-loop delay (encoding and decoding run on the
+ * event loop between awaits: their cost shows here).
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
+import type { SenderEpochStats, SenderSession } from '../replication/sender.js';
+
+/** The event-loop delay monitor (ms percentiles), shared by metrics and status. */
+export class LoopDelay {
+  private readonly h = monitorEventLoopDelay({ resolution: 10 });
+  constructor() {
+    this.h.enable();
+  }
+  /** p50, p99 and max since the last reset, ms. */
+  snapshot(): { p50Ms: number; p99Ms: number; maxMs: number } {
+    return {
+      p50Ms: this.h.percentile(50) / 1e6,
+      p99Ms: this.h.percentile(99) / 1e6,
+      maxMs: this.h.max / 1e6,
+    };
+  }
+  stop(): void {
+    this.h.disable();
+  }
+}
+
+const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Metrics of a sending daemon. */
+export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
+  const r = new Registry();
+  collectDefaultMetrics({ register: r });
+  const g = (name: string, help: string, read: () => number | undefined | null) =>
+    new Gauge({
+      name,
+      help,
+      registers: [r],
+      collect() {
+        const v = read();
+        if (v !== undefined && v !== null && Number.isFinite(v)) this.set(v);
+      },
+    });
+  g(
+    'remus_wan_epochs_acked_total',
+    'epochs acknowledged as durable by the receiver',
+    () => s.counters.epochsAcked,
+  );
+  g('remus_wan_last_acked_epoch', 'last epoch acknowledged as durable', () => s.lastAckedEpoch);
+  g('remus_wan_epochs_in_flight', 'epochs sent or being sent and not yet acknowledged', () => s.inFlight);
+  g('remus_wan_full_epochs_total', 'full copies sent (session start, resync)', () => s.counters.fullEpochs);
+  g('remus_wan_page_bytes_total', 'dirty page bytes captured', () => s.counters.rawBytes);
+  g('remus_wan_wire_bytes_total', 'compressed chunk bytes produced', () => s.counters.wireBytes);
+  g('remus_wan_reconnects_total', 'connection attempts after a loss', () => s.counters.reconnects);
+  g('remus_wan_resent_epochs_total', 'epochs sent again after a reconnect', () => s.counters.resentEpochs);
+  g('remus_wan_rtt_seconds', 'heartbeat round trip on channel 0', () =>
+    s.rttMs === undefined ? undefined : s.rttMs / 1000,
+  );
+  g(
+    'remus_wan_rate_limit_bytes_per_second',
+    'bandwidth cap (0: none)',
+    () => s.rate.settings?.bytesPerSecond ?? 0,
+  );
+  g('remus_wan_connected', '1 while replicating', () => (s.state === 'replicating' ? 1 : 0));
+  g(
+    'remus_wan_event_loop_delay_p99_seconds',
+    'event-loop delay, 99th percentile',
+    () => loop.snapshot().p99Ms / 1000,
+  );
+  const ack = new Histogram({
+    name: 'remus_wan_ack_latency_seconds',
+    help: 'from the end of a capture to the durable ACK',
+    buckets: latencyBuckets,
+    registers: [r],
+  });
+  const enc = new Histogram({
+    name: 'remus_wan_encode_seconds',
+    help: 'encoding time per epoch',
+    buckets: latencyBuckets,
+    registers: [r],
+  });
+  const dirty = new Counter({
+    name: 'remus_wan_dirty_pages_total',
+    help: 'dirty pages acknowledged',
+    registers: [r],
+  });
+  s.on('epoch', (e: SenderEpochStats) => {
+    if (Number.isFinite(e.ackMs)) ack.observe(e.ackMs / 1000);
+    enc.observe(e.encodeMs / 1000);
+    dirty.inc(e.dirtyPages);
+  });
+  return r;
+}
+
+/** Metrics of a receiving daemon. */
+export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
+  const r = new Registry();
+  collectDefaultMetrics({ register: r });
+  const g = (name: string, help: string, read: () => number | undefined | null) =>
+    new Gauge({
+      name,
+      help,
+      registers: [r],
+      collect() {
+        const v = read();
+        if (v !== undefined && v !== null && Number.isFinite(v)) this.set(v);
+      },
+    });
+  g('remus_wan_epochs_committed_total', 'epochs committed durably', () => s.counters.epochs);
+  g('remus_wan_last_committed_epoch', 'last epoch committed durably', () => s.lastEpoch);
+  g('remus_wan_pages_committed_total', 'pages committed', () => s.counters.pages);
+  g('remus_wan_wire_bytes_received_total', 'compressed chunk bytes received', () => s.counters.wireBytes);
+  g('remus_wan_resumes_total', 'sender reconnections that resumed the session', () => s.counters.resumes);
+  g(
+    'remus_wan_refused_connections_total',
+    'connections refused (handshake, protocol)',
+    () => s.counters.refused,
+  );
+  g(
+    'remus_wan_rejected_epochs_total',
+    'epochs that did not decode or verify',
+    () => s.counters.digestFailures,
+  );
+  g('remus_wan_connected_channels', 'sender channels connected', () => s.connectedChannels);
+  g('remus_wan_rtt_seconds', 'heartbeat round trip', () =>
+    s.rttMs === undefined ? undefined : s.rttMs / 1000,
+  );
+  g(
+    'remus_wan_event_loop_delay_p99_seconds',
+    'event-loop delay, 99th percentile',
+    () => loop.snapshot().p99Ms / 1000,
+  );
+  const states = ['waiting', 'alive', 'suspect', 'lost'] as const;
+  new Gauge({
+    name: 'remus_wan_primary_state',
+    help: '1 for the failure detector state the primary is in (waiting, alive, suspect, lost)',
+    labelNames: ['state'],
+    registers: [r],
+    collect() {
+      for (const st of states) this.set({ state: st }, st === s.detectorState ? 1 : 0);
+    },
+  });
+  const lost = new Counter({
+    name: 'remus_wan_primary_lost_total',
+    help: 'times the primary was declared lost',
+    registers: [r],
+  });
+  s.on('detector', (ev: string) => {
+    if (ev === 'primary-lost') lost.inc();
+  });
+  const commit = new Histogram({
+    name: 'remus_wan_commit_seconds',
+    help: 'decode + durable commit per epoch',
+    buckets: latencyBuckets,
+    registers: [r],
+  });
+  s.on('epoch', (e: ReceiverEpochStats) => commit.observe((e.decodeMs + e.commitMs) / 1000));
+  return r;
+}
