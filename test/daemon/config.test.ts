@@ -1,0 +1,69 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { merge, parseAddress, parseConfig, receiveSettings, sendSettings } from '../../src/daemon/config.js';
+import { codeOf } from '../helpers.js';
+
+const example = (name: string) => parseConfig(readFileSync(`examples/${name}`, 'utf8'), name);
+
+describe('daemon config', () => {
+  it('the bundled examples are valid and give the documented settings', () => {
+    const s = sendSettings(merge(example('send.json'), {}));
+    expect(s).toMatchObject({
+      connect: { host: 'backup.example.net', port: 7800 },
+      security: { kind: 'tls', peerNames: ['backup'] },
+      epochMs: 100,
+      window: 4,
+      channels: 2,
+      cacheBytes: 64 * 2 ** 20,
+      rate: { bytesPerSecond: 12_500_000, burstBytes: 4 * 2 ** 20 },
+      pausePid: 4242,
+    });
+    const r = receiveSettings(merge(example('receive.json'), {}));
+    expect(r).toMatchObject({
+      listen: { host: '0.0.0.0', port: 7800 },
+      deadTimeMs: 3000,
+      onPrimaryLost: '/usr/local/sbin/remus-promote',
+    });
+  });
+
+  it('flags win over the file; defaults fill the rest', () => {
+    const s = sendSettings(merge(example('send.json'), { window: '1', epoch: '20ms', rate: 'off' }));
+    expect(s.window).toBe(1);
+    expect(s.epochMs).toBe(20);
+    expect(s.rate).toBeNull();
+    const d = sendSettings({ connect: 'b:1', image: 'x', insecure: true });
+    expect(d).toMatchObject({
+      window: 4,
+      channels: 2,
+      epochMs: 100,
+      zstdLevel: 1,
+      pageSize: 4096,
+      heartbeatMs: 200,
+    });
+  });
+
+  it('refuses what cannot work, with stable codes', () => {
+    expect(codeOf(() => parseConfig('{', 'f'))).toBe('RWAN_ERR_INVALID_INPUT');
+    expect(codeOf(() => parseConfig('{"windw": 2}', 'f'))).toBe('RWAN_ERR_INVALID_INPUT'); // a typo is not ignored
+    expect(codeOf(() => sendSettings({ connect: 'b:1', image: 'x' }))).toBe('RWAN_ERR_USAGE'); // no security chosen
+    expect(codeOf(() => sendSettings({ connect: 'b:1', image: 'x', insecure: true, tlsCa: 'a' }))).toBe(
+      'RWAN_ERR_USAGE',
+    );
+    expect(codeOf(() => sendSettings({ connect: 'b:1', image: 'x', tlsCa: 'a', tlsCert: 'b' }))).toBe(
+      'RWAN_ERR_USAGE',
+    );
+    expect(codeOf(() => sendSettings({ image: 'x', insecure: true }))).toBe('RWAN_ERR_USAGE'); // no --connect
+    expect(codeOf(() => receiveSettings({ insecure: true }))).toBe('RWAN_ERR_USAGE'); // no --store
+    expect(codeOf(() => sendSettings({ connect: 'b:1', image: 'x', insecure: true, epoch: '100' }))).toBe(
+      'RWAN_ERR_INVALID_UNIT',
+    );
+    expect(codeOf(() => parseAddress('host:99999', '--connect', 'h'))).toBe('RWAN_ERR_INVALID_VALUE');
+  });
+
+  it('addresses: host:port, [v6]:port, a port alone, a host alone', () => {
+    expect(parseAddress('10.0.0.2:7801', 'x', 'h')).toEqual({ host: '10.0.0.2', port: 7801 });
+    expect(parseAddress('[::1]:7801', 'x', 'h')).toEqual({ host: '::1', port: 7801 });
+    expect(parseAddress('7801', 'x', 'h')).toEqual({ host: 'h', port: 7801 });
+    expect(parseAddress('backup', 'x', 'h')).toEqual({ host: 'backup', port: 7800 });
+  });
+});
