@@ -161,6 +161,14 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
     )
     .option('--burst <size>', `burst allowed by the cap (default ${DEFAULTS.burst})`)
     .option('--max-epochs <n>', 'stop after this many acknowledged epochs')
+    .addOption(
+      new Option(
+        '--encoder <where>',
+        'encode on a worker thread (in parallel with sending) or on the event loop',
+      )
+        .choices(['worker', 'inline'])
+        .default(undefined, 'worker'),
+    )
     .addHelpText(
       'after',
       `

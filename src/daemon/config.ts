@@ -46,6 +46,7 @@ const fileSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     verify: z.boolean(),
     maxEpochs: z.union([z.number(), z.string()]),
+    encoder: z.enum(['worker', 'inline']),
     name: z.string(),
   })
   .partial()
@@ -88,6 +89,8 @@ export interface SendSettings extends CommonSettings {
   zstdLevel: number | null;
   rate: { bytesPerSecond: number; burstBytes: number } | null;
   maxEpochs?: number;
+  /** Encode on a worker thread (default) or on the event loop. */
+  encoder: 'worker' | 'inline';
 }
 
 /** `remus-wan receive`. */
@@ -263,6 +266,7 @@ export function sendSettings(m: Merged): SendSettings {
         ? null
         : { bytesPerSecond: rate, burstBytes: parseBytes(m.burst ?? DEFAULTS.burst, { what: '--burst' }) },
     ...(maxEpochs === undefined ? {} : { maxEpochs }),
+    encoder: m.encoder ?? 'worker',
   };
 }
 

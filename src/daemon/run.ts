@@ -16,6 +16,7 @@ import type { Registry } from 'prom-client';
 import { RwanError } from '../errors.js';
 import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, receiverMetrics, senderMetrics } from '../observability/metrics.js';
+import { type EncoderPort, InlineEncoder, WorkerEncoder } from '../replication/encoder-port.js';
 import { type ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
 import { type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
 import { ImageSource } from '../replication/source-image.js';
@@ -159,7 +160,15 @@ export async function runSend(s: SendSettings): Promise<number> {
     ...(s.pausePid === undefined ? {} : { pausePid: s.pausePid }),
     verify: s.verify,
   });
+  const codec = {
+    pageSize: s.pageSize,
+    cacheBytes: s.cacheBytes,
+    chunkBytes: s.chunkBytes,
+    zstdLevel: s.zstdLevel,
+  };
+  const encoder: EncoderPort = s.encoder === 'worker' ? new WorkerEncoder(codec) : new InlineEncoder(codec);
   const session = new SenderSession({
+    encoder,
     dial: () =>
       connect(security, { host: s.connect.host, port: s.connect.port, timeoutMs: s.handshakeTimeoutMs }),
     source,
@@ -239,6 +248,7 @@ export async function runSend(s: SendSettings): Promise<number> {
   http?.close();
   await stats?.close();
   await source.close();
+  await encoder.close();
   const err = session.error;
   if (err) {
     log.error({ code: err.code, err: err.message }, 'stopped on error');

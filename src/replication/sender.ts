@@ -21,8 +21,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { EpochEncoder } from '../codec/epoch-encoder.js';
+import type { EncodedChunk } from '../codec/epoch-encoder.js';
 import type { CodecOptions } from '../codec/options.js';
 import { RwanError } from '../errors.js';
 import { chunk as chunkFrame, epochBegin, epochEnd, hello } from '../protocol/encoder.js';
@@ -43,8 +42,13 @@ import {
 } from '../protocol/frames.js';
 import { Channel, handshake } from '../transport/channel.js';
 import { RateLimiter, type RateSettings } from '../transport/rate-limit.js';
+import { type EncoderPort, InlineEncoder } from './encoder-port.js';
 
-/** What the sender needs from a source of epochs (src/replication/source-image.ts is one). */
+/**
+ * What the sender needs from a source of epochs (src/replication/source-image.ts is one). The sender
+ * takes ownership of each capture's `pages` (a worker encoder transfers their memory); `pfns` stay
+ * the source's.
+ */
 export interface EpochSource {
   capture(options?: { full?: boolean }): Promise<{
     full: boolean;
@@ -83,6 +87,8 @@ export interface SenderOptions {
   /** Capture interval, ms. */
   epochMs: number;
   codec?: Partial<Omit<CodecOptions, 'pageSize'>>;
+  /** Where epochs are encoded (default: on this thread, {@link InlineEncoder} with `codec`). */
+  encoder?: EncoderPort;
   rate?: RateSettings | null;
   heartbeatMs: number;
   /** A channel that hears nothing for this long is dropped and reconnected, ms. */
@@ -167,7 +173,7 @@ export type SenderState = 'connecting' | 'replicating' | 'reconnecting' | 'stopp
  */
 export class SenderSession extends EventEmitter {
   readonly sessionId = randomBytes(16);
-  private readonly encoder: EpochEncoder;
+  private readonly encoder: EncoderPort;
   private readonly limiter: RateLimiter;
   private channels: Channel[] = [];
   private connected = false;
@@ -208,7 +214,13 @@ export class SenderSession extends EventEmitter {
     if (!(Number.isInteger(o.window) && o.window >= 1)) {
       throw new RwanError('RWAN_ERR_INVALID_VALUE', `window ${o.window}: expected an integer ≥ 1`);
     }
-    this.encoder = new EpochEncoder({ ...o.codec, pageSize: o.pageSize });
+    this.encoder = o.encoder ?? new InlineEncoder({ ...o.codec, pageSize: o.pageSize });
+    if (this.encoder.options.pageSize !== o.pageSize) {
+      throw new RwanError(
+        'RWAN_ERR_INVALID_VALUE',
+        `encoder page size ${this.encoder.options.pageSize}, session ${o.pageSize}`,
+      );
+    }
     this.limiter = new RateLimiter(o.rate ?? null);
     this.backoffMs = o.reconnect.initialMs;
   }
@@ -448,7 +460,6 @@ export class SenderSession extends EventEmitter {
   // capture and encode
 
   private async captureLoop(): Promise<void> {
-    const { pageSize } = this.o;
     while (this.running) {
       const max = this.o.maxEpochs ?? Number.POSITIVE_INFINITY;
       await this.waitWindow(
@@ -484,10 +495,8 @@ export class SenderSession extends EventEmitter {
       );
       this.retained.set(epoch, out);
       this.wakeWindow(); // the pump may be waiting for this epoch
-      let encodeMs = 0;
       let wire = 0;
-      const push = (c: ReturnType<EpochEncoder['add']>) => {
-        if (!c) return;
+      const push = (c: EncodedChunk) => {
         wire += c.data.length;
         out.push(
           chunkFrame({
@@ -500,46 +509,37 @@ export class SenderSession extends EventEmitter {
           }),
         );
       };
-      this.encoder.begin(epoch);
-      const n = cap.pfns.length;
-      let slice = performance.now();
-      for (let i = 0; i < n; i++) {
-        push(this.encoder.add(cap.pfns[i] as number, cap.pages.subarray(i * pageSize, (i + 1) * pageSize)));
-        if (performance.now() - slice > 5) {
-          encodeMs += performance.now() - slice;
-          await yieldToLoop(); // let heartbeats, ACKs and the pump run
-          slice = performance.now();
-        }
-      }
-      const { chunk, summary } = this.encoder.end();
-      push(chunk);
-      encodeMs += performance.now() - slice;
-      const rawBytes = out.chunks.reduce((s, c) => s + c.rawLength, 0);
-      out.finish(
-        epochEnd({
+      // encoding runs on (or in the order of) the encoder port; the next capture need not wait for it
+      const encoded = this.encoder.encode(epoch, cap.pfns, cap.pages, push).then(({ summary, encodeMs }) => {
+        const rawBytes = out.chunks.reduce((sum, c) => sum + c.rawLength, 0);
+        out.finish(
+          epochEnd({
+            epoch,
+            digest: summary.digest,
+            pageCount: summary.pageCount,
+            chunkCount: out.chunks.length,
+            rawBytes,
+          }),
+        );
+        this.counters.rawBytes += summary.rawBytes;
+        this.counters.wireBytes += wire;
+        out.stats = {
           epoch,
-          digest: summary.digest,
-          pageCount: summary.pageCount,
-          chunkCount: out.chunks.length,
-          rawBytes,
-        }),
-      );
-      this.counters.rawBytes += summary.rawBytes;
-      this.counters.wireBytes += wire;
-      out.stats = {
-        epoch,
-        full: cap.full,
-        epochMs,
-        dirtyPages: summary.pageCount,
-        rawBytes: summary.rawBytes,
-        wireBytes: wire,
-        chunks: out.chunks.length,
-        captureMs: cap.captureMs,
-        pausedMs: cap.pausedMs,
-        encodeMs,
-        kinds: summary.kinds,
-        ...(cap.digest === undefined ? {} : { digest: cap.digest }),
-      };
+          full: cap.full,
+          epochMs,
+          dirtyPages: summary.pageCount,
+          rawBytes: summary.rawBytes,
+          wireBytes: wire,
+          chunks: out.chunks.length,
+          captureMs: cap.captureMs,
+          pausedMs: cap.pausedMs,
+          encodeMs,
+          kinds: summary.kinds,
+          ...(cap.digest === undefined ? {} : { digest: cap.digest }),
+        };
+      });
+      // an encoder failure stops the session; the next capture does not wait for this one
+      encoded.catch((err: unknown) => this.fail(asRwan(err)));
     }
   }
 

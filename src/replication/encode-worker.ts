@@ -1,0 +1,42 @@
+/**
+ * The encoder worker thread of {@link WorkerEncoder} (encoder-port.ts): one EpochEncoder, epochs in
+ * order, each chunk posted back as soon as it is made, its bytes transferred (not copied).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { EpochEncoder } from '../codec/epoch-encoder.js';
+import type { CodecOptions } from '../codec/options.js';
+import { RwanError } from '../errors.js';
+import type { FromWorker, ToWorker } from './encoder-port.js';
+
+const port = parentPort;
+if (!port) throw new Error('encode-worker runs as a worker thread');
+const encoder = new EpochEncoder(workerData as Partial<CodecOptions> & { pageSize: number });
+const ps = encoder.options.pageSize;
+
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'reset') {
+    encoder.reset();
+    return;
+  }
+  const { epoch, pfns } = m;
+  const pages = Buffer.from(m.pages.buffer, m.pages.byteOffset, m.pages.byteLength);
+  const t0 = performance.now();
+  try {
+    const post = (c: ReturnType<EpochEncoder['add']>) => {
+      if (!c) return;
+      const msg: FromWorker = { type: 'chunk', epoch, chunk: c };
+      // a chunk's data is a fresh buffer of its own (copyOf), or the compressor's exact-size output
+      const own = c.data.byteOffset === 0 && c.data.byteLength === c.data.buffer.byteLength;
+      port.postMessage(msg, own ? [c.data.buffer as ArrayBuffer] : []);
+    };
+    encoder.begin(epoch);
+    for (let i = 0; i < pfns.length; i++)
+      post(encoder.add(pfns[i] as number, pages.subarray(i * ps, (i + 1) * ps)));
+    const { chunk, summary } = encoder.end();
+    post(chunk);
+    port.postMessage({ type: 'end', epoch, summary, encodeMs: performance.now() - t0 } satisfies FromWorker);
+  } catch (err) {
+    const e = err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err));
+    port.postMessage({ type: 'error', epoch, code: e.code, message: e.message } satisfies FromWorker);
+  }
+});
