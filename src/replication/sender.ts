@@ -638,11 +638,20 @@ function asRwan(err: unknown): RwanError {
   return err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
 }
 
-/** Errors after which reconnecting cannot help: the receiver refuses this sender. */
+/**
+ * TLS failures that are no refusal: the connection dropped or stalled during the handshake (a link cut,
+ * a receiver restarting). Reconnecting can help.
+ */
+const TRANSIENT_TLS_REASONS: ReadonlySet<unknown> = new Set(['closed', 'handshake-timeout', 'tls']);
+
+/**
+ * Errors after which reconnecting cannot help: the receiver refuses this sender (its certificate, its
+ * name, its key, its protocol version or page size). The session stops with the error.
+ */
 function isFatalPeerError(e: RwanError): boolean {
   const wire = e.details.wireCode;
   return (
-    e.code === 'RWAN_ERR_TLS' ||
+    (e.code === 'RWAN_ERR_TLS' && !TRANSIENT_TLS_REASONS.has(e.details.reason)) ||
     wire === WireErrorCode.UNSUPPORTED_VERSION ||
     wire === WireErrorCode.INCOMPATIBLE ||
     (e.code === 'RWAN_ERR_PEER' && e.details.fatalHello === true)
