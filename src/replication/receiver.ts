@@ -147,6 +147,11 @@ export class ReceiverSession extends EventEmitter {
     return this.sessionHex;
   }
 
+  /** The connected channels, for `status`. */
+  get peers(): ReturnType<Channel['describe']>[] {
+    return this.channels.filter((c) => c && !c.isClosed).map((c) => c.describe());
+  }
+
   get connectedChannels(): number {
     return this.channels.filter((c) => c && !c.isClosed).length;
   }

@@ -235,6 +235,18 @@ export class SenderSession extends EventEmitter {
   }
 
   /** Epochs sent (or being sent) and not yet acknowledged. */
+  /** The connected channels, for `status`. */
+  get peers(): ReturnType<Channel['describe']>[] {
+    return this.channels.filter((c) => !c.isClosed).map((c) => c.describe());
+  }
+
+  /** How long the oldest unacknowledged epoch has waited since its capture, ms (0: none waiting). */
+  get lagMs(): number {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const out of this.retained.values()) oldest = Math.min(oldest, out.capturedAt);
+    return Number.isFinite(oldest) ? performance.now() - oldest : 0;
+  }
+
   get inFlight(): number {
     return this.retained.size;
   }

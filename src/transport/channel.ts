@@ -114,6 +114,17 @@ export class Channel extends EventEmitter {
     }
   }
 
+  /** What `status` shows of this channel. */
+  describe(): { peer: string; rttMs: number | null; bytesIn: number; bytesOut: number; silentMs: number } {
+    return {
+      peer: this.options.name,
+      rttMs: this.stats.rttMs ?? null,
+      bytesIn: this.stats.bytesIn,
+      bytesOut: this.stats.bytesOut,
+      silentMs: Math.round(performance.now() - this.lastHeard),
+    };
+  }
+
   /** The caps the peer announced, once known (CHUNKs larger than these would be refused). */
   setPeerLimits(limits: ProtocolLimits): void {
     this.peerLimits = limits;
