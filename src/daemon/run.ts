@@ -181,7 +181,9 @@ export async function runSend(s: SendSettings): Promise<number> {
     heartbeatMs: s.heartbeatMs,
     idleTimeoutMs: s.idleTimeoutMs,
     handshakeTimeoutMs: s.handshakeTimeoutMs,
-    reconnect: { initialMs: 100, maxMs: 5000 },
+    // a link that comes back must be used well within the receiver's dead time (default 3 s): with
+    // retries up to 5 s apart, a 1.5 s cut could stay silent for 3.6 s and be declared a lost primary
+    reconnect: { initialMs: 100, maxMs: 500 },
     ...(s.maxEpochs === undefined ? {} : { maxEpochs: s.maxEpochs }),
     peerName: s.name,
     log,

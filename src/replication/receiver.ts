@@ -288,6 +288,9 @@ export class ReceiverSession extends EventEmitter {
     }
     const sid = theirs.sessionId.toString('hex');
     await this.idle();
+    // the connection may have closed while the epoch being committed finished (the peer left, or
+    // broke the protocol right after its HELLO): a closed channel must not take over the session
+    if (ch.isClosed) throw new RwanError('RWAN_ERR_PEER', 'the connection closed during the handshake');
     if (theirs.cacheBytes !== this.cacheBytes) {
       // both sides mirror one cache: take the sender's cap (what was cached under another cap is
       // not what the sender assumes, so a full copy follows)

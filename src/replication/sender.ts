@@ -411,7 +411,7 @@ export class SenderSession extends EventEmitter {
   }
 
   private onChannelClosed(gen: number, why: RwanError | undefined): void {
-    if (gen !== this.pumpGen || !this.connected) return;
+    if (!this.running || gen !== this.pumpGen || !this.connected) return; // stop() closes them too
     this.connected = false;
     if (why && isFatalPeerError(why)) {
       this.fail(why);
