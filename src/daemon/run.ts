@@ -330,11 +330,13 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
       socket.on('error', () => undefined); // the channel reports it
       session.accept(socket, peer);
     },
-    (err, remote) =>
+    (err, remote) => {
+      session.noteRefusal(String(err.details.reason ?? err.code));
       log.warn(
         { remote, code: err.code, reason: err.details.reason, err: err.message },
         'connection refused',
-      ),
+      );
+    },
   );
   const status = () => ({
     role: 'receive',
@@ -347,6 +349,7 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     rttMs: session.rttMs ?? null,
     wireBytesPerSecond: rates.get().wireBytesPerSecond,
     counters: session.counters,
+    refusals: session.refusals,
     store: { dir: s.store, ...store.state },
     eventLoopDelay: loop.snapshot(),
   });

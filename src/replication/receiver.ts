@@ -110,6 +110,12 @@ export class ReceiverSession extends EventEmitter {
   private spill: { fd: number; path: string; end: number } | undefined;
   private processing: Promise<void> | undefined;
   private pendingKick = false;
+  /** Set while a HELLO waits for the epoch being committed: no further epoch starts. */
+  private hold = false;
+  /** Channels of the current session (its channel-0 HELLO says). */
+  private sessionChannels = 0;
+  /** Refused connections by reason (TLS refusals come from the listener, see noteRefusal). */
+  readonly refusals: Record<string, number> = {};
   private storeFailed = false;
   private readonly detector: FailureDetector;
   private readonly timer: NodeJS.Timeout;
@@ -179,8 +185,8 @@ export class ReceiverSession extends EventEmitter {
       lastAcked: () => this.lastEpoch,
     });
     this.handshake(ch, max).catch((err: unknown) => {
-      this.counters.refused++;
       const e = err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err));
+      this.noteRefusal(e.code === 'RWAN_ERR_PEER' ? `hello:${e.details.wireCode ?? 'closed'}` : e.code);
       this.o.log.warn(
         { peer: `${peer.remoteAddress}:${peer.remotePort}`, code: e.code, err: e.message },
         'sender refused',
@@ -287,35 +293,60 @@ export class ReceiverSession extends EventEmitter {
       refuse(`page size ${theirs.pageSize}, the replica's is ${this.o.pageSize}`, WireErrorCode.INCOMPATIBLE);
     }
     const sid = theirs.sessionId.toString('hex');
-    await this.idle();
+    const current = sid === this.sessionHex;
+    // one sender session at a time: another one may take over only once the current one is silent
+    // (a restarted primary gets in when its old connections have timed out)
+    if (!current && this.sessionLive()) {
+      refuse(`another sender session (${this.sessionHex}) is active`, WireErrorCode.UNKNOWN_SESSION);
+    }
+    if (current && theirs.channelIndex > 0 && theirs.channelCount !== this.sessionChannels) {
+      refuse(
+        `channel ${theirs.channelIndex} of ${theirs.channelCount}: the session has ${this.sessionChannels}`,
+        WireErrorCode.INCOMPATIBLE,
+      );
+    }
+    const first = theirs.channelIndex === 0 || !current;
+    if (first) {
+      // lastEpochHeld must be final: let the epoch being committed finish, and start no other
+      this.hold = true;
+      try {
+        await this.idle();
+      } finally {
+        this.hold = false;
+      }
+    }
     // the connection may have closed while the epoch being committed finished (the peer left, or
     // broke the protocol right after its HELLO): a closed channel must not take over the session
     if (ch.isClosed) throw new RwanError('RWAN_ERR_PEER', 'the connection closed during the handshake');
-    if (theirs.cacheBytes !== this.cacheBytes) {
-      // both sides mirror one cache: take the sender's cap (what was cached under another cap is
-      // not what the sender assumes, so a full copy follows)
-      this.o.log.warn(
-        { theirs: theirs.cacheBytes, ours: this.cacheBytes },
-        'adopting the sender page cache cap',
-      );
-      this.cacheBytes = theirs.cacheBytes;
-      this.decoder = new EpochDecoder({ pageSize: this.o.pageSize, cacheBytes: theirs.cacheBytes });
-      this.decoderValid = false;
-    }
-    if (sid !== this.sessionHex) {
+    if (!current) {
       // a new sender session (the primary restarted): its first epoch is a full copy
       this.o.log.info({ session: sid, previous: this.sessionHex }, 'new sender session');
-      for (const old of this.channels)
-        old?.close(new RwanError('RWAN_ERR_PEER', 'superseded by a new session'));
-      this.channels = [];
       this.sessionHex = sid;
       this.decoderValid = false;
       this.emit('session', sid);
     } else if (theirs.channelIndex === 0) {
       this.counters.resumes++; // the session's channels came back (channel 0 first)
     }
-    // whatever was staged is incomplete (it would be complete and processed otherwise): it is resent
-    this.dropStaging();
+    if (first) {
+      this.sessionChannels = theirs.channelCount;
+      if (theirs.cacheBytes !== this.cacheBytes) {
+        // both sides mirror one cache: take the sender's cap (what was cached under another cap is
+        // not what the sender assumes, so a full copy follows)
+        this.o.log.warn(
+          { theirs: theirs.cacheBytes, ours: this.cacheBytes },
+          'adopting the sender page cache cap',
+        );
+        this.cacheBytes = theirs.cacheBytes;
+        this.decoder = new EpochDecoder({ pageSize: this.o.pageSize, cacheBytes: theirs.cacheBytes });
+        this.decoderValid = false;
+      }
+      // a sender (re)connects channel 0 first and then all the others: the old connections are stale,
+      // and whatever was staged is incomplete (it would have been processed otherwise): it is resent
+      for (const stale of this.channels)
+        stale?.close(new RwanError('RWAN_ERR_PEER', 'replaced by a new connection'));
+      this.channels = [];
+      this.dropStaging();
+    }
     const old = this.channels[theirs.channelIndex];
     old?.close(new RwanError('RWAN_ERR_PEER', 'replaced by a new connection'));
     this.channels[theirs.channelIndex] = ch;
@@ -351,6 +382,19 @@ export class ReceiverSession extends EventEmitter {
       { channel: theirs.channelIndex, of: theirs.channelCount, lastEpochHeld: held },
       'sender connected',
     );
+    if (first) this.kick(); // staged work held back during the handshake
+  }
+
+  /** True while the current session has a channel heard from within the idle timeout. */
+  private sessionLive(): boolean {
+    const now = performance.now();
+    return this.channels.some((c) => c && !c.isClosed && now - c.lastHeard < this.o.idleTimeoutMs);
+  }
+
+  /** A refused connection (TLS level, counted with the session-level refusals), by reason. */
+  noteRefusal(reason: string): void {
+    this.counters.refused++;
+    this.refusals[reason] = (this.refusals[reason] ?? 0) + 1;
   }
 
   private onFrame(ch: Channel, f: Frame): void {
@@ -453,7 +497,7 @@ export class ReceiverSession extends EventEmitter {
   /** Decode and commit every complete epoch, in order. */
   private async processLoop(): Promise<void> {
     for (;;) {
-      if (this.closed || this.staging.size === 0) return;
+      if (this.closed || this.hold || this.staging.size === 0) return;
       const epoch = Math.min(...this.staging.keys());
       const s = this.staging.get(epoch) as Staged;
       if (!s.begin || !s.end || s.chunks.size < s.end.chunkCount) return;
