@@ -107,6 +107,11 @@ export class RwanError extends Error {
   }
 }
 
+/** `err` itself when it is one of ours, else an RWAN_ERR_INTERNAL wrapping it (a bug). */
+export function asRwanError(err: unknown): RwanError {
+  return err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
+}
+
 /** True when `err` is one of ours (optionally with the given code). */
 export function isRwanError(err: unknown, code?: ErrorCode): err is RwanError {
   return err instanceof RwanError && (code === undefined || err.code === code);

@@ -6,7 +6,7 @@ import { type Command, Option } from 'commander';
 import { writeMeasurementFile } from '../measure/measurement-file.js';
 import { measureQmp, type QmpDirtyRateMode } from '../measure/qemu-live.js';
 import { parseCount, parseDuration } from '../units.js';
-import type { Io } from './plan.js';
+import type { Io } from './entry.js';
 
 interface QmpOptions {
   socket: string;

@@ -3,11 +3,9 @@
  * `remus-plan`: will Remus-style replication work between two sites, and what will it cost?
  * A thin shell: parse options, load inputs, call the planner, render. Exit codes: README "Error codes".
  */
-import { realpathSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
-import { isRwanError, RwanError } from '../errors.js';
+import { Command, Option } from 'commander';
+import { RwanError } from '../errors.js';
 import { type FleetFileData, fleetJsonSchema, parseFleet } from '../measure/fleet-file.js';
 import { readText } from '../measure/inputs.js';
 import { baseDirOf, pagesEntry, resolveFleet } from '../measure/resolve.js';
@@ -24,16 +22,9 @@ import {
   parseRatio,
   splitAt,
 } from '../units.js';
+import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
 import { addMeasureCommand } from './measure.js';
 import { renderCsv, renderText } from './render-text.js';
-
-/** Where the program writes; tests pass buffers. */
-export interface Io {
-  out: (text: string) => void;
-  err: (text: string) => void;
-}
-
-const processIo: Io = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
 
 /** A commander argument parser that validates with one of our unit parsers and keeps the text. */
 function check(flag: string, parse: (text: string, o: { what: string }) => unknown) {
@@ -430,38 +421,10 @@ async function buildDocument(o: PlanOptions): Promise<{ data: FleetFileData; bas
  * (and as JSON on stderr with --json).
  */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
-  const program = createProgram(io).exitOverride();
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-    return 0;
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
-        return 0;
-      return 2; // commander printed the message already
-    }
-    if (isRwanError(err)) {
-      io.err(
-        argv.includes('--json')
-          ? `${JSON.stringify({ error: err.toJSON() })}\n`
-          : `remus-plan: ${err.code}: ${err.message}\n`,
-      );
-      return err.exitCode;
-    }
-    io.err(`remus-plan: RWAN_ERR_INTERNAL: ${(err as Error).stack ?? String(err)}\n`);
-    return 70;
-  }
+  return runProgram('remus-plan', createProgram(io).exitOverride(), argv, io);
 }
 
-function isEntryPoint(): boolean {
-  try {
-    return realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });

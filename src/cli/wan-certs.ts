@@ -15,7 +15,7 @@ import {
   makeCertificates,
 } from '../transport/certs.js';
 import { parseCount } from '../units.js';
-import type { Io } from './plan.js';
+import { type Io, processIo } from './entry.js';
 
 interface CertsOptions {
   out: string;
@@ -57,10 +57,7 @@ function renderText(made: MadeCertificates): string {
 }
 
 /** Attach `certs` to a commander program (the `remus-wan` CLI). Errors are `RwanError`s, thrown. */
-export function registerCerts(
-  program: Command,
-  io: Io = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) },
-): Command {
+export function registerCerts(program: Command, io: Io = processIo): Command {
   return program
     .command('certs')
     .description(

@@ -11,10 +11,8 @@
  * Every daemon option can also come from `--config FILE` (JSON, docs/daemon.md); flags win.
  * Exit statuses: README "Error codes".
  */
-import { realpathSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import {
   type ConfigFile,
   DEFAULTS,
@@ -24,11 +22,9 @@ import {
   sendSettings,
 } from '../daemon/config.js';
 import { runReceive, runSend } from '../daemon/run.js';
-import { isRwanError, RwanError } from '../errors.js';
-import type { Io } from './plan.js';
+import { RwanError } from '../errors.js';
+import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
 import { registerCerts } from './wan-certs.js';
-
-const processIo: Io = { out: (t) => process.stdout.write(t), err: (t) => process.stderr.write(t) };
 
 /** Options both daemons take. */
 function common(cmd: Command): Command {
@@ -248,43 +244,16 @@ Example:
   return program;
 }
 
-/** Run the CLI; returns the exit status. */
+/** Run the CLI; returns the exit status (a daemon's own once it stopped). */
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
   let code = 0;
   const program = createProgram(io, (c) => {
     code = c;
   }).exitOverride();
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-    return code;
-  } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0)
-        return 0;
-      return 2;
-    }
-    if (isRwanError(err)) {
-      io.err(
-        argv.includes('--json')
-          ? `${JSON.stringify({ error: err.toJSON() })}\n`
-          : `remus-wan: ${err.code}: ${err.message}\n`,
-      );
-      return err.exitCode;
-    }
-    io.err(`remus-wan: RWAN_ERR_INTERNAL: ${(err as Error).stack ?? String(err)}\n`);
-    return 70;
-  }
+  return runProgram('remus-wan', program, argv, io, () => code);
 }
 
-function isEntryPoint(): boolean {
-  try {
-    return realpathSync(process.argv[1] ?? '') === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isEntryPoint()) {
+if (isEntryPoint(import.meta.url)) {
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
     // daemons leave nothing running after they stop; a stuck handle must not keep the process alive

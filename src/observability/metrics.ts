@@ -27,13 +27,9 @@ export class LoopDelay {
   }
 }
 
-const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
-
-/** Metrics of a sending daemon. */
-export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
-  const r = new Registry();
-  collectDefaultMetrics({ register: r });
-  const g = (name: string, help: string, read: () => number | undefined | null) =>
+/** A maker of gauges in `r` whose value is read when scraped (an undefined or NaN value is left out). */
+function gauges(r: Registry) {
+  return (name: string, help: string, read: () => number | undefined | null) =>
     new Gauge({
       name,
       help,
@@ -43,6 +39,15 @@ export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
         if (v !== undefined && v !== null && Number.isFinite(v)) this.set(v);
       },
     });
+}
+
+const latencyBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Metrics of a sending daemon. */
+export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
+  const r = new Registry();
+  collectDefaultMetrics({ register: r });
+  const g = gauges(r);
   g(
     'remus_wan_epochs_acked_total',
     'epochs acknowledged as durable by the receiver',
@@ -98,16 +103,7 @@ export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
 export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
   const r = new Registry();
   collectDefaultMetrics({ register: r });
-  const g = (name: string, help: string, read: () => number | undefined | null) =>
-    new Gauge({
-      name,
-      help,
-      registers: [r],
-      collect() {
-        const v = read();
-        if (v !== undefined && v !== null && Number.isFinite(v)) this.set(v);
-      },
-    });
+  const g = gauges(r);
   g('remus_wan_epochs_committed_total', 'epochs committed durably', () => s.counters.epochs);
   g('remus_wan_last_committed_epoch', 'last epoch committed durably', () => s.lastEpoch);
   g('remus_wan_pages_committed_total', 'pages committed', () => s.counters.pages);

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { EpochEncoder } from '../codec/epoch-encoder.js';
 import type { CodecOptions } from '../codec/options.js';
-import { RwanError } from '../errors.js';
+import { asRwanError } from '../errors.js';
 import type { FromWorker, ToWorker } from './encoder-port.js';
 
 const port = parentPort;
@@ -36,7 +36,7 @@ port.on('message', (m: ToWorker) => {
     post(chunk);
     port.postMessage({ type: 'end', epoch, summary, encodeMs: performance.now() - t0 } satisfies FromWorker);
   } catch (err) {
-    const e = err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err));
+    const e = asRwanError(err);
     port.postMessage({ type: 'error', epoch, code: e.code, message: e.message } satisfies FromWorker);
   }
 });

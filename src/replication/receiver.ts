@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { PageCache } from '../codec/page-cache.js';
-import { RwanError } from '../errors.js';
+import { asRwanError, RwanError } from '../errors.js';
 import { ack, hello, resume } from '../protocol/encoder.js';
 import {
   Capability,
@@ -38,13 +38,12 @@ import {
   FRAME_TYPE_NAMES,
   type Frame,
   FrameType,
-  type HelloFrame,
   PROTOCOL_VERSION,
   ResumeReason,
   Role,
   WireErrorCode,
 } from '../protocol/frames.js';
-import { Channel } from '../transport/channel.js';
+import { awaitHello, Channel } from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
 import { digestFile } from './image-digest.js';
 import type { Log } from './sender.js';
@@ -185,7 +184,7 @@ export class ReceiverSession extends EventEmitter {
       lastAcked: () => this.lastEpoch,
     });
     this.handshake(ch, max).catch((err: unknown) => {
-      const e = err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err));
+      const e = asRwanError(err);
       this.noteRefusal(e.code === 'RWAN_ERR_PEER' ? `hello:${e.details.wireCode ?? 'closed'}` : e.code);
       this.o.log.warn(
         { peer: `${peer.remoteAddress}:${peer.remotePort}`, code: e.code, err: e.message },
@@ -250,33 +249,7 @@ export class ReceiverSession extends EventEmitter {
 
   private async handshake(ch: Channel, max: number): Promise<void> {
     // answer only once the epoch being committed (if any) is done: lastEpochHeld must be final
-    const theirs = await new Promise<HelloFrame>((resolve, reject) => {
-      const onFrame = (f: Frame) => {
-        cleanup();
-        if (f.type !== FrameType.HELLO) {
-          const err = new RwanError('RWAN_ERR_PEER', `expected HELLO, got ${FRAME_TYPE_NAMES[f.type]}`);
-          ch.close(err, WireErrorCode.UNEXPECTED_FRAME);
-          reject(err);
-        } else resolve(f);
-      };
-      const onClose = (why: RwanError | undefined) => {
-        cleanup();
-        reject(why ?? new RwanError('RWAN_ERR_PEER', 'closed before HELLO'));
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        const err = new RwanError('RWAN_ERR_PEER', `no HELLO within ${this.o.handshakeTimeoutMs} ms`);
-        ch.close(err, WireErrorCode.TIMEOUT);
-        reject(err);
-      }, this.o.handshakeTimeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        ch.off('frame', onFrame);
-        ch.off('close', onClose);
-      };
-      ch.on('frame', onFrame);
-      ch.on('close', onClose);
-    });
+    const theirs = await awaitHello(ch, this.o.handshakeTimeoutMs);
     const refuse = (why: string, wire: number): never => {
       const err = new RwanError('RWAN_ERR_PEER', why, { details: { wireCode: wire } });
       ch.close(err, wire);
@@ -505,8 +478,7 @@ export class ReceiverSession extends EventEmitter {
       try {
         await this.apply(epoch, s);
       } catch (err) {
-        const e =
-          err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
+        const e = asRwanError(err);
         if (e.code === 'RWAN_ERR_STORE' || e.code === 'RWAN_ERR_IO' || e.code === 'RWAN_ERR_INTERNAL') {
           this.storeFailed = true;
           this.o.log.error({ code: e.code, err: e.message, epoch }, 'cannot commit: stopping');

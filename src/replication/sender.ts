@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { EncodedChunk } from '../codec/epoch-encoder.js';
 import type { CodecOptions } from '../codec/options.js';
-import { RwanError } from '../errors.js';
+import { asRwanError, RwanError } from '../errors.js';
 import { chunk as chunkFrame, epochBegin, epochEnd, hello } from '../protocol/encoder.js';
 import {
   AckFlags,
@@ -264,7 +264,7 @@ export class SenderSession extends EventEmitter {
       this.finishStop = resolve;
     });
     this.connect();
-    this.captureLoop().catch((err) => this.fail(asRwan(err)));
+    this.captureLoop().catch((err) => this.fail(asRwanError(err)));
     return this.stopped;
   }
 
@@ -309,7 +309,7 @@ export class SenderSession extends EventEmitter {
     if (!this.running) return;
     const gen = ++this.pumpGen;
     this.attempt(gen).catch((err: unknown) => {
-      const e = asRwan(err);
+      const e = asRwanError(err);
       if (!this.running || gen !== this.pumpGen) return;
       if (isFatalPeerError(e)) {
         this.fail(e);
@@ -551,7 +551,7 @@ export class SenderSession extends EventEmitter {
         };
       });
       // an encoder failure stops the session; the next capture does not wait for this one
-      encoded.catch((err: unknown) => this.fail(asRwan(err)));
+      encoded.catch((err: unknown) => this.fail(asRwanError(err)));
     }
   }
 
@@ -579,7 +579,7 @@ export class SenderSession extends EventEmitter {
         next = out.epoch + 1;
       }
     } catch (err) {
-      if (live()) this.onChannelClosed(gen, asRwan(err));
+      if (live()) this.onChannelClosed(gen, asRwanError(err));
     }
   }
 
@@ -644,10 +644,6 @@ export class SenderSession extends EventEmitter {
     this.connectedWaiters = [];
     for (const f of c) f();
   }
-}
-
-function asRwan(err: unknown): RwanError {
-  return err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
 }
 
 /**

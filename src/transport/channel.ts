@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { RwanError } from '../errors.js';
+import { asRwanError, RwanError } from '../errors.js';
 import { FrameDecoder, type FrameDecoderOptions } from '../protocol/decoder.js';
 import { encodeFrame, errorFrame, heartbeat } from '../protocol/encoder.js';
 import {
@@ -82,7 +82,7 @@ export class Channel extends EventEmitter {
         this.decoder.end();
         this.close(undefined);
       } catch (err) {
-        this.close(asRwan(err));
+        this.close(asRwanError(err));
       }
     });
     socket.on('error', (err) =>
@@ -205,7 +205,7 @@ export class Channel extends EventEmitter {
       if (!this.decoder.write(chunk)) this.socket.pause();
       for (let f = this.decoder.read(); f && !this.closed; f = this.decoder.read()) this.onFrame(f);
     } catch (err) {
-      const e = asRwan(err);
+      const e = asRwanError(err);
       const wire =
         typeof e.details.wireCode === 'number' ? e.details.wireCode : WireErrorCode.PROTOCOL_VIOLATION;
       this.close(e, wire);
@@ -258,15 +258,12 @@ export class Channel extends EventEmitter {
   }
 }
 
-function asRwan(err: unknown): RwanError {
-  return err instanceof RwanError ? err : new RwanError('RWAN_ERR_INTERNAL', String(err), { cause: err });
-}
-
 /**
- * Send `mine` and wait for the peer's HELLO, which must be the first frame (else the channel closes
- * with UNEXPECTED_FRAME). Rejects when the channel closes or nothing comes within `timeoutMs`.
+ * Wait for the peer's HELLO, which must be the first frame (else the channel closes with
+ * UNEXPECTED_FRAME). Rejects when the channel closes or nothing comes within `timeoutMs` (then the
+ * channel closes with TIMEOUT).
  */
-export function handshake(ch: Channel, mine: HelloFrame, timeoutMs: number): Promise<HelloFrame> {
+export function awaitHello(ch: Channel, timeoutMs: number): Promise<HelloFrame> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       const err = new RwanError('RWAN_ERR_PEER', `no HELLO within ${timeoutMs} ms`, {
@@ -297,6 +294,12 @@ export function handshake(ch: Channel, mine: HelloFrame, timeoutMs: number): Pro
     };
     ch.on('frame', onFrame);
     ch.on('close', onClose);
-    ch.send(mine);
   });
+}
+
+/** Send `mine` and wait for the peer's HELLO ({@link awaitHello}). */
+export function handshake(ch: Channel, mine: HelloFrame, timeoutMs: number): Promise<HelloFrame> {
+  const theirs = awaitHello(ch, timeoutMs);
+  ch.send(mine);
+  return theirs;
 }
