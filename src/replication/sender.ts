@@ -187,7 +187,6 @@ export class SenderSession extends EventEmitter {
   private acked = 0;
   private lastCaptureStart = 0;
   private windowWaiters: Array<() => void> = [];
-  private connectedWaiters: Array<() => void> = [];
   private reconnectTimer: NodeJS.Timeout | undefined;
   private backoffMs: number;
   private stopped: Promise<void> | undefined;
@@ -277,7 +276,7 @@ export class SenderSession extends EventEmitter {
       ch.close(new RwanError('RWAN_ERR_PEER', 'sender shutting down'), WireErrorCode.SHUTDOWN);
     }
     this.channels = [];
-    this.wakeAll();
+    this.wakeWindow();
     await this.limiter.stop();
     this.setState('stopped');
     this.finishStop?.();
@@ -380,9 +379,6 @@ export class SenderSession extends EventEmitter {
         { channels: n, lastEpochHeld: (hellos[0] as HelloFrame).lastEpochHeld, retained: this.retained.size },
         'connected',
       );
-      const w = this.connectedWaiters;
-      this.connectedWaiters = [];
-      for (const f of w) f();
       void this.pump(gen);
     } catch (err) {
       for (const ch of channels) ch.close(undefined);
@@ -636,13 +632,6 @@ export class SenderSession extends EventEmitter {
     const w = this.windowWaiters;
     this.windowWaiters = [];
     for (const f of w) f();
-  }
-
-  private wakeAll(): void {
-    this.wakeWindow();
-    const c = this.connectedWaiters;
-    this.connectedWaiters = [];
-    for (const f of c) f();
   }
 }
 
