@@ -10,7 +10,11 @@
  *             page[dataPages]                                 (the non-zero pages, in add order)
  *   trailer = "RWJT" segments:u32 pageCount:u64 recordBytes:u64 seq:u64 sha256[32]       (64 B)
  *
- *   sha256 covers the record from its first header byte to the trailer's `seq` field included.
+ *   sha256 covers the record from its first header byte to the trailer's `seq` field included,
+ *   each data page standing in it for its 8-byte page hash (docs/codec.md §3: hi, lo as u32 LE).
+ *   The page hash runs natively at several GB/s where SHA-256 over every byte cost the receiver a
+ *   third of its time; it still tells a torn or flipped page from the one written (a 64-bit hash of
+ *   each page, bound by the SHA-256 to its place in the record).
  *
  * Segments exist so that an epoch larger than the store's staging memory can be written in pieces
  * before it commits: each spill appends one segment, and the record only counts once its trailer is
@@ -18,6 +22,8 @@
  * kept), and what it returns is the per-page metadata plus where each segment's page data lies.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { endianness } from 'node:os';
+import { hot } from '../codec/hot-loops.js';
 import type { FileHandle } from 'node:fs/promises';
 import { isRwanError, RwanError } from '../errors.js';
 
@@ -166,7 +172,7 @@ export function encodeTrailer(
   pageCount: number,
   recordBytes: number,
   seq: number,
-  hash: Hash,
+  hash: RecordHash,
 ): Buffer {
   const b = Buffer.alloc(TRAILER_BYTES);
   b.writeUInt32LE(TRAILER_MAGIC, 0);
@@ -179,9 +185,41 @@ export function encodeTrailer(
   return b;
 }
 
-/** A new record hash (SHA-256). */
-export function recordHash(): Hash {
-  return createHash('sha256');
+const BIG_ENDIAN = endianness() === 'BE';
+
+/**
+ * A record's checksum as it is built: metadata bytes go in as they are, page data as one 8-byte
+ * page hash per page (see the file comment).
+ */
+export class RecordHash {
+  private readonly sha: Hash = createHash('sha256');
+  private words = new Uint32Array(0);
+
+  constructor(private readonly pageSize: number) {}
+
+  /** Feed metadata bytes (header, segment index, trailer fields). */
+  update(bytes: Uint8Array): this {
+    this.sha.update(bytes);
+    return this;
+  }
+
+  /** Feed whole pages of data (`data.length` a multiple of the page size). */
+  pages(data: Uint8Array): this {
+    const n = data.length / this.pageSize;
+    if (!Number.isInteger(n)) throw new RangeError(`${data.length} bytes are not whole pages`);
+    if (this.words.length < 2 * n) this.words = new Uint32Array(2 * n);
+    const w = this.words.subarray(0, 2 * n);
+    hot.hashPages(data, this.pageSize, w);
+    const bytes = new Uint8Array(w.buffer, w.byteOffset, 8 * n);
+    if (BIG_ENDIAN) Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).swap32();
+    this.sha.update(bytes);
+    return this;
+  }
+
+  /** The 32-byte digest (the hash cannot be fed afterwards). */
+  digest(): Buffer {
+    return this.sha.digest();
+  }
 }
 
 /** Read exactly `length` bytes at `position` (fewer only at end of file); returns the count read. */
@@ -241,14 +279,18 @@ export class BlockReader {
     return this.blockLen >= n ? this.block.subarray(0, n) : null;
   }
 
-  /** Feed `n` bytes at `pos` to `hash`; false when they lie past `end`. */
-  async hashSpan(pos: number, n: number, hash: Hash): Promise<boolean> {
+  /**
+   * Feed the `n` bytes of whole pages at `pos` to `hash` as pages; false when they lie past `end`.
+   * Steps are whole pages when the block is (a block smaller than a page reads each page whole).
+   */
+  async hashPages(pos: number, n: number, pageSize: number, hash: RecordHash): Promise<boolean> {
     if (pos + n > this.end) return false;
+    const stride = Math.max(pageSize, this.block.length - (this.block.length % pageSize));
     for (let done = 0; done < n; ) {
-      const step = Math.min(this.block.length, n - done);
+      const step = Math.min(stride, n - done);
       const b = await this.bytes(pos + done, step);
       if (b === null) return false;
-      hash.update(b);
+      hash.pages(b);
       done += step;
     }
     return true;
@@ -322,7 +364,7 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
   ) {
     return bad('a record header field out of range');
   }
-  const hash = recordHash();
+  const hash = new RecordHash(hdrPageSize);
   hash.update(head);
   const list = new PageList();
   const segments: SegmentInfo[] = [];
@@ -351,7 +393,7 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
     hash.update(index);
     const first = list.count;
     for (let i = 0; i < pages; i++) list.push(getU64(index, 8 * i), index[8 * pages + i] as number);
-    if (!(await reader.hashSpan(dataOffset, dataPages * hdrPageSize, hash))) {
+    if (!(await reader.hashPages(dataOffset, dataPages * hdrPageSize, hdrPageSize, hash))) {
       return bad('the file ends inside segment data');
     }
     segments.push({ first, pages, dataPages, dataOffset });

@@ -23,6 +23,7 @@
  * replay brings back to the last committed epoch. Replaying is idempotent: whole pages at fixed
  * offsets, a full epoch first truncating the file.
  */
+import { createHash } from 'node:crypto';
 import { writevSync } from 'node:fs';
 import { constants, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -44,7 +45,7 @@ import {
   type RecordHeader,
   readFully,
   readRecord,
-  recordHash,
+  RecordHash,
   SESSION_BYTES,
   type SegmentInfo,
   TRAILER_BYTES,
@@ -329,7 +330,7 @@ function encodeState(s: Persisted): Buffer {
   putU64(b, 56, s.appliedSeq);
   putU64(b, 64, sidecar.length);
   sidecar.copy(b, STATE_HEAD_BYTES);
-  recordHash()
+  createHash('sha256')
     .update(b.subarray(0, b.length - DIGEST_BYTES))
     .digest()
     .copy(b, b.length - DIGEST_BYTES);
@@ -342,7 +343,7 @@ function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
   if (b.length < STATE_HEAD_BYTES + DIGEST_BYTES || !b.subarray(0, 8).equals(STATE_MAGIC)) {
     throw bad('not a replica store state file');
   }
-  const digest = recordHash()
+  const digest = createHash('sha256')
     .update(b.subarray(0, b.length - DIGEST_BYTES))
     .digest();
   if (!digest.equals(b.subarray(b.length - DIGEST_BYTES))) throw bad('checksum mismatch');
@@ -465,13 +466,14 @@ class OpenEpoch {
   /** Journal offset of the next byte of the record. */
   pos: number;
   headerWritten = false;
-  readonly hash = recordHash();
+  readonly hash: RecordHash;
 
   constructor(
     readonly header: RecordHeader,
     readonly start: number,
   ) {
     this.pos = start;
+    this.hash = new RecordHash(header.pageSize);
   }
 }
 
@@ -867,7 +869,7 @@ export class ReplicaStore {
     const staged = { first: e.segFirst, pages: n, dataPages: e.segData, dataOffset: at };
     if (e.segData > 0) {
       const data = this.staging.subarray(0, e.segData * this.pageSize);
-      e.hash.update(data);
+      e.hash.pages(data);
       bufs.push(data);
     }
     if (spilling) {

@@ -636,7 +636,14 @@ describe('ReplicaStore kill -9', () => {
     // compile the current sources for the child (plain node cannot import .ts)
     const ts = (await import('typescript')).default;
     const mod = join(root, 'child-module');
-    for (const rel of ['src/errors.ts', 'src/replication/journal.ts', 'src/replication/store.ts']) {
+    const sources = [
+      'src/errors.ts',
+      'src/codec/xor-rle.ts',
+      'src/codec/hot-loops.ts',
+      'src/replication/journal.ts',
+      'src/replication/store.ts',
+    ];
+    for (const rel of sources) {
       const out = ts.transpileModule(await readFile(join(ROOT, rel), 'utf8'), {
         compilerOptions: {
           module: ts.ModuleKind.ES2022,
