@@ -22,9 +22,9 @@
  * kept), and what it returns is the per-page metadata plus where each segment's page data lies.
  */
 import { createHash, type Hash } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { hot } from '../codec/hot-loops.js';
-import type { FileHandle } from 'node:fs/promises';
 import { isRwanError, RwanError } from '../errors.js';
 
 /** Bytes of a record header. */
