@@ -193,6 +193,10 @@ Example:
       `compressed epoch bytes kept in memory before spilling to disk (default ${DEFAULTS.staging})`,
     )
     .option(
+      '--checkpoint <size>',
+      `journal bytes after which the replica is checkpointed: less to replay after a crash, more checkpoints (default ${DEFAULTS.checkpoint})`,
+    )
+    .option(
       '--on-primary-lost <command>',
       'run this (sh -c) on primary-lost and primary-back; env REMUS_WAN_EVENT, _LAST_EPOCH, _SESSION, _STORE, _REPLICA',
     )

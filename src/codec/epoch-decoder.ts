@@ -217,16 +217,13 @@ export class EpochDecoder {
   }
 
   /**
-   * Rebuild the state of a decoder that had decoded up to `lastEpoch` (after a restart): replay the
-   * index `snapshot` (or start from an empty cache), then the pages of each epoch decoded after it, in
-   * record order, as `pfns[k]` with `zero[k]` non-zero for a ZERO record (a `full` epoch starts from an
-   * empty cache, as it did when decoded). Returns the cached non-zero
-   * pages, whose content the caller must write (the last version of each page: the replica's) before
-   * the next epoch is decoded. Only on a fresh or reset decoder.
+   * Rebuild the cache of a decoder that had decoded up to `lastEpoch` (after a restart) from the
+   * index `snapshot` taken then (or start from an empty cache). Returns the cached non-zero pages,
+   * whose content as of that snapshot ({@link EpochDecoder.cachedPages} then) the caller must write
+   * before anything else. Only on a fresh or reset decoder.
    */
   restoreCache(
     snapshot: Uint8Array | null,
-    epochs: Iterable<{ full?: boolean; pfns: ArrayLike<number>; zero: ArrayLike<number> }>,
     lastEpoch: number | null,
   ): Array<{ pfn: number; page: Uint8Array }> {
     if (this.open || this.epoch !== -1) {
@@ -234,12 +231,32 @@ export class EpochDecoder {
     }
     this.cache.reset();
     if (snapshot) this.cache.restore(snapshot);
-    for (const e of epochs) {
-      if (e.full) this.cache.reset(); // both sides reset before a FULL epoch
-      for (let k = 0; k < e.pfns.length; k++) this.cache.touch(e.pfns[k] as number, e.zero[k] !== 0);
-    }
     this.epoch = lastEpoch ?? -1;
     return this.cache.cachedPages();
+  }
+
+  /** The cached non-zero pages (views into the cache), between epochs: what a snapshot's content is. */
+  cachedPages(): Array<{ pfn: number; page: Uint8Array }> {
+    if (this.open) this.fail('RWAN_ERR_CODEC_SEQUENCE', 'cachedPages() inside an epoch');
+    return this.cache.cachedPages();
+  }
+
+  /**
+   * What decoding page `pfn` of epoch `epoch` (`null`: a zero page) does to this decoder, without the
+   * record: the page enters the cache as decoding it would have put it there. For epochs known only
+   * by their pages (a restart replaying a journal); call it for each page in record order, after a
+   * {@link EpochDecoder.reset} for a full epoch.
+   */
+  absorb(epoch: number, pfn: number, page: Uint8Array | null): void {
+    this.guard();
+    if (this.open || !(Number.isSafeInteger(epoch) && epoch >= this.epoch)) {
+      this.fail(
+        'RWAN_ERR_CODEC_SEQUENCE',
+        `absorb(${epoch}) after epoch ${this.epoch}${this.open ? ' still open' : ''}`,
+      );
+    }
+    this.epoch = epoch;
+    this.cache.set(pfn, page);
   }
 
   /** Decode one record and hand its page to `sink` (a delta onto a cached page: queue it). */

@@ -40,6 +40,7 @@ const fileSchema = z
     handshakeTimeout: z.string(),
     deadTime: z.string(),
     staging: z.string(),
+    checkpoint: z.string(),
     stats: z.string(),
     metrics: z.string(),
     onPrimaryLost: z.string(),
@@ -99,6 +100,7 @@ export interface ReceiveSettings extends CommonSettings {
   store: string;
   deadTimeMs: number;
   stagingBytes: number;
+  checkpointBytes: number;
   onPrimaryLost?: string;
 }
 
@@ -117,6 +119,7 @@ export const DEFAULTS = {
   handshakeTimeout: '10s',
   deadTime: '3s',
   staging: '256MiB',
+  checkpoint: '256MiB',
   logLevel: 'info',
   port: 7800,
 } as const;
@@ -279,6 +282,7 @@ export function receiveSettings(m: Merged): ReceiveSettings {
     store: required(m.store, '--store'),
     deadTimeMs: 1000 * parseDuration(m.deadTime ?? DEFAULTS.deadTime, { what: '--dead-time' }),
     stagingBytes: parseBytes(m.staging ?? DEFAULTS.staging, { what: '--staging' }),
+    checkpointBytes: parseBytes(m.checkpoint ?? DEFAULTS.checkpoint, { what: '--checkpoint' }),
     ...(m.onPrimaryLost === undefined ? {} : { onPrimaryLost: m.onPrimaryLost }),
   };
 }

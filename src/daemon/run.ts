@@ -20,7 +20,6 @@ import { type EncoderPort, InlineEncoder, WorkerEncoder } from '../replication/e
 import { type ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
 import { type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
 import { ImageSource } from '../replication/source-image.js';
-import { ReplicaStore } from '../replication/store.js';
 import { checkRate } from '../transport/rate-limit.js';
 import { connect, listen, type Security } from '../transport/security.js';
 import { parseBytes, parseRate } from '../units.js';
@@ -266,19 +265,8 @@ export async function runSend(s: SendSettings): Promise<number> {
 export async function runReceive(s: ReceiveSettings): Promise<number> {
   const log = makeLogger({ level: s.logLevel, role: 'receive', name: s.name });
   const security = await loadSecuritySettings(s.security);
-  const { store, recovery } = await ReplicaStore.open({ dir: s.store, pageSize: s.pageSize });
-  log.info(
-    {
-      store: s.store,
-      committedEpoch: store.state.committedEpoch,
-      replayed: recovery.replayedEpochs.length,
-      truncatedBytes: recovery.truncatedBytes,
-    },
-    'replica store opened',
-  );
   const session = await ReceiverSession.create({
-    store,
-    recovery,
+    store: { dir: s.store, checkpointBytes: s.checkpointBytes },
     pageSize: s.pageSize,
     cacheBytes: s.cacheBytes,
     heartbeatMs: s.heartbeatMs,
@@ -290,6 +278,17 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     peerName: s.name,
     log,
   });
+  const { store, recovery } = session;
+  log.info(
+    {
+      store: s.store,
+      committedEpoch: store.state.committedEpoch,
+      sidecarEpoch: recovery.sidecarEpoch,
+      replayed: recovery.replayedEpochs.length,
+      truncatedBytes: recovery.truncatedBytes,
+    },
+    'replica store opened',
+  );
   const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
   const rates = new Rates();
   const loop = new LoopDelay();
@@ -362,7 +361,6 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
   log.info({ signal: sig }, 'stopping');
   await listener.close();
   await session.close();
-  await store.close();
   loop.stop();
   http?.close();
   await stats?.close();

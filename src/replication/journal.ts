@@ -3,11 +3,13 @@
  * one record per epoch. This module encodes records and reads them back, verifying each one; the
  * store (store.ts) decides what to do with them.
  *
- *   record  = header segment* trailer                      (every part a multiple of 8 bytes)
+ *   record  = header (segment* | payload) trailer           (every part a multiple of 8 bytes)
  *   header  = "RWJH" version:u16 flags:u16 pageSize:u32 0:u32 seq:u64 epoch:u64 imageBytes:u64
  *             sessionId[16] 0:u64                                                        (64 B)
  *   segment = "RWJS" pages:u32 dataPages:u32 0:u32  pfn:u64[pages]  kind:u8[pages]  pad to 8
  *             page[dataPages]                                 (the non-zero pages, in add order)
+ *   payload = "RWJP" 0:u32 length:u64  bytes[length]  pad to 8       (flags bit 1: the epoch as
+ *             its producer encoded it, replayed by decoding it; see store.ts)
  *   trailer = "RWJT" segments:u32 pageCount:u64 recordBytes:u64 seq:u64 sha256[32]       (64 B)
  *
  *   sha256 covers the record from its first header byte to the trailer's `seq` field included,
@@ -37,6 +39,8 @@ export const TRAILER_BYTES = 64;
 export const JOURNAL_VERSION = 1;
 /** Header flag: the epoch is a full copy of the image. */
 export const FLAG_FULL = 1;
+/** Header flag: the record holds the epoch's encoded payload instead of its pages. */
+export const FLAG_PAYLOAD = 2;
 /** Kind byte of a page that is all zeros (no data in the segment). */
 export const KIND_ZERO = 0;
 /** Kind byte of a page whose bytes follow in the segment. */
@@ -51,6 +55,10 @@ const magic = (s: string): number => Buffer.from(s, 'latin1').readUInt32LE(0);
 export const HEADER_MAGIC = magic('RWJH');
 /** `RWJS` as read by `readUInt32LE`. */
 export const SEGMENT_MAGIC = magic('RWJS');
+/** `RWJP` as read by `readUInt32LE`. */
+export const PAYLOAD_MAGIC = magic('RWJP');
+/** Bytes of a payload head. */
+export const PAYLOAD_HEAD_BYTES = 16;
 /** `RWJT` as read by `readUInt32LE`. */
 export const TRAILER_MAGIC = magic('RWJT');
 
@@ -87,6 +95,8 @@ export interface RecordHeader {
   seq: number;
   epoch: number;
   full: boolean;
+  /** The record holds an encoded payload ({@link FLAG_PAYLOAD}) rather than pages. */
+  payload: boolean;
   pageSize: number;
   imageBytes: number;
   /** 32 lowercase hex characters. */
@@ -111,7 +121,9 @@ export interface JournalRecord extends RecordHeader {
   start: number;
   /** File offset just past the trailer. */
   end: number;
-  /** Pfn of every page, in add order. */
+  /** Where a payload record's payload lies (file offset, bytes); null for a page record. */
+  payloadAt: { offset: number; length: number } | null;
+  /** Pfn of every page, in add order (none in a payload record). */
   pfns: Float64Array;
   /** {@link KIND_ZERO} or {@link KIND_DATA} per page. */
   kinds: Uint8Array;
@@ -135,7 +147,7 @@ export function encodeHeader(h: RecordHeader): Buffer {
   const b = Buffer.alloc(HEADER_BYTES);
   b.writeUInt32LE(HEADER_MAGIC, 0);
   b.writeUInt16LE(JOURNAL_VERSION, 4);
-  b.writeUInt16LE(h.full ? FLAG_FULL : 0, 6);
+  b.writeUInt16LE((h.full ? FLAG_FULL : 0) | (h.payload ? FLAG_PAYLOAD : 0), 6);
   b.writeUInt32LE(h.pageSize, 8);
   putU64(b, 16, h.seq);
   putU64(b, 24, h.epoch);
@@ -163,6 +175,14 @@ export function encodeSegmentIndex(
   let at = SEGMENT_HEAD_BYTES;
   for (let i = from; i < to; i++, at += 8) putU64(b, at, pfns[i] as number);
   b.set(kinds.subarray(from, to), at);
+  return b;
+}
+
+/** Encode a payload head for `length` bytes of payload (followed by pad8(length) − length zeros). */
+export function encodePayloadHead(length: number): Buffer {
+  const b = Buffer.alloc(PAYLOAD_HEAD_BYTES);
+  b.writeUInt32LE(PAYLOAD_MAGIC, 0);
+  putU64(b, 8, length);
   return b;
 }
 
@@ -280,17 +300,22 @@ export class BlockReader {
   }
 
   /**
-   * Feed the `n` bytes of whole pages at `pos` to `hash` as pages; false when they lie past `end`.
-   * Steps are whole pages when the block is (a block smaller than a page reads each page whole).
+   * Feed the `n` bytes at `pos` to `hash`, as whole pages of `pageSize` bytes or (`pageSize` 0) as
+   * bytes; false when they lie past `end`. Page steps are whole pages (a block smaller than a page
+   * reads each page whole).
    */
-  async hashPages(pos: number, n: number, pageSize: number, hash: RecordHash): Promise<boolean> {
+  async hashSpan(pos: number, n: number, pageSize: number, hash: RecordHash): Promise<boolean> {
     if (pos + n > this.end) return false;
-    const stride = Math.max(pageSize, this.block.length - (this.block.length % pageSize));
+    const stride =
+      pageSize === 0
+        ? this.block.length
+        : Math.max(pageSize, this.block.length - (this.block.length % pageSize));
     for (let done = 0; done < n; ) {
       const step = Math.min(stride, n - done);
       const b = await this.bytes(pos + done, step);
       if (b === null) return false;
-      hash.pages(b);
+      if (pageSize === 0) hash.update(b);
+      else hash.pages(b);
       done += step;
     }
     return true;
@@ -353,7 +378,7 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
   const sessionId = head.toString('hex', 40, 40 + SESSION_BYTES);
   if (
     version !== JOURNAL_VERSION ||
-    (flags & ~FLAG_FULL) !== 0 ||
+    (flags & ~(FLAG_FULL | FLAG_PAYLOAD)) !== 0 ||
     !isPageSize(hdrPageSize) ||
     head.readUInt32LE(12) !== 0 ||
     head.readUInt32LE(56) !== 0 ||
@@ -368,13 +393,29 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
   hash.update(head);
   const list = new PageList();
   const segments: SegmentInfo[] = [];
+  let payloadAt: { offset: number; length: number } | null = null;
   let pos = start + HEADER_BYTES;
   for (;;) {
     const m = await reader.bytes(pos, 4);
     if (m === null) return bad('the file ends before the record trailer');
     const tag = m.readUInt32LE(0);
     if (tag === TRAILER_MAGIC) break;
-    if (tag !== SEGMENT_MAGIC) return bad('neither a segment nor a trailer');
+    if (tag === PAYLOAD_MAGIC) {
+      if ((flags & FLAG_PAYLOAD) === 0 || payloadAt !== null) return bad('a payload where none belongs');
+      const ph = await reader.bytes(pos, PAYLOAD_HEAD_BYTES);
+      if (ph === null) return bad('the file ends inside a payload head');
+      const length = getU64(ph, 8);
+      if (ph.readUInt32LE(4) !== 0 || length < 0) return bad('a payload head field out of range');
+      const offset = pos + PAYLOAD_HEAD_BYTES;
+      if (offset + pad8(length) + TRAILER_BYTES > reader.end) return bad('the file ends inside a payload');
+      hash.update(ph);
+      if (!(await reader.hashSpan(offset, pad8(length), 0, hash)))
+        return bad('the file ends inside a payload');
+      payloadAt = { offset, length };
+      pos = offset + pad8(length);
+      continue;
+    }
+    if (tag !== SEGMENT_MAGIC || (flags & FLAG_PAYLOAD) !== 0) return bad('neither a segment nor a trailer');
     const sh = await reader.bytes(pos, SEGMENT_HEAD_BYTES);
     if (sh === null) return bad('the file ends inside a segment head');
     const pages = sh.readUInt32LE(4);
@@ -393,7 +434,7 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
     hash.update(index);
     const first = list.count;
     for (let i = 0; i < pages; i++) list.push(getU64(index, 8 * i), index[8 * pages + i] as number);
-    if (!(await reader.hashPages(dataOffset, dataPages * hdrPageSize, hdrPageSize, hash))) {
+    if (!(await reader.hashSpan(dataOffset, dataPages * hdrPageSize, hdrPageSize, hash))) {
       return bad('the file ends inside segment data');
     }
     segments.push({ first, pages, dataPages, dataOffset });
@@ -420,6 +461,7 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
     });
   };
   if (hdrPageSize !== pageSize) damaged('written with another page size', { pageSize: hdrPageSize });
+  if ((flags & FLAG_PAYLOAD) !== 0 && payloadAt === null) damaged('a payload record without its payload');
   if (imageBytes % pageSize !== 0) damaged('image size is not a whole number of pages', { imageBytes });
   for (const s of segments) {
     let data = 0;
@@ -437,12 +479,14 @@ export async function readRecord(reader: BlockReader, start: number, pageSize: n
     record: {
       seq,
       epoch,
-      full: flags === FLAG_FULL,
+      full: (flags & FLAG_FULL) !== 0,
+      payload: payloadAt !== null,
       pageSize,
       imageBytes,
       sessionId,
       start,
       end,
+      payloadAt,
       pfns,
       kinds,
       segments,

@@ -8,16 +8,26 @@
  *                           │ complete: END and chunkCount chunks        past stagingBytes they spill
  *                           ▼                                            to a file)
  *  one at a time, in order:  baseEpoch = last decoded (or FULL) ─► EpochDecoder (digest checked)
- *                            ─► store.beginEpoch … addPage … commit() (journal + fsync, applied)
- *                            ─► ACK(epoch, DURABLE) ─► checkpoint when due (with the cache index)
+ *                            ─► store.beginEpoch … addPage … setPayload(the epoch's frames)
+ *                            ─► commit() (the frames journaled + fsync, the pages applied)
+ *                            ─► ACK(epoch, DURABLE) ─► checkpoint when due (cache index + content)
  *  any frame or heartbeat ─► FailureDetector.heard();  every 100 ms tick(): 'primary-lost' once
  * ```
  *
  * An epoch is decoded only once all of it is here, so a connection lost in the middle of an epoch
  * leaves the decoder exactly at the last committed epoch: the sender resends from the next one and
- * nothing is decoded twice. After a restart the decoder's page cache is rebuilt from the store (the
- * cache index saved at the last checkpoint, the journal's epochs since, the replica's pages), so
- * replication resumes without a full copy.
+ * nothing is decoded twice.
+ *
+ * The journal keeps each epoch as it arrived (its frames, compressed: a tenth of the page bytes or
+ * less, so the fdatasync per epoch stays short), unless its pages spilled out of the store's staging
+ * memory; then it keeps the pages. Replaying such a journal needs the decoder's state at the last
+ * checkpoint, so a checkpoint saves the page cache whole (its index and its pages: the sidecar,
+ * below). After a restart the store hands that sidecar to the session's replayer, which restores the
+ * decoder and decodes (or absorbs) every journal epoch since, so replication resumes without a full
+ * copy.
+ *
+ *   sidecar = "RWRC" 1:u32 pageSize:u32 pages:u32 indexBytes:u64  index[indexBytes] pad to 8
+ *             pfn:u64[pages]  page[pages]                   (the cache's non-zero pages)
  */
 
 import { EventEmitter } from 'node:events';
@@ -27,7 +37,8 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { PageCache } from '../codec/page-cache.js';
 import { asRwanError, RwanError } from '../errors.js';
-import { ack, hello, resume } from '../protocol/encoder.js';
+import { FrameDecoder } from '../protocol/decoder.js';
+import { ack, encodeFrame, hello, resume } from '../protocol/encoder.js';
 import {
   Capability,
   type ChunkFrame,
@@ -46,13 +57,14 @@ import {
 import { awaitHello, Channel } from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
 import { digestFile } from './image-digest.js';
+import { getU64, pad8, putU64 } from './journal.js';
 import type { Log } from './sender.js';
-import type { RecoveryReport, ReplicaStore } from './store.js';
+import { type RecoveryReport, type Replayer, ReplicaStore, type StoreOptions } from './store.js';
 
 /** Settings of a {@link ReceiverSession}. */
 export interface ReceiverOptions {
-  store: ReplicaStore;
-  recovery: RecoveryReport;
+  /** The replica store, opened (and recovered) by {@link ReceiverSession.create}. */
+  store: Omit<StoreOptions, 'pageSize' | 'replayer'>;
   pageSize: number;
   /** Page cache byte cap: must be the sender's (both sides mirror one cache). */
   cacheBytes: number;
@@ -98,11 +110,57 @@ interface Staged {
   bytes: number;
 }
 
+const SIDECAR_MAGIC = Buffer.from('RWRC', 'latin1');
+const SIDECAR_VERSION = 1;
+const SIDECAR_HEAD_BYTES = 24;
+
+/** A checkpoint's sidecar for `decoder` (see the file comment), as parts that view its cache. */
+function encodeSidecar(decoder: EpochDecoder, pageSize: number): Uint8Array[] {
+  const index = decoder.cacheSnapshot();
+  const pages = decoder.cachedPages();
+  const head = Buffer.alloc(SIDECAR_HEAD_BYTES + pad8(index.length) - index.length);
+  SIDECAR_MAGIC.copy(head, 0);
+  head.writeUInt32LE(SIDECAR_VERSION, 4);
+  head.writeUInt32LE(pageSize, 8);
+  head.writeUInt32LE(pages.length, 12);
+  putU64(head, 16, index.length);
+  const pfns = Buffer.alloc(8 * pages.length);
+  for (let i = 0; i < pages.length; i++) putU64(pfns, 8 * i, (pages[i] as { pfn: number }).pfn);
+  return [
+    head.subarray(0, SIDECAR_HEAD_BYTES),
+    index,
+    head.subarray(SIDECAR_HEAD_BYTES),
+    pfns,
+    ...pages.map((p) => p.page),
+  ];
+}
+
+/** The parts of a sidecar; throws on bytes that are not one. */
+function decodeSidecar(b: Buffer, pageSize: number): { index: Buffer; pfns: Float64Array; pages: Buffer } {
+  const bad = (why: string) => new RwanError('RWAN_ERR_STORE', `checkpoint sidecar: ${why}`);
+  if (b.length < SIDECAR_HEAD_BYTES || !b.subarray(0, 4).equals(SIDECAR_MAGIC))
+    throw bad('not a page cache sidecar');
+  if (b.readUInt32LE(4) !== SIDECAR_VERSION) throw bad(`version ${b.readUInt32LE(4)}`);
+  if (b.readUInt32LE(8) !== pageSize) throw bad(`page size ${b.readUInt32LE(8)}, not ${pageSize}`);
+  const n = b.readUInt32LE(12);
+  const indexBytes = getU64(b, 16);
+  const at = SIDECAR_HEAD_BYTES + pad8(indexBytes);
+  if (indexBytes < 0 || b.length !== at + n * (8 + pageSize)) throw bad('lengths do not add up');
+  const pfns = new Float64Array(n);
+  for (let i = 0; i < n; i++) pfns[i] = getU64(b, at + 8 * i);
+  return {
+    index: b.subarray(SIDECAR_HEAD_BYTES, SIDECAR_HEAD_BYTES + indexBytes),
+    pfns,
+    pages: b.subarray(at + 8 * n),
+  };
+}
+
 /** Events: 'epoch' (ReceiverEpochStats), 'detector' (DetectorEvent, DetectorState), 'session' (id hex). */
 export class ReceiverSession extends EventEmitter {
   private decoder: EpochDecoder;
   private decoderValid = true;
-  private sessionHex: string | null;
+  private sessionHex: string | null = null;
+  private replica: { store: ReplicaStore; recovery: RecoveryReport } | undefined;
   private channels: Channel[] = [];
   private readonly staging = new Map<number, Staged>();
   private stagedBytes = 0;
@@ -119,6 +177,7 @@ export class ReceiverSession extends EventEmitter {
   private readonly detector: FailureDetector;
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  private closing: Promise<void> | undefined;
   private cacheBytes: number;
   /** Counters for metrics and status. */
   readonly counters = { epochs: 0, pages: 0, wireBytes: 0, resumes: 0, refused: 0, digestFailures: 0 };
@@ -127,21 +186,43 @@ export class ReceiverSession extends EventEmitter {
     super();
     this.cacheBytes = o.cacheBytes;
     this.decoder = new EpochDecoder({ pageSize: o.pageSize, cacheBytes: o.cacheBytes });
-    this.sessionHex = o.store.state.sessionId;
     this.detector = new FailureDetector({ deadTimeMs: o.deadTimeMs });
     this.timer = setInterval(() => this.tick(), Math.min(100, o.deadTimeMs / 4)).unref();
   }
 
-  /** A session on an opened store, its decoder rebuilt to the store's last committed epoch. */
+  /**
+   * Open (and recover) the replica store, the decoder rebuilt to its last committed epoch, and start
+   * a session on it. Errors: those of {@link ReplicaStore.open}.
+   */
   static async create(o: ReceiverOptions): Promise<ReceiverSession> {
     const s = new ReceiverSession(o);
-    await s.rebuild(o.cacheBytes);
+    const opened = await ReplicaStore.open({
+      ...o.store,
+      pageSize: o.pageSize,
+      replayer: (sidecar, epoch) => s.replayer(sidecar, epoch),
+    });
+    s.replica = opened;
+    s.sessionHex = opened.store.state.sessionId;
+    const last = opened.store.state.committedEpoch;
+    if (last !== null && s.decoderValid) {
+      s.o.log.info({ epoch: last, cachedPages: s.decoder.cacheStats().entries }, 'page cache rebuilt');
+    }
     return s;
+  }
+
+  /** The replica store (closed by {@link close}). */
+  get store(): ReplicaStore {
+    return (this.replica as { store: ReplicaStore }).store;
+  }
+
+  /** What opening the store found and replayed. */
+  get recovery(): RecoveryReport {
+    return (this.replica as { recovery: RecoveryReport }).recovery;
   }
 
   /** Last epoch committed durably (what a reconnecting sender resumes after). */
   get lastEpoch(): number | null {
-    return this.o.store.state.committedEpoch;
+    return this.store.state.committedEpoch;
   }
 
   get detectorState(): DetectorState {
@@ -196,19 +277,23 @@ export class ReceiverSession extends EventEmitter {
 
   /**
    * Stop: channels closed with SHUTDOWN, timers off; waits for an epoch being committed, then
-   * checkpoints the store with the cache index (a restart then needs no journal replay).
+   * checkpoints the store with the page cache (a restart then needs no journal replay) and closes it.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
     for (const ch of this.channels) {
       ch?.close(new RwanError('RWAN_ERR_PEER', 'receiver shutting down'), WireErrorCode.SHUTDOWN);
     }
     await this.processing;
-    if (this.decoderValid && !this.storeFailed && this.o.store.state.committedEpoch !== null) {
+    if (this.decoderValid && !this.storeFailed && this.store.state.committedEpoch !== null) {
       try {
-        await this.o.store.checkpoint(this.decoder.cacheSnapshot());
+        await this.store.checkpoint(encodeSidecar(this.decoder, this.o.pageSize));
       } catch (err) {
         this.o.log.warn(
           { err: (err as Error).message },
@@ -222,29 +307,67 @@ export class ReceiverSession extends EventEmitter {
       unlinkSync(this.spill.path);
       this.spill = undefined;
     }
+    await this.store.close();
   }
 
   // ---------------------------------------------------------------------------------------------
 
-  private async rebuild(configured: number): Promise<void> {
-    const { store, recovery, pageSize } = this.o;
-    // the cap the cache had when its index was saved (the sender's, adopted at its HELLO)
-    const cacheBytes = (recovery.sidecar && PageCache.snapshotCap(recovery.sidecar)) ?? configured;
-    this.cacheBytes = cacheBytes;
-    this.decoder = new EpochDecoder({ pageSize, cacheBytes });
+  /**
+   * The store's replayer: restore the decoder from the checkpoint's sidecar (with the cache cap it
+   * was saved under: the sender's, adopted at its HELLO), then bring it through the journal's epochs.
+   */
+  private replayer(sidecar: Buffer | null, sidecarEpoch: number | null): Replayer {
+    const { pageSize } = this.o;
+    const saved = sidecar === null ? null : decodeSidecar(sidecar, pageSize);
+    this.cacheBytes = (saved && PageCache.snapshotCap(saved.index)) ?? this.o.cacheBytes;
+    this.decoder = new EpochDecoder({ pageSize, cacheBytes: this.cacheBytes });
     this.decoderValid = true;
-    const last = store.state.committedEpoch;
-    if (last === null) return;
-    try {
-      const pages = this.decoder.restoreCache(recovery.sidecar, recovery.opsSinceSidecar, last);
-      for (const { pfn, page } of pages) await store.readPage(pfn, page);
-      this.o.log.info({ epoch: last, cachedPages: pages.length }, 'page cache rebuilt from the replica');
-    } catch (err) {
-      // a snapshot of another cache size: the sender must start over with a full copy
-      this.decoder = new EpochDecoder({ pageSize, cacheBytes });
-      this.decoderValid = false;
-      this.o.log.warn({ err: (err as Error).message }, 'page cache not rebuilt: a full copy will follow');
+    if (saved !== null) {
+      const slot = new Map<number, number>();
+      for (let i = 0; i < saved.pfns.length; i++) slot.set(saved.pfns[i] as number, i);
+      for (const { pfn, page } of this.decoder.restoreCache(saved.index, sidecarEpoch)) {
+        const i = slot.get(pfn);
+        if (i === undefined)
+          throw new RwanError('RWAN_ERR_STORE', `checkpoint sidecar: no content for page ${pfn}`);
+        page.set(saved.pages.subarray(i * pageSize, (i + 1) * pageSize));
+      }
     }
+    let epoch = sidecarEpoch ?? -1;
+    return {
+      begin: (e) => {
+        epoch = e.epoch;
+        if (e.full) this.decoder.reset();
+      },
+      page: (pfn, page) => this.decoder.absorb(epoch, pfn, page),
+      decode: (payload, out) =>
+        this.decodePayload(payload, (pfn, page, zero) => out(pfn, zero ? null : page)),
+    };
+  }
+
+  /** Decode an epoch journaled as its frames (BEGIN, the CHUNKs in order, END). */
+  private decodePayload(payload: Buffer, sink: (pfn: number, page: Uint8Array, zero: boolean) => void): void {
+    const max = this.o.maxChunkBytes ?? DEFAULT_MAX_RAW_LENGTH;
+    const frames = new FrameDecoder({
+      maxChunkData: max,
+      maxRawLength: max,
+      highWaterMark: payload.length + 1,
+    });
+    frames.write(payload);
+    frames.end();
+    const all = frames.readAll();
+    const begin = all[0];
+    const end = all[all.length - 1];
+    if (begin?.type !== FrameType.EPOCH_BEGIN || end?.type !== FrameType.EPOCH_END || all.length < 2) {
+      throw new RwanError('RWAN_ERR_CODEC_SEQUENCE', 'a journaled epoch must be BEGIN, CHUNKs, END');
+    }
+    this.decoder.begin(begin.epoch);
+    for (let i = 1; i < all.length - 1; i++) {
+      const c = all[i] as Frame;
+      if (c.type !== FrameType.CHUNK)
+        throw new RwanError('RWAN_ERR_CODEC_SEQUENCE', 'a journaled epoch holds a control frame');
+      this.decoder.chunk(c, sink);
+    }
+    this.decoder.end(end.pageCount, end.digest);
   }
 
   private async handshake(ch: Channel, max: number): Promise<void> {
@@ -323,7 +446,7 @@ export class ReceiverSession extends EventEmitter {
     const old = this.channels[theirs.channelIndex];
     old?.close(new RwanError('RWAN_ERR_PEER', 'replaced by a new connection'));
     this.channels[theirs.channelIndex] = ch;
-    const held = this.decoderValid && this.o.store.state.sessionId === sid ? this.lastEpoch : null;
+    const held = this.decoderValid && this.store.state.sessionId === sid ? this.lastEpoch : null;
     ch.send(
       hello({
         minVersion: PROTOCOL_VERSION,
@@ -419,7 +542,7 @@ export class ReceiverSession extends EventEmitter {
     this.stagedBytes += data.length;
     if (this.stagedBytes <= this.o.stagingBytes) return data;
     if (!this.spill) {
-      const path = join(this.o.store.replicaPath, '..', 'staging.spill');
+      const path = join(this.store.replicaPath, '..', 'staging.spill');
       this.spill = { fd: openSync(path, 'w+', 0o600), path, end: 0 };
     }
     const at = this.spill.end;
@@ -483,7 +606,8 @@ export class ReceiverSession extends EventEmitter {
           this.storeFailed = true;
           this.o.log.error({ code: e.code, err: e.message, epoch }, 'cannot commit: stopping');
           this.emit('fatal', e);
-          await this.close();
+          void this.close(); // it waits for this loop to end
+
           return;
         }
         // the epoch did not decode or verify: the sender starts over with a full copy
@@ -531,21 +655,24 @@ export class ReceiverSession extends EventEmitter {
       this.decoder.reset();
       this.decoderValid = true;
     }
-    const writer = this.o.store.beginEpoch(epoch, {
+    const writer = this.store.beginEpoch(epoch, {
       full,
       imageBytes: begin.imageBytes,
       sessionId: this.sessionHex as string,
     });
     let raw = 0;
+    // the journal keeps the epoch's frames as they came (a replay decodes them again)
+    const limits = { maxChunkData: Number.MAX_SAFE_INTEGER, maxRawLength: Number.MAX_SAFE_INTEGER };
+    const payload = encodeFrame(begin, limits);
     try {
       this.decoder.begin(epoch);
       for (let seq = 0; seq < end.chunkCount; seq++) {
         const c = s.chunks.get(seq);
         if (!c) throw new RwanError('RWAN_ERR_CODEC_SEQUENCE', `epoch ${epoch}: chunk ${seq} missing`);
         raw += c.frame.rawLength;
-        this.decoder.chunk({ ...c.frame, data: this.dataOf(c.data) }, (pfn, page, zero) =>
-          writer.addPage(pfn, zero ? null : page),
-        );
+        const frame = { ...c.frame, data: this.dataOf(c.data) };
+        payload.push(...encodeFrame(frame, limits));
+        this.decoder.chunk(frame, (pfn, page, zero) => writer.addPage(pfn, zero ? null : page));
         if (seq % 8 === 7) await yieldToLoop();
       }
       if (raw !== end.rawBytes) {
@@ -555,6 +682,8 @@ export class ReceiverSession extends EventEmitter {
         );
       }
       this.decoder.end(end.pageCount, end.digest);
+      payload.push(...encodeFrame(end, limits));
+      writer.setPayload(payload);
     } catch (err) {
       await writer.abort();
       throw err;
@@ -566,7 +695,7 @@ export class ReceiverSession extends EventEmitter {
     this.counters.pages += end.pageCount;
     this.control()?.send(ack({ epoch, flags: 1, receivedBytes: 0 }));
     const ackMs = performance.now() - (s.endAt ?? t0);
-    if (this.o.store.checkpointDue) await this.o.store.checkpoint(this.decoder.cacheSnapshot());
+    if (this.store.checkpointDue) await this.store.checkpoint(encodeSidecar(this.decoder, this.o.pageSize));
     const stats: ReceiverEpochStats = {
       epoch,
       full,
@@ -577,7 +706,7 @@ export class ReceiverSession extends EventEmitter {
       commitMs,
       ackMs,
     };
-    if (this.o.verify) stats.replicaDigest = await digestFile(this.o.store.replicaPath);
+    if (this.o.verify) stats.replicaDigest = await digestFile(this.store.replicaPath);
     this.emit('epoch', stats);
   }
 

@@ -17,6 +17,11 @@
  *   checkpoint: fdatasync replica → write state.bin.tmp, fsync → rename → fsync dir → truncate journal
  *   open:       read state → scan the journal → replay records after the checkpoint → cut a torn tail
  *
+ * An epoch given a payload (setPayload: the epoch as its producer encoded it, e.g. compressed) is
+ * journaled as that payload instead of its pages, unless its pages spilled; its pages wait in staging
+ * until the record is durable. Replaying a payload record takes the producer's decoder: the
+ * `replayer` option, built at open from the checkpoint's sidecar.
+ *
  * A record counts only once its trailer (with a SHA-256 of the whole record) is on disk, and the
  * replica is only written after the record is durable, so a crash anywhere leaves either the epoch's
  * complete record (replayed at open) or an incomplete one (cut off at open) and a replica that the
@@ -24,23 +29,26 @@
  * offsets, a full epoch first truncating the file.
  */
 import { createHash } from 'node:crypto';
-import { writevSync } from 'node:fs';
+import { ftruncateSync, readSync, writevSync } from 'node:fs';
 import { constants, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { isRwanError, RwanError } from '../errors.js';
 import {
   BlockReader,
   encodeHeader,
+  encodePayloadHead,
   encodeSegmentIndex,
   encodeTrailer,
   findRecordAfter,
   getU64,
   HEADER_BYTES,
   isPageSize,
+  type JournalRecord,
   KIND_DATA,
   KIND_ZERO,
   MAX_SEGMENT_PAGES,
   PageList,
+  pad8,
   putU64,
   RecordHash,
   type RecordHeader,
@@ -109,6 +117,13 @@ export interface StoreOptions {
   /** {@link ReplicaStore.checkpointDue} turns true once the journal holds more (default 256 MiB). */
   checkpointBytes?: number;
   /**
+   * Decodes the journal's payload records (epochs committed with {@link EpochWriter.setPayload}) at
+   * recovery: called once, with the sidecar of the last checkpoint and its epoch, before the first
+   * record after that checkpoint is replayed. Without it, a journal holding a payload record does
+   * not open (`RWAN_ERR_STORE`).
+   */
+  replayer?: (sidecar: Buffer | null, sidecarEpoch: number | null) => Replayer;
+  /**
    * Test only: called at each of {@link FAULT_POINTS}; when it throws, the operation fails there as
    * if the process had died at that point (nothing after it happens, the store refuses further work
    * until reopened).
@@ -128,14 +143,28 @@ export interface StoreState {
   committedEpoch: number | null;
 }
 
-/** The pages of one journal epoch, as {@link RecoveryReport.opsSinceSidecar} lists them. */
-export interface EpochOps {
+/** An epoch the journal replays. */
+export interface ReplayEpoch {
   epoch: number;
   full: boolean;
-  /** Pfn of each page, in the order they were added. */
-  pfns: Float64Array;
-  /** 1 where the page was a zero page, per page. */
-  zero: Uint8Array;
+  imageBytes: number;
+  sessionId: string;
+}
+
+/**
+ * Brings the state a producer's payloads depend on (a decoder's page cache) forward through the
+ * journal's epochs, in commit order: every record after the checkpoint gets one `begin`, then a page
+ * record one `page` per page (in the order they were added), a payload record one `decode`.
+ */
+export interface Replayer {
+  begin(e: ReplayEpoch): void;
+  /** A page of a page record (`null`: a zero page); the bytes are valid during the call only. */
+  page(pfn: number, page: Uint8Array | null): void;
+  /**
+   * Decode a payload record's payload, handing each page of the epoch to `out` (`null`: a zero page;
+   * the bytes are copied during the call). Throws when the payload does not decode.
+   */
+  decode(payload: Buffer, out: (pfn: number, page: Uint8Array | null) => void): void;
 }
 
 /** What {@link ReplicaStore.open} found and did. */
@@ -148,8 +177,6 @@ export interface RecoveryReport {
   sidecar: Buffer | null;
   /** The epoch the sidecar belongs to (the appliedEpoch of that checkpoint); null without a sidecar. */
   sidecarEpoch: number | null;
-  /** Every journal epoch after the sidecar's checkpoint, in order. */
-  opsSinceSidecar: EpochOps[];
 }
 
 /** Options of {@link ReplicaStore.beginEpoch}. */
@@ -172,6 +199,14 @@ export interface EpochWriter {
    * buffered write, no fsync).
    */
   addPage(pfn: number, page: Uint8Array | null): void;
+  /**
+   * The epoch as its producer encoded it (the views are kept, not copied: leave them unchanged until
+   * the commit settles). When the epoch's pages fit the staging memory (they did not spill), the
+   * journal records this payload instead of the pages — far fewer bytes to write and sync when the
+   * producer compresses — and recovery replays it through {@link StoreOptions.replayer}, which must
+   * then yield exactly the pages added. Replaces an earlier payload.
+   */
+  setPayload(parts: Uint8Array[]): void;
   /** Make the epoch durable and apply it; when this resolves, `state.committedEpoch === epoch`. */
   commit(): Promise<void>;
   /** Drop the epoch; the journal is as before `beginEpoch`. */
@@ -185,6 +220,7 @@ interface ResolvedOptions {
   fsync: boolean;
   stagingBytes: number;
   checkpointBytes: number;
+  replayer: StoreOptions['replayer'];
   faults: ((point: FaultPoint) => void) | undefined;
 }
 
@@ -198,6 +234,9 @@ interface Persisted {
   appliedSeq: number;
   sidecar: Buffer | null;
 }
+
+/** A state to write: the sidecar as the parts the caller gave. */
+type PersistedParts = Omit<Persisted, 'sidecar'> & { sidecar: readonly Uint8Array[] | null };
 
 /** In-memory state: the persisted part, plus where the journal stands. */
 interface Live {
@@ -285,7 +324,7 @@ function dropPrefix(bufs: Uint8Array[], n: number): Uint8Array[] {
   return out;
 }
 
-const totalBytes = (bufs: Uint8Array[]): number => bufs.reduce((n, b) => n + b.length, 0);
+const totalBytes = (bufs: readonly Uint8Array[]): number => bufs.reduce((n, b) => n + b.length, 0);
 
 /** writev all of `bufs` at `pos` (retrying after a short write). */
 async function writevAll(fh: FileHandle, bufs: Uint8Array[], pos: number): Promise<void> {
@@ -313,9 +352,10 @@ function writevAllSync(fd: number, bufs: Uint8Array[], pos: number): void {
   }
 }
 
-function encodeState(s: Persisted): Buffer {
-  const sidecar = s.sidecar ?? Buffer.alloc(0);
-  const b = Buffer.alloc(STATE_HEAD_BYTES + sidecar.length + DIGEST_BYTES);
+/** The state file's bytes, as buffers to write in order (the sidecar's parts are not copied). */
+function encodeState(s: PersistedParts): Uint8Array[] {
+  const sidecar = s.sidecar ?? [];
+  const b = Buffer.alloc(STATE_HEAD_BYTES);
   STATE_MAGIC.copy(b, 0);
   b.writeUInt32LE(STATE_VERSION, 8);
   b.writeUInt32LE(s.pageSize, 12);
@@ -328,13 +368,10 @@ function encodeState(s: Persisted): Buffer {
   putU64(b, 40, s.imageBytes);
   putU64(b, 48, s.appliedEpoch ?? 0);
   putU64(b, 56, s.appliedSeq);
-  putU64(b, 64, sidecar.length);
-  sidecar.copy(b, STATE_HEAD_BYTES);
-  createHash('sha256')
-    .update(b.subarray(0, b.length - DIGEST_BYTES))
-    .digest()
-    .copy(b, b.length - DIGEST_BYTES);
-  return b;
+  putU64(b, 64, totalBytes(sidecar));
+  const sha = createHash('sha256').update(b);
+  for (const part of sidecar) sha.update(part);
+  return [b, ...sidecar, sha.digest()];
 }
 
 function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
@@ -401,14 +438,14 @@ async function syncDir(dir: string): Promise<void> {
  */
 async function writeStateFile(
   dir: string,
-  s: Persisted,
+  s: PersistedParts,
   fsync: boolean,
   fault: (p: FaultPoint) => void,
 ): Promise<void> {
   const tmp = join(dir, STATE_TEMP_FILE);
   const fh = await open(tmp, 'w', 0o600);
   try {
-    await fh.writeFile(encodeState(s));
+    await writevAll(fh, encodeState(s), 0);
     if (fsync) await fh.sync();
   } finally {
     await fh.close();
@@ -466,6 +503,7 @@ class OpenEpoch {
   /** Journal offset of the next byte of the record. */
   pos: number;
   headerWritten = false;
+  payload: Uint8Array[] | null = null;
   readonly hash: RecordHash;
 
   constructor(
@@ -485,6 +523,7 @@ export class ReplicaStore {
   private readonly stagingCap: number;
   private readonly checkpointBytes: number;
   private readonly faults: ((p: FaultPoint) => void) | undefined;
+  private readonly replayer: StoreOptions['replayer'];
   private readonly live: Live;
   private readonly zeroPage: Buffer;
   private staging: Buffer;
@@ -507,6 +546,7 @@ export class ReplicaStore {
     this.fsync = o.fsync;
     this.stagingCap = Math.floor(o.stagingBytes / o.pageSize) * o.pageSize;
     this.checkpointBytes = o.checkpointBytes;
+    this.replayer = o.replayer;
     this.faults = o.faults;
     this.zeroPage = Buffer.alloc(o.pageSize);
     this.staging = Buffer.allocUnsafe(Math.min(this.stagingCap, STAGING_START_PAGES * o.pageSize));
@@ -552,6 +592,7 @@ export class ReplicaStore {
       fsync: options.fsync ?? true,
       stagingBytes,
       checkpointBytes,
+      replayer: options.replayer,
       faults: options.faults,
     };
     const statePath = join(dir, STATE_FILE);
@@ -588,7 +629,7 @@ export class ReplicaStore {
       }
       p = { pageSize, sessionId: null, imageBytes: 0, appliedEpoch: null, appliedSeq: 0, sidecar: null };
       try {
-        await writeStateFile(dir, p, o.fsync, () => {});
+        await writeStateFile(dir, { ...p, sidecar: null }, o.fsync, () => {});
       } catch (err) {
         throw ioError(err, 'create', statePath);
       }
@@ -667,13 +708,26 @@ export class ReplicaStore {
     if (problem !== null) throw invalid(problem, { epoch, sessionId, imageBytes, full });
     this.prepareSeen(imageBytes / this.pageSize);
     const e = new OpenEpoch(
-      { seq: this.live.lastSeq + 1, epoch, full, pageSize: this.pageSize, imageBytes, sessionId },
+      {
+        seq: this.live.lastSeq + 1,
+        epoch,
+        full,
+        payload: false,
+        pageSize: this.pageSize,
+        imageBytes,
+        sessionId,
+      },
       this.live.journalEnd,
     );
     this.current = e;
     return {
       epoch,
       addPage: (pfn, page) => this.addPage(e, pfn, page),
+      setPayload: (parts) => {
+        this.usable();
+        if (e.status !== 'open') throw invalid(`epoch ${e.header.epoch} is no longer open`);
+        e.payload = [...parts];
+      },
       commit: () => this.commit(e),
       abort: () => this.abort(e),
     };
@@ -681,15 +735,16 @@ export class ReplicaStore {
 
   /**
    * Make everything committed durable in the replica and start an empty journal: fsync the replica,
-   * replace the state file (with `sidecar`, returned by the next {@link open}), truncate the journal.
-   * Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
+   * replace the state file (with `sidecar`, returned by the next {@link open} as one buffer),
+   * truncate the journal. `sidecar` is written as given, not copied: leave its bytes unchanged until
+   * this settles. Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
    */
-  async checkpoint(sidecar: Uint8Array | null): Promise<void> {
+  async checkpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
     this.usable();
     if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is open`);
     if (this.pending !== null) throw invalid('a checkpoint is already in progress');
-    const copy = sidecar === null ? null : Buffer.from(sidecar);
-    await this.track(this.checkpointSteps(copy));
+    const parts = sidecar === null ? null : sidecar instanceof Uint8Array ? [sidecar] : [...sidecar];
+    await this.track(this.checkpointSteps(parts));
   }
 
   /**
@@ -880,6 +935,28 @@ export class ReplicaStore {
     return { bufs, staged };
   }
 
+  /**
+   * The buffers of a payload record (header, payload head, the payload, padding), fed to the record
+   * hash, and the staged pages as one segment to apply from memory (not written).
+   */
+  private payloadBuffers(
+    e: OpenEpoch,
+    payload: Uint8Array[],
+  ): { bufs: Uint8Array[]; staged: SegmentInfo | null } {
+    const length = totalBytes(payload);
+    const h = encodeHeader(e.header);
+    const head = encodePayloadHead(length);
+    const pad = Buffer.alloc(pad8(length) - length);
+    const bufs: Uint8Array[] = [h, head, ...payload, pad];
+    e.headerWritten = true;
+    e.hash.update(h).update(head);
+    for (const part of payload) e.hash.update(part);
+    e.hash.update(pad);
+    const n = e.pages.count - e.segFirst;
+    const staged = n === 0 ? null : { first: e.segFirst, pages: n, dataPages: e.segData, dataOffset: -1 };
+    return { bufs, staged };
+  }
+
   /** Append the staged segment to the journal now (synchronously: addPage is synchronous). */
   private spill(e: OpenEpoch): void {
     try {
@@ -904,10 +981,15 @@ export class ReplicaStore {
     const h = e.header;
     try {
       this.fault('commit:before-write');
-      const { bufs, staged } = this.stagedBuffers(e, false);
+      // the payload stands for the pages unless some of them are in the journal already
+      const payload = e.payload !== null && !e.headerWritten ? e.payload : null;
+      h.payload = payload !== null;
+      const { bufs, staged } =
+        payload === null ? this.stagedBuffers(e, false) : this.payloadBuffers(e, payload);
       const end = e.pos + totalBytes(bufs) + TRAILER_BYTES;
-      const segments = e.spilled.length + (staged === null ? 0 : 1);
-      bufs.push(encodeTrailer(segments, e.pages.count, end - e.start, h.seq, e.hash));
+      const segments = payload !== null ? 0 : e.spilled.length + (staged === null ? 0 : 1);
+      const pageCount = payload !== null ? 0 : e.pages.count;
+      bufs.push(encodeTrailer(segments, pageCount, end - e.start, h.seq, e.hash));
       await writevAll(this.journal, bufs, e.pos);
       e.pos = end;
       this.fault('commit:after-write');
@@ -917,7 +999,7 @@ export class ReplicaStore {
       this.live.journalEnd = end;
       const { pfns, kinds } = e.pages;
       await this.apply(
-        { full: h.full, imageBytes: h.imageBytes, pfns, kinds, segments: e.spilled },
+        { full: h.full, imageBytes: h.imageBytes, pfns, kinds, segments: payload === null ? e.spilled : [] },
         staged,
         'commit:mid-apply',
       );
@@ -949,13 +1031,13 @@ export class ReplicaStore {
     await this.track(work());
   }
 
-  private async checkpointSteps(sidecar: Buffer | null): Promise<void> {
+  private async checkpointSteps(sidecar: readonly Uint8Array[] | null): Promise<void> {
     const s = this.live;
     try {
       this.fault('checkpoint:before-replica-fsync');
       if (this.fsync) await this.replica.datasync();
       this.fault('checkpoint:after-replica-fsync');
-      const p: Persisted = {
+      const p: PersistedParts = {
         pageSize: this.pageSize,
         sessionId: s.sessionId,
         imageBytes: s.imageBytes,
@@ -981,7 +1063,12 @@ export class ReplicaStore {
    * comes from memory, the spilled ones are read back from the journal in blocks. Pages of one epoch
    * are distinct, so the order of the writes does not matter.
    */
-  private async apply(p: EpochPages, staged: SegmentInfo | null, point: FaultPoint): Promise<void> {
+  private async apply(
+    p: EpochPages,
+    staged: SegmentInfo | null,
+    point: FaultPoint,
+    replayer?: Replayer,
+  ): Promise<void> {
     let armed = true;
     const afterWrite = () => {
       if (armed) {
@@ -1018,6 +1105,12 @@ export class ReplicaStore {
           const got = await readFully(this.journal, buf, want, seg.dataOffset + dataDone * ps);
           if (got !== want)
             throw damaged('journal ends inside a record being applied', { offset: seg.dataOffset });
+        }
+        if (replayer !== undefined) {
+          for (let x = i, d = 0; x < j; x++) {
+            const isData = p.kinds[x] === KIND_DATA;
+            replayer.page(p.pfns[x] as number, isData ? buf.subarray(d * ps, ++d * ps) : null);
+          }
         }
         await this.writePages(p, i, j, buf, afterWrite);
         dataDone += k;
@@ -1096,7 +1189,7 @@ export class ReplicaStore {
     const size = (await this.journal.stat()).size;
     const reader = new BlockReader(this.journal, size, SCAN_BLOCK_BYTES);
     const replayedEpochs: number[] = [];
-    const ops: EpochOps[] = [];
+    const replayer = this.replayer?.(p.sidecar, p.sidecar === null ? null : p.appliedEpoch);
     let truncatedBytes = 0;
     let stale = 0;
     let pos = 0;
@@ -1139,15 +1232,20 @@ export class ReplicaStore {
       }
       const problem = epochProblem(s, rec.epoch, rec.full, rec.imageBytes, rec.sessionId);
       if (problem !== null) throw damaged(`journal ${path}: ${problem}`, where);
-      await this.apply(rec, null, 'recovery:mid-apply');
+      const { epoch, full, imageBytes, sessionId } = rec;
+      replayer?.begin({ epoch, full, imageBytes, sessionId });
+      if (rec.payloadAt === null) await this.apply(rec, null, 'recovery:mid-apply', replayer);
+      else if (replayer === undefined) {
+        throw damaged(
+          `journal ${path}: record ${rec.seq} holds an encoded payload and no replayer was given`,
+          where,
+        );
+      } else this.replayPayload(rec, rec.payloadAt, replayer, where);
       s.lastSeq = rec.seq;
       s.committedEpoch = rec.epoch;
       s.sessionId = rec.sessionId;
       s.imageBytes = rec.imageBytes;
       replayedEpochs.push(rec.epoch);
-      const zero = new Uint8Array(rec.kinds.length);
-      for (let i = 0; i < zero.length; i++) zero[i] = rec.kinds[i] === KIND_ZERO ? 1 : 0;
-      ops.push({ epoch: rec.epoch, full: rec.full, pfns: rec.pfns, zero });
       pos = rec.end;
     }
     if (replayedEpochs.length === 0 && stale > 0) {
@@ -1172,7 +1270,54 @@ export class ReplicaStore {
       truncatedBytes,
       sidecar: p.sidecar,
       sidecarEpoch: p.sidecar === null ? null : p.appliedEpoch,
-      opsSinceSidecar: ops,
     };
+  }
+
+  /**
+   * Replay a payload record: read the payload, let the replayer decode it, write each page it yields
+   * straight into the replica (recovery only, so one synchronous pwrite per page is fine). A full
+   * epoch first empties the file and sizes it.
+   */
+  private replayPayload(
+    rec: JournalRecord,
+    at: { offset: number; length: number },
+    replayer: Replayer,
+    where: Record<string, unknown>,
+  ): void {
+    const ps = this.pageSize;
+    const payload = Buffer.allocUnsafe(at.length);
+    if (readSync(this.journal.fd, payload, 0, at.length, at.offset) !== at.length) {
+      throw damaged('journal ends inside a payload being replayed', where);
+    }
+    if (rec.full) {
+      ftruncateSync(this.replica.fd, 0);
+      ftruncateSync(this.replica.fd, rec.imageBytes);
+    }
+    let first = true;
+    try {
+      replayer.decode(payload, (pfn, page) => {
+        if (!Number.isSafeInteger(pfn) || pfn < 0 || pfn * ps >= rec.imageBytes) {
+          throw damaged(`journal record ${rec.seq}: its payload yields pfn ${pfn}, outside the image`, where);
+        }
+        if (page === null && rec.full) return; // a hole already
+        const bytes = page ?? this.zeroPage;
+        if (bytes.length !== ps)
+          throw damaged(`journal record ${rec.seq}: a page of ${bytes.length} bytes`, where);
+        writevAllSync(this.replica.fd, [bytes], pfn * ps);
+        if (first) {
+          first = false;
+          this.fault('recovery:mid-apply');
+        }
+      });
+    } catch (err) {
+      if (isRwanError(err, 'RWAN_ERR_STORE') || !isRwanError(err)) throw err;
+      throw damaged(
+        `journal record ${rec.seq} (epoch ${rec.epoch}): its payload does not replay: ${err.message}`,
+        {
+          ...where,
+          cause: err.code,
+        },
+      );
+    }
   }
 }

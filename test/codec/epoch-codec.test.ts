@@ -179,7 +179,8 @@ describe('restart: a decoder rebuilt from a cache snapshot, the epochs since and
           const snapAt = a % (epochs.length - 1); // the checkpoint: after epoch snapAt (0: before any)
           const stopAt = snapAt + 1 + (b % (epochs.length - 1 - snapAt)); // the crash: after epoch stopAt
           let snapshot: Buffer | null = null;
-          const since: Array<{ pfns: number[]; zero: number[] }> = [];
+          let content = new Map<number, Uint8Array>();
+          const since: Array<{ epoch: number; pages: Array<[number, Uint8Array | null]> }> = [];
           let fresh: EpochDecoder | undefined;
           epochs.forEach((ops, e) => {
             const epoch = e + 1;
@@ -190,23 +191,27 @@ describe('restart: a decoder rebuilt from a cache snapshot, the epochs since and
               (i) => memory.get(dirty[i] as number) as Uint8Array,
             );
             const d = fresh ?? dec;
-            const seen = { pfns: [] as number[], zero: [] as number[] };
+            const seen: Array<[number, Uint8Array | null]> = [];
             d.begin(epoch);
             for (const c of chunks) {
               d.chunk(c, (pfn, page, zero) => {
                 replica.set(pfn, Uint8Array.from(page));
-                seen.pfns.push(pfn);
-                seen.zero.push(zero ? 1 : 0);
+                seen.push([pfn, zero ? null : Uint8Array.from(page)]);
               });
             }
             d.end(summary.pageCount, summary.digest);
-            if (epoch === snapAt) snapshot = dec.cacheSnapshot();
-            if (epoch > snapAt && epoch <= stopAt) since.push(seen);
+            if (epoch === snapAt) {
+              snapshot = dec.cacheSnapshot();
+              content = new Map(dec.cachedPages().map(({ pfn, page }) => [pfn, Uint8Array.from(page)]));
+            }
+            if (epoch > snapAt && epoch <= stopAt) since.push({ epoch, pages: seen });
             if (epoch === stopAt) {
+              // a restart: the checkpoint's index and content, then the epochs since, page by page
               fresh = new EpochDecoder(opts);
-              for (const { pfn, page } of fresh.restoreCache(snapshot, since, stopAt)) {
-                page.set(replica.get(pfn) ?? new Uint8Array(512));
+              for (const { pfn, page } of fresh.restoreCache(snapshot, snapAt === 0 ? null : snapAt)) {
+                page.set(content.get(pfn) as Uint8Array);
               }
+              for (const s of since) for (const [pfn, page] of s.pages) fresh.absorb(s.epoch, pfn, page);
               expect(fresh.cacheSnapshot()).toEqual(dec.cacheSnapshot());
             }
           });

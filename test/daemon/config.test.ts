@@ -23,7 +23,11 @@ describe('daemon config', () => {
       listen: { host: '0.0.0.0', port: 7800 },
       deadTimeMs: 3000,
       onPrimaryLost: '/usr/local/sbin/remus-promote',
+      checkpointBytes: 256 * 2 ** 20,
     });
+    expect(receiveSettings(merge(example('receive.json'), { checkpoint: '1MiB' })).checkpointBytes).toBe(
+      2 ** 20,
+    );
   });
 
   it('flags win over the file; defaults fill the rest', () => {

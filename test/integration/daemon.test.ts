@@ -142,6 +142,8 @@ interface ReceiverSpec {
   metricsPort: number;
   store: string;
   deadTime: string;
+  /** --checkpoint (default: the daemon's) */
+  checkpoint?: string;
   hookFile?: string;
 }
 
@@ -165,6 +167,7 @@ async function startReceiver(spec: ReceiverSpec, name: string, stats: string): P
     '--verify',
     '--dead-time',
     spec.deadTime,
+    ...(spec.checkpoint === undefined ? [] : ['--checkpoint', spec.checkpoint]),
     '--log-level',
     'info',
     ...hook,
@@ -356,6 +359,9 @@ describe('remus-wan send and receive as processes on loopback (TLS, dirty log, p
       metricsPort,
       store: join(dir, 'store'),
       deadTime: '3s',
+      // checkpoints every few epochs: a restart restores the page cache from the last one and
+      // replays the journal's compressed epochs since
+      checkpoint: '256KiB',
     };
     const txStats = join(dir, 'tx.jsonl');
     const rxStats = (n: number) => join(dir, `rx-${n}.jsonl`);
@@ -366,6 +372,7 @@ describe('remus-wan send and receive as processes on loopback (TLS, dirty log, p
     const KILLS = 4;
     /** The store's committed epoch as each restarted receiver found it (index k: after kill k). */
     const reopened: number[] = [];
+    const recoveries: Array<{ sidecarEpoch: number | null; replayed: number }> = [];
     const events: string[] = [];
     for (let k = 1; k <= KILLS; k++) {
       const delay = Math.round(150 + rnd() * 1200);
@@ -379,6 +386,10 @@ describe('remus-wan send and receive as processes on loopback (TLS, dirty log, p
       receiver = await startReceiver(spec, `receiver-${k + 1}`, rxStats(k + 1));
       await receiver.waitForLine(/"msg":"replica store opened"/, 5000);
       const opened = receiver.logRecords().find((r) => r.msg === 'replica store opened');
+      recoveries.push({
+        sidecarEpoch: opened?.sidecarEpoch as number | null,
+        replayed: opened?.replayed as number,
+      });
       const committed = opened?.committedEpoch as number;
       expect(typeof committed, `receiver-${k + 1} recovered a store with epochs`).toBe('number');
       reopened.push(committed);
@@ -397,6 +408,10 @@ describe('remus-wan send and receive as processes on loopback (TLS, dirty log, p
     }
     const endAt = (reopened[KILLS - 1] ?? 0) + 15;
     await waitCommitted(spec.metricsPort, endAt, 20_000, sender, 'after the last restart');
+    expect(
+      recoveries.some((r) => r.sidecarEpoch !== null && r.replayed > 0),
+      `a restart from a checkpoint with journaled epochs after it (${JSON.stringify(recoveries)})`,
+    ).toBe(true);
     const txSt = await txStatus(txMetrics);
     expect(txSt?.counters.reconnects, 'the sender reconnected by itself').toBeGreaterThanOrEqual(KILLS);
     expect(txSt?.counters.fullEpochs, 'full copies the sender made').toBe(1);

@@ -17,7 +17,6 @@ import {
   type SenderEpochStats,
   SenderSession,
 } from '../../src/replication/sender.js';
-import { ReplicaStore } from '../../src/replication/store.js';
 
 const PAGE = 4096;
 const say = (level: string) => (o: object, m?: string) => {
@@ -83,10 +82,9 @@ afterEach(async () => {
 });
 
 async function startReceiver(dir: string, port = 0, deadTimeMs = 5000) {
-  const { store, recovery } = await ReplicaStore.open({ dir, pageSize: PAGE, checkpointBytes: 2 * 2 ** 20 });
   const receiver = await ReceiverSession.create({
-    store,
-    recovery,
+    // checkpoints every few epochs, so restarts replay both the sidecar and journaled epochs
+    store: { dir, checkpointBytes: 256 * 2 ** 10 },
     pageSize: PAGE,
     cacheBytes: 64 * 2 ** 20,
     heartbeatMs: 50,
@@ -108,9 +106,15 @@ async function startReceiver(dir: string, port = 0, deadTimeMs = 5000) {
     await receiver.close();
     for (const s of sockets) s.destroy();
     await new Promise((r) => server.close(r));
-    await store.close();
   };
-  return { receiver, store, server, sockets, port: (server.address() as { port: number }).port, stop };
+  return {
+    receiver,
+    store: receiver.store,
+    server,
+    sockets,
+    port: (server.address() as { port: number }).port,
+    stop,
+  };
 }
 
 function startSender(

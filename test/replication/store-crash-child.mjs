@@ -1,7 +1,8 @@
 /**
  * Child process of the kill -9 test in store.test.ts. Opens (and so recovers) a replica store, then
- * commits the seeded epochs of `plan` one after another, forever, writing each epoch number to stdout
- * once its commit has resolved, and checkpointing every few epochs. The parent kills it with SIGKILL
+ * commits the seeded epochs of `plan` one after another, forever (the odd ones with a payload, see
+ * payloadOf), writing each epoch number to stdout once its commit has resolved, and checkpointing
+ * every few epochs. store.test.ts also uses this module's payload encoding. The parent kills it with SIGKILL
  * at a random moment and checks the store it leaves behind.
  *
  *   node store-crash-child.mjs <URL of the store module> <store dir> <seed>
@@ -63,16 +64,54 @@ export function plan(seed, k) {
   return { epoch: k, full: k === 0, imageBytes: IMAGE_PAGES * PAGE_SIZE, sessionId: SESSION_ID, pages };
 }
 
+/**
+ * The tests' payload encoding of an epoch's pages (`[pfn, page | null]`, null a zero page): per page,
+ * pfn:u32, then 0, or 1 and the page bytes.
+ * @returns {Buffer[]}
+ */
+export function payloadOf(pages) {
+  return pages.flatMap(([pfn, page]) => {
+    const head = Buffer.alloc(5);
+    head.writeUInt32LE(pfn, 0);
+    head[4] = page === null ? 0 : 1;
+    return page === null ? [head] : [head, page];
+  });
+}
+
+/** Hand each page of a {@link payloadOf} payload to `out(pfn, page | null)`. */
+export function decodePayload(payload, pageSize, out) {
+  for (let at = 0; at < payload.length; ) {
+    const pfn = payload.readUInt32LE(at);
+    const page = payload[at + 4] === 1 ? payload.subarray(at + 5, at + 5 + pageSize) : null;
+    if (page !== null && page.length !== pageSize) throw new RangeError('a truncated test payload');
+    at += 5 + (page === null ? 0 : pageSize);
+    out(pfn, page);
+  }
+}
+
+/** A store replayer for {@link payloadOf} payloads (no state to carry between epochs). */
+export const replayer = (pageSize) => () => ({
+  begin() {},
+  page() {},
+  decode: (payload, out) => decodePayload(payload, pageSize, out),
+});
+
 async function main() {
   const [moduleUrl, dir, seedText] = process.argv.slice(2);
   const seed = Number(seedText);
   const { ReplicaStore } = await import(moduleUrl);
-  const { store } = await ReplicaStore.open({ dir, pageSize: PAGE_SIZE, stagingBytes: STAGING_BYTES });
+  const { store } = await ReplicaStore.open({
+    dir,
+    pageSize: PAGE_SIZE,
+    stagingBytes: STAGING_BYTES,
+    replayer: replayer(PAGE_SIZE),
+  });
   const last = store.state.committedEpoch;
   for (let k = last === null ? 0 : last + 1; ; k++) {
     const ep = plan(seed, k);
     const w = store.beginEpoch(k, { full: ep.full, imageBytes: ep.imageBytes, sessionId: ep.sessionId });
     for (const [pfn, page] of ep.pages) w.addPage(pfn, page);
+    if (k % 2 === 1) w.setPayload(payloadOf(ep.pages));
     await w.commit();
     process.stdout.write(`${k}\n`);
     if (k % CHECKPOINT_EVERY === CHECKPOINT_EVERY - 1) await store.checkpoint(Buffer.from(`sidecar ${k}`));

@@ -1,16 +1,19 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { copyFile, mkdir, mkdtemp, readFile, rm, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RwanError } from '../../src/errors.js';
 import {
   type EpochOptions,
   FAULT_POINTS,
   type FaultPoint,
   JOURNAL_FILE,
   REPLICA_FILE,
+  type Replayer,
   ReplicaStore,
   STATE_FILE,
   type StoreOptions,
@@ -81,11 +84,76 @@ function applyModel(model: Buffer, ep: Planned, pageSize: number): Buffer {
   return next;
 }
 
-async function commitEpoch(store: ReplicaStore, ep: Planned): Promise<void> {
+/**
+ * Commit `ep`; with `payload`, also hand the store the test's encoding of its pages
+ * ({@link payloadOf}), which the journal then keeps instead of the pages unless they spill.
+ */
+async function commitEpoch(store: ReplicaStore, ep: Planned, payload = false): Promise<void> {
   const w = store.beginEpoch(ep.epoch, { full: ep.full, imageBytes: ep.imageBytes, sessionId: ep.sessionId });
   for (const [pfn, page] of ep.pages) w.addPage(pfn, page);
+  if (payload) w.setPayload(payloadOf(ep));
   await w.commit();
 }
+
+/** The kill -9 test's child process, whose payload encoding the tests share. */
+const child = (await import(pathToFileURL(join(HERE, 'store-crash-child.mjs')).href)) as {
+  plan: (seed: number, k: number) => Planned;
+  payloadOf: (pages: Planned['pages']) => Buffer[];
+  decodePayload: (payload: Buffer, pageSize: number, out: (pfn: number, page: Buffer | null) => void) => void;
+  replayer: (pageSize: number) => NonNullable<StoreOptions['replayer']>;
+  PAGE_SIZE: number;
+  STAGING_BYTES: number;
+};
+
+/** The tests' payload of `ep` (the child's encoding). */
+const payloadOf = (ep: Planned): Buffer[] => child.payloadOf(ep.pages);
+
+/** What a replayer was given for one epoch. */
+interface Replayed {
+  epoch: number;
+  full: boolean;
+  via: 'pages' | 'payload';
+  pages: Array<[number, Buffer | null]>;
+}
+
+/** `o` with a replayer that logs into `log` and decodes {@link payloadOf}; `sidecars` gets its arguments. */
+function replaying(
+  o: StoreOptions,
+  log: Replayed[],
+  sidecars: Array<[string | null, number | null]> = [],
+): StoreOptions {
+  const ps = o.pageSize;
+  return {
+    ...o,
+    replayer: (sidecar, epoch) => {
+      sidecars.push([sidecar?.toString() ?? null, epoch]);
+      let cur: Replayed | undefined;
+      return {
+        begin: (e) => {
+          cur = { epoch: e.epoch, full: e.full, via: 'pages', pages: [] };
+          log.push(cur);
+        },
+        page: (pfn, page) => cur?.pages.push([pfn, page === null ? null : Buffer.from(page)]),
+        decode: (payload, out) => {
+          const c = cur as Replayed;
+          c.via = 'payload';
+          child.decodePayload(payload, ps, (pfn, page) => {
+            out(pfn, page);
+            c.pages.push([pfn, page === null ? null : Buffer.from(page)]);
+          });
+        },
+      };
+    },
+  };
+}
+
+/** What {@link replaying} logs for `ep`, journaled as pages or as its payload. */
+const replayedOf = (ep: Planned, via: Replayed['via'] = 'pages'): Replayed => ({
+  epoch: ep.epoch,
+  full: ep.full,
+  via,
+  pages: ep.pages,
+});
 
 /** First offset where `a` and `b` differ (or where one ends), −1 when equal. */
 function firstDiff(a: Uint8Array, b: Uint8Array): number {
@@ -110,15 +178,6 @@ async function expectReplica(store: ReplicaStore, model: Buffer, pageSize: numbe
   }
 }
 
-function opsOf(ep: Planned) {
-  return {
-    epoch: ep.epoch,
-    full: ep.full,
-    pfns: Float64Array.from(ep.pages.map(([pfn]) => pfn)),
-    zero: Uint8Array.from(ep.pages.map(([, page]) => (page === null ? 1 : 0))),
-  };
-}
-
 let root = '';
 let dirs = 0;
 const freshDir = () => join(root, `store-${dirs++}`);
@@ -136,17 +195,21 @@ describe('ReplicaStore round trip', () => {
     const ps = 4096;
     const r = prng(20240611);
     const dir = freshDir();
-    const opts: StoreOptions = { dir, pageSize: ps, stagingBytes: 16 * ps };
+    let log: Replayed[] = [];
+    const sidecars: Array<[string | null, number | null]> = [];
+    const opts = (): StoreOptions => {
+      log = [];
+      return replaying({ dir, pageSize: ps, stagingBytes: 16 * ps }, log, sidecars);
+    };
+    // odd epochs come with a payload, which the journal keeps unless their pages spill (> 16)
+    const viaOf = (ep: Planned): Replayed['via'] =>
+      ep.epoch % 2 === 1 && ep.pages.filter(([, p]) => p !== null).length <= 16 ? 'payload' : 'pages';
+    const commit = (st: ReplicaStore, ep: Planned) => commitEpoch(st, ep, viaOf(ep) === 'payload');
     const a: EpochOptions = { full: false, imageBytes: 48 * ps, sessionId: SESSION_A };
-    let { store, recovery } = await ReplicaStore.open(opts);
+    let { store, recovery } = await ReplicaStore.open(opts());
     expect((await stat(dir)).mode & 0o777).toBe(0o700);
-    expect(recovery).toEqual({
-      replayedEpochs: [],
-      truncatedBytes: 0,
-      sidecar: null,
-      sidecarEpoch: null,
-      opsSinceSidecar: [],
-    });
+    expect(recovery).toEqual({ replayedEpochs: [], truncatedBytes: 0, sidecar: null, sidecarEpoch: null });
+    expect(sidecars).toEqual([[null, null]]);
     expect(store.state).toEqual({ sessionId: null, imageBytes: 0, appliedEpoch: null, committedEpoch: null });
 
     let model: Buffer = Buffer.alloc(0);
@@ -158,7 +221,7 @@ describe('ReplicaStore round trip', () => {
       epochs.push(genEpoch(r, epoch, a, ps, 24));
     }
     for (const ep of epochs) {
-      await commitEpoch(store, ep);
+      await commit(store, ep);
       model = applyModel(model, ep, ps);
       expect(store.state).toEqual({
         sessionId: SESSION_A,
@@ -170,10 +233,10 @@ describe('ReplicaStore round trip', () => {
     }
     await store.close();
 
-    ({ store, recovery } = await ReplicaStore.open(opts));
+    ({ store, recovery } = await ReplicaStore.open(opts()));
     expect(recovery.replayedEpochs).toEqual(epochs.map((e) => e.epoch));
     expect(recovery.truncatedBytes).toBe(0);
-    expect(recovery.opsSinceSidecar).toEqual(epochs.map(opsOf));
+    expect(log).toEqual(epochs.map((ep) => replayedOf(ep, viaOf(ep))));
     expect(store.state).toEqual({
       sessionId: SESSION_A,
       imageBytes: 48 * ps,
@@ -194,7 +257,7 @@ describe('ReplicaStore round trip', () => {
     const after: Planned[] = [genEpoch(r, 0, { ...b, full: true }, ps, 0)];
     for (let k = 1; k <= 5; k++) after.push(genEpoch(r, k, b, ps, 30));
     for (const ep of after) {
-      await commitEpoch(store, ep);
+      await commit(store, ep);
       model = applyModel(model, ep, ps);
       await expectReplica(store, model, ps);
     }
@@ -206,11 +269,13 @@ describe('ReplicaStore round trip', () => {
     });
     await store.close();
 
-    ({ store, recovery } = await ReplicaStore.open(opts));
+    sidecars.length = 0;
+    ({ store, recovery } = await ReplicaStore.open(opts()));
     expect(recovery.sidecar?.toString()).toBe(`page cache snapshot at ${checkpointed}`);
     expect(recovery.sidecarEpoch).toBe(checkpointed);
+    expect(sidecars).toEqual([[`page cache snapshot at ${checkpointed}`, checkpointed]]);
     expect(recovery.replayedEpochs).toEqual([0, 1, 2, 3, 4, 5]);
-    expect(recovery.opsSinceSidecar).toEqual(after.map(opsOf));
+    expect(log).toEqual(after.map((ep) => replayedOf(ep, viaOf(ep))));
     expect(store.state).toEqual({
       sessionId: SESSION_B.toLowerCase(),
       imageBytes: 80 * ps,
@@ -226,13 +291,9 @@ describe('ReplicaStore round trip', () => {
     await expectReplica(store, model, ps);
     await store.checkpoint(null);
     await store.close();
-    ({ store, recovery } = await ReplicaStore.open(opts));
-    expect(recovery).toMatchObject({
-      replayedEpochs: [],
-      sidecar: null,
-      sidecarEpoch: null,
-      opsSinceSidecar: [],
-    });
+    ({ store, recovery } = await ReplicaStore.open(opts()));
+    expect(recovery).toMatchObject({ replayedEpochs: [], sidecar: null, sidecarEpoch: null });
+    expect(log).toEqual([]);
     expect(store.state).toEqual({
       sessionId: SESSION_B.toLowerCase(),
       imageBytes: 80 * ps,
@@ -296,7 +357,8 @@ describe('ReplicaStore spill', () => {
   it('commits an epoch larger than stagingBytes, and abort of a spilled epoch restores the journal', async () => {
     const ps = 512;
     const dir = freshDir();
-    const opts: StoreOptions = { dir, pageSize: ps, stagingBytes: 4 * ps + 100 };
+    const log: Replayed[] = [];
+    const opts = replaying({ dir, pageSize: ps, stagingBytes: 4 * ps + 100 }, log);
     const r = prng(99);
     const o: EpochOptions = { full: false, imageBytes: 64 * ps, sessionId: SESSION_A };
     const { store } = await ReplicaStore.open(opts);
@@ -325,7 +387,7 @@ describe('ReplicaStore spill', () => {
         i % 5 === 4 ? null : randomPage(r, ps),
       ]),
     };
-    await commitEpoch(store, big);
+    await commitEpoch(store, big, true); // it spills: the journal keeps its pages, not the payload
     model = applyModel(model, big, ps);
     await expectReplica(store, model, ps);
     await store.close();
@@ -333,7 +395,7 @@ describe('ReplicaStore spill', () => {
     const reopened = await ReplicaStore.open(opts);
     expect(reopened.recovery.replayedEpochs).toEqual([0, 1]);
     expect(reopened.recovery.truncatedBytes).toBe(0);
-    expect(reopened.recovery.opsSinceSidecar).toEqual([first, big].map(opsOf));
+    expect(log).toEqual([replayedOf(first), replayedOf(big)]);
     await expectReplica(reopened.store, model, ps);
     await reopened.store.close();
   });
@@ -341,7 +403,8 @@ describe('ReplicaStore spill', () => {
     const ps = 512;
     const n = 12_000;
     const dir = freshDir();
-    const opts: StoreOptions = { dir, pageSize: ps, fsync: false, stagingBytes: 64 * ps };
+    const log: Replayed[] = [];
+    const opts = replaying({ dir, pageSize: ps, fsync: false, stagingBytes: 64 * ps }, log);
     const r = prng(4);
     const o: EpochOptions = { full: false, imageBytes: n * ps, sessionId: SESSION_A };
     const { store } = await ReplicaStore.open(opts);
@@ -370,7 +433,12 @@ describe('ReplicaStore spill', () => {
     }
     await store.close();
     const reopened = await ReplicaStore.open(opts);
-    expect(reopened.recovery.opsSinceSidecar).toEqual([first, second].map(opsOf));
+    // (compared by digest: a deep comparison of 22 000 pages takes seconds)
+    const brief = (e: Replayed) => ({
+      ...e,
+      pages: e.pages.map(([pfn, page]) => [pfn, page && createHash('sha1').update(page).digest('hex')]),
+    });
+    expect(log.map(brief)).toEqual([replayedOf(first), replayedOf(second)].map(brief));
     await expectReplica(reopened.store, model, ps, 97);
     await reopened.store.close();
   });
@@ -517,21 +585,131 @@ describe('ReplicaStore torn journal tail', () => {
   });
 });
 
+describe('ReplicaStore payload records', () => {
+  const ps = 512;
+  const o: EpochOptions = { full: false, imageBytes: 16 * ps, sessionId: SESSION_A };
+  let base = '';
+  let journal: Buffer = Buffer.alloc(0);
+  const models: Buffer[] = [];
+  const starts: number[] = [];
+
+  // a full epoch as pages, then three epochs as payloads (the first of them a full one)
+  beforeAll(async () => {
+    base = freshDir();
+    const r = prng(21);
+    const { store } = await ReplicaStore.open(replaying({ dir: base, pageSize: ps, fsync: false }, []));
+    let model: Buffer = Buffer.alloc(0);
+    const eps = [
+      genEpoch(r, 0, { ...o, full: true }, ps, 0),
+      genEpoch(r, 1, { ...o, full: true }, ps, 0),
+      genEpoch(r, 2, o, ps, 6),
+      genEpoch(r, 3, o, ps, 6),
+    ];
+    for (const ep of eps) {
+      starts.push((await stat(join(base, JOURNAL_FILE))).size);
+      await commitEpoch(store, ep, ep.epoch > 0);
+      model = applyModel(model, ep, ps);
+      models.push(Buffer.from(model));
+    }
+    journal = await readFile(join(base, JOURNAL_FILE));
+    await store.close();
+  });
+
+  /** A store directory with `bytes` as its journal and an empty replica (recovery rebuilds it all). */
+  async function setUp(bytes: Buffer): Promise<string> {
+    const dir = join(root, 'payload');
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    await copyFile(join(base, STATE_FILE), join(dir, STATE_FILE));
+    await writeFile(join(dir, REPLICA_FILE), '');
+    await writeFile(join(dir, JOURNAL_FILE), bytes);
+    return dir;
+  }
+
+  it('replays through the replayer: full payloads empty the replica first; a record is header, payload, trailer', async () => {
+    const last = starts[3] as number;
+    const e3 = journal.subarray(last);
+    expect(e3.readUInt16LE(6)).toBe(2); // flags: payload
+    expect(e3.subarray(64, 68).toString('latin1')).toBe('RWJP');
+    const length = Number(e3.readBigUInt64LE(72));
+    expect(e3.length).toBe(64 + 16 + Math.ceil(length / 8) * 8 + 64);
+    const dir = await setUp(journal);
+    const log: Replayed[] = [];
+    const { store, recovery } = await ReplicaStore.open(replaying({ dir, pageSize: ps }, log));
+    expect(recovery.replayedEpochs).toEqual([0, 1, 2, 3]);
+    expect(log.map((e) => [e.epoch, e.full, e.via])).toEqual([
+      [0, true, 'pages'],
+      [1, true, 'payload'],
+      [2, false, 'payload'],
+      [3, false, 'payload'],
+    ]);
+    await expectReplica(store, models[3] as Buffer, ps);
+    await store.close();
+  });
+
+  it('without a replayer, or when the payload does not replay, the store does not open', async () => {
+    const dir = await setUp(journal);
+    const err = await ReplicaStore.open({ dir, pageSize: ps }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'RWAN_ERR_STORE', message: expect.stringMatching(/no replayer/) });
+    const refusing = (decode: Replayer['decode']): StoreOptions => ({
+      dir,
+      pageSize: ps,
+      replayer: () => ({ begin: () => {}, page: () => {}, decode }),
+    });
+    const codecError = () => {
+      throw new RwanError('RWAN_ERR_CODEC_DIGEST', 'digest mismatch');
+    };
+    expect(await codeOfAsync(ReplicaStore.open(refusing(codecError)))).toBe('RWAN_ERR_STORE');
+    const outside: Replayer['decode'] = (_, out) => out(16, null);
+    expect(await codeOfAsync(ReplicaStore.open(refusing(outside)))).toBe('RWAN_ERR_STORE');
+    const short: Replayer['decode'] = (_, out) => out(1, new Uint8Array(100));
+    expect(await codeOfAsync(ReplicaStore.open(refusing(short)))).toBe('RWAN_ERR_STORE');
+  });
+
+  it('cut anywhere in the last payload record: a torn tail; a flipped byte before it: damage', async () => {
+    const last = starts[3] as number;
+    const dir = await setUp(journal);
+    // every byte of the header, payload head and trailer; every 7th byte of the payload
+    for (let cut = last; cut < journal.length; cut += cut < last + 80 || cut >= journal.length - 72 ? 1 : 7) {
+      await writeFile(join(dir, JOURNAL_FILE), journal.subarray(0, cut));
+      await writeFile(join(dir, REPLICA_FILE), '');
+      const { store, recovery } = await ReplicaStore.open(replaying({ dir, pageSize: ps, fsync: false }, []));
+      expect(recovery).toMatchObject({ replayedEpochs: [0, 1, 2], truncatedBytes: cut - last });
+      expect(firstDiff(await readFile(store.replicaPath), models[2] as Buffer)).toBe(-1);
+      await store.close();
+    }
+    const prev = starts[2] as number;
+    for (let at = prev; at < last; at += at < prev + 80 || at >= last - 72 ? 1 : 13) {
+      const bytes = Buffer.from(journal);
+      bytes[at] = (bytes[at] as number) ^ 0x01;
+      await writeFile(join(dir, JOURNAL_FILE), bytes);
+      await writeFile(join(dir, REPLICA_FILE), '');
+      const code = await codeOfAsync(ReplicaStore.open(replaying({ dir, pageSize: ps, fsync: false }, [])));
+      if (code !== 'RWAN_ERR_STORE') expect({ at, code }).toEqual({ at, code: 'RWAN_ERR_STORE' });
+    }
+  });
+});
+
 describe('ReplicaStore crash points', () => {
   const ps = 512;
   const o: EpochOptions = { full: false, imageBytes: 24 * ps, sessionId: SESSION_A };
 
+  /** Options that replay the tests' payloads. */
+  const opened = (dir: string, more: Partial<StoreOptions> = {}) =>
+    ReplicaStore.open(replaying({ dir, pageSize: ps, ...more }, []));
+
   /**
-   * A store with epochs 0 and 1, a checkpoint ("cp1"), epoch 2; then epoch 3 (which spills) or a
-   * second checkpoint ("cp2") fails at `point`. Returns the models at epochs 2 and 3.
+   * A store with epochs 0 and 1, a checkpoint ("cp1"), epoch 2; then epoch 3 (which spills, or with
+   * `payload` is journaled as its payload, like epoch 2) or a second checkpoint ("cp2") fails at
+   * `point`. Returns the models at epochs 2 and 3.
    */
-  async function crashAt(point: FaultPoint, dir: string) {
+  async function crashAt(point: FaultPoint, dir: string, payload = false) {
     const r = prng(11);
     let armed = false;
     const faults = (p: FaultPoint) => {
       if (armed && p === point) throw new Error(`crash at ${p}`);
     };
-    const { store } = await ReplicaStore.open({ dir, pageSize: ps, stagingBytes: 4 * ps, faults });
+    const { store } = await opened(dir, { stagingBytes: (payload ? 16 : 4) * ps, faults });
     const models: Buffer[] = [];
     let model: Buffer = Buffer.alloc(0);
     for (const ep of [genEpoch(r, 0, { ...o, full: true }, ps, 0), genEpoch(r, 1, o, ps, 6)]) {
@@ -541,7 +719,7 @@ describe('ReplicaStore crash points', () => {
     }
     await store.checkpoint(Buffer.from('cp1'));
     const e2 = genEpoch(r, 2, o, ps, 6);
-    await commitEpoch(store, e2);
+    await commitEpoch(store, e2, payload);
     model = applyModel(model, e2, ps);
     models.push(Buffer.from(model));
     const e3 = genEpoch(r, 3, o, ps, 24, 4);
@@ -556,6 +734,7 @@ describe('ReplicaStore crash points', () => {
       const w = store.beginEpoch(3, o);
       failure = codeOf(() => {
         for (const [pfn, page] of e3.pages) w.addPage(pfn, page);
+        if (payload) w.setPayload(payloadOf(e3));
       });
       if (failure === undefined) failure = await codeOfAsync(w.commit());
     }
@@ -587,11 +766,20 @@ describe('ReplicaStore crash points', () => {
     expect([...Object.keys(expected), 'recovery:mid-apply'].sort()).toEqual([...FAULT_POINTS].sort());
   });
 
-  for (const [point, [epoch, sidecar, torn]] of Object.entries(expected)) {
-    it(`a failure at ${point} recovers epoch ${epoch} exactly`, async () => {
+  const cases = Object.entries(expected).flatMap(([point, want]) => [
+    { point, want, payload: false },
+    // a payload record is written whole at commit: nothing to spill, nothing torn before the write
+    ...(point.startsWith('spill:')
+      ? []
+      : [{ point, want: point === 'commit:before-write' ? [2, 'cp1', false] : want, payload: true }]),
+  ]);
+  for (const { point, want, payload } of cases) {
+    const [epoch, sidecar, torn] = want as [number, string, boolean];
+    const as = payload ? 'payload' : 'pages';
+    it(`a failure at ${point} recovers epoch ${epoch} exactly (epochs journaled as ${as})`, async () => {
       const dir = freshDir();
-      const models = await crashAt(point as FaultPoint, dir);
-      const { store, recovery } = await ReplicaStore.open({ dir, pageSize: ps });
+      const models = await crashAt(point as FaultPoint, dir, payload);
+      const { store, recovery } = await opened(dir);
       expect(store.state.committedEpoch).toBe(epoch);
       expect(recovery.sidecar?.toString()).toBe(sidecar);
       expect(recovery.sidecarEpoch).toBe(sidecar === 'cp1' ? 1 : 2);
@@ -601,34 +789,36 @@ describe('ReplicaStore crash points', () => {
       await expectReplica(store, model, ps);
       // the store goes on from there
       const next = { epoch: epoch + 1, ...o, pages: [[5, Buffer.alloc(ps, 0x5a)]] } as Planned;
-      await commitEpoch(store, next);
+      await commitEpoch(store, next, payload);
       await store.close();
-      const again = await ReplicaStore.open({ dir, pageSize: ps });
+      const again = await opened(dir);
       expect(again.store.state.committedEpoch).toBe(epoch + 1);
       await expectReplica(again.store, applyModel(Buffer.from(model), next, ps), ps);
       await again.store.close();
     });
   }
 
-  it('a failure while recovery replays is recovered by the next open', async () => {
-    const dir = freshDir();
-    const r = prng(12);
-    const { store } = await ReplicaStore.open({ dir, pageSize: ps });
-    let model: Buffer = Buffer.alloc(0);
-    for (const ep of [genEpoch(r, 0, { ...o, full: true }, ps, 0), genEpoch(r, 1, o, ps, 10)]) {
-      await commitEpoch(store, ep);
-      model = applyModel(model, ep, ps);
-    }
-    await store.close();
-    const faults = (p: FaultPoint) => {
-      if (p === 'recovery:mid-apply') throw new Error('crash while replaying');
-    };
-    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps, faults }))).toBe('RWAN_ERR_IO');
-    const reopened = await ReplicaStore.open({ dir, pageSize: ps });
-    expect(reopened.recovery.replayedEpochs).toEqual([0, 1]);
-    await expectReplica(reopened.store, model, ps);
-    await reopened.store.close();
-  });
+  for (const payload of [false, true]) {
+    it(`a failure while recovery replays is recovered by the next open (${payload ? 'payload' : 'pages'})`, async () => {
+      const dir = freshDir();
+      const r = prng(12);
+      const { store } = await opened(dir);
+      let model: Buffer = Buffer.alloc(0);
+      for (const ep of [genEpoch(r, 0, { ...o, full: true }, ps, 0), genEpoch(r, 1, o, ps, 10)]) {
+        await commitEpoch(store, ep, payload);
+        model = applyModel(model, ep, ps);
+      }
+      await store.close();
+      const faults = (p: FaultPoint) => {
+        if (p === 'recovery:mid-apply') throw new Error('crash while replaying');
+      };
+      expect(await codeOfAsync(opened(dir, { faults }))).toBe('RWAN_ERR_IO');
+      const reopened = await opened(dir);
+      expect(reopened.recovery.replayedEpochs).toEqual([0, 1]);
+      await expectReplica(reopened.store, model, ps);
+      await reopened.store.close();
+    });
+  }
 });
 
 describe('ReplicaStore kill -9', () => {
@@ -657,12 +847,7 @@ describe('ReplicaStore kill -9', () => {
     await writeFile(join(mod, 'package.json'), '{"type":"module"}');
     const moduleUrl = pathToFileURL(join(mod, 'src/replication/store.js')).href;
     const childPath = join(HERE, 'store-crash-child.mjs');
-    const child = await import(pathToFileURL(childPath).href);
-    const { plan, PAGE_SIZE, STAGING_BYTES } = child as {
-      plan: (seed: number, k: number) => Planned;
-      PAGE_SIZE: number;
-      STAGING_BYTES: number;
-    };
+    const { plan, PAGE_SIZE, STAGING_BYTES } = child;
 
     const dir = freshDir();
     const seed = 4242;
@@ -701,6 +886,7 @@ describe('ReplicaStore kill -9', () => {
         dir,
         pageSize: PAGE_SIZE,
         stagingBytes: STAGING_BYTES,
+        replayer: child.replayer(PAGE_SIZE),
       });
       const at = store.state.committedEpoch as number;
       expect(at === printed || at === printed + 1).toBe(true);
