@@ -28,8 +28,11 @@ export interface ChunkInput {
 
 /**
  * Called once per decoded page, in record order. `page` is a view valid only during the call: copy it
- * to keep it. `zero` is true for a ZERO record (the page is all zero bytes; a replica store need not
- * write them out, and rebuilding a page cache needs to know).
+ * to keep it — unless the epoch's pages fit the cache ({@link EpochDecoder.keepsPages}): then every
+ * non-zero page handed out is the cache's copy and stays unchanged until the next epoch begins (an
+ * epoch touches each pfn once, and the cache evicts the least recently sent first). `zero` is true
+ * for a ZERO record (the page is all zero bytes; a replica store need not write them out, and
+ * rebuilding a page cache needs to know).
  */
 export type PageSink = (pfn: number, page: Uint8Array, zero: boolean) => void;
 
@@ -192,6 +195,14 @@ export class EpochDecoder {
       );
     }
     return { ...this.kinds };
+  }
+
+  /**
+   * True when an epoch of `pageCount` pages fits the page cache, so that its pages handed to a sink
+   * stay valid until the next epoch begins (see {@link PageSink}).
+   */
+  keepsPages(pageCount: number): boolean {
+    return pageCount * this.options.pageSize <= this.options.cacheBytes;
   }
 
   /** Page cache counters. */
@@ -358,12 +369,15 @@ export class EpochDecoder {
     if (page === this.zero) {
       this.digest.add(pfn, this.zeroHash.hi, this.zeroHash.lo);
       this.cache.set(pfn, null);
-    } else {
-      if (!hashed) this.loops.hashPageInto(page, this.hashOut, 0);
-      this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
-      this.cache.set(pfn, page);
+      sink(pfn, page, true);
+      return;
     }
-    sink(pfn, page, page === this.zero);
+    if (!hashed) this.loops.hashPageInto(page, this.hashOut, 0);
+    this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
+    this.cache.set(pfn, page);
+    // hand out the cached copy (see PageSink): it outlives the stream and the scratch page
+    const slot = this.cache.peekSlot(pfn);
+    sink(pfn, slot < 0 ? page : this.cache.pages.subarray(slot * pageSize, (slot + 1) * pageSize), false);
   }
 
   /** Apply the queued deltas, then digest and hand out their pages, in record order. */

@@ -659,6 +659,8 @@ export class ReceiverSession extends EventEmitter {
       full,
       imageBytes: begin.imageBytes,
       sessionId: this.sessionHex as string,
+      // the pages stay in the decoder's cache until the commit: lend them rather than copy
+      borrow: this.decoder.keepsPages(end.pageCount),
     });
     let raw = 0;
     // the journal keeps the epoch's frames as they came (a replay decodes them again)

@@ -187,6 +187,12 @@ export interface EpochOptions {
   imageBytes: number;
   /** The sender session (32 hex characters). */
   sessionId: string;
+  /**
+   * `addPage` keeps a reference to each page instead of copying it into staging, and nothing
+   * spills: the caller leaves the bytes unchanged until the commit or abort settles (the receiver
+   * lends the decoder's cached copies when the whole epoch fits its page cache). Default false.
+   */
+  borrow?: boolean;
 }
 
 /** The open epoch: pages in, then commit or abort. */
@@ -287,6 +293,8 @@ const WRITE_BATCH_PAGES = 8192;
 const BITMAP_MAX_PAGES = 2 ** 27;
 /** Pages of staging the buffer starts with. */
 const STAGING_START_PAGES = 16;
+/** Staging kept between epochs; a larger buffer is given back once its epoch settles. */
+const STAGING_KEEP_BYTES = 4 * 2 ** 20;
 
 const SESSION_RE = /^[0-9a-fA-F]{32}$/;
 
@@ -498,8 +506,12 @@ class OpenEpoch {
   readonly spilled: SegmentInfo[] = [];
   /** First page of the segment being staged. */
   segFirst = 0;
-  /** Data pages staged (at the start of the staging buffer). */
+  /** Data pages staged (at the start of the staging buffer, or the last ones of `views`). */
   segData = 0;
+  /** Data pages in segments already written. */
+  dataSpilled = 0;
+  /** The data pages added, when the epoch borrows them ({@link EpochOptions.borrow}). */
+  views: Uint8Array[] | null = null;
   /** Journal offset of the next byte of the record. */
   pos: number;
   headerWritten = false;
@@ -719,6 +731,7 @@ export class ReplicaStore {
       },
       this.live.journalEnd,
     );
+    if (o.borrow === true) e.views = [];
     this.current = e;
     return {
       epoch,
@@ -841,6 +854,18 @@ export class ReplicaStore {
     }
   }
 
+  /**
+   * An epoch's commit or abort is over: forget its pfns and borrowed pages, and give back a staging
+   * buffer that a large epoch grew (it would otherwise stay allocated for good).
+   */
+  private settle(e: OpenEpoch): void {
+    this.clearSeen(e);
+    e.views = null;
+    this.current = null;
+    const small = Math.min(this.stagingCap, STAGING_START_PAGES * this.pageSize);
+    if (this.staging.length > Math.max(small, STAGING_KEEP_BYTES)) this.staging = Buffer.allocUnsafe(small);
+  }
+
   private clearSeen(e: OpenEpoch): void {
     const seen = this.seen;
     if (seen instanceof Set) {
@@ -880,10 +905,12 @@ export class ReplicaStore {
       seen[byte] = (seen[byte] as number) | bit;
     }
     if (page !== null) {
-      const need = (e.segData + 1) * ps;
-      if (need > this.stagingCap) this.spill(e);
-      this.growStaging((e.segData + 1) * ps);
-      this.staging.set(page, e.segData * ps);
+      if (e.views !== null) e.views.push(page);
+      else {
+        if ((e.segData + 1) * ps > this.stagingCap) this.spill(e);
+        this.growStaging((e.segData + 1) * ps);
+        this.staging.set(page, e.segData * ps);
+      }
       e.segData++;
     }
     e.pages.push(pfn, page === null ? KIND_ZERO : KIND_DATA);
@@ -905,8 +932,8 @@ export class ReplicaStore {
    * (its index block and data slice). Feeds them to the record hash; the segment is recorded in
    * `spilled` with its data offset when `spilling`. Returns the buffers and the staged segment.
    */
-  private stagedBuffers(e: OpenEpoch, spilling: boolean): { bufs: Buffer[]; staged: SegmentInfo | null } {
-    const bufs: Buffer[] = [];
+  private stagedBuffers(e: OpenEpoch, spilling: boolean): { bufs: Uint8Array[]; staged: SegmentInfo | null } {
+    const bufs: Uint8Array[] = [];
     let at = e.pos;
     if (!e.headerWritten) {
       const h = encodeHeader(e.header);
@@ -922,7 +949,12 @@ export class ReplicaStore {
     bufs.push(index);
     at += index.length;
     const staged = { first: e.segFirst, pages: n, dataPages: e.segData, dataOffset: at };
-    if (e.segData > 0) {
+    if (e.views !== null) {
+      for (const page of e.views.slice(e.dataSpilled, e.dataSpilled + e.segData)) {
+        e.hash.pages(page);
+        bufs.push(page);
+      }
+    } else if (e.segData > 0) {
       const data = this.staging.subarray(0, e.segData * this.pageSize);
       e.hash.pages(data);
       bufs.push(data);
@@ -930,6 +962,7 @@ export class ReplicaStore {
     if (spilling) {
       e.spilled.push(staged);
       e.segFirst = e.pages.count;
+      e.dataSpilled += e.segData;
       e.segData = 0;
     }
     return { bufs, staged };
@@ -998,9 +1031,15 @@ export class ReplicaStore {
       this.live.lastSeq = h.seq;
       this.live.journalEnd = end;
       const { pfns, kinds } = e.pages;
+      const views = e.views;
+      const ps = this.pageSize;
+      const page =
+        views !== null
+          ? (d: number) => views[e.dataSpilled + d] as Uint8Array
+          : (d: number) => this.staging.subarray(d * ps, (d + 1) * ps);
       await this.apply(
         { full: h.full, imageBytes: h.imageBytes, pfns, kinds, segments: payload === null ? e.spilled : [] },
-        staged,
+        staged === null ? null : { seg: staged, page },
         'commit:mid-apply',
       );
       this.fault('commit:after-apply');
@@ -1010,8 +1049,7 @@ export class ReplicaStore {
     } catch (err) {
       throw this.fail(err, `commit of epoch ${h.epoch}`);
     } finally {
-      this.clearSeen(e);
-      this.current = null;
+      this.settle(e);
     }
   }
 
@@ -1024,8 +1062,7 @@ export class ReplicaStore {
       } catch (err) {
         throw this.fail(err, `abort of epoch ${e.header.epoch}`);
       } finally {
-        this.clearSeen(e);
-        this.current = null;
+        this.settle(e);
       }
     };
     await this.track(work());
@@ -1060,12 +1097,12 @@ export class ReplicaStore {
   /**
    * Write an epoch's pages into the replica: a full epoch first empties the file and sizes it (its
    * zero pages and the pages it did not carry are then holes, read as zeros); the staged segment
-   * comes from memory, the spilled ones are read back from the journal in blocks. Pages of one epoch
-   * are distinct, so the order of the writes does not matter.
+   * comes from memory (`staged.page(d)`: its d-th data page), the spilled ones are read back from the
+   * journal in blocks. Pages of one epoch are distinct, so the order of the writes does not matter.
    */
   private async apply(
     p: EpochPages,
-    staged: SegmentInfo | null,
+    staged: { seg: SegmentInfo; page: (d: number) => Uint8Array } | null,
     point: FaultPoint,
     replayer?: Replayer,
   ): Promise<void> {
@@ -1080,10 +1117,16 @@ export class ReplicaStore {
       await this.replica.truncate(0);
       await this.replica.truncate(p.imageBytes);
     }
-    if (staged !== null) {
-      await this.writePages(p, staged.first, staged.first + staged.pages, this.staging, afterWrite);
-    }
     const ps = this.pageSize;
+    if (staged !== null) {
+      await this.writePages(
+        p,
+        staged.seg.first,
+        staged.seg.first + staged.seg.pages,
+        staged.page,
+        afterWrite,
+      );
+    }
     for (const seg of p.segments) {
       const want = Math.max(ps, Math.min(this.stagingCap, MAX_READ_BLOCK_BYTES, seg.dataPages * ps));
       const buf = this.growStaging(want).subarray(0, want);
@@ -1112,7 +1155,7 @@ export class ReplicaStore {
             replayer.page(p.pfns[x] as number, isData ? buf.subarray(d * ps, ++d * ps) : null);
           }
         }
-        await this.writePages(p, i, j, buf, afterWrite);
+        await this.writePages(p, i, j, (d) => buf.subarray(d * ps, (d + 1) * ps), afterWrite);
         dataDone += k;
         i = j;
       }
@@ -1120,15 +1163,15 @@ export class ReplicaStore {
   }
 
   /**
-   * pwrite pages `from..to` of `p` whose data pages lie one after another at the start of `data`, in
-   * batches of {@link WRITE_BATCH_PAGES}: sorted by pfn, consecutive pfns in one writev, a few writes
-   * in flight. A full epoch skips its zero pages (the file was emptied).
+   * pwrite pages `from..to` of `p`, whose data pages are `data(0)`, `data(1)`… in order, in batches
+   * of {@link WRITE_BATCH_PAGES}: sorted by pfn, consecutive pfns in one writev. A full epoch skips
+   * its zero pages (the file was emptied).
    */
   private async writePages(
     p: EpochPages,
     from: number,
     to: number,
-    data: Buffer,
+    data: (d: number) => Uint8Array,
     afterWrite: () => void,
   ): Promise<void> {
     const ps = this.pageSize;
@@ -1154,7 +1197,7 @@ export class ReplicaStore {
       for (const i of order) {
         const pfn = p.pfns[i] as number;
         const at = dataAt[i - lo] as number;
-        const page = at >= 0 ? data.subarray(at * ps, (at + 1) * ps) : this.zeroPage;
+        const page = at >= 0 ? data(at) : this.zeroPage;
         const run = runs[runs.length - 1];
         if (run !== undefined && pfn === last + 1 && run.bufs.length < MAX_IOV) run.bufs.push(page);
         else runs.push({ pos: pfn * ps, bufs: [page] });
