@@ -300,17 +300,8 @@ export function readJsonl<T>(path: string, o: { tornTail?: boolean } = {}): T[] 
   return out;
 }
 
-/** Mulberry32: a small seeded random source, so a failing run can be replayed with its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+/** A small seeded random source in [0, 1), so a failing run can be replayed with its seed. */
+export { prng as seededRandom } from '../../tools/gen-trace.js';
 
 /**
  * A TCP relay on 127.0.0.1 to a target port: bytes forwarded both ways, unchanged (TLS runs end to

@@ -23,8 +23,8 @@ export const SESSION_ID = '0123456789abcdef0123456789abcdef';
 /** A checkpoint follows epoch k when k % CHECKPOINT_EVERY === CHECKPOINT_EVERY - 1. */
 export const CHECKPOINT_EVERY = 7;
 
-/** mulberry32 → unsigned 32-bit integers. */
-function prng(seed) {
+/** mulberry32 → unsigned 32-bit integers (store.test.ts uses it too). */
+export function prng(seed) {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

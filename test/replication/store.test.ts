@@ -42,18 +42,6 @@ interface Planned extends EpochOptions {
   pages: Array<[number, Buffer | null]>;
 }
 
-/** mulberry32 → unsigned 32-bit integers. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
 function randomPage(r: () => number, pageSize: number): Buffer {
   const b = Buffer.allocUnsafe(pageSize);
   for (let o = 0; o < pageSize; o += 4) b.writeUInt32LE(r(), o);
@@ -106,8 +94,9 @@ async function commitEpoch(store: ReplicaStore, ep: Planned, payload = false): P
   await w.commit();
 }
 
-/** The kill -9 test's child process, whose payload encoding the tests share. */
+/** The kill -9 test's child process, whose random source and payload encoding the tests share. */
 const child = (await import(pathToFileURL(join(HERE, 'store-crash-child.mjs')).href)) as {
+  prng: (seed: number) => () => number;
   plan: (seed: number, k: number) => Planned;
   payloadOf: (pages: Planned['pages']) => Buffer[];
   decodePayload: (payload: Buffer, pageSize: number, out: (pfn: number, page: Buffer | null) => void) => void;
@@ -118,6 +107,7 @@ const child = (await import(pathToFileURL(join(HERE, 'store-crash-child.mjs')).h
 
 /** The tests' payload of `ep` (the child's encoding). */
 const payloadOf = (ep: Planned): Buffer[] => child.payloadOf(ep.pages);
+const { prng } = child;
 
 /** What a replayer was given for one epoch. */
 interface Replayed {
