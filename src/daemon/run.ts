@@ -301,9 +301,12 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
   session.on('fatal', (e: RwanError) => {
     fatal = e;
   });
-  session.on('detector', (ev: string) => {
-    if (!s.onPrimaryLost) return;
-    const child = spawn(s.onPrimaryLost, {
+  // hooks start in event order; a primary-lost hook only once the epoch being committed (if any) is
+  // in the replica, so that the hook sees it whole
+  let hookStarted = Promise.resolve();
+  const startHook = async (ev: string, cmd: string) => {
+    if (ev === 'primary-lost') await session.drained();
+    const child = spawn(cmd, {
       shell: true,
       stdio: ['ignore', 'inherit', 'inherit'],
       env: {
@@ -315,12 +318,16 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
         REMUS_WAN_REPLICA: store.replicaPath,
       },
     });
-    child.on('exit', (code) =>
-      log.info({ event: ev, hook: s.onPrimaryLost, exitCode: code }, 'hook finished'),
-    );
-    child.on('error', (err) =>
-      log.error({ event: ev, hook: s.onPrimaryLost, err: err.message }, 'hook failed'),
-    );
+    child.on('exit', (code) => log.info({ event: ev, hook: cmd, exitCode: code }, 'hook finished'));
+    child.on('error', (err) => log.error({ event: ev, hook: cmd, err: err.message }, 'hook failed'));
+  };
+  session.on('detector', (ev: string) => {
+    const cmd = s.onPrimaryLost;
+    if (cmd) {
+      hookStarted = hookStarted
+        .then(() => startHook(ev, cmd))
+        .catch((err: Error) => log.error({ event: ev, hook: cmd, err: err.message }, 'hook failed'));
+    }
   });
   const listener = await listen(
     security,

@@ -220,6 +220,14 @@ export class ReceiverSession extends EventEmitter {
     return (this.replica as { recovery: RecoveryReport }).recovery;
   }
 
+  /**
+   * Resolves once no epoch is being decoded or committed and none that is complete waits: the
+   * replica is then exactly epoch {@link lastEpoch} (while the sender is silent, it stays so).
+   */
+  async drained(): Promise<void> {
+    while (this.processing) await this.processing;
+  }
+
   /** Last epoch committed durably (what a reconnecting sender resumes after). */
   get lastEpoch(): number | null {
     return this.store.state.committedEpoch;
