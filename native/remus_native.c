@@ -19,16 +19,36 @@
  *                                     -> the encoder's per-page pass: hash into hashOut[0..1]; -2 for a
  *                                        zero page; else -1 without a base, or encodeDelta(base, page)
  *                                        and then base := page
+ *   trimHeap()                       -> glibc's malloc_trim(0): the C heap's free pages (all arenas)
+ *                                        back to the system; true when some were; false elsewhere
+ *   readPages(fd, pfns, from, to, pageSize, fileSize, out)
+ *                                     -> the capture's scattered read: page pfns[k] (k in [from, to))
+ *                                        of the file open as fd into out[k*pageSize ..), one pread per
+ *                                        run of consecutive pfns; bytes past fileSize (or past the end
+ *                                        when the file shrank meanwhile) are zeros. Returns 0, or the
+ *                                        failed pread's -errno (the caller throws)
  *
  * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
  * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
  * -march=native): the binary runs on any x86-64 or arm64 machine.
  */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* pread under -std=c11 */
+#endif
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#ifndef _WIN32
+#include <sys/types.h>
+#include <unistd.h>
+#endif
 
 #include <node_api.h>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Word helpers: a word's byte k (k = 0 is the lowest address) is bits 8k..8k+7 on every host.     */
@@ -497,6 +517,32 @@ static int64_t encode_page(const uint8_t *page, uint8_t *base, int has_base, siz
   return r;
 }
 
+#ifndef _WIN32 /* the daemons run on Linux; elsewhere readPages is the TypeScript fallback's */
+/* ---------------------------------------------------------------------------------------------- */
+/* Capture reads                                                                                  */
+
+/*
+ * pread `len` bytes at `position` into `dst`, of which only those below `size` exist; the rest, and
+ * whatever the file no longer holds (it shrank meanwhile: pread returned 0), are zeros. Interrupted
+ * and short reads are continued. 0, or -errno.
+ */
+static int read_run(int fd, uint8_t *dst, size_t len, uint64_t position, uint64_t size) {
+  const size_t avail = position >= size ? 0 : (size - position < len ? (size_t)(size - position) : len);
+  size_t got = 0;
+  while (got < avail) {
+    const ssize_t r = pread(fd, dst + got, avail - got, (off_t)(position + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  if (got < len) memset(dst + got, 0, len - got);
+  return 0;
+}
+#endif
+
 /* ---------------------------------------------------------------------------------------------- */
 /* N-API glue                                                                                     */
 
@@ -805,6 +851,70 @@ static napi_value js_encode_page(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* trimHeap(): see the header. */
+static napi_value js_trim_heap(napi_env env, napi_callback_info info) {
+  (void)info;
+  int released = 0;
+#if defined(__GLIBC__)
+  released = malloc_trim(0);
+#endif
+  napi_value result;
+  if (napi_get_boolean(env, released != 0, &result) != napi_ok) return NULL;
+  return result;
+}
+
+#ifndef _WIN32
+/* readPages(fd, pfns, from, to, pageSize, fileSize, out): see the header. */
+static napi_value js_read_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 7) return throw_type(env, "readPages(fd, pfns, from, to, pageSize, fileSize, out): 7 arguments expected");
+  double fd;
+  void *pfns;
+  size_t npfns;
+  double from;
+  double to;
+  double ps;
+  double size;
+  void *out;
+  size_t nout;
+  if (!get_whole(env, argv[0], 0, 2147483647.0, &fd)) return throw_range(env, "fd must be a non-negative integer");
+  if (!get_array(env, argv[1], napi_float64_array, &pfns, &npfns)) return throw_type(env, "pfns must be a Float64Array");
+  if (!get_whole(env, argv[2], 0, (double)npfns, &from) || !get_whole(env, argv[3], from, (double)npfns, &to)) {
+    return throw_range(env, "from and to must be integers with 0 <= from <= to <= pfns.length");
+  }
+  if (!get_whole(env, argv[4], 1, 65536, &ps)) return throw_range(env, "pageSize must be an integer from 1 to 65536");
+  if (!get_whole(env, argv[5], 0, 9007199254740991.0, &size)) {
+    return throw_range(env, "fileSize must be a non-negative integer");
+  }
+  if (!get_array(env, argv[6], napi_uint8_array, &out, &nout)) return throw_type(env, "out must be a Uint8Array");
+  const size_t n = (size_t)ps;
+  const size_t i0 = (size_t)from;
+  const size_t i1 = (size_t)to;
+  if ((uint64_t)i1 * n > nout) return throw_range(env, "out must hold `to` pages");
+  const double *p = (const double *)pfns;
+  /* every pfn is checked before anything is read: a whole page number whose bytes lie below 2^53 */
+  for (size_t k = i0; k < i1; k++) {
+    const double v = p[k];
+    if (!(v >= 0 && v * (double)n <= 9007199254740991.0 - (double)n) || v != (double)(int64_t)v) {
+      return throw_range(env, "a pfn is not a page number");
+    }
+  }
+  uint8_t *o = (uint8_t *)out;
+  int rc = 0;
+  for (size_t i = i0; i < i1 && rc == 0;) {
+    size_t k = i + 1;
+    while (k < i1 && p[k] == p[k - 1] + 1) k++;
+    rc = read_run((int)fd, o + i * n, (k - i) * n, (uint64_t)p[i] * n, (uint64_t)size);
+    i = k;
+  }
+  napi_value result;
+  if (napi_create_int32(env, rc, &result) != napi_ok) return NULL;
+  return result;
+}
+#endif
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -816,6 +926,10 @@ NAPI_MODULE_INIT() {
       {"hashPages", NULL, js_hash_pages, NULL, NULL, NULL, napi_enumerable, NULL},
       {"classifyPage", NULL, js_classify_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"encodePage", NULL, js_encode_page, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"trimHeap", NULL, js_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
+#ifndef _WIN32
+      {"readPages", NULL, js_read_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+#endif
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;

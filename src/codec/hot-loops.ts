@@ -9,10 +9,11 @@
  * `hot` is the addon unless `REMUS_WAN_NATIVE=0` or it is missing or fails to load; then it is the
  * TypeScript fallback, silently (the install step already warned) — `nativeLoadError` says why.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { getSystemErrorMap } from 'node:util';
 import type { DeltaFault } from './xor-rle.js';
 import * as ref from './xor-rle.js';
 
@@ -87,6 +88,24 @@ export interface HotLoops {
     limit: number,
     hashOut: Uint32Array,
   ): number;
+  /**
+   * The capture's scattered read: for k in [`from`, `to`), page `pfns[k]` of the file open as `fd`
+   * into `out` bytes `k × pageSize` on; one positional read per run of consecutive pfns (interrupted
+   * and short reads continued). Bytes at or past `fileSize`, and past the end of a file that shrank
+   * meanwhile, are zeros. Synchronous.
+   * @throws RangeError or TypeError, before reading anything, on bad arguments (a pfn that is not a
+   *   whole page number below 2^53 bytes, `out` shorter than `to` pages); the read's error (with
+   *   `code`, `errno`, `syscall`) when a read fails (`out` is then partly written)
+   */
+  readPages(
+    fd: number,
+    pfns: Float64Array,
+    from: number,
+    to: number,
+    pageSize: number,
+    fileSize: number,
+    out: Uint8Array,
+  ): void;
 }
 
 /** What native/remus_native.c exports. */
@@ -114,6 +133,18 @@ interface NativeAddon {
     out: Uint8Array,
     limit: number,
     hashOut: Uint32Array,
+  ): number;
+  /** glibc's malloc_trim(0); false elsewhere. */
+  trimHeap(): boolean;
+  /** 0, or the failed read's -errno. Absent on Windows. */
+  readPages?(
+    fd: number,
+    pfns: Float64Array,
+    from: number,
+    to: number,
+    pageSize: number,
+    fileSize: number,
+    out: Uint8Array,
   ): number;
 }
 
@@ -146,6 +177,55 @@ function checkIndex(out: Uint32Array, index: number): void {
   if (index >= Math.floor(out.length / 2)) {
     throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out has no room at index');
   }
+}
+
+/** A whole number in [min, max] (the addon's get_whole). */
+function whole(v: number, min: number, max: number): boolean {
+  return typeof v === 'number' && v >= min && v <= max && Number.isInteger(v);
+}
+
+/** readPages's argument checks, in the addon's order. */
+function checkReadPages(
+  fd: number,
+  pfns: Float64Array,
+  from: number,
+  to: number,
+  pageSize: number,
+  fileSize: number,
+  out: Uint8Array,
+): void {
+  if (!whole(fd, 0, 2147483647))
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'fd must be a non-negative integer');
+  if (!(pfns instanceof Float64Array))
+    throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'pfns must be a Float64Array');
+  if (!whole(from, 0, pfns.length) || !whole(to, from, pfns.length)) {
+    throw argError(
+      RangeError,
+      'ERR_OUT_OF_RANGE',
+      'from and to must be integers with 0 <= from <= to <= pfns.length',
+    );
+  }
+  if (!whole(pageSize, 1, 65536)) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'pageSize must be an integer from 1 to 65536');
+  }
+  if (!whole(fileSize, 0, Number.MAX_SAFE_INTEGER)) {
+    throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'fileSize must be a non-negative integer');
+  }
+  if (!(out instanceof Uint8Array))
+    throw argError(TypeError, 'ERR_INVALID_ARG_TYPE', 'out must be a Uint8Array');
+  if (to * pageSize > out.length) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'out must hold `to` pages');
+  for (let k = from; k < to; k++) {
+    const v = pfns[k] as number;
+    if (!(v >= 0 && v * pageSize <= Number.MAX_SAFE_INTEGER - pageSize) || !Number.isInteger(v)) {
+      throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'a pfn is not a page number');
+    }
+  }
+}
+
+/** The error Node's fs would throw for a failed read (`errno` as libuv gives it: negative). */
+function readError(errno: number): Error {
+  const [code, text] = getSystemErrorMap().get(errno) ?? [`E${-errno}`, 'unknown error'];
+  return Object.assign(new Error(`${code}: ${text}, read`), { errno, code, syscall: 'read' });
 }
 
 /** The TypeScript reference (xor-rle.ts), with the same argument checks as the addon. */
@@ -240,6 +320,25 @@ export const fallback: HotLoops = {
     if (hashOut.length < 2) throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'hashOut must hold 2 words');
     return ref.encodePage(page, base, out, limit, hashOut);
   },
+  readPages(fd, pfns, from, to, pageSize, fileSize, out) {
+    checkReadPages(fd, pfns, from, to, pageSize, fileSize, out);
+    for (let i = from; i < to; ) {
+      let k = i + 1;
+      while (k < to && pfns[k] === (pfns[i] as number) + (k - i)) k++;
+      const at = i * pageSize;
+      const len = (k - i) * pageSize;
+      const position = (pfns[i] as number) * pageSize;
+      const avail = Math.max(0, Math.min(len, fileSize - position));
+      let got = 0;
+      while (got < avail) {
+        const r = readSync(fd, out, at + got, avail - got, position + got);
+        if (r === 0) break; // shrank meanwhile: the rest reads as zeros
+        got += r;
+      }
+      if (got < len) out.fill(0, at + got, at + len);
+      i = k;
+    }
+  },
 };
 
 function wrapAddon(addon: NativeAddon): HotLoops {
@@ -259,6 +358,20 @@ function wrapAddon(addon: NativeAddon): HotLoops {
     hashPages: addon.hashPages,
     classifyPage: addon.classifyPage,
     encodePage: addon.encodePage,
+    readPages: addon.readPages
+      ? (fd, pfns, from, to, pageSize, fileSize, out) => {
+          const r = (addon.readPages as Required<NativeAddon>['readPages'])(
+            fd,
+            pfns,
+            from,
+            to,
+            pageSize,
+            fileSize,
+            out,
+          );
+          if (r !== 0) throw readError(r);
+        }
+      : fallback.readPages,
   };
 }
 
@@ -324,16 +437,19 @@ function selfCheck(loops: HotLoops): string | undefined {
   return undefined;
 }
 
-function loadNative(): { loops?: HotLoops; error?: string } {
+function loadNative(): { loops?: HotLoops; trimHeap?: () => boolean; error?: string } {
   if (process.env.REMUS_WAN_NATIVE === '0') return { error: 'disabled by REMUS_WAN_NATIVE=0' };
   try {
     const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
     if (root === undefined) return { error: 'package root not found' };
     const file = join(root, ADDON_PATH);
     if (!existsSync(file)) return { error: `${ADDON_PATH} not found (run: node tools/build-native.mjs)` };
-    const loops = wrapAddon(createRequire(import.meta.url)(file) as NativeAddon);
+    const addon = createRequire(import.meta.url)(file) as NativeAddon;
+    const loops = wrapAddon(addon);
     const wrong = selfCheck(loops);
-    return wrong === undefined ? { loops } : { error: `self-check failed: ${wrong}` };
+    return wrong === undefined
+      ? { loops, trimHeap: addon.trimHeap }
+      : { error: `self-check failed: ${wrong}` };
   } catch (err) {
     return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '' };
   }
@@ -349,3 +465,11 @@ export const nativeLoadError: string | undefined = loaded.error;
 
 /** The implementation the codec uses: {@link native} when loaded, else {@link fallback}. */
 export const hot: HotLoops = native ?? fallback;
+
+/**
+ * Give the C heap's free memory back to the system (glibc's malloc_trim, through the addon); false
+ * when none was, or where that cannot be done (no addon, another C library). Buffers live on that
+ * heap, and glibc returns freed memory on its own only from the top of it, so a daemon whose
+ * buffers come and go (chunks, frames, reads) otherwise keeps tens of MiB it no longer uses.
+ */
+export const trimHeap: () => boolean = loaded.trimHeap ?? (() => false);

@@ -89,6 +89,15 @@ export class PageCache {
   }
 
   /**
+   * {@link peek} without the view: the slot of `pfn`'s copy (bytes `slot × pageSize` on in
+   * {@link pages}), or −1 when `pfn` is absent or cached as a zero page.
+   */
+  peekSlot(pfn: number): number {
+    const id = this.index.get(pfn);
+    return id === undefined ? -1 : (this.slotOf[id] as number);
+  }
+
+  /**
    * Make the cached copy of `pfn` most recent and return it for writing in place (a decoder applies a
    * delta straight into it). Same effect on the cache as `set(pfn, newContent)` — no eviction, since
    * the page keeps its slot. Undefined when `pfn` is absent or cached as a zero page.

@@ -15,7 +15,7 @@
  * `DirtyLogWriter` is the producer side for producers written in JavaScript (synchronous, like the
  * page writes it precedes); `DirtyLogReader` is the capture side (asynchronous).
  */
-import { closeSync, constants, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { RwanError } from '../errors.js';
 
@@ -43,6 +43,12 @@ const PFN_HI = 0x001f_ffff;
 
 /** Records read per block by {@link DirtyLogReader.read} (512 KiB). */
 const READ_RECORDS = 65536;
+
+/**
+ * Pfns below this are deduplicated by {@link DirtyLogReader.read} in a bitmap (at most 2 MiB, grown
+ * to the largest pfn seen), which also yields them in order: no sort. Larger ones are sorted.
+ */
+const BITMAP_PFNS = 2 ** 24;
 
 /**
  * Checks a page size: a power of two in [64, 65536].
@@ -217,7 +223,9 @@ export class DirtyLogReader {
   private readonly block = new ArrayBuffer(READ_RECORDS * DIRTY_LOG_RECORD_BYTES);
   private readonly blockBytes = Buffer.from(this.block);
   private readonly words = new Uint32Array(this.block);
-  /** Pfns collected by a read, compacted (sorted, deduplicated) when full; reused. */
+  /** Pfns below BITMAP_PFNS seen by the read in progress, one bit each (all clear between reads). */
+  private seen = new Uint32Array(1024);
+  /** Pfns of BITMAP_PFNS and above collected by a read, compacted (sorted, deduplicated) when full. */
   private acc = new Float64Array(1024);
   private total = 0;
   private closed = false;
@@ -301,37 +309,82 @@ export class DirtyLogReader {
       );
     }
     const end = this.at + (size - this.at - ((size - this.at) % DIRTY_LOG_RECORD_BYTES));
-    let n = 0;
-    for (let at = this.at; at < end; ) {
-      const bytes = Math.min(this.blockBytes.length, end - at);
-      await this.readFully(this.blockBytes, bytes, at);
-      for (let r = 0; r < bytes / DIRTY_LOG_RECORD_BYTES; r++) {
-        const lo = this.words[2 * r] as number;
-        const hi = this.words[2 * r + 1] as number;
-        if ((hi & PRESENT) === 0 || (hi & RESERVED) !== 0) {
-          const offset = at + r * DIRTY_LOG_RECORD_BYTES;
-          throw new RwanError(
-            'RWAN_ERR_SOURCE',
-            `dirty log ${this.path}: malformed record at byte ${offset}` +
-              ((hi & PRESENT) === 0 ? ' (a hole: does the producer append with O_APPEND?)' : ''),
-            { details: { path: this.path, offset, hi, lo } },
-          );
-        }
-        if (n === this.acc.length) {
-          n = sortUnique(this.acc, n);
-          if (2 * n > this.acc.length) {
-            const grown = new Float64Array(2 * this.acc.length);
-            grown.set(this.acc.subarray(0, n));
-            this.acc = grown;
+    let n = 0; // in acc
+    let distinct = 0; // bits set in seen
+    let lo = this.seen.length; // the words of seen that may have bits set: [lo, hi]
+    let hi = -1;
+    try {
+      for (let at = this.at; at < end; ) {
+        const bytes = Math.min(this.blockBytes.length, end - at);
+        this.readFully(this.blockBytes, bytes, at);
+        const words = this.words;
+        for (let r = 0; r < bytes / DIRTY_LOG_RECORD_BYTES; r++) {
+          const low = words[2 * r] as number;
+          const high = words[2 * r + 1] as number;
+          if ((high & PRESENT) === 0 || (high & RESERVED) !== 0) {
+            const offset = at + r * DIRTY_LOG_RECORD_BYTES;
+            throw new RwanError(
+              'RWAN_ERR_SOURCE',
+              `dirty log ${this.path}: malformed record at byte ${offset}` +
+                ((high & PRESENT) === 0 ? ' (a hole: does the producer append with O_APPEND?)' : ''),
+              { details: { path: this.path, offset, hi: high, lo: low } },
+            );
           }
+          const pfnHi = high & PFN_HI;
+          if (pfnHi === 0 && low < BITMAP_PFNS) {
+            const w = low >>> 5;
+            const bit = 1 << (low & 31);
+            if (w >= this.seen.length) this.growSeen(w);
+            const seen = this.seen;
+            if (((seen[w] as number) & bit) !== 0) continue;
+            seen[w] = (seen[w] as number) | bit;
+            distinct++;
+            if (w < lo) lo = w;
+            if (w > hi) hi = w;
+            continue;
+          }
+          if (n === this.acc.length) {
+            n = sortUnique(this.acc, n);
+            if (2 * n > this.acc.length) {
+              const grown = new Float64Array(2 * this.acc.length);
+              grown.set(this.acc.subarray(0, n));
+              this.acc = grown;
+            }
+          }
+          this.acc[n++] = pfnHi * 0x1_0000_0000 + low;
         }
-        this.acc[n++] = (hi & PFN_HI) * 0x1_0000_0000 + lo;
+        at += bytes;
       }
-      at += bytes;
+    } catch (err) {
+      this.seen.fill(0); // the next read starts from a clear bitmap
+      throw err;
     }
+    // the bitmap's pfns in order (every one below those of acc), clearing it for the next read
+    const large = sortUnique(this.acc, n);
+    const out = new Float64Array(distinct + large);
+    const seen = this.seen;
+    let k = 0;
+    for (let w = lo; w <= hi; w++) {
+      let bits = seen[w] as number;
+      if (bits === 0) continue;
+      seen[w] = 0;
+      while (bits !== 0) {
+        const b = 31 - Math.clz32(bits & -bits);
+        out[k++] = w * 32 + b;
+        bits &= bits - 1;
+      }
+    }
+    out.set(this.acc.subarray(0, large), k);
     this.total += (end - this.at) / DIRTY_LOG_RECORD_BYTES;
     this.at = end;
-    return this.acc.slice(0, sortUnique(this.acc, n));
+    return out;
+  }
+
+  /** Grows the bitmap to hold word `w` (below BITMAP_PFNS / 32 words). */
+  private growSeen(w: number): void {
+    const grown = new Uint32Array(Math.min(BITMAP_PFNS / 32, Math.max(2 * this.seen.length, w + 1)));
+    grown.set(this.seen);
+    this.seen = grown;
   }
 
   /**
@@ -352,7 +405,7 @@ export class DirtyLogReader {
       const rest = size - this.at;
       if (rest > 0 && this.at > DIRTY_LOG_HEADER_BYTES) {
         const keep = Buffer.allocUnsafe(rest);
-        await this.readFully(keep, rest, this.at);
+        this.readFully(keep, rest, this.at);
         await this.fh.write(keep, 0, rest, DIRTY_LOG_HEADER_BYTES);
       }
       await this.fh.truncate(DIRTY_LOG_HEADER_BYTES + rest);
@@ -370,20 +423,24 @@ export class DirtyLogReader {
     await this.fh.close();
   }
 
+  /**
+   * The log's size. Synchronous, as are the reads below: a system call on a file the producer only
+   * appends to (stopped during a capture) costs less than a round trip through the thread pool.
+   */
   private async size(): Promise<number> {
     if (this.closed) throw new RwanError('RWAN_ERR_SOURCE', `dirty log ${this.path}: the reader is closed`);
     try {
-      return (await this.fh.stat()).size;
+      return fstatSync(this.fh.fd).size;
     } catch (err) {
       throw ioError(`dirty log: cannot stat ${this.path}`, this.path, err);
     }
   }
 
-  private async readFully(buf: Buffer, n: number, position: number): Promise<void> {
+  private readFully(buf: Buffer, n: number, position: number): void {
     for (let got = 0; got < n; ) {
       let bytesRead: number;
       try {
-        ({ bytesRead } = await this.fh.read(buf, got, n - got, position + got));
+        bytesRead = readSync(this.fh.fd, buf, got, n - got, position + got);
       } catch (err) {
         throw ioError(`dirty log: cannot read ${this.path}`, this.path, err);
       }

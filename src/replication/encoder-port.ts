@@ -6,9 +6,11 @@
  * ```
  *  main thread                                      worker thread (encode-worker.ts)
  *  encode(epoch, pfns, pages) ──postMessage──────►  EpochEncoder.begin/add…/end
- *        (pages' memory transferred, not copied)       │ each chunk as it fills
+ *        (pages' memory transferred, not copied;       │ each chunk as it fills
+ *         shared memory: named, read in place)         │
  *  onChunk(chunk) ◄──────────────postMessage──────────┘ (its bytes transferred back)
- *  resolves with the summary ◄─────────────────────  'end'
+ *  resolves with the summary ◄─────────────────────  'end' (transferred pages' memory back)
+ *        and the pages, for the next capture
  * ```
  *
  * Epochs are encoded in the order they are submitted (the encoder's page cache depends on it); the
@@ -28,18 +30,30 @@ export interface EncoderPort {
   /**
    * Encode an epoch after the ones submitted before it; `onChunk` gets each chunk as soon as it is
    * made (in order). `pages` may be handed over (the worker port transfers its memory: do not use it
-   * afterwards). Resolves with the summary and the time spent encoding (not waiting), ms.
+   * afterwards); with `ownsBuffer`, the whole ArrayBuffer under `pages` is the caller's to hand over
+   * (it may be longer than `pages`), and is transferred rather than copied. Resolves with the summary,
+   * the time spent encoding (not waiting), ms, and the pages' bytes, now unused (the same memory when
+   * it was handed over whole), for the caller to reuse.
    */
   encode(
     epoch: number,
     pfns: ArrayLike<number>,
     pages: Buffer,
     onChunk: (c: EncodedChunk) => void,
-  ): Promise<{ summary: EpochSummary; encodeMs: number }>;
+    ownsBuffer?: boolean,
+  ): Promise<EncodeResult>;
   /** Forget the page cache (before a full copy), after the epochs submitted so far. */
   reset(): void;
   /** Stop (the worker thread ends). */
   close(): Promise<void>;
+}
+
+/** What {@link EncoderPort.encode} resolves with. */
+export interface EncodeResult {
+  summary: EpochSummary;
+  encodeMs: number;
+  /** The epoch's pages, no longer used by the encoder. */
+  pages: Buffer;
 }
 
 /** Encoding on the calling thread, one epoch after the other, yielding to the event loop every 5 ms. */
@@ -57,7 +71,7 @@ export class InlineEncoder implements EncoderPort {
     pfns: ArrayLike<number>,
     pages: Buffer,
     onChunk: (c: EncodedChunk) => void,
-  ): Promise<{ summary: EpochSummary; encodeMs: number }> {
+  ): Promise<EncodeResult> {
     const run = this.queue.then(() => this.run(epoch, pfns, pages, onChunk));
     this.queue = run.catch(() => undefined);
     return run;
@@ -67,7 +81,7 @@ export class InlineEncoder implements EncoderPort {
     pfns: ArrayLike<number>,
     pages: Buffer,
     onChunk: (c: EncodedChunk) => void,
-  ): Promise<{ summary: EpochSummary; encodeMs: number }> {
+  ): Promise<EncodeResult> {
     const ps = this.encoder.options.pageSize;
     let encodeMs = 0;
     let slice = performance.now();
@@ -83,7 +97,7 @@ export class InlineEncoder implements EncoderPort {
     }
     const { chunk, summary } = this.encoder.end();
     if (chunk) onChunk(chunk);
-    return { summary, encodeMs: encodeMs + performance.now() - slice };
+    return { summary, encodeMs: encodeMs + performance.now() - slice, pages };
   }
   reset(): void {
     this.queue = this.queue.then(() => this.encoder.reset());
@@ -95,28 +109,48 @@ export class InlineEncoder implements EncoderPort {
 
 /** Messages to the worker. */
 export type ToWorker =
-  | { type: 'encode'; epoch: number; pfns: Float64Array; pages: Uint8Array }
+  /** `pages`, or bytes of a shared memory the worker was given earlier ('memory') */
+  | {
+      type: 'encode';
+      epoch: number;
+      pfns: Float64Array;
+      pages?: Uint8Array;
+      shared?: { id: number; byteOffset: number; byteLength: number };
+    }
+  /** a SharedArrayBuffer that encode messages name by `id` from now on */
+  | { type: 'memory'; id: number; memory: SharedArrayBuffer }
+  /** the main thread no longer has memory `id` */
+  | { type: 'forget'; id: number }
   | { type: 'reset' };
 
 /** Messages from the worker. */
 export type FromWorker =
   | { type: 'chunk'; epoch: number; chunk: Omit<EncodedChunk, 'data'> & { data: Uint8Array } }
-  | { type: 'end'; epoch: number; summary: EpochSummary; encodeMs: number }
+  /** `pages`: the pages' memory, transferred back (not for shared memory: nothing to give back) */
+  | { type: 'end'; epoch: number; summary: EpochSummary; encodeMs: number; pages?: Uint8Array }
   | { type: 'error'; epoch: number; code: string; message: string };
 
 interface Job {
   epoch: number;
+  /** The pages, when they stay this thread's (shared memory): what 'end' gives back. */
+  pages?: Buffer;
   onChunk: (c: EncodedChunk) => void;
-  resolve: (r: { summary: EpochSummary; encodeMs: number }) => void;
+  resolve: (r: EncodeResult) => void;
   reject: (e: Error) => void;
 }
 
-/** An owned, transferable copy of `b` unless it already owns its whole ArrayBuffer. */
-function transferable(b: Uint8Array): Uint8Array {
-  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && !(b.buffer instanceof SharedArrayBuffer))
-    return b;
+/**
+ * `b` itself when its whole ArrayBuffer may be transferred (it is all of it, or the caller says it
+ * owns all of it), else a transferable copy (always for shared memory the caller does not own).
+ */
+function transferable(b: Uint8Array, ownsBuffer: boolean): Uint8Array {
+  if (b.buffer instanceof SharedArrayBuffer) return new Uint8Array(b);
+  if (ownsBuffer || (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength)) return b;
   return new Uint8Array(b);
 }
+
+/** Young-generation cap of the encoder worker's heap, MiB. */
+const WORKER_YOUNG_GENERATION_MB = 4;
 
 /** Encoding on a worker thread. */
 export class WorkerEncoder implements EncoderPort {
@@ -124,6 +158,17 @@ export class WorkerEncoder implements EncoderPort {
   private readonly worker: Worker;
   private readonly jobs: Job[] = [];
   private failed: Error | undefined;
+  private closed = false;
+  /**
+   * Shared memories the worker holds, by id. Each is posted once; afterwards an epoch's pages are
+   * named by id and offsets, so neither thread makes a new buffer object per epoch (the garbage
+   * collector counts each as new external memory). When this thread drops one, so does the worker.
+   */
+  private readonly memories = new WeakMap<SharedArrayBuffer, number>();
+  private nextMemory = 1;
+  private readonly forget = new FinalizationRegistry<number>((id) => {
+    if (!this.closed) this.worker.postMessage({ type: 'forget', id } satisfies ToWorker);
+  });
 
   /**
    * @param workerUrl the compiled encode-worker module (dist/…/encode-worker.js)
@@ -135,7 +180,12 @@ export class WorkerEncoder implements EncoderPort {
     // the options as the worker's encoder will have them (checked here, on this thread, first)
     this.options = new EpochEncoder(options).options;
     const { loops: _loops, ...plain } = options;
-    this.worker = new Worker(workerUrl, { workerData: plain });
+    // The worker allocates little on its heap (the pages and chunks are ArrayBuffers outside it): a
+    // small young generation keeps its resident memory down at no measurable cost.
+    this.worker = new Worker(workerUrl, {
+      workerData: plain,
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
+    });
     this.worker.on('message', (m: FromWorker) => this.onMessage(m));
     this.worker.on('error', (err) => this.fail(err));
     this.worker.on('exit', (code) => {
@@ -148,14 +198,32 @@ export class WorkerEncoder implements EncoderPort {
     pfns: ArrayLike<number>,
     pages: Buffer,
     onChunk: (c: EncodedChunk) => void,
-  ): Promise<{ summary: EpochSummary; encodeMs: number }> {
+    ownsBuffer = false,
+  ): Promise<EncodeResult> {
     if (this.failed) return Promise.reject(this.failed);
     return new Promise((resolve, reject) => {
-      this.jobs.push({ epoch, onChunk, resolve, reject });
-      // the pfns are copied (8 bytes a page; a source may keep its array, e.g. for the next capture),
-      // the pages' memory is handed over
+      // the pfns are copied (8 bytes a page; a source may keep its array, e.g. for the next capture)
       const f64 = Float64Array.from(pfns);
-      const p = transferable(pages);
+      const memory = pages.buffer;
+      if (ownsBuffer && memory instanceof SharedArrayBuffer) {
+        // the worker reads the pages where they are; they stay this thread's, and 'end' releases them
+        let id = this.memories.get(memory);
+        if (id === undefined) {
+          id = this.nextMemory++;
+          this.memories.set(memory, id);
+          this.forget.register(memory, id);
+          this.worker.postMessage({ type: 'memory', id, memory } satisfies ToWorker);
+        }
+        this.jobs.push({ epoch, onChunk, resolve, reject, pages });
+        const shared = { id, byteOffset: pages.byteOffset, byteLength: pages.byteLength };
+        this.worker.postMessage({ type: 'encode', epoch, pfns: f64, shared } satisfies ToWorker, [
+          f64.buffer,
+        ]);
+        return;
+      }
+      // otherwise the pages' memory is handed over (and comes back with 'end')
+      this.jobs.push({ epoch, onChunk, resolve, reject });
+      const p = transferable(pages, ownsBuffer);
       const msg: ToWorker = { type: 'encode', epoch, pfns: f64, pages: p };
       this.worker.postMessage(msg, [f64.buffer, p.buffer as ArrayBuffer]);
     });
@@ -166,6 +234,7 @@ export class WorkerEncoder implements EncoderPort {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.worker.terminate();
   }
 
@@ -186,9 +255,14 @@ export class WorkerEncoder implements EncoderPort {
     } else if (m.type === 'end') {
       this.jobs.shift();
       const s = m.summary;
+      const p = m.pages;
       job.resolve({
         summary: { ...s, digest: Buffer.from(s.digest.buffer, s.digest.byteOffset, s.digest.byteLength) },
         encodeMs: m.encodeMs,
+        pages:
+          p === undefined
+            ? (job.pages ?? Buffer.alloc(0))
+            : Buffer.from(p.buffer, p.byteOffset, p.byteLength),
       });
     } else {
       this.jobs.shift();

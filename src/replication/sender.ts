@@ -16,8 +16,9 @@
  *                    older than the buffer, a FULL epoch (both page caches reset).
  * ```
  *
- * Encoding runs on this thread between awaits, one chunk at a time, so heartbeats and ACKs are served
- * while an epoch is being encoded; its cost shows as event-loop delay in the metrics.
+ * Encoding runs on the encoder port (encoder-port.ts: a worker thread in the daemon, or this thread
+ * between awaits), in parallel with sending; the next capture waits while the encoder holds
+ * CAPTURES_AHEAD captures or CAPTURE_AHEAD_BYTES of them, which bounds the raw pages held in memory.
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -46,8 +47,9 @@ import { type EncoderPort, InlineEncoder } from './encoder-port.js';
 
 /**
  * What the sender needs from a source of epochs (src/replication/source-image.ts is one). The sender
- * takes ownership of each capture's `pages` (a worker encoder transfers their memory); `pfns` stay
- * the source's.
+ * takes ownership of each capture's `pages` (a worker encoder transfers their memory), and of their
+ * whole ArrayBuffer when the capture says `ownsBuffer`; `pfns` stay the source's. Once an epoch is
+ * encoded its pages go back to the source's `recycle`, if it has one.
  */
 export interface EpochSource {
   capture(options?: { full?: boolean }): Promise<{
@@ -58,8 +60,25 @@ export interface EpochSource {
     captureMs: number;
     pausedMs: number;
     digest?: string;
+    ownsBuffer?: boolean;
   }>;
+  /** Takes back the pages of an encoded epoch (unused from then on) to read later captures into. */
+  recycle?(pages: Buffer): void;
 }
+
+/**
+ * Captures waiting for the encoder besides the one it is encoding: the next capture waits until there
+ * are fewer. One keeps the encoder busy (epoch N+1 is captured while N is encoded) and bounds the raw
+ * pages the sender holds to two captures, whatever the window (docs/daemon.md, Memory).
+ */
+export const CAPTURES_AHEAD = 1;
+
+/**
+ * A capture is taken while the encoder still holds earlier ones only if their raw pages come to less
+ * than this: large epochs are captured one after the other (the encoder waits for a capture, a few ms
+ * per 10 MB read), small ones overlap with encoding. Raw pages held: at most one capture plus this.
+ */
+export const CAPTURE_AHEAD_BYTES = 32 * 2 ** 20;
 
 /** Opens one secured connection to the receiver. */
 export type Dialer = () => Promise<{
@@ -186,6 +205,9 @@ export class SenderSession extends EventEmitter {
   private pumpGen = 0;
   private acked = 0;
   private lastCaptureStart = 0;
+  /** Epochs handed to the encoder and not yet encoded (their raw pages are held meanwhile), and their bytes. */
+  private encoding = 0;
+  private encodingBytes = 0;
   private windowWaiters: Array<() => void> = [];
   private reconnectTimer: NodeJS.Timeout | undefined;
   private backoffMs: number;
@@ -471,7 +493,12 @@ export class SenderSession extends EventEmitter {
     while (this.running) {
       const max = this.o.maxEpochs ?? Number.POSITIVE_INFINITY;
       await this.waitWindow(
-        () => (this.retained.size < this.o.window && this.acked + this.retained.size < max) || !this.running,
+        () =>
+          (this.retained.size < this.o.window &&
+            this.acked + this.retained.size < max &&
+            (this.encoding === 0 ||
+              (this.encoding <= CAPTURES_AHEAD && this.encodingBytes < CAPTURE_AHEAD_BYTES))) ||
+          !this.running,
       );
       if (!this.running) return;
       const wait = this.lastCaptureStart + this.o.epochMs - performance.now();
@@ -518,7 +545,21 @@ export class SenderSession extends EventEmitter {
         );
       };
       // encoding runs on (or in the order of) the encoder port; the next capture need not wait for it
-      const encoded = this.encoder.encode(epoch, cap.pfns, cap.pages, push).then(({ summary, encodeMs }) => {
+      // (only for the encoder to have no more than CAPTURES_AHEAD captures queued)
+      const held = cap.pages.length;
+      this.encoding++;
+      this.encodingBytes += held;
+      const encoded = this.encoder.encode(epoch, cap.pfns, cap.pages, push, cap.ownsBuffer === true);
+      const release = () => {
+        this.encoding--;
+        this.encodingBytes -= held;
+        this.wakeWindow();
+      };
+      void encoded.then(({ pages }) => {
+        this.o.source.recycle?.(pages);
+        release();
+      }, release);
+      const done = encoded.then(({ summary, encodeMs }) => {
         const rawBytes = out.chunks.reduce((sum, c) => sum + c.rawLength, 0);
         out.finish(
           epochEnd({
@@ -547,7 +588,7 @@ export class SenderSession extends EventEmitter {
         };
       });
       // an encoder failure stops the session; the next capture does not wait for this one
-      encoded.catch((err: unknown) => this.fail(asRwanError(err)));
+      done.catch((err: unknown) => this.fail(asRwanError(err)));
     }
   }
 

@@ -20,10 +20,12 @@
  * hash of the whole file per capture; 'log' reads only the pages the producer announced, plus one
  * stat and the log. Memory: the returned pages are the only allocation proportional to the dirty set
  * (besides the pfn arrays); the two 8 MiB block buffers and the hash table are reused. Whole-file
- * passes read the next block while hashing the current one.
+ * passes read the next block while hashing the current one. The pages of an incremental capture are
+ * read into a buffer the caller may give back ({@link ImageSource.recycle}) once it has encoded
+ * them: the next captures read into it again instead of faulting in fresh memory every epoch.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { readSync } from 'node:fs';
+import { fstatSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { hot } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
@@ -33,6 +35,16 @@ import { checkPausable, pauseProcess } from './process-pause.js';
 
 /** Bytes read (and hashed) per block when a capture reads the whole file. */
 export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
+
+/**
+ * Page buffers given back ({@link ImageSource.recycle}) that are kept for the next captures. The
+ * sender holds at most two captures (sender.ts CAPTURES_AHEAD): one being encoded while the next is
+ * taken into the spare.
+ */
+export const CAPTURE_SPARE_BUFFERS = 1;
+
+/** Incremental captures whose sizes decide which given-back buffers are worth keeping. */
+const RECENT_CAPTURES = 8;
 
 /** How a capture finds the pages that changed. */
 export type DirtySource = { kind: 'hash' } | { kind: 'log'; path: string };
@@ -67,6 +79,12 @@ export interface CapturedEpoch {
   pages: Buffer;
   /** Size of the image at the capture: the file's size rounded up to whole pages. */
   imageBytes: number;
+  /**
+   * The memory under `pages` (an ArrayBuffer, or a SharedArrayBuffer for incremental captures; it may
+   * be longer than `pages`) belongs to this capture alone: the caller may hand it over whole (to a
+   * worker thread) and give it back with {@link ImageSource.recycle}.
+   */
+  ownsBuffer: true;
   /** Time the capture took, in milliseconds. */
   captureMs: number;
   /** Time the writing process was stopped, in milliseconds (0 without `pausePid`). */
@@ -142,6 +160,17 @@ export class ImageSource {
   private changed: Float64Array = new Float64Array(1024);
   /** 'log': pfns announced before the previous capture whose writes may land after it. */
   private straddle: Float64Array = new Float64Array(0);
+  /** Page buffers given back, for the next incremental captures (at most CAPTURE_SPARE_BUFFERS). */
+  private spares: SharedArrayBuffer[] = [];
+  /**
+   * The byte lengths of the page buffers of incremental captures not given back yet, with their
+   * counts: what recycle() takes back (a buffer is recognised by its length: a caller may give it
+   * back through another object over the same memory).
+   */
+  private readonly out = new Map<number, number>();
+  /** The largest page bytes of the last {@link RECENT_CAPTURES} incremental captures. */
+  private recentNeed = 0;
+  private readonly needs: number[] = [];
 
   private constructor(
     private readonly fh: FileHandle,
@@ -231,6 +260,29 @@ export class ImageSource {
     }
   }
 
+  /**
+   * Gives back the `pages` of an earlier capture once nothing uses them (nor any view of their
+   * ArrayBuffer): a later capture reads into that memory again. Buffers of full captures (image-sized)
+   * and anything this source did not make are left to the garbage collector, so a resync does not
+   * keep the image's size resident.
+   */
+  recycle(pages: Uint8Array): void {
+    const ab = pages.buffer;
+    const count = this.out.get(ab.byteLength);
+    if (!(ab instanceof SharedArrayBuffer) || count === undefined || this.spares.includes(ab)) return;
+    if (count > 1) this.out.set(ab.byteLength, count - 1);
+    else this.out.delete(ab.byteLength);
+    // A buffer far larger than the recent captures (one made while a backlog built up, e.g. the
+    // epoch after a full copy) would keep that much memory resident for nothing: it is dropped.
+    if (ab.byteLength > 2 * this.recentNeed + 2 ** 20) return;
+    this.spares.push(ab);
+    // the largest are kept: they fit any capture the smaller ones fit
+    if (this.spares.length > CAPTURE_SPARE_BUFFERS) {
+      this.spares.sort((a, b) => b.byteLength - a.byteLength);
+      this.spares.length = CAPTURE_SPARE_BUFFERS;
+    }
+  }
+
   /** Closes the image and the dirty log (idempotent). */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -249,7 +301,8 @@ export class ImageSource {
     const ps = this.o.pageSize;
     let size: number;
     try {
-      size = (await this.fh.stat()).size;
+      // synchronous: one system call, cheaper than a thread-pool round trip (the writer is stopped)
+      size = fstatSync(this.fh.fd).size;
     } catch (err) {
       throw ioError(this.o.path, err);
     }
@@ -298,8 +351,8 @@ export class ImageSource {
       if (this.o.pausePid !== undefined) await this.log.reset();
     }
     return digest === undefined
-      ? { full, pfns, pages, imageBytes: bytes }
-      : { full, pfns, pages, imageBytes: bytes, digest };
+      ? { full, pfns, pages, imageBytes: bytes, ownsBuffer: true }
+      : { full, pfns, pages, imageBytes: bytes, ownsBuffer: true, digest };
   }
 
   /**
@@ -358,7 +411,8 @@ export class ImageSource {
   /** Every page, straight into the result; in 'hash' mode the hash table is rebuilt on the way. */
   private async readAll(size: number, bytes: number): Promise<{ pages: Buffer; digest?: string }> {
     const ps = this.o.pageSize;
-    const pages = Buffer.allocUnsafe(bytes);
+    // its own ArrayBuffer, never a slice of Buffer's shared pool (the caller may hand it over whole)
+    const pages = Buffer.allocUnsafeSlow(bytes);
     const d = this.o.verify === true ? new ImageDigest() : undefined;
     const hashing = this.log === undefined;
     if (hashing && this.hashes.length !== (2 * bytes) / ps) this.hashes = new Uint32Array((2 * bytes) / ps);
@@ -411,40 +465,42 @@ export class ImageSource {
   }
 
   /**
-   * The pages `pfns` (ascending) into a new buffer, one positional read per run of consecutive pages;
-   * zeros past the end of the file. Synchronous: a scattered read from the page cache takes a few
-   * microseconds, less than a round trip through the thread pool, and the writer is stopped meanwhile.
-   * (Spanning small holes with readv() to save system calls measured no faster: the copies dominate.)
+   * The pages `pfns` (ascending) into a buffer of their own, one positional read per run of
+   * consecutive pages (hot-loops readPages: one native call for all of them); zeros past the end of
+   * the file. Synchronous: a scattered read from the page cache takes a few microseconds, less than a
+   * round trip through the thread pool, and the writer is stopped meanwhile. The buffer is a spare
+   * given back by {@link recycle} when one is large enough: its memory is already faulted in, where
+   * a fresh one costs a page fault (and the kernel's zeroing) per 4 KiB the reads then copy into. It
+   * is a SharedArrayBuffer: an encoder thread reads it in place, and the same buffer object goes
+   * round, where an ArrayBuffer handed to a thread and back is a new object each time, whose
+   * tens of MiB the garbage collector counts as new external memory (a full collection per epoch).
    */
   private readPages(pfns: Float64Array, size: number): Buffer {
-    const pages = Buffer.allocUnsafe(pfns.length * this.o.pageSize);
-    this.readRunsAt(pfns, 0, pfns.length, pages, size);
-    return pages;
-  }
-
-  /** `pfns[i .. j)` into `pages` (same index), one read per run; zeros past the end of the file. */
-  private readRunsAt(pfns: Float64Array, i: number, j: number, pages: Buffer, size: number): void {
-    const ps = this.o.pageSize;
-    const fd = this.fh.fd;
-    while (i < j) {
-      let k = i + 1;
-      while (k < j && pfns[k] === (pfns[k - 1] as number) + 1) k++;
-      const at = i * ps;
-      const len = (k - i) * ps;
-      const position = (pfns[i] as number) * ps;
-      const avail = Math.max(0, Math.min(len, size - position));
-      let got = 0;
-      try {
-        while (got < avail) {
-          const r = readSync(fd, pages, at + got, avail - got, position + got);
-          if (r === 0) break;
-          got += r;
-        }
-      } catch (err) {
-        throw ioError(this.o.path, err);
-      }
-      if (got < len) pages.fill(0, at + got, at + len);
-      i = k;
+    const need = pfns.length * this.o.pageSize;
+    this.needs.push(need);
+    if (this.needs.length > RECENT_CAPTURES) this.needs.shift();
+    this.recentNeed = Math.max(...this.needs);
+    let k = -1;
+    for (let i = 0; i < this.spares.length; i++) {
+      const len = (this.spares[i] as SharedArrayBuffer).byteLength;
+      if (len >= need && (k < 0 || len < (this.spares[k] as SharedArrayBuffer).byteLength)) k = i;
     }
+    // A spare too small is dropped rather than kept beside a new buffer: the memory the captures hold
+    // stays that of the buffers in use. A new buffer gets an eighth more, so that epochs that grow a
+    // little still fit (untouched bytes cost no memory).
+    const ab =
+      k >= 0
+        ? (this.spares.splice(k, 1)[0] as SharedArrayBuffer)
+        : new SharedArrayBuffer(need + Math.ceil(need / 8 / this.o.pageSize) * this.o.pageSize);
+    if (k < 0) this.spares = [];
+    const pages = Buffer.from(ab, 0, need);
+    try {
+      hot.readPages(this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages);
+    } catch (err) {
+      this.spares.push(ab);
+      throw ioError(this.o.path, err);
+    }
+    this.out.set(ab.byteLength, (this.out.get(ab.byteLength) ?? 0) + 1);
+    return pages;
   }
 }

@@ -4,8 +4,11 @@
  * same hashes, same fused encodePage — across page sizes 1..8192 and unaligned byteOffsets. CI builds the addon, so a missing
  * addon FAILS this file (build it with `node tools/build-native.mjs`).
  */
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
-import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { faultOf, type HotLoops } from '../../src/codec/hot-loops.js';
 
 type HotLoopsModule = typeof import('../../src/codec/hot-loops.js');
@@ -49,6 +52,7 @@ function missingAddon(reason: string | undefined): HotLoops {
     hashPages: fail,
     classifyPage: fail,
     encodePage: fail,
+    readPages: fail,
   };
 }
 
@@ -888,5 +892,166 @@ describe('hashes', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('readPages', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwan-readpages-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  let files = 0;
+
+  /** A file of `bytes` seeded bytes (a partial last page when not a page multiple), open read-only. */
+  function file(bytes: number, seed: number): { fd: number; content: Uint8Array } {
+    const r = prng(seed);
+    const content = new Uint8Array(bytes).map(() => r() & 0xff);
+    const path = join(dir, `f${files++}`);
+    writeFileSync(path, content);
+    return { fd: openSync(path, 'r'), content };
+  }
+
+  /** What readPages must give: each page of pfns[from, to) from `content`, zeros past `fileSize`. */
+  function expected(
+    content: Uint8Array,
+    pfns: Float64Array,
+    from: number,
+    to: number,
+    ps: number,
+    size: number,
+  ) {
+    const out = new Uint8Array(to * ps);
+    for (let k = from; k < to; k++) {
+      for (let b = 0; b < ps; b++) {
+        const at = (pfns[k] as number) * ps + b;
+        out[k * ps + b] = at < size && at < content.length ? (content[at] as number) : 0;
+      }
+    }
+    return out;
+  }
+
+  it('reads runs and scattered pages alike, with zeros past the size, in both', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(64, 512, 4096),
+        fc.integer({ min: 0, max: 40 }),
+        fc.integer({ min: 0, max: 4095 }),
+        fc.integer(),
+        fc.array(fc.integer({ min: 0, max: 50 }), { maxLength: 60 }),
+        fc.integer({ min: -3, max: 3 }),
+        (ps, wholePages, tail, seed, picks, sizeShift) => {
+          const bytes = wholePages * ps + (tail % ps);
+          const { fd, content } = file(bytes, seed);
+          try {
+            // ascending and distinct as a capture's, or as given (runs are found either way)
+            const sorted = (seed & 1) === 0;
+            const list = sorted ? [...new Set(picks)].sort((a, b) => a - b) : picks;
+            const pfns = Float64Array.from(list);
+            const from = Math.min(pfns.length, seed >>> 28);
+            // the size the caller saw may differ from the file's (it grew or shrank meanwhile)
+            const size = Math.max(0, bytes + sizeShift * 97);
+            const want = expected(content, pfns, from, pfns.length, ps, size);
+            for (const loops of [N, T]) {
+              const out = new Uint8Array(pfns.length * ps + 3).fill(0xa5);
+              loops.readPages(fd, pfns, from, pfns.length, ps, size, out);
+              expect(out.subarray(from * ps, pfns.length * ps), loops.kind).toEqual(want.subarray(from * ps));
+              expect(out.subarray(0, from * ps).every((v) => v === 0xa5)).toBe(true);
+              expect([...out.subarray(pfns.length * ps)]).toEqual([0xa5, 0xa5, 0xa5]);
+            }
+          } finally {
+            closeSync(fd);
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('reads into a view at any byteOffset', () => {
+    const { fd, content } = file(5 * 4096, 11);
+    try {
+      const pfns = Float64Array.of(1, 2, 4);
+      for (const loops of [N, T]) {
+        const out = at(new Uint8Array(3 * 4096), 5);
+        loops.readPages(fd, pfns, 0, 3, 4096, content.length, out);
+        expect(out).toEqual(expected(content, pfns, 0, 3, 4096, content.length));
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('throws the same errors on misuse, before reading', () => {
+    const { fd } = file(4096, 3);
+    try {
+      const out = new Uint8Array(2 * 4096);
+      const two = Float64Array.of(0, 1);
+      const cases: [string, (l: HotLoops) => unknown, ErrorConstructor][] = [
+        ['negative fd', (l) => l.readPages(-1, two, 0, 2, 4096, 4096, out), RangeError],
+        [
+          'pfns not a Float64Array',
+          (l) => l.readPages(fd, [0, 1] as unknown as Float64Array, 0, 2, 4096, 4096, out),
+          TypeError,
+        ],
+        ['to past pfns', (l) => l.readPages(fd, two, 0, 3, 4096, 4096, out), RangeError],
+        ['from after to', (l) => l.readPages(fd, two, 2, 1, 4096, 4096, out), RangeError],
+        ['page size 0', (l) => l.readPages(fd, two, 0, 2, 0, 4096, out), RangeError],
+        ['fractional size', (l) => l.readPages(fd, two, 0, 2, 4096, 1.5, out), RangeError],
+        [
+          'out not bytes',
+          (l) => l.readPages(fd, two, 0, 2, 4096, 4096, new Uint16Array(8192) as unknown as Uint8Array),
+          TypeError,
+        ],
+        ['out too short', (l) => l.readPages(fd, two, 0, 2, 4096, 4096, out.subarray(1)), RangeError],
+        ['negative pfn', (l) => l.readPages(fd, Float64Array.of(0, -1), 0, 2, 4096, 4096, out), RangeError],
+        [
+          'fractional pfn',
+          (l) => l.readPages(fd, Float64Array.of(0.5, 1), 0, 2, 4096, 4096, out),
+          RangeError,
+        ],
+        [
+          'pfn past 2^53 bytes',
+          (l) => l.readPages(fd, Float64Array.of(0, 2 ** 41), 0, 2, 4096, 4096, out),
+          RangeError,
+        ],
+      ];
+      for (const [name, call, type] of cases) {
+        out.fill(7);
+        expect(() => call(N), `native: ${name}`).toThrow(type);
+        expect(() => call(T), `fallback: ${name}`).toThrow(type);
+        expect(out.every((v) => v === 7)).toBe(true);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('throws the failed read’s error with its code, errno and syscall, in both', () => {
+    const { fd } = file(4096, 5);
+    closeSync(fd); // a closed descriptor: EBADF
+    for (const loops of [N, T]) {
+      let err: unknown;
+      try {
+        loops.readPages(fd, Float64Array.of(0), 0, 1, 4096, 4096, new Uint8Array(4096));
+      } catch (e) {
+        err = e;
+      }
+      expect(err, loops.kind).toBeInstanceOf(Error);
+      expect(err).toMatchObject({ code: 'EBADF', errno: -9, syscall: 'read' });
+      expect((err as Error).message).toMatch(/^EBADF: /);
+    }
+  });
+
+  it('reads nothing for an empty range, and pages wholly past the size as zeros', () => {
+    const { fd } = file(4096, 9);
+    try {
+      for (const loops of [N, T]) {
+        const out = new Uint8Array(2 * 4096).fill(1);
+        loops.readPages(fd, Float64Array.of(5, 6), 1, 1, 4096, 4096, out);
+        expect(out.every((v) => v === 1)).toBe(true);
+        loops.readPages(fd, Float64Array.of(5, 6), 0, 2, 4096, 4096, out);
+        expect(out.every((v) => v === 0)).toBe(true);
+      }
+    } finally {
+      closeSync(fd);
+    }
   });
 });

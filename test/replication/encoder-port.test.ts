@@ -41,23 +41,37 @@ describe('WorkerEncoder', () => {
     const list = epochs(12, 1024, 5);
     const inline = new InlineEncoder(opts);
     const worker = new WorkerEncoder(opts, WORKER);
-    const run = async (port: InlineEncoder | WorkerEncoder) => {
+    const run = async (port: InlineEncoder | WorkerEncoder, shared = false) => {
       const got: Array<{ chunks: EncodedChunk[]; digest: string; kinds: unknown }> = [];
+      // shared: the pages in shared memory the caller owns (as ImageSource captures them), every other
+      // epoch at an offset: the worker reads them in place and gives the same view back
+      const memories = list.map(() => new SharedArrayBuffer(8 + 1100 * PS));
       const pending = list.map((e, i) => {
         if (i === 6) port.reset(); // as before a full copy: both must reset at the same point
         const chunks: EncodedChunk[] = [];
+        let pages: Buffer = Buffer.from(e.pages);
+        if (shared) {
+          pages = Buffer.from(memories[i] as SharedArrayBuffer, (i & 1) * 4, e.pages.length);
+          e.pages.copy(pages);
+        }
         return port
-          .encode(i + 1, e.pfns, Buffer.from(e.pages), (c) => chunks.push(c))
-          .then(({ summary }) =>
-            got.push({ chunks, digest: summary.digest.toString('hex'), kinds: summary.kinds }),
-          );
+          .encode(i + 1, e.pfns, pages, (c) => chunks.push(c), shared)
+          .then(({ summary, pages: back }) => {
+            if (shared) expect(back).toBe(pages);
+            else expect(back.equals(e.pages)).toBe(true);
+            got.push({ chunks, digest: summary.digest.toString('hex'), kinds: summary.kinds });
+          });
       });
       await Promise.all(pending); // submitted without waiting: the port keeps the order
       return got;
     };
     const a = await run(inline);
     const b = await run(worker);
+    const shared = new WorkerEncoder(opts, WORKER);
+    const c = await run(shared, true);
     await worker.close();
+    await shared.close();
+    expect(c).toEqual(b);
     expect(b.length).toBe(a.length);
     a.forEach((x, i) => {
       const y = b[i];

@@ -8,10 +8,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
+import { type EncoderPort, InlineEncoder } from '../../src/replication/encoder-port.js';
 import { ImageDigest } from '../../src/replication/image-digest.js';
 import { type ReceiverEpochStats, ReceiverSession } from '../../src/replication/receiver.js';
 import {
+  CAPTURES_AHEAD,
   type EpochSource,
   type Log,
   type SenderEpochStats,
@@ -197,6 +200,51 @@ describe('sender ⇄ receiver over loopback', () => {
     for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(byEpoch.get(g.epoch));
     // and no epoch is missing or applied twice
     expect(got.map((g) => g.epoch)).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
+  }, 60_000);
+
+  it('holds the raw pages of at most CAPTURES_AHEAD + 1 captures, and gives them back to the source', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const rx = await startReceiver(dir);
+    cleanups.push(rx.stop);
+    // a source whose captures are handed over whole and come back, counted
+    class CountingSource extends MemorySource {
+      held = 0;
+      maxHeld = 0;
+      recycled = 0;
+      override async capture(o: { full?: boolean } = {}) {
+        const c = await super.capture(o);
+        this.held++;
+        this.maxHeld = Math.max(this.maxHeld, this.held);
+        return { ...c, ownsBuffer: true };
+      }
+      recycle(_pages: Buffer): void {
+        this.held--;
+        this.recycled++;
+      }
+    }
+    const source = new CountingSource(512, 9);
+    const writer = setInterval(() => source.write(40), 2);
+    cleanups.push(() => clearInterval(writer));
+    // an encoder slower than the captures: without the bound, the window's four epochs would queue
+    const inline = new InlineEncoder({ pageSize: PAGE });
+    const slow: EncoderPort = {
+      options: inline.options,
+      encode: async (epoch, pfns, pages, onChunk) => {
+        await sleep(15);
+        return inline.encode(epoch, pfns, pages, onChunk);
+      },
+      reset: () => inline.reset(),
+      close: () => inline.close(),
+    };
+    const sender = startSender(rx.port, source, { maxEpochs: 40, encoder: slow, epochMs: 1 });
+    const done = sender.run();
+    cleanups.push(() => sender.stop());
+    await done;
+    expect(sender.error).toBeUndefined();
+    expect(sender.counters.epochsAcked).toBe(40);
+    expect(source.maxHeld).toBeLessThanOrEqual(CAPTURES_AHEAD + 1);
+    expect(source.recycled).toBeGreaterThanOrEqual(39);
   }, 60_000);
 
   it('a restarted receiver resumes from its store (no full copy); silence is one "primary lost"', async () => {

@@ -260,6 +260,52 @@ describe("ImageSource, 'log'", () => {
     }
   });
 
+  it('reads the next captures into the pages given back (recycle), and keeps no image-sized buffer', async () => {
+    const path = tmp('img');
+    const logPath = tmp('dlog');
+    writeFileSync(path, randomBytes(64 * PS));
+    const log = DirtyLogWriter.create(logPath, PS);
+    try {
+      const src = await openSource({ path, pageSize: PS, dirty: { kind: 'log', path: logPath } });
+      const full = await src.capture();
+      expect(full.ownsBuffer).toBe(true);
+      expect(full.pages.buffer.byteLength).toBe(64 * PS);
+      src.recycle(full.pages); // the image's size: far more than the captures need, not kept
+      const capture = async (pfns: number[]): Promise<CapturedEpoch> => {
+        log.logMany(pfns);
+        scribble(path, pfns);
+        return src.capture();
+      };
+      const a = await capture([4, 5, 6, 7, 8, 9, 10, 11]);
+      expect(a.pages.buffer).not.toBe(full.pages.buffer);
+      expect(a.pages.byteOffset).toBe(0);
+      expect(a.pages.buffer.byteLength).toBeGreaterThan(a.pages.length);
+      expect(a.pages.equals(pagesOf(readFileSync(path), [...a.pfns]))).toBe(true);
+      const memory = a.pages.buffer;
+      // given back through another view of the same memory (as a worker thread hands it back)
+      src.recycle(Buffer.from(a.pages.buffer, 0, 1));
+      const b = await capture([]); // the pages logged before the last capture, read again
+      expect(b.pages.buffer).toBe(memory);
+      expect([...b.pfns]).toEqual([...a.pfns]);
+      expect(b.pages.equals(pagesOf(readFileSync(path), [...b.pfns]))).toBe(true);
+      // not given back: the next capture gets other memory; what the source did not make is ignored
+      src.recycle(Buffer.alloc(16 * PS));
+      const c = await capture([20]);
+      expect(c.pages.buffer).not.toBe(memory);
+      expect(c.pages.equals(pagesOf(readFileSync(path), [...c.pfns]))).toBe(true);
+      // the same buffer given back twice counts once
+      src.recycle(c.pages);
+      src.recycle(c.pages);
+      const d = await capture([21]);
+      const e = await capture([22]);
+      expect(d.pages.buffer).toBe(c.pages.buffer);
+      expect(d.pages.equals(pagesOf(readFileSync(path), [...d.pfns]))).toBe(true);
+      expect(e.pages.buffer).not.toBe(c.pages.buffer);
+    } finally {
+      log.close();
+    }
+  });
+
   it('truncates the log at each capture when the producer is paused', async () => {
     const path = tmp('img');
     const logPath = tmp('dlog');
