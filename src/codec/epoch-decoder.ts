@@ -65,6 +65,8 @@ export class EpochDecoder {
   private readonly scratch: Uint8Array;
   private readonly hashOut = new Uint32Array(2);
   private epoch = -1;
+  /** The epoch {@link absorb} last took pages of (−1: none since the last begin or reset). */
+  private absorbing = -1;
   private open = false;
   private failed: RwanError | undefined;
   private nextSeq = 0;
@@ -105,6 +107,8 @@ export class EpochDecoder {
     }
     this.epoch = epoch;
     this.open = true;
+    this.absorbing = -1;
+    this.cache.beginEpoch();
     this.nextSeq = 0;
     this.prevPfn = -1;
     this.pfns = new EpochPfns();
@@ -219,6 +223,7 @@ export class EpochDecoder {
     this.failed = undefined;
     this.open = false;
     this.epoch = -1;
+    this.absorbing = -1;
   }
 
   /** The page cache's index as bytes ({@link PageCache.snapshot}), between epochs. */
@@ -266,6 +271,8 @@ export class EpochDecoder {
         `absorb(${epoch}) after epoch ${this.epoch}${this.open ? ' still open' : ''}`,
       );
     }
+    if (epoch !== this.absorbing) this.cache.beginEpoch(); // as begin() did when it was decoded
+    this.absorbing = epoch;
     this.epoch = epoch;
     this.cache.set(pfn, page);
   }

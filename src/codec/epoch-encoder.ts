@@ -90,6 +90,7 @@ export class EpochEncoder {
     }
     this.epoch = epoch;
     this.open = true;
+    this.cache.beginEpoch();
     this.pos = 0;
     this.chunkRecords = 0;
     this.seq = 0;

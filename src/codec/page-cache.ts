@@ -36,7 +36,13 @@ export interface PageCacheStats {
   bytes: number;
 }
 
-/** A byte-capped LRU of page copies keyed by pfn. */
+/**
+ * A byte-capped LRU of page copies keyed by pfn, which never evicts a page of the current epoch
+ * ({@link beginEpoch}): once every cached page was sent in the current epoch, a new page is simply
+ * not cached. Plain LRU would let an epoch with more dirty pages than the cache holds push out each
+ * page before the next epoch sends it again — no delta at all, exactly when deltas matter most;
+ * this way the pages cached first keep their copies, and deltas resume as soon as epochs shrink.
+ */
 export class PageCache {
   private readonly slab: Buffer;
   private readonly free: number[] = [];
@@ -53,6 +59,9 @@ export class PageCache {
   private readonly freeIds: number[] = [];
   private nextId = 1;
   private used = 0;
+  /** The current epoch's number, and per entry the epoch it was last sent in. */
+  private era = 0;
+  private eraOf = new Int32Array(64);
   private readonly counters = { hits: 0, misses: 0, evictions: 0 };
 
   /**
@@ -153,7 +162,7 @@ export class PageCache {
       this.used += ZERO_ENTRY_BYTES;
       return -1;
     }
-    this.makeRoom(this.pageSize, true);
+    if (!this.makeRoom(this.pageSize, true)) return -1; // the cache is all this epoch's: not cached
     const slot = this.free.pop() ?? (this.fresh < this.slots ? this.fresh++ : undefined);
     if (slot === undefined) return -1; // a cap below one page: nothing is cached
     this.add(pfn, slot);
@@ -230,6 +239,15 @@ export class PageCache {
     return out;
   }
 
+  /**
+   * A new epoch starts: the pages sent from now on cannot be evicted until the next one (both sides
+   * call it at the same points: the encoder's and the decoder's begin, and between the epochs a
+   * restart replays).
+   */
+  beginEpoch(): void {
+    this.era = (this.era + 1) | 0;
+  }
+
   /** Forget everything (both sides do this when a session restarts from a full copy). */
   reset(): void {
     while (this.next[0] !== 0) this.drop(this.next[0] as number);
@@ -268,11 +286,13 @@ export class PageCache {
     this.prev = bigger(this.prev, Int32Array);
     this.next = bigger(this.next, Int32Array);
     this.slotOf = bigger(this.slotOf, Int32Array);
+    this.eraOf = bigger(this.eraOf, Int32Array);
     this.pfnOf = bigger(this.pfnOf, Float64Array);
   }
 
-  /** Insert `id` as the most recent entry. */
+  /** Insert `id` as the most recent entry (sent in the current epoch). */
   private link(id: number): void {
+    this.eraOf[id] = this.era;
     const last = this.prev[0] as number;
     this.next[last] = id;
     this.prev[id] = last;
@@ -288,21 +308,28 @@ export class PageCache {
   }
 
   private toMostRecent(id: number): void {
+    this.eraOf[id] = this.era;
     if (this.prev[0] === id) return;
     this.unlink(id);
     this.link(id);
   }
 
-  private makeRoom(bytes: number, needSlot: boolean): void {
+  /**
+   * Evict least recently sent entries until `bytes` (and a slot) fit; false when that would evict a
+   * page of the current epoch (pages sent in it are the most recent, so then all the rest are too).
+   */
+  private makeRoom(bytes: number, needSlot: boolean): boolean {
     while (
       this.used + bytes > this.capBytes ||
       (needSlot && this.free.length === 0 && this.fresh === this.slots)
     ) {
       const oldest = this.next[0] as number;
-      if (oldest === 0) return;
+      if (oldest === 0) return true;
+      if (this.eraOf[oldest] === this.era) return false;
       this.drop(oldest);
       this.counters.evictions++;
     }
+    return true;
   }
 
   private drop(id: number): void {

@@ -21,6 +21,7 @@ describe('PageCache', () => {
     c.set(1, page(1));
     c.set(2, page(2));
     c.set(3, page(3));
+    c.beginEpoch();
     c.set(1, page(11)); // 1 becomes most recent
     c.set(4, page(4)); // evicts 2
     expect(c.peek(2)).toBeUndefined();
@@ -29,6 +30,29 @@ describe('PageCache', () => {
     expect(c.peek(4)).toEqual(page(4));
     expect(c.stats().evictions).toBe(1);
     expect(c.stats().bytes).toBeLessThanOrEqual(3 * 512);
+  });
+
+  it('never evicts a page of the current epoch: past the cap, new pages are not cached', () => {
+    const c = new PageCache(512, 3 * 512);
+    c.beginEpoch();
+    for (const pfn of [1, 2, 3, 4, 5]) c.set(pfn, page(pfn)); // an epoch larger than the cache
+    expect([1, 2, 3, 4, 5].map((pfn) => c.peek(pfn) !== undefined)).toEqual([true, true, true, false, false]);
+    expect(c.touch(6, false)).toBe(-1);
+    expect(c.stats().evictions).toBe(0);
+    c.beginEpoch();
+    c.set(2, page(22)); // sent again: a hit, kept
+    c.set(7, page(7)); // evicts 1 (least recent, of the previous epoch)
+    c.set(8, page(8)); // evicts 3
+    c.set(9, page(9)); // all three are this epoch's: not cached
+    expect([1, 2, 3, 7, 8, 9].map((pfn) => c.peek(pfn) !== undefined)).toEqual([
+      false,
+      true,
+      false,
+      true,
+      true,
+      false,
+    ]);
+    expect(c.stats().evictions).toBe(2);
   });
 
   it('zero pages count a small entry, and two caches fed the same operations stay identical', () => {
