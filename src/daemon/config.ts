@@ -118,7 +118,7 @@ export const DEFAULTS = {
   idleTimeout: '5s',
   handshakeTimeout: '10s',
   deadTime: '3s',
-  staging: '256MiB',
+  staging: '64MiB',
   checkpoint: '256MiB',
   logLevel: 'info',
   port: 7800,

@@ -80,6 +80,13 @@ export const CAPTURES_AHEAD = 1;
  */
 export const CAPTURE_AHEAD_BYTES = 32 * 2 ** 20;
 
+/**
+ * The next capture also waits while the unacknowledged epochs' chunks (the retransmit buffer) hold
+ * this much: small epochs fill the window, epochs of raw pages (a dirty set larger than the page
+ * cache) would otherwise keep W × tens of MB each.
+ */
+export const RETAINED_BYTES = 64 * 2 ** 20;
+
 /** Opens one secured connection to the receiver. */
 export type Dialer = () => Promise<{
   socket: ConstructorParameters<typeof Channel>[0];
@@ -147,6 +154,8 @@ export interface SenderEpochStats {
 /** One epoch on its way: its frames as they are encoded, kept until acknowledged. */
 class OutEpoch {
   readonly chunks: ChunkFrame[] = [];
+  /** Chunk data bytes held (for the retransmit buffer's bound). */
+  bytes = 0;
   end: EpochEndFrame | undefined;
   resent = 0;
   endSentAt = 0;
@@ -161,6 +170,7 @@ class OutEpoch {
 
   push(c: ChunkFrame): void {
     this.chunks.push(c);
+    this.bytes += c.data.length;
     this.wake();
   }
 
@@ -496,6 +506,7 @@ export class SenderSession extends EventEmitter {
         () =>
           (this.retained.size < this.o.window &&
             this.acked + this.retained.size < max &&
+            this.retainedBytes() < RETAINED_BYTES &&
             (this.encoding === 0 ||
               (this.encoding <= CAPTURES_AHEAD && this.encodingBytes < CAPTURE_AHEAD_BYTES))) ||
           !this.running,
@@ -594,6 +605,13 @@ export class SenderSession extends EventEmitter {
 
   // ---------------------------------------------------------------------------------------------
   // the send pump
+
+  /** Chunk bytes of the unacknowledged epochs. */
+  private retainedBytes(): number {
+    let n = 0;
+    for (const out of this.retained.values()) n += out.bytes;
+    return n;
+  }
 
   /** Send retained epochs in order, then new ones as they come, until the connection generation changes. */
   private async pump(gen: number): Promise<void> {
