@@ -321,35 +321,62 @@ export class ReceiverSession extends EventEmitter {
   // ---------------------------------------------------------------------------------------------
 
   /**
-   * The store's replayer: restore the decoder from the checkpoint's sidecar (with the cache cap it
-   * was saved under: the sender's, adopted at its HELLO), then bring it through the journal's epochs.
+   * The store's replayer: restore the decoder from the checkpoint's sidecar, then bring it through
+   * the journal's epochs.
    */
   private replayer(sidecar: Buffer | null, sidecarEpoch: number | null): Replayer {
-    const { pageSize } = this.o;
-    const saved = sidecar === null ? null : decodeSidecar(sidecar, pageSize);
-    this.cacheBytes = (saved && PageCache.snapshotCap(saved.index)) ?? this.o.cacheBytes;
-    this.decoder = new EpochDecoder({ pageSize, cacheBytes: this.cacheBytes });
-    this.decoderValid = true;
-    if (saved !== null) {
-      const slot = new Map<number, number>();
-      for (let i = 0; i < saved.pfns.length; i++) slot.set(saved.pfns[i] as number, i);
-      for (const { pfn, page } of this.decoder.restoreCache(saved.index, sidecarEpoch)) {
-        const i = slot.get(pfn);
-        if (i === undefined)
-          throw new RwanError('RWAN_ERR_STORE', `checkpoint sidecar: no content for page ${pfn}`);
-        page.set(saved.pages.subarray(i * pageSize, (i + 1) * pageSize));
-      }
+    let lost: string | undefined; // why the checkpoint's cache could not be restored
+    try {
+      this.restoreDecoder(sidecar, sidecarEpoch);
+    } catch (err) {
+      // a sidecar this build cannot use: the sender starts over with a full copy (a journal epoch
+      // that needs the cache cannot be replayed, and says so)
+      lost = (err as Error).message;
+      this.cacheBytes = this.o.cacheBytes;
+      this.decoder = new EpochDecoder({ pageSize: this.o.pageSize, cacheBytes: this.cacheBytes });
+      this.decoderValid = false;
+      this.o.log.warn({ err: lost }, 'page cache not restored: a full copy will follow');
     }
     let epoch = sidecarEpoch ?? -1;
     return {
       begin: (e) => {
         epoch = e.epoch;
-        if (e.full) this.decoder.reset();
+        if (e.full) {
+          this.decoder.reset();
+          this.decoderValid = true;
+        }
       },
-      page: (pfn, page) => this.decoder.absorb(epoch, pfn, page),
-      decode: (payload, out) =>
-        this.decodePayload(payload, (pfn, page, zero) => out(pfn, zero ? null : page)),
+      page: (pfn, page) => {
+        if (this.decoderValid) this.decoder.absorb(epoch, pfn, page);
+      },
+      decode: (payload, out) => {
+        if (!this.decoderValid) {
+          throw new RwanError('RWAN_ERR_STORE', `epoch ${epoch} needs the page cache, not restored: ${lost}`);
+        }
+        this.decodePayload(payload, (pfn, page, zero) => out(pfn, zero ? null : page));
+      },
     };
+  }
+
+  /**
+   * A decoder at epoch `sidecarEpoch` from a checkpoint's sidecar (with the cache cap it was saved
+   * under: the sender's, adopted at its HELLO), or a fresh one without a sidecar.
+   */
+  private restoreDecoder(sidecar: Buffer | null, sidecarEpoch: number | null): void {
+    const { pageSize } = this.o;
+    const saved = sidecar === null ? null : decodeSidecar(sidecar, pageSize);
+    this.cacheBytes = (saved && PageCache.snapshotCap(saved.index)) ?? this.o.cacheBytes;
+    this.decoder = new EpochDecoder({ pageSize, cacheBytes: this.cacheBytes });
+    this.decoderValid = true;
+    if (saved === null) return;
+    const slot = new Map<number, number>();
+    for (let i = 0; i < saved.pfns.length; i++) slot.set(saved.pfns[i] as number, i);
+    for (const { pfn, page } of this.decoder.restoreCache(saved.index, sidecarEpoch)) {
+      const i = slot.get(pfn);
+      if (i === undefined)
+        throw new RwanError('RWAN_ERR_STORE', `checkpoint sidecar: no content for page ${pfn}`);
+      page.set(saved.pages.subarray(i * pageSize, (i + 1) * pageSize));
+    }
   }
 
   /** Decode an epoch journaled as its frames (BEGIN, the CHUNKs in order, END). */

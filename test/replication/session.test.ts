@@ -20,6 +20,7 @@ import {
   type SenderEpochStats,
   SenderSession,
 } from '../../src/replication/sender.js';
+import { ReplicaStore } from '../../src/replication/store.js';
 
 const PAGE = 4096;
 const say = (level: string) => (o: object, m?: string) => {
@@ -246,6 +247,31 @@ describe('sender ⇄ receiver over loopback', () => {
     expect(source.maxHeld).toBeLessThanOrEqual(CAPTURES_AHEAD + 1);
     expect(source.recycled).toBeGreaterThanOrEqual(39);
   }, 60_000);
+
+  it('a store whose checkpoint cache cannot be restored opens, and a full copy follows', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const session = 'ab'.repeat(16);
+    const { store } = await ReplicaStore.open({ dir, pageSize: PAGE });
+    const w = store.beginEpoch(1, { full: true, imageBytes: 8 * PAGE, sessionId: session });
+    for (let pfn = 0; pfn < 8; pfn++) w.addPage(pfn, Buffer.alloc(PAGE, pfn + 1));
+    await w.commit();
+    await store.checkpoint(Buffer.from('a sidecar of another format'));
+    await store.close();
+    const rx = await startReceiver(dir);
+    cleanups.push(rx.stop);
+    expect(rx.receiver.lastEpoch).toBe(1); // the replica is there; the cache is not
+    const source = new MemorySource(256, 5);
+    const sender = startSender(rx.port, source, { maxEpochs: 5 });
+    const got: ReceiverEpochStats[] = [];
+    rx.receiver.on('epoch', (e: ReceiverEpochStats) => got.push(e));
+    const sent = new Map<number, string | undefined>();
+    sender.on('epoch', (e: SenderEpochStats) => sent.set(e.epoch, e.digest));
+    await sender.run();
+    expect(sender.error).toBeUndefined();
+    expect(got[0]?.full).toBe(true);
+    for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(sent.get(g.epoch));
+  }, 30_000);
 
   it('a restarted receiver resumes from its store (no full copy); silence is one "primary lost"', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
