@@ -381,9 +381,8 @@ export class EpochDecoder {
     }
     if (!hashed) this.loops.hashPageInto(page, this.hashOut, 0);
     this.digest.add(pfn, this.hashOut[0] as number, this.hashOut[1] as number);
-    this.cache.set(pfn, page);
     // hand out the cached copy (see PageSink): it outlives the stream and the scratch page
-    const slot = this.cache.peekSlot(pfn);
+    const slot = this.cache.set(pfn, page);
     sink(pfn, slot < 0 ? page : this.cache.pages.subarray(slot * pageSize, (slot + 1) * pageSize), false);
   }
 

@@ -136,16 +136,8 @@ interface NativeAddon {
   ): number;
   /** glibc's malloc_trim(0); false elsewhere. */
   trimHeap(): boolean;
-  /** 0, or the failed read's -errno. Absent on Windows. */
-  readPages?(
-    fd: number,
-    pfns: Float64Array,
-    from: number,
-    to: number,
-    pageSize: number,
-    fileSize: number,
-    out: Uint8Array,
-  ): number;
+  /** {@link HotLoops.readPages}, returning 0 or the failed read's -errno. Absent on Windows. */
+  readPages?(...args: Parameters<HotLoops['readPages']>): number;
 }
 
 /** The addon's fault numbers, in order. */
@@ -343,6 +335,7 @@ export const fallback: HotLoops = {
 
 function wrapAddon(addon: NativeAddon): HotLoops {
   const pair = new Uint32Array(2);
+  const readNative = addon.readPages;
   return {
     kind: 'native',
     encodeDelta: addon.encodeDelta, // the addon's functions as they are: no wrapper on the hot path
@@ -358,20 +351,13 @@ function wrapAddon(addon: NativeAddon): HotLoops {
     hashPages: addon.hashPages,
     classifyPage: addon.classifyPage,
     encodePage: addon.encodePage,
-    readPages: addon.readPages
-      ? (fd, pfns, from, to, pageSize, fileSize, out) => {
-          const r = (addon.readPages as Required<NativeAddon>['readPages'])(
-            fd,
-            pfns,
-            from,
-            to,
-            pageSize,
-            fileSize,
-            out,
-          );
-          if (r !== 0) throw readError(r);
-        }
-      : fallback.readPages,
+    readPages:
+      readNative === undefined
+        ? fallback.readPages
+        : (...args) => {
+            const r = readNative(...args);
+            if (r !== 0) throw readError(r);
+          },
   };
 }
 

@@ -98,15 +98,6 @@ export class PageCache {
   }
 
   /**
-   * {@link peek} without the view: the slot of `pfn`'s copy (bytes `slot × pageSize` on in
-   * {@link pages}), or −1 when `pfn` is absent or cached as a zero page.
-   */
-  peekSlot(pfn: number): number {
-    const id = this.index.get(pfn);
-    return id === undefined ? -1 : (this.slotOf[id] as number);
-  }
-
-  /**
    * Make the cached copy of `pfn` most recent and return it for writing in place (a decoder applies a
    * delta straight into it). Same effect on the cache as `set(pfn, newContent)` — no eviction, since
    * the page keeps its slot. Undefined when `pfn` is absent or cached as a zero page.
@@ -135,10 +126,15 @@ export class PageCache {
     return this.slab;
   }
 
-  /** Record that `pfn` now holds `page` (copied), or is a zero page (`null`); it becomes most recent. */
-  set(pfn: number, page: Uint8Array | null): void {
+  /**
+   * Record that `pfn` now holds `page` (copied), or is a zero page (`null`); it becomes most recent.
+   * @returns the slot the copy is in (bytes `slot × pageSize` on in {@link pages}), −1 for a zero
+   *   page or a page not cached
+   */
+  set(pfn: number, page: Uint8Array | null): number {
     const slot = this.touch(pfn, page === null);
     if (slot >= 0 && page !== null) this.slab.set(page, slot * this.pageSize);
+    return slot;
   }
 
   /**

@@ -36,13 +36,6 @@ import { checkPausable, pauseProcess } from './process-pause.js';
 /** Bytes read (and hashed) per block when a capture reads the whole file. */
 export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
 
-/**
- * Page buffers given back ({@link ImageSource.recycle}) that are kept for the next captures. The
- * sender holds at most two captures (sender.ts CAPTURES_AHEAD): one being encoded while the next is
- * taken into the spare.
- */
-export const CAPTURE_SPARE_BUFFERS = 1;
-
 /** Incremental captures whose sizes decide which given-back buffers are worth keeping. */
 const RECENT_CAPTURES = 8;
 
@@ -160,16 +153,18 @@ export class ImageSource {
   private changed: Float64Array = new Float64Array(1024);
   /** 'log': pfns announced before the previous capture whose writes may land after it. */
   private straddle: Float64Array = new Float64Array(0);
-  /** Page buffers given back, for the next incremental captures (at most CAPTURE_SPARE_BUFFERS). */
-  private spares: SharedArrayBuffer[] = [];
+  /**
+   * A page buffer given back, for the next incremental capture. One is enough: the sender holds at
+   * most two captures (sender.ts CAPTURES_AHEAD), one being encoded while the next is taken into it.
+   */
+  private spare: SharedArrayBuffer | null = null;
   /**
    * The byte lengths of the page buffers of incremental captures not given back yet, with their
    * counts: what recycle() takes back (a buffer is recognised by its length: a caller may give it
    * back through another object over the same memory).
    */
   private readonly out = new Map<number, number>();
-  /** The largest page bytes of the last {@link RECENT_CAPTURES} incremental captures. */
-  private recentNeed = 0;
+  /** The page bytes of the last {@link RECENT_CAPTURES} incremental captures. */
   private readonly needs: number[] = [];
 
   private constructor(
@@ -269,18 +264,14 @@ export class ImageSource {
   recycle(pages: Uint8Array): void {
     const ab = pages.buffer;
     const count = this.out.get(ab.byteLength);
-    if (!(ab instanceof SharedArrayBuffer) || count === undefined || this.spares.includes(ab)) return;
+    if (!(ab instanceof SharedArrayBuffer) || count === undefined || this.spare === ab) return;
     if (count > 1) this.out.set(ab.byteLength, count - 1);
     else this.out.delete(ab.byteLength);
     // A buffer far larger than the recent captures (one made while a backlog built up, e.g. the
     // epoch after a full copy) would keep that much memory resident for nothing: it is dropped.
-    if (ab.byteLength > 2 * this.recentNeed + 2 ** 20) return;
-    this.spares.push(ab);
-    // the largest are kept: they fit any capture the smaller ones fit
-    if (this.spares.length > CAPTURE_SPARE_BUFFERS) {
-      this.spares.sort((a, b) => b.byteLength - a.byteLength);
-      this.spares.length = CAPTURE_SPARE_BUFFERS;
-    }
+    if (ab.byteLength > 2 * Math.max(0, ...this.needs) + 2 ** 20) return;
+    // the larger is kept: it fits any capture the smaller one fits
+    if (this.spare === null || ab.byteLength > this.spare.byteLength) this.spare = ab;
   }
 
   /** Closes the image and the dirty log (idempotent). */
@@ -479,25 +470,19 @@ export class ImageSource {
     const need = pfns.length * this.o.pageSize;
     this.needs.push(need);
     if (this.needs.length > RECENT_CAPTURES) this.needs.shift();
-    this.recentNeed = Math.max(...this.needs);
-    let k = -1;
-    for (let i = 0; i < this.spares.length; i++) {
-      const len = (this.spares[i] as SharedArrayBuffer).byteLength;
-      if (len >= need && (k < 0 || len < (this.spares[k] as SharedArrayBuffer).byteLength)) k = i;
-    }
     // A spare too small is dropped rather than kept beside a new buffer: the memory the captures hold
     // stays that of the buffers in use. A new buffer gets an eighth more, so that epochs that grow a
     // little still fit (untouched bytes cost no memory).
     const ab =
-      k >= 0
-        ? (this.spares.splice(k, 1)[0] as SharedArrayBuffer)
+      this.spare !== null && this.spare.byteLength >= need
+        ? this.spare
         : new SharedArrayBuffer(need + Math.ceil(need / 8 / this.o.pageSize) * this.o.pageSize);
-    if (k < 0) this.spares = [];
+    this.spare = null;
     const pages = Buffer.from(ab, 0, need);
     try {
       hot.readPages(this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages);
     } catch (err) {
-      this.spares.push(ab);
+      this.spare = ab;
       throw ioError(this.o.path, err);
     }
     this.out.set(ab.byteLength, (this.out.get(ab.byteLength) ?? 0) + 1);

@@ -29,7 +29,7 @@
  * offsets, a full epoch first truncating the file.
  */
 import { createHash } from 'node:crypto';
-import { ftruncateSync, readSync, writevSync } from 'node:fs';
+import { writevSync } from 'node:fs';
 import { constants, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { isRwanError, RwanError } from '../errors.js';
@@ -1113,10 +1113,7 @@ export class ReplicaStore {
         this.fault(point);
       }
     };
-    if (p.full) {
-      await this.replica.truncate(0);
-      await this.replica.truncate(p.imageBytes);
-    }
+    if (p.full) await this.emptyReplica(p.imageBytes);
     const ps = this.pageSize;
     if (staged !== null) {
       await this.writePages(
@@ -1283,7 +1280,7 @@ export class ReplicaStore {
           `journal ${path}: record ${rec.seq} holds an encoded payload and no replayer was given`,
           where,
         );
-      } else this.replayPayload(rec, rec.payloadAt, replayer, where);
+      } else await this.replayPayload(rec, rec.payloadAt, replayer, where);
       s.lastSeq = rec.seq;
       s.committedEpoch = rec.epoch;
       s.sessionId = rec.sessionId;
@@ -1316,26 +1313,29 @@ export class ReplicaStore {
     };
   }
 
+  /** A full epoch's start: the replica emptied and sized (pages it does not carry are holes). */
+  private async emptyReplica(imageBytes: number): Promise<void> {
+    await this.replica.truncate(0);
+    await this.replica.truncate(imageBytes);
+  }
+
   /**
    * Replay a payload record: read the payload, let the replayer decode it, write each page it yields
    * straight into the replica (recovery only, so one synchronous pwrite per page is fine). A full
    * epoch first empties the file and sizes it.
    */
-  private replayPayload(
+  private async replayPayload(
     rec: JournalRecord,
     at: { offset: number; length: number },
     replayer: Replayer,
     where: Record<string, unknown>,
-  ): void {
+  ): Promise<void> {
     const ps = this.pageSize;
     const payload = Buffer.allocUnsafe(at.length);
-    if (readSync(this.journal.fd, payload, 0, at.length, at.offset) !== at.length) {
+    if ((await readFully(this.journal, payload, at.length, at.offset)) !== at.length) {
       throw damaged('journal ends inside a payload being replayed', where);
     }
-    if (rec.full) {
-      ftruncateSync(this.replica.fd, 0);
-      ftruncateSync(this.replica.fd, rec.imageBytes);
-    }
+    if (rec.full) await this.emptyReplica(rec.imageBytes);
     let first = true;
     try {
       replayer.decode(payload, (pfn, page) => {
