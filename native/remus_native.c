@@ -27,6 +27,12 @@
  *                                        run of consecutive pfns; bytes past fileSize (or past the end
  *                                        when the file shrank meanwhile) are zeros. Returns 0, or the
  *                                        failed pread's -errno (the caller throws)
+ *   mapFile(fd, length, writable)     -> an ArrayBuffer over bytes [0, length) of the file open as fd
+ *                                        (mmap MAP_SHARED: stores reach the file's page cache at once,
+ *                                        as a pwrite would), or -errno. The mapping lives until
+ *                                        unmapFile (it has no finalizer; the process's end unmaps it)
+ *   unmapFile(buffer)                 -> detaches the ArrayBuffer (every view over it becomes empty)
+ *                                        and unmaps it: 0, or -errno. A detached buffer: 0
  *
  * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
  * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
@@ -40,6 +46,7 @@
 #include <stdint.h>
 #include <string.h>
 #ifndef _WIN32
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
 #endif
@@ -915,6 +922,56 @@ static napi_value js_read_pages(napi_env env, napi_callback_info info) {
 }
 #endif
 
+#ifndef _WIN32
+static napi_value int_result(napi_env env, int v) {
+  napi_value result;
+  if (napi_create_int32(env, v, &result) != napi_ok) return NULL;
+  return result;
+}
+
+/* mapFile(fd, length, writable): see the header. */
+static napi_value js_map_file(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 3) return throw_type(env, "mapFile(fd, length, writable): 3 arguments expected");
+  double fd;
+  double length;
+  bool writable;
+  if (!get_whole(env, argv[0], 0, 2147483647.0, &fd)) return throw_range(env, "fd must be a non-negative integer");
+  if (!get_whole(env, argv[1], 1, 9007199254740991.0, &length) || (double)(size_t)length != length) {
+    return throw_range(env, "length must be a positive integer");
+  }
+  if (napi_get_value_bool(env, argv[2], &writable) != napi_ok) return throw_type(env, "writable must be a boolean");
+  const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  void *p = mmap(NULL, (size_t)length, prot, MAP_SHARED, (int)fd, 0);
+  if (p == MAP_FAILED) return int_result(env, -errno);
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, p, (size_t)length, NULL, NULL, &ab) != napi_ok) {
+    munmap(p, (size_t)length);
+    return NULL;
+  }
+  return ab;
+}
+
+/* unmapFile(buffer): see the header. */
+static napi_value js_unmap_file(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  bool is_ab = false;
+  if (argc < 1 || napi_is_arraybuffer(env, argv[0], &is_ab) != napi_ok || !is_ab) {
+    return throw_type(env, "unmapFile(buffer): an ArrayBuffer from mapFile expected");
+  }
+  void *p = NULL;
+  size_t length = 0;
+  if (napi_get_arraybuffer_info(env, argv[0], &p, &length) != napi_ok) return NULL;
+  if (p == NULL || length == 0) return int_result(env, 0);
+  if (napi_detach_arraybuffer(env, argv[0]) != napi_ok) return NULL;
+  return int_result(env, munmap(p, length) == 0 ? 0 : -errno);
+}
+#endif
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -929,6 +986,8 @@ NAPI_MODULE_INIT() {
       {"trimHeap", NULL, js_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"readPages", NULL, js_read_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mapFile", NULL, js_map_file, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unmapFile", NULL, js_unmap_file, NULL, NULL, NULL, napi_enumerable, NULL},
 #endif
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

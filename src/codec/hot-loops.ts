@@ -138,6 +138,10 @@ interface NativeAddon {
   trimHeap(): boolean;
   /** {@link HotLoops.readPages}, returning 0 or the failed read's -errno. Absent on Windows. */
   readPages?(...args: Parameters<HotLoops['readPages']>): number;
+  /** A shared mapping of bytes [0, length) of the file, or -errno. Absent on Windows. */
+  mapFile?(fd: number, length: number, writable: boolean): ArrayBuffer | number;
+  /** Detaches and unmaps a buffer from mapFile: 0, or -errno. */
+  unmapFile?(buffer: ArrayBuffer): number;
 }
 
 /** The addon's fault numbers, in order. */
@@ -214,10 +218,10 @@ function checkReadPages(
   }
 }
 
-/** The error Node's fs would throw for a failed read (`errno` as libuv gives it: negative). */
-function readError(errno: number): Error {
+/** The error Node's fs would throw for a failed call (`errno` as libuv gives it: negative). */
+function systemError(errno: number, syscall: string): Error {
   const [code, text] = getSystemErrorMap().get(errno) ?? [`E${-errno}`, 'unknown error'];
-  return Object.assign(new Error(`${code}: ${text}, read`), { errno, code, syscall: 'read' });
+  return Object.assign(new Error(`${code}: ${text}, ${syscall}`), { errno, code, syscall });
 }
 
 /** The TypeScript reference (xor-rle.ts), with the same argument checks as the addon. */
@@ -356,7 +360,7 @@ function wrapAddon(addon: NativeAddon): HotLoops {
         ? fallback.readPages
         : (...args) => {
             const r = readNative(...args);
-            if (r !== 0) throw readError(r);
+            if (r !== 0) throw systemError(r, 'read');
           },
   };
 }
@@ -423,7 +427,34 @@ function selfCheck(loops: HotLoops): string | undefined {
   return undefined;
 }
 
-function loadNative(): { loops?: HotLoops; trimHeap?: () => boolean; error?: string } {
+interface Loaded {
+  loops?: HotLoops;
+  trimHeap?: () => boolean;
+  mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
+  error?: string;
+}
+
+/** {@link mapFile} over the addon's mapFile and unmapFile. */
+function mapper(addon: NativeAddon): Loaded['mapFile'] {
+  const { mapFile: map, unmapFile: unmap } = addon;
+  if (map === undefined || unmap === undefined) return undefined;
+  return (fd, length, writable) => {
+    const r = map(fd, length, writable);
+    if (typeof r === 'number') throw systemError(r, 'mmap');
+    let mapped = true;
+    return {
+      bytes: new Uint8Array(r),
+      unmap() {
+        if (!mapped) return;
+        mapped = false;
+        const rc = unmap(r);
+        if (rc !== 0) throw systemError(rc, 'munmap');
+      },
+    };
+  };
+}
+
+function loadNative(): Loaded {
   if (process.env.REMUS_WAN_NATIVE === '0') return { error: 'disabled by REMUS_WAN_NATIVE=0' };
   try {
     const root = packageRoot(dirname(fileURLToPath(import.meta.url)));
@@ -434,7 +465,7 @@ function loadNative(): { loops?: HotLoops; trimHeap?: () => boolean; error?: str
     const loops = wrapAddon(addon);
     const wrong = selfCheck(loops);
     return wrong === undefined
-      ? { loops, trimHeap: addon.trimHeap }
+      ? { loops, trimHeap: addon.trimHeap, mapFile: mapper(addon) }
       : { error: `self-check failed: ${wrong}` };
   } catch (err) {
     return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '' };
@@ -459,3 +490,21 @@ export const hot: HotLoops = native ?? fallback;
  * buffers come and go (chunks, frames, reads) otherwise keeps tens of MiB it no longer uses.
  */
 export const trimHeap: () => boolean = loaded.trimHeap ?? (() => false);
+
+/** A shared mapping of a file's bytes (see {@link mapFile}). */
+export interface FileMapping {
+  /** The file's bytes [0, length): stores reach the file's page cache at once, as a pwrite would. */
+  readonly bytes: Uint8Array;
+  /** Unmap (idempotent): every view over {@link FileMapping.bytes} becomes empty. */
+  unmap(): void;
+}
+
+/**
+ * Map bytes [0, `length`) of the file open as `fd` (mmap MAP_SHARED, read-only unless `writable`),
+ * through the addon; undefined without it (use pread/pwrite then). The file must hold `length` bytes
+ * for as long as the mapping is used: touching a page past its end kills the process (SIGBUS). The
+ * mapping's resident pages count in the process's RSS, so the daemons do not map their files.
+ * @throws Error as Node's fs would (`code`, `errno`, `syscall: 'mmap'`)
+ */
+export const mapFile: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined =
+  loaded.mapFile;

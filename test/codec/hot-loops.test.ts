@@ -4,7 +4,7 @@
  * same hashes, same fused encodePage — across page sizes 1..8192 and unaligned byteOffsets. CI builds the addon, so a missing
  * addon FAILS this file (build it with `node tools/build-native.mjs`).
  */
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -1050,6 +1050,55 @@ describe('readPages', () => {
         loops.readPages(fd, Float64Array.of(5, 6), 0, 2, 4096, 4096, out);
         expect(out.every((v) => v === 0)).toBe(true);
       }
+    } finally {
+      closeSync(fd);
+    }
+  });
+});
+
+describe('mapFile', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rwan-mapfile-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('maps a file shared both ways; unmap empties every view and is idempotent', () => {
+    const map = mod.mapFile;
+    if (map === undefined) throw new Error(`the addon cannot map files: ${mod.nativeLoadError}`);
+    const path = join(dir, 'shared');
+    writeFileSync(path, Buffer.alloc(8192, 3));
+    const fd = openSync(path, 'r+');
+    try {
+      const m = map(fd, 8192, true);
+      expect(m.bytes.length).toBe(8192);
+      expect(m.bytes[8191]).toBe(3);
+      m.bytes.fill(9, 4096, 4100);
+      const back = Buffer.alloc(6);
+      readSync(fd, back, 0, 6, 4094);
+      expect([...back]).toEqual([3, 3, 9, 9, 9, 9]);
+      writeSync(fd, Buffer.of(7), 0, 1, 0);
+      expect(m.bytes[0]).toBe(7);
+      const view = m.bytes.subarray(4096);
+      m.unmap();
+      expect(m.bytes.length).toBe(0);
+      expect(view.length).toBe(0);
+      m.unmap();
+      const ro = map(fd, 4096, false);
+      expect(ro.bytes[0]).toBe(7);
+      ro.unmap();
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  it('reports a failed mmap as fs would, and checks its arguments', () => {
+    const map = mod.mapFile;
+    if (map === undefined) throw new Error(`the addon cannot map files: ${mod.nativeLoadError}`);
+    const path = join(dir, 'ro');
+    writeFileSync(path, Buffer.alloc(4096));
+    const fd = openSync(path, 'r');
+    try {
+      expect(() => map(fd, 4096, true)).toThrow(expect.objectContaining({ code: 'EACCES', syscall: 'mmap' }));
+      expect(() => map(fd, 0, false)).toThrow(RangeError);
+      expect(() => map(-1, 4096, false)).toThrow(RangeError);
     } finally {
       closeSync(fd);
     }

@@ -233,52 +233,63 @@ describe('reset while a writer process appends (O_APPEND)', () => {
     if (!existsSync(WRITER_JS)) execSync('npm run build', { cwd: ROOT, stdio: 'ignore' });
   });
 
-  it("the writer leaves the generator's memory in the image and every dirty pfn in the log", async () => {
-    const image = tmp('img');
-    const logPath = tmp();
-    const o = { pages: 300, seed: 5, dirtyPerEpoch: 25, pageSize: 1024 };
-    const run = spawnSync(
-      process.execPath,
-      [WRITER_JS, '--image', image, '--pages', '300', '--seed', '5', '--dirty-per-epoch', '25'].concat([
-        '--page-size',
-        '1024',
-        '--epochs',
-        '6',
-        '--dirty-log',
-        logPath,
-      ]),
-      { encoding: 'latin1' },
-    );
-    expect(run.status).toBe(0);
-    const w = new Workload(o);
-    const dirty = new Set<number>();
-    let pages = 0;
-    for (let i = 0; i < 6; i++) {
-      const e = w.nextEpoch();
-      for (const pfn of e.pfns) dirty.add(pfn);
-      pages += e.pfns.length;
-    }
-    expect(run.stdout).toMatch(new RegExp(`^ready \\d+\ndone 6 ${pages}\n$`));
-    expect(readFileSync(image).equals(w.memory)).toBe(true);
-    const r = track(await DirtyLogReader.open(logPath, 1024));
-    expect([...(await r.read())]).toEqual([...dirty].sort((a, b) => a - b));
-    expect(r.recordsRead).toBe(pages);
+  it.each([
+    ['map', 'epoch'],
+    ['map', 'page'],
+    ['pwrite', 'page'],
+  ])(
+    "the writer (--io %s, --log-batch %s) leaves the generator's memory in the image and every dirty pfn in the log",
+    async (io, batch) => {
+      const image = tmp('img');
+      const logPath = tmp();
+      const o = { pages: 300, seed: 5, dirtyPerEpoch: 25, pageSize: 1024 };
+      const run = spawnSync(
+        process.execPath,
+        [WRITER_JS, '--image', image, '--pages', '300', '--seed', '5', '--dirty-per-epoch', '25'].concat([
+          '--page-size',
+          '1024',
+          '--epochs',
+          '6',
+          '--dirty-log',
+          logPath,
+          '--io',
+          io,
+          '--log-batch',
+          batch,
+        ]),
+        { encoding: 'latin1' },
+      );
+      expect(run.status).toBe(0);
+      const w = new Workload(o);
+      const dirty = new Set<number>();
+      let pages = 0;
+      for (let i = 0; i < 6; i++) {
+        const e = w.nextEpoch();
+        for (const pfn of e.pfns) dirty.add(pfn);
+        pages += e.pfns.length;
+      }
+      expect(run.stdout).toMatch(new RegExp(`^ready \\d+\ndone 6 ${pages}\n$`));
+      expect(readFileSync(image).equals(w.memory)).toBe(true);
+      const r = track(await DirtyLogReader.open(logPath, 1024));
+      expect([...(await r.read())]).toEqual([...dirty].sort((a, b) => a - b));
+      expect(r.recordsRead).toBe(pages);
 
-    const bad = spawnSync(process.execPath, [WRITER_JS, '--image', image, '--pages', 'x'], {
-      encoding: 'latin1',
-    });
-    expect(bad.status).toBe(2);
-    expect(bad.stderr).toContain('--pages');
-    const badSize = spawnSync(
-      process.execPath,
-      [WRITER_JS, '--image', image, '--pages', '4', '--page-size', '1000'],
-      {
+      const bad = spawnSync(process.execPath, [WRITER_JS, '--image', image, '--pages', 'x'], {
         encoding: 'latin1',
-      },
-    );
-    expect(badSize.status).toBe(2);
-    expect(badSize.stderr).toContain('RWAN_ERR_INVALID_VALUE');
-  });
+      });
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toContain('--pages');
+      const badSize = spawnSync(
+        process.execPath,
+        [WRITER_JS, '--image', image, '--pages', '4', '--page-size', '1000'],
+        {
+          encoding: 'latin1',
+        },
+      );
+      expect(badSize.status).toBe(2);
+      expect(badSize.stderr).toContain('RWAN_ERR_INVALID_VALUE');
+    },
+  );
 
   it('loses no record and reads no garbage over 40 pause / read / reset / resume rounds', async () => {
     const image = tmp('img');

@@ -6,7 +6,8 @@
  * Both daemons run as real processes on loopback, secured with TLS certificates made by
  * `remus-wan certs`. The primary's image is written by the workload writer (tools/workload/writer.ts)
  * playing the generator's default workload (docs/workload.md: default mutation and content mix, 2 % of
- * the pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick), each page logged in
+ * the pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick) through a shared
+ * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), each page logged in
  * the dirty log just before it is written (`--log-batch page`: the log names what was written, as a
  * hypervisor's dirty bitmap does). The image and the log are on tmpfs (/dev/shm, or --image-root): they
  * stand for guest RAM, and on the disk their writeback would compete with the replica's. The sender
@@ -32,7 +33,8 @@
  *                   page size summed over the receiver's stats lines. It counts the pages the dirty
  *                   log's straddle rule reads again (docs/dirty-log.md §5: a capture also reads the
  *                   pages logged before the previous one), so it can exceed what the writer wrote
- *   writer MB/s     page bytes the writer wrote in the same window (/proc/PID/io wchar)
+ *   writer MB/s     page bytes the writer wrote in the same window (its dirty-log records: /proc/PID/io
+ *                   wchar over the record size)
  *   wire MB/s       compressed chunk bytes received per second
  *   epoch ms        median epoch length as captured (the sender's `epochMs`): longer than the setting
  *                   when the window of unacknowledged epochs is full, i.e. the transport is the limit
@@ -91,6 +93,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { DIRTY_LOG_RECORD_BYTES } from '../../src/replication/dirty-log.js';
 
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WAN = join(DIST, 'src', 'cli', 'wan.js');
@@ -517,7 +520,7 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
     const lag = (text: string, q: string) => promValue(text, `nodejs_eventloop_lag_${q}_seconds`) * 1000;
     return {
       committedMBps: bytes / MB / windowS,
-      writerMBps: (((b.wchar - a.wchar) / (PAGE + 8)) * PAGE) / MB / windowS, // + 8: its dirty-log record
+      writerMBps: (writerPages(b.wchar - a.wchar) * PAGE) / MB / windowS,
       wireMBps: sum(num(rows, 'wireBytes')) / MB / windowS,
       epochs: rows.length,
       epochMsMedian: median(num(srows, 'epochMs')),
@@ -561,18 +564,26 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
 }
 
 /**
- * The writer's command line: the generator's default workload; each page logged just before it is
- * written (`--log-batch page`), so the dirty log names what was written, as a hypervisor's dirty
- * bitmap would (with epoch-sized batches a slow writer's whole batch is read again at every capture
- * until the next batch, docs/dirty-log.md §5).
+ * The writer's command line: the generator's default workload, written into a shared mapping of the
+ * image (`--io map`: a page write is its mutation, as a guest writes its RAM); each page logged just
+ * before it is written (`--log-batch page`), so the dirty log names what was written, as a
+ * hypervisor's dirty bitmap would (with epoch-sized batches a slow writer's whole batch is read again
+ * at every capture until the next batch, docs/dirty-log.md §5).
  */
 function writerArgs(env: Env, img: string, dlog: string): string[] {
   return [WRITER, '--image', img, '--pages', String(env.pages), '--seed', String(SEED)].concat([
+    '--io',
+    'map',
     '--dirty-log',
     dlog,
     '--log-batch',
     'page',
   ]);
+}
+
+/** Page writes behind a growth of the writer's wchar: with --io map it writes only the log records. */
+function writerPages(wchar: number): number {
+  return wchar / DIRTY_LOG_RECORD_BYTES;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -602,7 +613,7 @@ async function writerAlone(
     await sleep(seconds * 1000);
     const b = { t: performance.now(), wchar: ioCounter(pid, 'wchar'), cpu: cpuSeconds(pid) };
     const s = (b.t - a.t) / 1000;
-    const pagesPerS = (b.wchar - a.wchar) / (PAGE + 8) / s;
+    const pagesPerS = writerPages(b.wchar - a.wchar) / s;
     return { pagesPerS, MBps: (pagesPerS * PAGE) / MB, cpuCores: (b.cpu - a.cpu) / s };
   } finally {
     await stop(w, 5000);

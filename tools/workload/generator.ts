@@ -296,6 +296,14 @@ function mix32(x: number): number {
   return h >>> 0;
 }
 
+/** Calls {@link Workload.nextEpoch} makes while it writes an epoch. */
+export interface EpochHooks {
+  /** The epoch's pages (distinct, in the order they will be written), before the first is written. */
+  picked?(pfns: Uint32Array): void;
+  /** Just before page `pfn` is written (mutated). */
+  beforeWrite?(pfn: number): void;
+}
+
 /**
  * A synthetic guest: its memory and a seeded sequence of epochs of dirty pages. Iterable (yields
  * `epochs` epochs); {@link nextEpoch} can go on past that.
@@ -333,7 +341,12 @@ export class Workload implements Iterable<WorkloadEpoch> {
   private readonly clockBase: number;
   private current = 0;
 
-  constructor(options: WorkloadOptions) {
+  /**
+   * @param memory where the guest memory lives (default: a new Buffer), exactly pages × pageSize
+   *   bytes, e.g. a shared mapping of the image file: each epoch's mutations are then its page writes.
+   *   It is zeroed, then filled with the initial memory.
+   */
+  constructor(options: WorkloadOptions, memory?: Uint8Array) {
     if (endianness() !== 'LE') {
       throw new RwanError('RWAN_ERR_INTERNAL', 'workload: a little-endian host is required');
     }
@@ -342,7 +355,16 @@ export class Workload implements Iterable<WorkloadEpoch> {
     this.pages = o.pages;
     this.pageSize = o.pageSize;
     this.wordsPerPage = o.pageSize >>> 2;
-    this.memory = Buffer.alloc(o.pages * o.pageSize);
+    if (memory !== undefined && memory.length !== o.pages * o.pageSize) {
+      throw new RwanError(
+        'RWAN_ERR_INVALID_VALUE',
+        `workload: memory of ${memory.length} bytes, expected ${o.pages} pages × ${o.pageSize}`,
+      );
+    }
+    this.memory =
+      memory === undefined
+        ? Buffer.alloc(o.pages * o.pageSize)
+        : Buffer.from(memory.buffer, memory.byteOffset, memory.length).fill(0);
     this.u32 = new Uint32Array(this.memory.buffer, this.memory.byteOffset, this.memory.length >>> 2);
     this.state = (o.seed ^ 0x5eed1e55) >>> 0;
     this.seedHash = mix32(o.seed + 0x9e3779b9);
@@ -420,8 +442,11 @@ export class Workload implements Iterable<WorkloadEpoch> {
     return { generator: 'remus-wan workload', ...this.options };
   }
 
-  /** Advances one epoch: picks the dirty pages, mutates them in place, returns them. */
-  nextEpoch(): WorkloadEpoch {
+  /**
+   * Advances one epoch: picks the dirty pages, mutates them in place (calling `hooks` as it goes),
+   * returns them.
+   */
+  nextEpoch(hooks?: EpochHooks): WorkloadEpoch {
     const o = this.options;
     const epoch = ++this.current;
     const stamp = epoch >>> 0 || 1;
@@ -448,7 +473,12 @@ export class Workload implements Iterable<WorkloadEpoch> {
       pfn = pfn + 1 === o.pages ? 0 : pfn + 1;
     }
     // Mutate in draw order (deterministic), then report sorted.
-    for (let i = 0; i < count; i++) this.mutate(this.picked[i] as number, epoch);
+    hooks?.picked?.(this.picked.subarray(0, count));
+    const before = hooks?.beforeWrite;
+    for (let i = 0; i < count; i++) {
+      before?.(this.picked[i] as number);
+      this.mutate(this.picked[i] as number, epoch);
+    }
     const pfns = this.picked.slice(0, count).sort();
     const writes = new Uint32Array(count);
     for (let i = 0; i < count; i++) writes[i] = this.hits[pfns[i] as number] as number;
