@@ -251,6 +251,22 @@ export class EpochDecoder {
     return this.cache.cachedPages();
   }
 
+  /**
+   * The cached copy of page `pfn` (a view into the cache, valid until the cache changes), or undefined
+   * when it is not cached or cached as a zero page. No effect on the cache.
+   */
+  cachedPage(pfn: number): Uint8Array | undefined {
+    return this.cache.peek(pfn) ?? undefined;
+  }
+
+  /**
+   * Call `hook` with each cached page the cache evicts, before its memory is reused (a page of the
+   * epoch being decoded is never evicted, so the bytes are those of an earlier epoch); undefined: none.
+   */
+  onEvict(hook: ((pfn: number, page: Uint8Array) => void) | undefined): void {
+    this.cache.onEvict = hook;
+  }
+
   /** The cached non-zero pages (views into the cache), between epochs: what a snapshot's content is. */
   cachedPages(): Array<{ pfn: number; page: Uint8Array }> {
     if (this.open) this.fail('RWAN_ERR_CODEC_SEQUENCE', 'cachedPages() inside an epoch');

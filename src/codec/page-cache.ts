@@ -63,6 +63,8 @@ export class PageCache {
   private era = 0;
   private eraOf = new Int32Array(64);
   private readonly counters = { hits: 0, misses: 0, evictions: 0 };
+  /** Called with each evicted non-zero page (its pfn and copy), before the slot is reused. */
+  onEvict: ((pfn: number, page: Uint8Array) => void) | undefined;
 
   /**
    * @param pageSize bytes per page
@@ -322,6 +324,8 @@ export class PageCache {
       const oldest = this.next[0] as number;
       if (oldest === 0) return true;
       if (this.eraOf[oldest] === this.era) return false;
+      const page = this.onEvict === undefined ? null : this.view(oldest);
+      if (page !== null) this.onEvict?.(this.pfnOf[oldest] as number, page);
       this.drop(oldest);
       this.counters.evictions++;
     }

@@ -56,7 +56,6 @@ import {
 } from '../protocol/frames.js';
 import { awaitHello, Channel } from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
-import { digestFile } from './image-digest.js';
 import { getU64, pad8, putU64 } from './journal.js';
 import type { Log } from './sender.js';
 import { type RecoveryReport, type Replayer, ReplicaStore, type StoreOptions } from './store.js';
@@ -185,7 +184,7 @@ export class ReceiverSession extends EventEmitter {
   private constructor(private readonly o: ReceiverOptions) {
     super();
     this.cacheBytes = o.cacheBytes;
-    this.decoder = new EpochDecoder({ pageSize: o.pageSize, cacheBytes: o.cacheBytes });
+    this.decoder = this.newDecoder(o.cacheBytes);
     this.detector = new FailureDetector({ deadTimeMs: o.deadTimeMs });
     this.timer = setInterval(() => this.tick(), Math.min(100, o.deadTimeMs / 4)).unref();
   }
@@ -196,14 +195,9 @@ export class ReceiverSession extends EventEmitter {
    */
   static async create(o: ReceiverOptions): Promise<ReceiverSession> {
     const s = new ReceiverSession(o);
-    const opened = await ReplicaStore.open({
-      ...o.store,
-      pageSize: o.pageSize,
-      replayer: (sidecar, epoch) => s.replayer(sidecar, epoch),
-    });
-    s.replica = opened;
-    s.sessionHex = opened.store.state.sessionId;
-    const last = opened.store.state.committedEpoch;
+    await s.openStore();
+    s.sessionHex = s.store.state.sessionId;
+    const last = s.store.state.committedEpoch;
     if (last !== null && s.decoderValid) {
       s.o.log.info({ epoch: last, cachedPages: s.decoder.cacheStats().entries }, 'page cache rebuilt');
     }
@@ -226,6 +220,7 @@ export class ReceiverSession extends EventEmitter {
    */
   async drained(): Promise<void> {
     while (this.processing) await this.processing;
+    if (!this.storeFailed && !this.closed) this.store.flushRetained();
   }
 
   /** Last epoch committed durably (what a reconnecting sender resumes after). */
@@ -320,6 +315,34 @@ export class ReceiverSession extends EventEmitter {
 
   // ---------------------------------------------------------------------------------------------
 
+  /** A decoder whose evicted pages go to the replica when the store retains them (write-back). */
+  private newDecoder(cacheBytes: number): EpochDecoder {
+    const d = new EpochDecoder({ pageSize: this.o.pageSize, cacheBytes });
+    d.onEvict((pfn, page) => {
+      if (this.replica !== undefined) this.store.writeBack(pfn, page);
+    });
+    return d;
+  }
+
+  /**
+   * Close the store and open it again: recovery brings the replica to the last committed epoch from
+   * the journal, and rebuilds the decoder as it does at start-up.
+   */
+  private async reopenStore(): Promise<void> {
+    await this.store.close();
+    this.replica = undefined;
+    await this.openStore();
+  }
+
+  /** Open (and recover) the store; its replayer rebuilds the decoder. */
+  private async openStore(): Promise<void> {
+    this.replica = await ReplicaStore.open({
+      ...this.o.store,
+      pageSize: this.o.pageSize,
+      replayer: (sidecar, epoch) => this.replayer(sidecar, epoch),
+    });
+  }
+
   /**
    * The store's replayer: restore the decoder from the checkpoint's sidecar, then bring it through
    * the journal's epochs.
@@ -333,7 +356,7 @@ export class ReceiverSession extends EventEmitter {
       // that needs the cache cannot be replayed, and says so)
       lost = (err as Error).message;
       this.cacheBytes = this.o.cacheBytes;
-      this.decoder = new EpochDecoder({ pageSize: this.o.pageSize, cacheBytes: this.cacheBytes });
+      this.decoder = this.newDecoder(this.cacheBytes);
       this.decoderValid = false;
       this.o.log.warn({ err: lost }, 'page cache not restored: a full copy will follow');
     }
@@ -366,7 +389,7 @@ export class ReceiverSession extends EventEmitter {
     const { pageSize } = this.o;
     const saved = sidecar === null ? null : decodeSidecar(sidecar, pageSize);
     this.cacheBytes = (saved && PageCache.snapshotCap(saved.index)) ?? this.o.cacheBytes;
-    this.decoder = new EpochDecoder({ pageSize, cacheBytes: this.cacheBytes });
+    this.decoder = this.newDecoder(this.cacheBytes);
     this.decoderValid = true;
     if (saved === null) return;
     const slot = new Map<number, number>();
@@ -468,7 +491,8 @@ export class ReceiverSession extends EventEmitter {
           'adopting the sender page cache cap',
         );
         this.cacheBytes = theirs.cacheBytes;
-        this.decoder = new EpochDecoder({ pageSize: this.o.pageSize, cacheBytes: theirs.cacheBytes });
+        this.store.flushRetained();
+        this.decoder = this.newDecoder(theirs.cacheBytes);
         this.decoderValid = false;
       }
       // a sender (re)connects channel 0 first and then all the others: the old connections are stale,
@@ -648,6 +672,22 @@ export class ReceiverSession extends EventEmitter {
         // the epoch did not decode or verify: the sender starts over with a full copy
         this.counters.digestFailures++;
         this.o.log.warn({ code: e.code, err: e.message, epoch }, 'epoch rejected: asking for a full copy');
+        if (this.store.retainedPages > 0) {
+          // the decoder changed cached pages the replica does not have yet: rebuild it from the journal
+          try {
+            await this.reopenStore();
+          } catch (err2) {
+            const e2 = asRwanError(err2);
+            this.storeFailed = true;
+            this.o.log.error(
+              { code: e2.code, err: e2.message, epoch },
+              'cannot rebuild the replica: stopping',
+            );
+            this.emit('fatal', e2);
+            void this.close();
+            return;
+          }
+        }
         this.decoder.reset();
         this.decoderValid = false;
         this.dropStaging();
@@ -687,6 +727,7 @@ export class ReceiverSession extends EventEmitter {
     }
     const t0 = performance.now();
     if (full) {
+      this.store.flushRetained();
       this.decoder.reset();
       this.decoderValid = true;
     }
@@ -696,6 +737,8 @@ export class ReceiverSession extends EventEmitter {
       sessionId: this.sessionHex as string,
       // the pages stay in the decoder's cache until the commit: lend them rather than copy
       borrow: this.decoder.keepsPages(end.pageCount),
+      // write-back: the replica gets a cached page when the cache evicts it or at a checkpoint
+      retain: (pfn) => this.decoder.cachedPage(pfn),
     });
     let raw = 0;
     // the journal keeps the epoch's frames as they came (a replay decodes them again)
@@ -743,7 +786,7 @@ export class ReceiverSession extends EventEmitter {
       commitMs,
       ackMs,
     };
-    if (this.o.verify) stats.replicaDigest = await digestFile(this.store.replicaPath);
+    if (this.o.verify) stats.replicaDigest = await this.store.digest();
     this.emit('epoch', stats);
   }
 

@@ -33,6 +33,7 @@ import { writevSync } from 'node:fs';
 import { constants, type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { isRwanError, RwanError } from '../errors.js';
+import { ImageDigest } from './image-digest.js';
 import {
   BlockReader,
   encodeHeader,
@@ -193,6 +194,19 @@ export interface EpochOptions {
    * lends the decoder's cached copies when the whole epoch fits its page cache). Default false.
    */
   borrow?: boolean;
+  /**
+   * Write-back (with `borrow`, not for a full epoch): the commit does not write the epoch's data
+   * pages to the replica; the store retains them and, when it must write them (a checkpoint,
+   * {@link ReplicaStore.flushRetained}, {@link ReplicaStore.readPage}, {@link ReplicaStore.digest}),
+   * reads their bytes through `retain(pfn)`. The caller keeps there the newest committed bytes of
+   * every retained page and hands a page to {@link ReplicaStore.writeBack} before it drops it or
+   * reuses its memory. It may change retained pages in place while it produces the next epoch (which
+   * then retains or writes them); when that epoch is aborted after such changes, the replica is
+   * behind them: close the store and open it again (recovery replays the journal). The journal
+   * makes a retained page durable, as any committed page: the replica only lags behind it. A page
+   * rewritten every epoch is then written once per checkpoint instead of once per epoch.
+   */
+  retain?: (pfn: number) => Uint8Array | undefined;
 }
 
 /** The open epoch: pages in, then commit or abort. */
@@ -263,6 +277,18 @@ interface WriteRun {
   bufs: Uint8Array[];
 }
 
+/** Add page `pfn` to `runs` (pfns in increasing order): to the last run when it follows it. */
+function pushRun(runs: WriteRun[], pfn: number, page: Uint8Array, pageSize: number): void {
+  const run = runs[runs.length - 1];
+  if (
+    run !== undefined &&
+    run.pos + run.bufs.length * pageSize === pfn * pageSize &&
+    run.bufs.length < MAX_IOV
+  ) {
+    run.bufs.push(page);
+  } else runs.push({ pos: pfn * pageSize, bufs: [page] });
+}
+
 /** The pages of an epoch to apply, wherever they are. */
 interface EpochPages {
   full: boolean;
@@ -271,6 +297,8 @@ interface EpochPages {
   kinds: Uint8Array;
   /** Segments whose data is in the journal file. */
   segments: SegmentInfo[];
+  /** Retain the data pages instead of writing them ({@link EpochOptions.retain}). */
+  retains?: boolean;
 }
 
 const STATE_MAGIC = Buffer.from('RWANSTAT', 'latin1');
@@ -512,6 +540,8 @@ class OpenEpoch {
   dataSpilled = 0;
   /** The data pages added, when the epoch borrows them ({@link EpochOptions.borrow}). */
   views: Uint8Array[] | null = null;
+  /** The commit retains the borrowed pages instead of writing them ({@link EpochOptions.retain}). */
+  retains = false;
   /** Journal offset of the next byte of the record. */
   pos: number;
   headerWritten = false;
@@ -541,6 +571,9 @@ export class ReplicaStore {
   private staging: Buffer;
   private seen: Uint8Array | Set<number> = new Set();
   private current: OpenEpoch | null = null;
+  /** Committed pages not yet written to the replica, and where their bytes are (write-back). */
+  private readonly retained = new Set<number>();
+  private retainSource: ((pfn: number) => Uint8Array | undefined) | null = null;
   /** A commit, abort or checkpoint in progress (settles, never rejects). */
   private pending: Promise<void> | null = null;
   private failure: unknown;
@@ -732,6 +765,10 @@ export class ReplicaStore {
       this.live.journalEnd,
     );
     if (o.borrow === true) e.views = [];
+    if (o.borrow === true && o.retain !== undefined && !full) {
+      e.retains = true;
+      this.retainSource = o.retain;
+    }
     this.current = e;
     return {
       epoch,
@@ -752,6 +789,74 @@ export class ReplicaStore {
    * truncate the journal. `sidecar` is written as given, not copied: leave its bytes unchanged until
    * this settles. Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
    */
+  /** Committed pages that are not yet in the replica file ({@link EpochOptions.retain}). */
+  get retainedPages(): number {
+    return this.retained.size;
+  }
+
+  /**
+   * The caller is about to drop or reuse retained page `pfn`, whose committed bytes are `page`:
+   * write them to the replica now (nothing when the page is not retained). Synchronous.
+   * Errors: `RWAN_ERR_IO` (the store is failed afterwards).
+   */
+  writeBack(pfn: number, page: Uint8Array): void {
+    if (!this.retained.has(pfn)) return;
+    this.usable();
+    try {
+      writevAllSync(this.replica.fd, [page], pfn * this.pageSize);
+    } catch (err) {
+      throw this.fail(err, 'write-back');
+    }
+    this.retained.delete(pfn);
+  }
+
+  /**
+   * Write every retained page to the replica (synchronously, in pfn order): the replica file then
+   * holds the last committed epoch (for a failover, or a reader of the file). Not while the caller
+   * produces an epoch that changed retained pages. Errors: `RWAN_ERR_IO`.
+   */
+  flushRetained(): void {
+    if (this.retained.size === 0) return;
+    this.usable();
+    try {
+      this.writeRetained();
+    } catch (err) {
+      throw this.fail(err, 'write-back');
+    }
+  }
+
+  /**
+   * The image digest (image-digest.ts) of the replica as of the last committed epoch, retained pages
+   * included, without writing them.
+   */
+  async digest(): Promise<string> {
+    this.usable();
+    if (this.pending !== null) await this.pending;
+    this.usable();
+    const ps = this.pageSize;
+    const size = this.live.imageBytes;
+    const d = new ImageDigest();
+    const buf = Buffer.allocUnsafe(Math.min(size, MAX_READ_BLOCK_BYTES));
+    const retained = Float64Array.from(this.retained).sort();
+    let k = 0;
+    try {
+      for (let at = 0; at < size; ) {
+        const n = Math.min(buf.length, size - at);
+        const got = await readFully(this.replica, buf, n, at);
+        buf.fill(0, got, n);
+        for (; k < retained.length && (retained[k] as number) * ps < at + n; k++) {
+          buf.set(this.retainedPage(retained[k] as number), (retained[k] as number) * ps - at);
+        }
+        d.update(buf.subarray(0, n));
+        at += n;
+      }
+    } catch (err) {
+      if (isRwanError(err)) throw err;
+      throw ioError(err, 'read', this.replicaPath);
+    }
+    return d.hex();
+  }
+
   async checkpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
     this.usable();
     if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is open`);
@@ -775,6 +880,10 @@ export class ReplicaStore {
     const pos = pfn * this.pageSize;
     if (pos >= this.live.imageBytes) {
       into.fill(0);
+      return;
+    }
+    if (this.retained.has(pfn)) {
+      into.set(this.retainedPage(pfn));
       return;
     }
     let got: number;
@@ -819,6 +928,28 @@ export class ReplicaStore {
   }
 
   /** Record a failure (the store then refuses work until reopened) and return it as our error. */
+  /** The committed bytes of retained page `pfn`, from the caller ({@link EpochOptions.retain}). */
+  private retainedPage(pfn: number): Uint8Array {
+    const page = this.retainSource?.(pfn);
+    if (page === undefined || page.length !== this.pageSize) {
+      throw new RwanError('RWAN_ERR_INTERNAL', `retained page ${pfn} is not available to write`, {
+        details: { pfn },
+      });
+    }
+    return page;
+  }
+
+  /** Write the retained pages to the replica, in pfn order, and retain none. */
+  private writeRetained(): void {
+    if (this.retained.size === 0) return;
+    const runs: WriteRun[] = [];
+    for (const pfn of Float64Array.from(this.retained).sort()) {
+      pushRun(runs, pfn, this.retainedPage(pfn), this.pageSize);
+    }
+    for (const run of runs) writevAllSync(this.replica.fd, run.bufs, run.pos);
+    this.retained.clear();
+  }
+
   private fail(err: unknown, op: string): RwanError {
     if (!this.failed) {
       this.failed = true;
@@ -1038,7 +1169,14 @@ export class ReplicaStore {
           ? (d: number) => views[e.dataSpilled + d] as Uint8Array
           : (d: number) => this.staging.subarray(d * ps, (d + 1) * ps);
       await this.apply(
-        { full: h.full, imageBytes: h.imageBytes, pfns, kinds, segments: payload === null ? e.spilled : [] },
+        {
+          full: h.full,
+          imageBytes: h.imageBytes,
+          pfns,
+          kinds,
+          segments: payload === null ? e.spilled : [],
+          retains: e.retains,
+        },
         staged === null ? null : { seg: staged, page },
         'commit:mid-apply',
       );
@@ -1071,6 +1209,7 @@ export class ReplicaStore {
   private async checkpointSteps(sidecar: readonly Uint8Array[] | null): Promise<void> {
     const s = this.live;
     try {
+      this.writeRetained();
       this.fault('checkpoint:before-replica-fsync');
       if (this.fsync) await this.replica.datasync();
       this.fault('checkpoint:after-replica-fsync');
@@ -1184,21 +1323,20 @@ export class ReplicaStore {
         dataAt[i - lo] = isData ? d++ : -1;
         if (!isData && p.full) continue;
         const pfn = p.pfns[i] as number;
+        if (p.retains === true && isData) {
+          this.retained.add(pfn);
+          continue;
+        }
+        if (this.retained.size > 0) this.retained.delete(pfn);
         if (pfn <= prev) sorted = false;
         prev = pfn;
         order.push(i);
       }
       if (!sorted) order.sort((a, b) => (p.pfns[a] as number) - (p.pfns[b] as number));
       const runs: WriteRun[] = [];
-      let last = -2;
       for (const i of order) {
-        const pfn = p.pfns[i] as number;
         const at = dataAt[i - lo] as number;
-        const page = at >= 0 ? data(at) : this.zeroPage;
-        const run = runs[runs.length - 1];
-        if (run !== undefined && pfn === last + 1 && run.bufs.length < MAX_IOV) run.bufs.push(page);
-        else runs.push({ pos: pfn * ps, bufs: [page] });
-        last = pfn;
+        pushRun(runs, p.pfns[i] as number, at >= 0 ? data(at) : this.zeroPage, ps);
       }
       await this.runWrites(runs, afterWrite);
     }
@@ -1315,6 +1453,7 @@ export class ReplicaStore {
 
   /** A full epoch's start: the replica emptied and sized (pages it does not carry are holes). */
   private async emptyReplica(imageBytes: number): Promise<void> {
+    this.retained.clear();
     await this.replica.truncate(0);
     await this.replica.truncate(imageBytes);
   }

@@ -32,6 +32,23 @@ describe('PageCache', () => {
     expect(c.stats().bytes).toBeLessThanOrEqual(3 * 512);
   });
 
+  it('onEvict sees each evicted page and its bytes before the slot is reused; zero pages are not reported', () => {
+    const c = new PageCache(512, 2 * 512 + ZERO_ENTRY_BYTES);
+    const seen: Array<[number, number[]]> = [];
+    c.onEvict = (pfn, bytes) => seen.push([pfn, [bytes[0] as number, bytes[511] as number]]);
+    c.set(7, null);
+    c.set(1, page(1));
+    c.set(2, page(2));
+    c.beginEpoch();
+    c.set(3, page(3)); // evicts the zero page 7 (no report), then page 1
+    c.set(4, page(4)); // evicts 2
+    expect(seen).toEqual([
+      [1, [page(1)[0], page(1)[511]]],
+      [2, [page(2)[0], page(2)[511]]],
+    ]);
+    expect(c.stats().evictions).toBe(3);
+  });
+
   it('never evicts a page of the current epoch: past the cap, new pages are not cached', () => {
     const c = new PageCache(512, 3 * 512);
     c.beginEpoch();

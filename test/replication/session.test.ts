@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EncoderPort, InlineEncoder } from '../../src/replication/encoder-port.js';
-import { ImageDigest } from '../../src/replication/image-digest.js';
+import { digestFile, ImageDigest } from '../../src/replication/image-digest.js';
 import { type ReceiverEpochStats, ReceiverSession } from '../../src/replication/receiver.js';
 import {
   CAPTURES_AHEAD,
@@ -85,10 +85,10 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function startReceiver(dir: string, port = 0, deadTimeMs = 5000) {
+async function startReceiver(dir: string, port = 0, deadTimeMs = 5000, checkpointBytes = 256 * 2 ** 10) {
   const receiver = await ReceiverSession.create({
     // checkpoints every few epochs, so restarts replay both the sidecar and journaled epochs
-    store: { dir, checkpointBytes: 256 * 2 ** 10 },
+    store: { dir, checkpointBytes },
     pageSize: PAGE,
     cacheBytes: 64 * 2 ** 20,
     heartbeatMs: 50,
@@ -166,7 +166,7 @@ describe('sender ⇄ receiver over loopback', () => {
   it('every acknowledged epoch is byte-identical at the backup; a cut resumes without a full copy', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const rx = await startReceiver(dir);
+    const rx = await startReceiver(dir, 0, 5000, 2 ** 30); // no checkpoint: pages stay retained
     cleanups.push(rx.stop);
     const source = new MemorySource(2048, 42);
     const writer = setInterval(() => source.write(40), 2);
@@ -201,6 +201,64 @@ describe('sender ⇄ receiver over loopback', () => {
     for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(byEpoch.get(g.epoch));
     // and no epoch is missing or applied twice
     expect(got.map((g) => g.epoch)).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
+    // the replica file lags behind (write-back) until drained() writes the retained pages
+    expect(rx.store.retainedPages).toBeGreaterThan(0);
+    await rx.receiver.drained();
+    expect(rx.store.retainedPages).toBe(0);
+    expect(await digestFile(rx.store.replicaPath)).toBe(byEpoch.get(rx.receiver.lastEpoch as number));
+  }, 60_000);
+
+  it('an epoch that fails its digest after the decoder changed retained pages: the replica is rebuilt from the journal', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const rx = await startReceiver(dir, 0, 5000, 2 ** 30); // no checkpoint: pages stay retained
+    cleanups.push(rx.stop);
+    const BAD = 25;
+    // a relay that flips a byte of epoch BAD's END digest, then passes nothing more
+    const relay = createServer((down) => {
+      const up = netConnect(rx.port, '127.0.0.1');
+      up.pipe(down);
+      let held = Buffer.alloc(0);
+      let dead = false;
+      down.on('data', (d: Buffer) => {
+        held = Buffer.concat([held, d]);
+        while (!dead && held.length >= 12 && held.length >= 12 + held.readUInt32LE(8)) {
+          const n = 12 + held.readUInt32LE(8);
+          const frame = Buffer.from(held.subarray(0, n));
+          held = held.subarray(n);
+          if (frame[3] === 4 && Number(frame.readBigUInt64LE(12)) === BAD) {
+            frame[12 + 8] = (frame[12 + 8] as number) ^ 0xff;
+            dead = true;
+          }
+          up.write(frame);
+        }
+      });
+      const end = () => {
+        up.destroy();
+        down.destroy();
+      };
+      down.on('error', end).on('close', end);
+      up.on('error', end).on('close', end);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => relay.close(() => r())));
+    const source = new MemorySource(2048, 5);
+    const writer = setInterval(() => source.write(40), 2);
+    cleanups.push(() => clearInterval(writer));
+    const sender = startSender((relay.address() as { port: number }).port, source, { window: 1 });
+    const sent = new Map<number, string | undefined>();
+    sender.on('epoch', (s: SenderEpochStats) => sent.set(s.epoch, s.digest));
+    void sender.run();
+    cleanups.push(() => sender.stop());
+    await until(() => rx.receiver.counters.digestFailures === 1);
+    await sender.stop();
+    await rx.receiver.drained();
+    expect(rx.receiver.lastEpoch).toBe(BAD - 1);
+    const store = rx.receiver.store;
+    expect(store).not.toBe(rx.store); // reopened after the failed epoch
+    expect(rx.receiver.recovery.replayedEpochs).toEqual(Array.from({ length: BAD - 1 }, (_, i) => i + 1));
+    expect(store.retainedPages).toBe(0);
+    expect(await digestFile(store.replicaPath)).toBe(sent.get(BAD - 1));
   }, 60_000);
 
   it('holds the raw pages of at most CAPTURES_AHEAD + 1 captures, and gives them back to the source', async () => {

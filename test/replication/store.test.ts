@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import {
   copyFile,
   mkdir,
@@ -18,6 +19,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RwanError } from '../../src/errors.js';
+import { ImageDigest } from '../../src/replication/image-digest.js';
 import {
   type EpochOptions,
   FAULT_POINTS,
@@ -727,6 +729,123 @@ describe('ReplicaStore payload records', () => {
       const code = await codeOfAsync(ReplicaStore.open(replaying({ dir, pageSize: ps, fsync: false }, [])));
       if (code !== 'RWAN_ERR_STORE') expect({ at, code }).toEqual({ at, code: 'RWAN_ERR_STORE' });
     }
+  });
+});
+
+describe('ReplicaStore write-back (retain)', () => {
+  const ps = 512;
+  const o: EpochOptions = { full: false, imageBytes: 16 * ps, sessionId: SESSION_A };
+
+  /**
+   * Commits `ep` the way the receiver does: its pages are the caller's copies (a page cache: `held`),
+   * changed in place, lent (borrow) and retained; journaled as the payload.
+   */
+  async function commitRetained(store: ReplicaStore, ep: Planned, held: Map<number, Buffer>): Promise<void> {
+    const w = store.beginEpoch(ep.epoch, {
+      ...o,
+      full: ep.full,
+      borrow: true,
+      retain: (pfn) => held.get(pfn),
+    });
+    changeHeld(ep, held, (pfn, page) => w.addPage(pfn, page));
+    w.setPayload(payloadOf(ep));
+    await w.commit();
+  }
+
+  /** Apply `ep` to the caller's copies in place (a zero page is dropped), calling `each` per page. */
+  function changeHeld(
+    ep: Planned,
+    held: Map<number, Buffer>,
+    each = (_pfn: number, _page: Buffer | null) => {},
+  ) {
+    if (ep.full) held.clear();
+    for (const [pfn, page] of ep.pages) {
+      if (page === null) held.delete(pfn);
+      else {
+        const copy = held.get(pfn) ?? Buffer.alloc(ps);
+        copy.set(page);
+        held.set(pfn, copy);
+      }
+      each(pfn, page === null ? null : (held.get(pfn) as Buffer));
+    }
+  }
+
+  const digestOf = (model: Buffer) => new ImageDigest().update(model).hex();
+
+  it('retained pages reach the replica file at a write-back, a flush or a checkpoint; readPage, digest and recovery see them all along', async () => {
+    const dir = freshDir();
+    const opts = replaying({ dir, pageSize: ps, fsync: false }, []);
+    let { store } = await ReplicaStore.open(opts);
+    const held = new Map<number, Buffer>();
+    const r = prng(31);
+    let model: Buffer = Buffer.alloc(0);
+    let epoch = 0;
+    const step = async (full = false) => {
+      const ep = genEpoch(r, epoch++, { ...o, full }, ps, 6);
+      await commitRetained(store, ep, held);
+      model = applyModel(model, ep, ps);
+      // what the replica holds as of the epoch, whatever the file lags behind
+      expect(await store.digest()).toBe(digestOf(model));
+      const page = Buffer.alloc(ps);
+      for (let pfn = 0; pfn < 16; pfn++) {
+        await store.readPage(pfn, page);
+        expect(page.equals(model.subarray(pfn * ps, (pfn + 1) * ps))).toBe(true);
+      }
+    };
+    await step(true);
+    expect(store.retainedPages).toBe(0); // a full epoch is written through
+    for (let i = 0; i < 5; i++) await step();
+    expect(store.retainedPages).toBeGreaterThan(0);
+    expect(firstDiff(await readFile(store.replicaPath), model)).not.toBe(-1);
+
+    // a write-back puts one page in the file
+    const [pfn] = [...held.keys()].filter((p) => {
+      const onDisk = readFileSync(store.replicaPath).subarray(p * ps, (p + 1) * ps);
+      return !onDisk.equals(model.subarray(p * ps, (p + 1) * ps));
+    });
+    const before = store.retainedPages;
+    store.writeBack(pfn as number, held.get(pfn as number) as Buffer);
+    expect(store.retainedPages).toBe(before - 1);
+    expect(
+      readFileSync(store.replicaPath)
+        .subarray((pfn as number) * ps, (pfn as number) * ps + ps)
+        .equals(model.subarray((pfn as number) * ps, (pfn as number) * ps + ps)),
+    ).toBe(true);
+
+    // closed without a flush (as by a crash): recovery replays the journal into the file
+    await store.close();
+    ({ store } = await ReplicaStore.open(opts));
+    expect(store.retainedPages).toBe(0);
+    await expectReplica(store, model, ps);
+
+    // a checkpoint writes the retained pages first; so does flushRetained
+    for (let i = 0; i < 3; i++) await step();
+    expect(store.retainedPages).toBeGreaterThan(0);
+    await store.checkpoint(null);
+    expect(store.retainedPages).toBe(0);
+    await expectReplica(store, model, ps);
+    for (let i = 0; i < 3; i++) await step();
+    store.flushRetained();
+    expect(store.retainedPages).toBe(0);
+    await expectReplica(store, model, ps);
+
+    // a full epoch forgets what was retained (the caller's copies are gone: nothing asks for them)
+    for (let i = 0; i < 2; i++) await step();
+    await step(true);
+    await store.checkpoint(null);
+    await expectReplica(store, model, ps);
+
+    // an epoch aborted after the caller changed retained pages in place: reopening restores them
+    for (let i = 0; i < 2; i++) await step();
+    const ep = genEpoch(r, epoch, { ...o }, ps, 16, 1000);
+    const w = store.beginEpoch(ep.epoch, { ...o, borrow: true, retain: (p) => held.get(p) });
+    changeHeld(ep, held);
+    await w.abort();
+    await store.close();
+    held.clear();
+    ({ store } = await ReplicaStore.open(opts));
+    await expectReplica(store, model, ps);
+    await store.close();
   });
 });
 
