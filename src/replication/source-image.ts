@@ -38,6 +38,8 @@ export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
 
 /** Incremental captures whose sizes decide which given-back buffers are worth keeping. */
 const RECENT_CAPTURES = 8;
+/** Page buffers kept for later captures: the sender holds two captures at most (sender.ts CAPTURES_AHEAD). */
+const SPARE_BUFFERS = 2;
 
 /** How a capture finds the pages that changed. */
 export type DirtySource = { kind: 'hash' } | { kind: 'log'; path: string };
@@ -154,10 +156,12 @@ export class ImageSource {
   /** 'log': pfns announced before the previous capture whose writes may land after it. */
   private straddle: Float64Array = new Float64Array(0);
   /**
-   * A page buffer given back, for the next incremental capture. One is enough: the sender holds at
-   * most two captures (sender.ts CAPTURES_AHEAD), one being encoded while the next is taken into it.
+   * Page buffers given back, for the next incremental captures (at most {@link SPARE_BUFFERS}).
+   * With only one, two captures in flight made a new buffer every other capture (the smaller of the
+   * two given back was dropped), and a dropped SharedArrayBuffer is freed only once both threads'
+   * garbage collectors found it: at 50 epochs/s hundreds of MiB waited for that.
    */
-  private spare: SharedArrayBuffer | null = null;
+  private spares: SharedArrayBuffer[] = [];
   /**
    * The byte lengths of the page buffers of incremental captures not given back yet, with their
    * counts: what recycle() takes back (a buffer is recognised by its length: a caller may give it
@@ -264,14 +268,20 @@ export class ImageSource {
   recycle(pages: Uint8Array): void {
     const ab = pages.buffer;
     const count = this.out.get(ab.byteLength);
-    if (!(ab instanceof SharedArrayBuffer) || count === undefined || this.spare === ab) return;
+    if (!(ab instanceof SharedArrayBuffer) || count === undefined || this.spares.includes(ab)) return;
     if (count > 1) this.out.set(ab.byteLength, count - 1);
     else this.out.delete(ab.byteLength);
     // A buffer far larger than the recent captures (one made while a backlog built up, e.g. the
     // epoch after a full copy) would keep that much memory resident for nothing: it is dropped.
     if (ab.byteLength > 2 * Math.max(0, ...this.needs) + 2 ** 20) return;
-    // the larger is kept: it fits any capture the smaller one fits
-    if (this.spare === null || ab.byteLength > this.spare.byteLength) this.spare = ab;
+    this.keepSpare(ab);
+  }
+
+  /** Keep `ab` for a later capture; of more than {@link SPARE_BUFFERS}, the larger ones stay. */
+  private keepSpare(ab: SharedArrayBuffer): void {
+    this.spares.push(ab);
+    this.spares.sort((a, b) => b.byteLength - a.byteLength); // the larger fit any capture the smaller fit
+    this.spares.length = Math.min(this.spares.length, SPARE_BUFFERS);
   }
 
   /** Closes the image and the dirty log (idempotent). */
@@ -470,19 +480,25 @@ export class ImageSource {
     const need = pfns.length * this.o.pageSize;
     this.needs.push(need);
     if (this.needs.length > RECENT_CAPTURES) this.needs.shift();
-    // A spare too small is dropped rather than kept beside a new buffer: the memory the captures hold
-    // stays that of the buffers in use. A new buffer gets an eighth more, so that epochs that grow a
-    // little still fit (untouched bytes cost no memory).
-    const ab =
-      this.spare !== null && this.spare.byteLength >= need
-        ? this.spare
-        : new SharedArrayBuffer(need + Math.ceil(need / 8 / this.o.pageSize) * this.o.pageSize);
-    this.spare = null;
+    // The smallest spare that fits. Without one, the spares too small are dropped rather than kept
+    // beside a new buffer (the memory the captures hold stays that of the buffers in use), and the
+    // new buffer gets a quarter more, so that epochs that grow a little still fit (untouched bytes
+    // cost no memory).
+    let at = -1;
+    this.spares.forEach((b, i) => {
+      if (b.byteLength >= need) at = i;
+    });
+    let ab: SharedArrayBuffer;
+    if (at >= 0) ab = this.spares.splice(at, 1)[0] as SharedArrayBuffer;
+    else {
+      this.spares = [];
+      ab = new SharedArrayBuffer(need + Math.ceil(need / 4 / this.o.pageSize) * this.o.pageSize);
+    }
     const pages = Buffer.from(ab, 0, need);
     try {
       hot.readPages(this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages);
     } catch (err) {
-      this.spare = ab;
+      this.keepSpare(ab);
       throw ioError(this.o.path, err);
     }
     this.out.set(ab.byteLength, (this.out.get(ab.byteLength) ?? 0) + 1);

@@ -1,6 +1,6 @@
 /**
  * Transport benchmark (npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S]
- * [--only writer,configs,epochs] [--profile DIR [--profile-rate PAGES_PER_S]] [--store-root DIR]
+ * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--profile DIR [--profile-rate PAGES_PER_S]] [--store-root DIR]
  * [--image-root DIR] [--keep]).
  *
  * Both daemons run as real processes on loopback, secured with TLS certificates made by
@@ -25,8 +25,9 @@
  *            the store on tmpfs (a diagnostic: what the journal's writes and fsyncs cost; left out of
  *            the best figure and the targets)
  *   epochs   the defaults (W 4, 2 channels) at epoch lengths of 20, 50 and 100 ms (20 and 100 with
- *            --quick), each on a ladder of writer rates (pages/s, doubling from 4k, 8k with --quick) up
- *            to the first one the transport does not keep up with, then with the writer unpaced
+ *            --quick; --epoch-ms picks others), each on a ladder of writer rates (pages/s, doubling from 4k,
+ *            8k with --quick) up to the first one the transport does not keep up with (or the writer
+ *            does not reach), then with the writer unpaced
  *
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
  *   committed MB/s  dirty-page bytes committed at the backup per second of the steady window: pages ×
@@ -115,6 +116,14 @@ const opt = (name: string): string | undefined => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const json = has('--json');
+/** --epoch-ms 20,100: the epoch lengths of the epochs section (default 20, 50, 100; 20, 100 with --quick). */
+const epochLengths = opt('--epoch-ms')
+  ?.split(',')
+  .map((v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--epoch-ms takes whole milliseconds, got "${v}"`);
+    return n;
+  });
 const quick = has('--quick');
 const log = (s = '') => {
   if (!json) process.stdout.write(`${s}\n`);
@@ -883,12 +892,14 @@ async function main(): Promise<void> {
       log(
         `\nepochs: W 4, 2 channels; writer rates doubling from ${quick ? '8k' : '4k'} pages/s up to the first the transport cannot keep up with, then unpaced`,
       );
-      for (const epochMs of quick ? [20, 100] : [20, 50, 100]) {
+      for (const epochMs of epochLengths ?? (quick ? [20, 100] : [20, 50, 100])) {
         for (let rate = quick ? 8000 : 4000; ; rate *= 2) {
           const s = { ...base, epochMs, rate };
           const r = await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1);
           out.runs.push(r);
-          if (!r.keptUp || r.runs === 0 || (out.writer && rate > out.writer.pagesPerS)) break;
+          // stop where the transport falls behind, or where the writer cannot write any faster
+          const writerShort = r.writerMBps < (0.9 * rate * PAGE) / MB;
+          if (!r.keptUp || r.runs === 0 || writerShort || (out.writer && rate > out.writer.pagesPerS)) break;
         }
         if (
           !out.runs.some(
