@@ -142,6 +142,8 @@ interface NativeAddon {
   mapFile?(fd: number, length: number, writable: boolean): ArrayBuffer | number;
   /** Detaches and unmaps a buffer from mapFile: 0, or -errno. */
   unmapFile?(buffer: ArrayBuffer): number;
+  /** The bytes of whole memory pages inside `view` given back to the system, or -errno. */
+  releaseMemory?(view: Uint8Array): number;
 }
 
 /** The addon's fault numbers, in order. */
@@ -431,6 +433,7 @@ interface Loaded {
   loops?: HotLoops;
   trimHeap?: () => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
+  releaseMemory?: ((view: Uint8Array) => number) | undefined;
   error?: string;
 }
 
@@ -465,7 +468,7 @@ function loadNative(): Loaded {
     const loops = wrapAddon(addon);
     const wrong = selfCheck(loops);
     return wrong === undefined
-      ? { loops, trimHeap: addon.trimHeap, mapFile: mapper(addon) }
+      ? { loops, trimHeap: addon.trimHeap, mapFile: mapper(addon), releaseMemory: addon.releaseMemory }
       : { error: `self-check failed: ${wrong}` };
   } catch (err) {
     return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '' };
@@ -508,3 +511,16 @@ export interface FileMapping {
  */
 export const mapFile: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined =
   loaded.mapFile;
+
+/**
+ * Give the memory under `view` back to the system now (whole pages inside it; Linux, through the
+ * addon): for a large buffer that nothing will read again but that the garbage collector frees only
+ * later — a SharedArrayBuffer, in particular, only once every thread that saw it collected it. Its
+ * bytes read as zeros afterwards. Returns the bytes released (0 where this cannot be done).
+ * @throws Error as Node's fs would (`syscall: 'madvise'`)
+ */
+export function releaseMemory(view: Uint8Array): number {
+  const r = loaded.releaseMemory?.(view) ?? 0;
+  if (r < 0) throw systemError(r, 'madvise');
+  return r;
+}

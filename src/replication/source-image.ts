@@ -27,7 +27,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { fstatSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { hot } from '../codec/hot-loops.js';
+import { hot, releaseMemory } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
 import { checkPageSize, DirtyLogReader } from './dirty-log.js';
 import { ImageDigest } from './image-digest.js';
@@ -40,6 +40,24 @@ export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
 const RECENT_CAPTURES = 8;
 /** Page buffers kept for later captures: the sender holds two captures at most (sender.ts CAPTURES_AHEAD). */
 const SPARE_BUFFERS = 2;
+
+/** Counts a buffer of `bytes` given back: false when none of that length is out. */
+function take(out: Map<number, number>, bytes: number): boolean {
+  const count = out.get(bytes);
+  if (count === undefined) return false;
+  if (count > 1) out.set(bytes, count - 1);
+  else out.delete(bytes);
+  return true;
+}
+
+/**
+ * A capture buffer no longer kept: its memory goes back to the system now. A SharedArrayBuffer is
+ * freed only once the encoder thread's collector too found it unreachable, which can take long
+ * enough for hundreds of MiB of them to pile up.
+ */
+function drop(ab: SharedArrayBuffer): void {
+  releaseMemory(new Uint8Array(ab));
+}
 
 /** How a capture finds the pages that changed. */
 export type DirtySource = { kind: 'hash' } | { kind: 'log'; path: string };
@@ -168,6 +186,8 @@ export class ImageSource {
    * back through another object over the same memory).
    */
   private readonly out = new Map<number, number>();
+  /** The same for the buffers of full captures. */
+  private readonly fullOut = new Map<number, number>();
   /** The page bytes of the last {@link RECENT_CAPTURES} incremental captures. */
   private readonly needs: number[] = [];
 
@@ -267,21 +287,24 @@ export class ImageSource {
    */
   recycle(pages: Uint8Array): void {
     const ab = pages.buffer;
-    const count = this.out.get(ab.byteLength);
-    if (!(ab instanceof SharedArrayBuffer) || count === undefined || this.spares.includes(ab)) return;
-    if (count > 1) this.out.set(ab.byteLength, count - 1);
-    else this.out.delete(ab.byteLength);
+    if (!(ab instanceof SharedArrayBuffer)) {
+      // a full capture's buffer (it may come back as another object over the same memory): not
+      // reused, and given back to the system now rather than when the collector gets to it
+      if (take(this.fullOut, ab.byteLength)) releaseMemory(new Uint8Array(ab));
+      return;
+    }
+    if (this.spares.includes(ab) || !take(this.out, ab.byteLength)) return;
     // A buffer far larger than the recent captures (one made while a backlog built up, e.g. the
     // epoch after a full copy) would keep that much memory resident for nothing: it is dropped.
-    if (ab.byteLength > 2 * Math.max(0, ...this.needs) + 2 ** 20) return;
-    this.keepSpare(ab);
+    if (ab.byteLength > 2 * Math.max(0, ...this.needs) + 2 ** 20) drop(ab);
+    else this.keepSpare(ab);
   }
 
   /** Keep `ab` for a later capture; of more than {@link SPARE_BUFFERS}, the larger ones stay. */
   private keepSpare(ab: SharedArrayBuffer): void {
     this.spares.push(ab);
     this.spares.sort((a, b) => b.byteLength - a.byteLength); // the larger fit any capture the smaller fit
-    this.spares.length = Math.min(this.spares.length, SPARE_BUFFERS);
+    for (const extra of this.spares.splice(SPARE_BUFFERS)) drop(extra);
   }
 
   /** Closes the image and the dirty log (idempotent). */
@@ -414,6 +437,7 @@ export class ImageSource {
     const ps = this.o.pageSize;
     // its own ArrayBuffer, never a slice of Buffer's shared pool (the caller may hand it over whole)
     const pages = Buffer.allocUnsafeSlow(bytes);
+    this.fullOut.set(bytes, (this.fullOut.get(bytes) ?? 0) + 1);
     const d = this.o.verify === true ? new ImageDigest() : undefined;
     const hashing = this.log === undefined;
     if (hashing && this.hashes.length !== (2 * bytes) / ps) this.hashes = new Uint32Array((2 * bytes) / ps);
@@ -491,7 +515,7 @@ export class ImageSource {
     let ab: SharedArrayBuffer;
     if (at >= 0) ab = this.spares.splice(at, 1)[0] as SharedArrayBuffer;
     else {
-      this.spares = [];
+      for (const small of this.spares.splice(0)) drop(small);
       ab = new SharedArrayBuffer(need + Math.ceil(need / 4 / this.o.pageSize) * this.o.pageSize);
     }
     const pages = Buffer.from(ab, 0, need);

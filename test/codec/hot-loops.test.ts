@@ -1104,3 +1104,22 @@ describe('mapFile', () => {
     }
   });
 });
+
+describe('releaseMemory', () => {
+  it('zeroes the whole pages inside the view (their memory given back) and leaves the edges', () => {
+    const sab = new SharedArrayBuffer(5 * 4096);
+    const all = new Uint8Array(sab).fill(7);
+    const view = all.subarray(100, 4 * 4096 + 50);
+    const released = mod.releaseMemory(view);
+    if (process.platform !== 'linux') return expect(released).toBe(0);
+    // the view's whole pages (the memory need not start on a page boundary): two or three of them
+    expect(released % 4096).toBe(0);
+    expect(released).toBeGreaterThanOrEqual(2 * 4096);
+    const zeros = all.reduce((n, v) => n + (v === 0 ? 1 : 0), 0);
+    expect(zeros).toBe(released);
+    expect(all[100]).toBe(7);
+    expect(all[4 * 4096 + 49]).toBe(7);
+    expect(mod.releaseMemory(new Uint8Array(0))).toBe(0);
+    expect(() => mod.releaseMemory([1, 2] as unknown as Uint8Array)).toThrow(TypeError);
+  });
+});
