@@ -290,11 +290,11 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     peerName: s.name,
     log,
   });
-  const { store, recovery } = session;
+  const { recovery } = session;
   log.info(
     {
       store: s.store,
-      committedEpoch: store.state.committedEpoch,
+      committedEpoch: session.store.state.committedEpoch,
       sidecarEpoch: recovery.sidecarEpoch,
       replayed: recovery.replayedEpochs.length,
       truncatedBytes: recovery.truncatedBytes,
@@ -328,7 +328,7 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
         REMUS_WAN_LAST_EPOCH: String(session.lastEpoch ?? ''),
         REMUS_WAN_SESSION: session.session ?? '',
         REMUS_WAN_STORE: s.store,
-        REMUS_WAN_REPLICA: store.replicaPath,
+        REMUS_WAN_REPLICA: session.store.replicaPath,
       },
     });
     child.on('exit', (code) => log.info({ event: ev, hook: cmd, exitCode: code }, 'hook finished'));
@@ -369,7 +369,7 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     wireBytesPerSecond: rates.get().wireBytesPerSecond,
     counters: session.counters,
     refusals: session.refusals,
-    store: { dir: s.store, ...store.state },
+    store: { dir: s.store, ...session.store.state }, // the session reopens its store after a rejected epoch
     eventLoopDelay: loop.snapshot(),
   });
   const http = s.metrics

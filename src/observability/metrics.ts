@@ -120,6 +120,11 @@ export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
     () => s.counters.digestFailures,
   );
   g('remus_wan_connected_channels', 'sender channels connected', () => s.connectedChannels);
+  g(
+    'remus_wan_replica_retained_pages',
+    'committed pages not yet written into the replica file (in the page cache and the journal)',
+    () => s.retainedPages,
+  );
   g('remus_wan_rtt_seconds', 'heartbeat round trip', () =>
     s.rttMs === undefined ? undefined : s.rttMs / 1000,
   );

@@ -223,6 +223,11 @@ export class ReceiverSession extends EventEmitter {
     if (!this.storeFailed && !this.closed) this.store.flushRetained();
   }
 
+  /** Committed pages not yet written into the replica file (write-back: replica-store.md §5.1). */
+  get retainedPages(): number {
+    return this.replica?.store.retainedPages ?? 0;
+  }
+
   /** Last epoch committed durably (what a reconnecting sender resumes after). */
   get lastEpoch(): number | null {
     return this.store.state.committedEpoch;
@@ -314,6 +319,14 @@ export class ReceiverSession extends EventEmitter {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** The store failed: report it and stop (close() waits for the processing loop to end). */
+  private fatal(e: RwanError, epoch: number, message: string): void {
+    this.storeFailed = true;
+    this.o.log.error({ code: e.code, err: e.message, epoch }, message);
+    this.emit('fatal', e);
+    void this.close();
+  }
 
   /** A decoder whose evicted pages go to the replica when the store retains them (write-back). */
   private newDecoder(cacheBytes: number): EpochDecoder {
@@ -662,11 +675,7 @@ export class ReceiverSession extends EventEmitter {
       } catch (err) {
         const e = asRwanError(err);
         if (e.code === 'RWAN_ERR_STORE' || e.code === 'RWAN_ERR_IO' || e.code === 'RWAN_ERR_INTERNAL') {
-          this.storeFailed = true;
-          this.o.log.error({ code: e.code, err: e.message, epoch }, 'cannot commit: stopping');
-          this.emit('fatal', e);
-          void this.close(); // it waits for this loop to end
-
+          this.fatal(e, epoch, 'cannot commit: stopping');
           return;
         }
         // the epoch did not decode or verify: the sender starts over with a full copy
@@ -677,14 +686,7 @@ export class ReceiverSession extends EventEmitter {
           try {
             await this.reopenStore();
           } catch (err2) {
-            const e2 = asRwanError(err2);
-            this.storeFailed = true;
-            this.o.log.error(
-              { code: e2.code, err: e2.message, epoch },
-              'cannot rebuild the replica: stopping',
-            );
-            this.emit('fatal', e2);
-            void this.close();
+            this.fatal(asRwanError(err2), epoch, 'cannot rebuild the replica: stopping');
             return;
           }
         }
