@@ -38,6 +38,11 @@ export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
 
 /** Incremental captures whose sizes decide which given-back buffers are worth keeping. */
 const RECENT_CAPTURES = 8;
+/**
+ * Resident bytes past a capture's need that a reused buffer keeps (from an earlier, larger capture)
+ * before they are given back: epochs that vary a little do not fault the same pages in again.
+ */
+const TAIL_SLACK_BYTES = 2 * 2 ** 20;
 /** Page buffers kept for later captures: the sender holds two captures at most (sender.ts CAPTURES_AHEAD). */
 const SPARE_BUFFERS = 2;
 
@@ -186,6 +191,8 @@ export class ImageSource {
    * back through another object over the same memory).
    */
   private readonly out = new Map<number, number>();
+  /** How many leading bytes of each capture buffer a capture wrote (and so are resident) at most. */
+  private readonly touched = new WeakMap<SharedArrayBuffer, number>();
   /** The same for the buffers of full captures. */
   private readonly fullOut = new Map<number, number>();
   /** The page bytes of the last {@link RECENT_CAPTURES} incremental captures. */
@@ -518,6 +525,12 @@ export class ImageSource {
       for (const small of this.spares.splice(0)) drop(small);
       ab = new SharedArrayBuffer(need + Math.ceil(need / 4 / this.o.pageSize) * this.o.pageSize);
     }
+    // the bytes a larger capture left resident past this one's need go back to the system
+    const touched = this.touched.get(ab) ?? 0;
+    if (touched > need + TAIL_SLACK_BYTES) {
+      releaseMemory(new Uint8Array(ab, need, touched - need));
+      this.touched.set(ab, need);
+    } else this.touched.set(ab, Math.max(touched, need));
     const pages = Buffer.from(ab, 0, need);
     try {
       hot.readPages(this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages);

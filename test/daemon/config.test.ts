@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { merge, parseAddress, parseConfig, receiveSettings, sendSettings } from '../../src/daemon/config.js';
@@ -69,5 +70,20 @@ describe('daemon config', () => {
     expect(parseAddress('[::1]:7801', 'x', 'h')).toEqual({ host: '::1', port: 7801 });
     expect(parseAddress('7801', 'x', 'h')).toEqual({ host: 'h', port: 7801 });
     expect(parseAddress('backup', 'x', 'h')).toEqual({ host: 'backup', port: 7800 });
+  });
+});
+
+describe('the remus-wan command', () => {
+  it('starts through its first line, `#!/usr/bin/env -S node FLAGS`, as the kernel runs it', () => {
+    const wan = new URL('../../dist/src/cli/wan.js', import.meta.url).pathname;
+    const first = readFileSync(wan, 'utf8').split('\n')[0] as string;
+    expect(first).toMatch(/^#!\/usr\/bin\/env -S node( --[a-z-]+=\d+)*$/);
+    // the kernel hands env everything after the interpreter as one argument, then the script
+    const run = spawnSync('/usr/bin/env', [first.slice('#!/usr/bin/env '.length), wan, 'help'], {
+      encoding: 'utf8',
+    });
+    expect(run.stderr).toBe('');
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain('remus-wan');
   });
 });

@@ -1,10 +1,10 @@
 /**
  * Transport benchmark (npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S]
- * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--profile DIR [--profile-rate PAGES_PER_S]] [--store-root DIR]
+ * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N] [--profile DIR [--profile-rate PAGES_PER_S]] [--store-root DIR]
  * [--image-root DIR] [--keep]).
  *
- * Both daemons run as real processes on loopback, secured with TLS certificates made by
- * `remus-wan certs`. The primary's image is written by the workload writer (tools/workload/writer.ts)
+ * Both daemons run as real processes on loopback (with the Node flags of the remus-wan command's first
+ * line, as when installed), secured with TLS certificates made by `remus-wan certs`. The primary's image is written by the workload writer (tools/workload/writer.ts)
  * playing the generator's default workload (docs/workload.md: default mutation and content mix, 2 % of
  * the pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick) through a shared
  * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), each page logged in
@@ -26,7 +26,7 @@
  *            the best figure and the targets)
  *   epochs   the defaults (W 4, 2 channels) at epoch lengths of 20, 50 and 100 ms (20 and 100 with
  *            --quick; --epoch-ms picks others), each on a ladder of writer rates (pages/s, doubling from 4k,
- *            8k with --quick) up to the first one the transport does not keep up with (or the writer
+ *            8k with --quick, or --from-rate) up to the first one the transport does not keep up with (or the writer
  *            does not reach), then with the writer unpaced
  *
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
@@ -98,6 +98,13 @@ import { DIRTY_LOG_RECORD_BYTES } from '../../src/replication/dirty-log.js';
 
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WAN = join(DIST, 'src', 'cli', 'wan.js');
+/** The Node flags of the remus-wan command's first line (`#!/usr/bin/env -S node FLAGS`): the daemons run as installed. */
+const DAEMON_FLAGS = (
+  /^#!\/usr\/bin\/env -S node(.*)$/m.exec(readFileSync(WAN, 'utf8').split('\n')[0] ?? '')?.[1] ?? ''
+)
+  .trim()
+  .split(/\s+/)
+  .filter((f) => f !== '');
 const WRITER = join(DIST, 'tools', 'workload', 'writer.js');
 const PAGE = 4096;
 const SEED = 7;
@@ -125,6 +132,11 @@ const epochLengths = opt('--epoch-ms')
     return n;
   });
 const quick = has('--quick');
+/** --from-rate N: the first writer rate (pages/s) of the epochs section's ladders. */
+const fromRate = opt('--from-rate') === undefined ? undefined : Number(opt('--from-rate'));
+if (fromRate !== undefined && !(Number.isInteger(fromRate) && fromRate > 0)) {
+  throw new Error(`--from-rate takes pages per second, got "${opt('--from-rate')}"`);
+}
 const log = (s = '') => {
   if (!json) process.stdout.write(`${s}\n`);
 };
@@ -398,8 +410,10 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
       return m ? Number(m[1]) : undefined;
     });
     const [port, recvHttp, sendHttp] = [await freePort(), await freePort(), await freePort()];
-    const prof = (who: string) =>
-      env.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(env.profileDir, who)}`] : [];
+    const prof = (who: string) => [
+      ...DAEMON_FLAGS,
+      ...(env.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(env.profileDir, who)}`] : []),
+    ];
     const tls = (me: string, peer: string) => [
       ...['--tls-ca', join(env.pki, 'ca.pem'), '--tls-cert', join(env.pki, `${me}.pem`)],
       ...['--tls-key', join(env.pki, `${me}.key`), '--peer-name', peer],
@@ -893,7 +907,7 @@ async function main(): Promise<void> {
         `\nepochs: W 4, 2 channels; writer rates doubling from ${quick ? '8k' : '4k'} pages/s up to the first the transport cannot keep up with, then unpaced`,
       );
       for (const epochMs of epochLengths ?? (quick ? [20, 100] : [20, 50, 100])) {
-        for (let rate = quick ? 8000 : 4000; ; rate *= 2) {
+        for (let rate = fromRate ?? (quick ? 8000 : 4000); ; rate *= 2) {
           const s = { ...base, epochMs, rate };
           const r = await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1);
           out.runs.push(r);
