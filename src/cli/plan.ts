@@ -9,6 +9,7 @@ import { RwanError } from '../errors.js';
 import { type FleetFileData, fleetJsonSchema, parseFleet } from '../measure/fleet-file.js';
 import { readText } from '../measure/inputs.js';
 import { baseDirOf, pagesEntry, resolveFleet } from '../measure/resolve.js';
+import { packageVersion } from '../package-root.js';
 import { plan } from '../planner/plan.js';
 import { CongestionControls, Models, Modes, type PlanResult } from '../planner/types.js';
 import {
@@ -95,6 +96,7 @@ interface PlanOptions {
 export function createProgram(io: Io = processIo): Command {
   const program = new Command('remus-plan');
   program
+    .version(packageVersion(), '-V, --version', 'print the version')
     .description(
       'Size Remus-style VM replication over a WAN: checkpoint size, bandwidth, added client latency, ' +
         'RTT ceiling, best epoch length, and whether a link holds a fleet — from measured dirty rates.',

@@ -27,6 +27,7 @@ import {
 } from '../daemon/config.js';
 import { runReceive, runSend } from '../daemon/run.js';
 import { RwanError } from '../errors.js';
+import { packageVersion } from '../package-root.js';
 import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
 import { registerCerts } from './wan-certs.js';
 
@@ -126,6 +127,7 @@ function renderStatus(s: Record<string, unknown>): string {
 /** The `remus-wan` program. */
 export function createProgram(io: Io = processIo, exit: (code: number) => void = () => undefined): Command {
   const program = new Command('remus-wan')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .description('Remus-style replication over a WAN: the daemon pair (send, receive) and its tools')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .showHelpAfterError();

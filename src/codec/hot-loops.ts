@@ -14,6 +14,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorMap } from 'node:util';
+import { packageRoot } from '../package-root.js';
 import type { DeltaFault } from './xor-rle.js';
 import * as ref from './xor-rle.js';
 
@@ -368,15 +369,6 @@ function wrapAddon(addon: NativeAddon): HotLoops {
 }
 
 /** The nearest directory at or above `dir` holding a package.json (src/codec/ and dist/src/codec/ alike). */
-function packageRoot(dir: string): string | undefined {
-  for (let d = dir; ; ) {
-    if (existsSync(join(d, 'package.json'))) return d;
-    const up = dirname(d);
-    if (up === d) return undefined;
-    d = up;
-  }
-}
-
 /** A few inputs both implementations must agree on, to refuse a stale or miscompiled addon. */
 function selfCheck(loops: HotLoops): string | undefined {
   const old = new Uint8Array(37);
