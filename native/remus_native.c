@@ -572,6 +572,13 @@ static napi_value throw_range(napi_env env, const char *msg) {
   return NULL;
 }
 
+/* An int32 result (NULL when it cannot be made). */
+static napi_value int_result(napi_env env, int v) {
+  napi_value result;
+  if (napi_create_int32(env, v, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* A typed array of the given element type; data points at its first element (byteOffset applied). */
 static int get_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
@@ -647,9 +654,7 @@ static napi_value js_apply_delta(napi_env env, napi_callback_info info) {
   size_t len;
   if (!get_page_delta(env, argv, &page, &n, &delta, &len)) return NULL;
   const int fault = apply_delta((uint8_t *)page, n, (const uint8_t *)delta, len);
-  napi_value result;
-  if (napi_create_int32(env, fault, &result) != napi_ok) return NULL;
-  return result;
+  return int_result(env, fault);
 }
 
 /* applyDeltaHash(page, delta, hashOut): applyDelta, then (when it succeeded) hashPageInto(page, hashOut, 0). */
@@ -672,9 +677,7 @@ static napi_value js_apply_delta_hash(napi_env env, napi_callback_info info) {
     uint32_t *o = (uint32_t *)out;
     hash_page((const uint8_t *)page, n, &o[0], &o[1]);
   }
-  napi_value result;
-  if (napi_create_int32(env, fault, &result) != napi_ok) return NULL;
-  return result;
+  return int_result(env, fault);
 }
 
 /* applyDeltasHash(slab, pageSize, stream, ops, count, hashOut): see the header. */
@@ -925,19 +928,11 @@ static napi_value js_read_pages(napi_env env, napi_callback_info info) {
     rc = read_run((int)fd, o + i * n, (k - i) * n, (uint64_t)p[i] * n, (uint64_t)size);
     i = k;
   }
-  napi_value result;
-  if (napi_create_int32(env, rc, &result) != napi_ok) return NULL;
-  return result;
+  return int_result(env, rc);
 }
 #endif
 
 #ifndef _WIN32
-static napi_value int_result(napi_env env, int v) {
-  napi_value result;
-  if (napi_create_int32(env, v, &result) != napi_ok) return NULL;
-  return result;
-}
-
 /* mapFile(fd, length, writable): see the header. */
 static napi_value js_map_file(napi_env env, napi_callback_info info) {
   size_t argc = 3;
