@@ -288,9 +288,9 @@ export class ImageSource {
 
   /**
    * Gives back the `pages` of an earlier capture once nothing uses them (nor any view of their
-   * ArrayBuffer): a later capture reads into that memory again. Buffers of full captures (image-sized)
-   * and anything this source did not make are left to the garbage collector, so a resync does not
-   * keep the image's size resident.
+   * ArrayBuffer): a later capture reads into that memory again. The memory of a full capture's
+   * (image-sized) buffer is given back to the system at once, so a resync does not keep the image's
+   * size resident; anything this source did not make is left alone.
    */
   recycle(pages: Uint8Array): void {
     const ab = pages.buffer;
