@@ -1,8 +1,8 @@
 /**
  * Child process of the kill -9 test in store.test.ts. Opens (and so recovers) a replica store, then
  * commits the seeded epochs of `plan` one after another, forever (the odd ones with a payload, see
- * payloadOf), writing each epoch number to stdout once its commit has resolved, and checkpointing
- * every few epochs. store.test.ts also uses this module's payload encoding. The parent kills it with SIGKILL
+ * payloadOf; every third one retained, write-back), writing each epoch number to stdout once its
+ * commit has resolved, and checkpointing every few epochs. store.test.ts also uses this module's payload encoding. The parent kills it with SIGKILL
  * at a random moment and checks the store it leaves behind.
  *
  *   node store-crash-child.mjs <URL of the store module> <store dir> <seed>
@@ -107,10 +107,24 @@ async function main() {
     replayer: replayer(PAGE_SIZE),
   });
   const last = store.state.committedEpoch;
+  // the newest bytes of every page, changed in place, as the receiver's page cache holds them: every
+  // third epoch lends them and the store retains them (write-back) instead of writing the replica
+  const held = new Map();
   for (let k = last === null ? 0 : last + 1; ; k++) {
     const ep = plan(seed, k);
-    const w = store.beginEpoch(k, { full: ep.full, imageBytes: ep.imageBytes, sessionId: ep.sessionId });
-    for (const [pfn, page] of ep.pages) w.addPage(pfn, page);
+    const retain = k % 3 === 2 && !ep.full;
+    const w = store.beginEpoch(k, {
+      full: ep.full,
+      imageBytes: ep.imageBytes,
+      sessionId: ep.sessionId,
+      ...(retain ? { borrow: true, retain: (pfn) => held.get(pfn) } : {}),
+    });
+    if (ep.full) held.clear();
+    for (const [pfn, page] of ep.pages) {
+      if (page === null) held.delete(pfn);
+      else held.set(pfn, (held.get(pfn) ?? Buffer.alloc(PAGE_SIZE)).fill(page));
+      w.addPage(pfn, page === null ? null : held.get(pfn));
+    }
     if (k % 2 === 1) w.setPayload(payloadOf(ep.pages));
     await w.commit();
     process.stdout.write(`${k}\n`);
