@@ -185,13 +185,7 @@ function whole(v: number, min: number, max: number): boolean {
 
 /** readPages's argument checks, in the addon's order. */
 function checkReadPages(
-  fd: number,
-  pfns: Float64Array,
-  from: number,
-  to: number,
-  pageSize: number,
-  fileSize: number,
-  out: Uint8Array,
+  ...[fd, pfns, from, to, pageSize, fileSize, out]: Parameters<HotLoops['readPages']>
 ): void {
   if (!whole(fd, 0, 2147483647))
     throw argError(RangeError, 'ERR_OUT_OF_RANGE', 'fd must be a non-negative integer');

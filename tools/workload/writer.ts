@@ -131,7 +131,6 @@ export async function runWriter(
       pwriteAll(fd, w.memory, 0);
     }
     onReady();
-    const ps = w.pageSize;
     const perPage = o.logBatch === 'page';
     const pace = pacer(rate);
     const more = () => !shouldStop() && (o.epochs === undefined || totals.epochs < o.epochs);
@@ -161,7 +160,7 @@ export async function runWriter(
         if (log !== undefined && !perPage) log.logMany(e.pfns);
         for (const pfn of e.pfns) {
           if (log !== undefined && perPage) log.log(pfn);
-          pwriteAll(fd, w.memory.subarray(pfn * ps, (pfn + 1) * ps), pfn * ps);
+          pwriteAll(fd, w.memory.subarray(pfn * pageSize, (pfn + 1) * pageSize), pfn * pageSize);
           const ahead = pace(++totals.pages);
           if (ahead >= 1) {
             await sleep(ahead);
