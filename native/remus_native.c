@@ -21,6 +21,11 @@
  *                                        and then base := page
  *   trimHeap()                       -> glibc's malloc_trim(0): the C heap's free pages (all arenas)
  *                                        back to the system; true when some were; false elsewhere
+ *   fixMmapThreshold(bytes)          -> glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD: blocks
+ *                                        of at least `bytes` get a mapping of their own, unmapped
+ *                                        when freed, and glibc no longer raises that threshold as
+ *                                        large blocks are freed (its default, which lets them settle
+ *                                        in the arenas); true when set, false elsewhere
  *   readPages(fd, pfns, from, to, pageSize, fileSize, out)
  *                                     -> the capture's scattered read: page pfns[k] (k in [from, to))
  *                                        of the file open as fd into out[k*pageSize ..), one pread per
@@ -882,6 +887,27 @@ static napi_value js_trim_heap(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* fixMmapThreshold(bytes): see the header. */
+static napi_value js_fix_mmap_threshold(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int64_t bytes = -1;
+  if (argc < 1 || napi_get_value_int64(env, argv[0], &bytes) != napi_ok) {
+    return throw_type(env, "fixMmapThreshold(bytes): a number expected");
+  }
+  if (bytes < 4096 || bytes > 32 * 1024 * 1024) {
+    return throw_range(env, "fixMmapThreshold(bytes): bytes must be in [4096, 33554432]");
+  }
+  int set = 0;
+#if defined(__GLIBC__)
+  set = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1 && mallopt(M_TRIM_THRESHOLD, (int)bytes) == 1;
+#endif
+  napi_value result;
+  if (napi_get_boolean(env, set != 0, &result) != napi_ok) return NULL;
+  return result;
+}
+
 #ifndef _WIN32
 /* readPages(fd, pfns, from, to, pageSize, fileSize, out): see the header. */
 static napi_value js_read_pages(napi_env env, napi_callback_info info) {
@@ -1016,6 +1042,7 @@ NAPI_MODULE_INIT() {
       {"classifyPage", NULL, js_classify_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"encodePage", NULL, js_encode_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimHeap", NULL, js_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fixMmapThreshold", NULL, js_fix_mmap_threshold, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"readPages", NULL, js_read_pages, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mapFile", NULL, js_map_file, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -137,6 +137,8 @@ interface NativeAddon {
   ): number;
   /** glibc's malloc_trim(0); false elsewhere. */
   trimHeap(): boolean;
+  /** glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false elsewhere. */
+  fixMmapThreshold(bytes: number): boolean;
   /** {@link HotLoops.readPages}, returning 0 or the failed read's -errno. Absent on Windows. */
   readPages?(...args: Parameters<HotLoops['readPages']>): number;
   /** A shared mapping of bytes [0, length) of the file, or -errno. Absent on Windows. */
@@ -418,6 +420,7 @@ function selfCheck(loops: HotLoops): string | undefined {
 interface Loaded {
   loops?: HotLoops;
   trimHeap?: () => boolean;
+  fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
   releaseMemory?: ((view: Uint8Array) => number) | undefined;
   error?: string;
@@ -454,7 +457,13 @@ function loadNative(): Loaded {
     const loops = wrapAddon(addon);
     const wrong = selfCheck(loops);
     return wrong === undefined
-      ? { loops, trimHeap: addon.trimHeap, mapFile: mapper(addon), releaseMemory: addon.releaseMemory }
+      ? {
+          loops,
+          trimHeap: addon.trimHeap,
+          fixMmapThreshold: addon.fixMmapThreshold,
+          mapFile: mapper(addon),
+          releaseMemory: addon.releaseMemory,
+        }
       : { error: `self-check failed: ${wrong}` };
   } catch (err) {
     return { error: (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '' };
@@ -479,6 +488,17 @@ export const hot: HotLoops = native ?? fallback;
  * buffers come and go (chunks, frames, reads) otherwise keeps tens of MiB it no longer uses.
  */
 export const trimHeap: () => boolean = loaded.trimHeap ?? (() => false);
+
+/**
+ * Make every C heap block of at least `bytes` a memory mapping of its own, unmapped when freed (glibc's
+ * M_MMAP_THRESHOLD, with M_TRIM_THRESHOLD at the same value); false where that cannot be done (no
+ * addon, another C library). glibc's default starts at 128 KiB and rises to the size of each large
+ * block freed, up to 32 MiB, after which buffers of MiBs (captures, chunks, decoded epochs) come from
+ * the arenas and their memory stays there; a fixed threshold gives it back when they are freed.
+ * @throws TypeError (code ERR_INVALID_ARG_TYPE) when `bytes` is not a number; RangeError
+ *   (ERR_OUT_OF_RANGE) outside [4096, 32 MiB]
+ */
+export const fixMmapThreshold: (bytes: number) => boolean = loaded.fixMmapThreshold ?? (() => false);
 
 /** A shared mapping of a file's bytes (see {@link mapFile}). */
 export interface FileMapping {

@@ -13,7 +13,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
-import { trimHeap } from '../codec/hot-loops.js';
+import { fixMmapThreshold, trimHeap } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
 import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, receiverMetrics, senderMetrics } from '../observability/metrics.js';
@@ -265,11 +265,15 @@ export async function runSend(s: SendSettings): Promise<number> {
 }
 
 /**
- * Hand the C heap's free memory back to the system once a second: chunks, frames and reads come and
- * go on it, and glibc returns freed memory by itself only from the top of the heap (the receiver held
- * ~20 MiB it no longer used without this). A trim takes well under a millisecond here.
+ * The C heap gives memory back to the system: blocks of 128 KiB and more (captures, chunks, frames,
+ * decoded pages) are mappings of their own, unmapped when freed (fixMmapThreshold; with glibc's
+ * default threshold, which rises as such blocks are freed, the sender's encoder thread kept 25–45 MiB
+ * of them in its arena), and once a second the free memory of the smaller ones goes back too
+ * (malloc_trim; the receiver held ~20 MiB it no longer used without it). A trim takes well under a
+ * millisecond here.
  */
 function trimEverySecond(): NodeJS.Timeout {
+  fixMmapThreshold(128 * 1024);
   return setInterval(() => trimHeap(), 1000).unref();
 }
 

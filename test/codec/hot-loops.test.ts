@@ -1123,3 +1123,15 @@ describe('releaseMemory', () => {
     expect(() => mod.releaseMemory([1, 2] as unknown as Uint8Array)).toThrow(TypeError);
   });
 });
+
+describe('fixMmapThreshold', () => {
+  it('sets glibc’s threshold on Linux with glibc, and refuses sizes out of range', () => {
+    const glibc =
+      (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
+        ?.glibcVersionRuntime !== undefined;
+    expect(mod.fixMmapThreshold(128 * 1024)).toBe(glibc);
+    expect(() => mod.fixMmapThreshold(1024)).toThrow(RangeError);
+    expect(() => mod.fixMmapThreshold(64 * 2 ** 20)).toThrow(RangeError);
+    expect(() => mod.fixMmapThreshold('big' as unknown as number)).toThrow(TypeError);
+  });
+});
