@@ -71,7 +71,7 @@ export class EpochDecoder {
   private failed: RwanError | undefined;
   private nextSeq = 0;
   private prevPfn = -1;
-  private pfns = new EpochPfns();
+  private readonly pfns = new EpochPfns();
   private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
   /**
    * Deltas onto cached pages, queued and applied in one native call (flush): slot, stream offset and
@@ -111,7 +111,7 @@ export class EpochDecoder {
     this.cache.beginEpoch();
     this.nextSeq = 0;
     this.prevPfn = -1;
-    this.pfns = new EpochPfns();
+    this.pfns.reset();
     this.kinds = { zero: 0, raw: 0, delta: 0, dup: 0 };
   }
 
@@ -180,10 +180,10 @@ export class EpochDecoder {
     if (!this.open) this.fail('RWAN_ERR_CODEC_SEQUENCE', 'end() without begin()');
     this.open = false;
     const mine = this.digest.finish();
-    if (pageCount !== this.pfns.list.length) {
+    if (pageCount !== this.pfns.length) {
       this.fail(
         'RWAN_ERR_CODEC_DIGEST',
-        `epoch ${this.epoch}: ${this.pfns.list.length} pages decoded, sender sent ${pageCount}`,
+        `epoch ${this.epoch}: ${this.pfns.length} pages decoded, sender sent ${pageCount}`,
         {
           epoch: this.epoch,
         },
@@ -303,7 +303,7 @@ export class EpochDecoder {
         details: where,
       });
     }
-    const index = this.pfns.list.length; // records before this one: what a DUP may refer to
+    const index = this.pfns.length; // records before this one: what a DUP may refer to
     if (!this.pfns.add(pfn)) {
       throw new RwanError('RWAN_ERR_CODEC_SEQUENCE', `pfn ${pfn} twice in epoch ${this.epoch}`, {
         details: { ...where, pfn },
@@ -367,7 +367,7 @@ export class EpochDecoder {
       }
       case Kind.DUP: {
         const ref = r.uleb('a duplicate reference');
-        const refPfn = ref < index ? this.pfns.list[ref] : undefined;
+        const refPfn = ref < index ? this.pfns.at(ref) : undefined;
         const copy = refPfn === undefined ? undefined : this.cache.peek(refPfn);
         if (refPfn === undefined || !copy) {
           throw new RwanError(

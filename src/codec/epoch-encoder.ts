@@ -14,7 +14,7 @@ import { DIGEST_BYTES, EpochDigest } from './digest.js';
 import { type HotLoops, hot } from './hot-loops.js';
 import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
 import { PageCache, type PageCacheStats } from './page-cache.js';
-import { EpochPfns, Kind, MAX_RECORD_HEADER, zigzag } from './records.js';
+import { EpochPfns, IntIndex, Kind, MAX_RECORD_HEADER, zigzag } from './records.js';
 import { writeUleb } from './xor-rle.js';
 
 /** One chunk of an epoch, ready for a CHUNK frame. */
@@ -63,8 +63,8 @@ export class EpochEncoder {
   private chunkRecords = 0;
   private seq = 0;
   private prevPfn = -1;
-  private pfns = new EpochPfns();
-  private byHash = new Map<number, number>();
+  private readonly pfns = new EpochPfns();
+  private readonly byHash = new IntIndex();
   private kinds: KindCounts = { zero: 0, raw: 0, delta: 0, dup: 0 };
   private wireBytes = 0;
   /** Hits the cache counted in add()'s update() for pages that then needed no base (ZERO, DUP). */
@@ -95,8 +95,8 @@ export class EpochEncoder {
     this.chunkRecords = 0;
     this.seq = 0;
     this.prevPfn = -1;
-    this.pfns = new EpochPfns();
-    this.byHash = new Map();
+    this.pfns.reset();
+    this.byHash.clear();
     this.kinds = { zero: 0, raw: 0, delta: 0, dup: 0 };
     this.wireBytes = 0;
   }
@@ -114,7 +114,7 @@ export class EpochEncoder {
       });
     }
     if (!Number.isSafeInteger(pfn) || pfn < 0) throw sequence(`pfn ${pfn} is not a valid page number`);
-    const index = this.pfns.list.length;
+    const index = this.pfns.length;
     if (!this.pfns.add(pfn)) throw sequence(`pfn ${pfn} is already in this epoch`);
     const loops = this.loops;
     const buf = this.buf;
@@ -145,15 +145,15 @@ export class EpochEncoder {
       const key = (hi ^ lo) & 0x3fffffff;
       const earlier = this.byHash.get(key);
       // an earlier page of the epoch has another pfn, so its copy is not the slot encodePage just rewrote
-      const copy = earlier === undefined ? undefined : this.cache.peek(this.pfns.list[earlier] as number);
-      if (earlier !== undefined && copy && Buffer.compare(copy, page) === 0) {
+      const copy = earlier < 0 ? undefined : this.cache.peek(this.pfns.at(earlier));
+      if (earlier >= 0 && copy && Buffer.compare(copy, page) === 0) {
         buf[kindAt] = Kind.DUP;
         p = writeUleb(buf, p, earlier);
         this.kinds.dup++;
         this.cache.set(pfn, page);
         if (cached) this.uncountedHits++;
       } else {
-        if (earlier === undefined) this.byHash.set(key, index);
+        if (earlier < 0) this.byHash.set(key, index);
         // with a slot (cached), update() and encodePage already did what set(pfn, page) does
         if (cached === undefined) {
           const base = this.cache.get(pfn); // counts a hit on a cached zero page, else a miss
@@ -187,9 +187,9 @@ export class EpochEncoder {
     this.open = false;
     const summary: EpochSummary = {
       epoch: this.epoch,
-      pageCount: this.pfns.list.length,
+      pageCount: this.pfns.length,
       chunkCount: this.seq,
-      rawBytes: this.pfns.list.length * this.options.pageSize,
+      rawBytes: this.pfns.length * this.options.pageSize,
       wireBytes: this.wireBytes,
       digest: this.digest.finish(),
       kinds: { ...this.kinds },

@@ -85,12 +85,32 @@ export class RecordReader {
 
 /**
  * The pfns of one epoch in record order, refusing a pfn twice. While pfns only increase (sorted dirty
- * sets, the usual case) the check is one comparison; from the first step back a Set takes over.
+ * sets, the usual case) the check is one comparison; from the first step back a Set takes over. The
+ * list is a typed array reused epoch after epoch ({@link reset}): a JS array of an epoch's thousands of
+ * pfns, made anew per epoch, lands in V8's large-object space, which only a full collection empties.
  */
 export class EpochPfns {
-  readonly list: number[] = [];
+  private list = new Float64Array(1024);
+  private n = 0;
   private max = -1;
   private set: Set<number> | undefined;
+
+  /** Pfns recorded. */
+  get length(): number {
+    return this.n;
+  }
+
+  /** The pfn of record `index` (in [0, length)). */
+  at(index: number): number {
+    return this.list[index] as number;
+  }
+
+  /** Forget every pfn (a new epoch). */
+  reset(): void {
+    this.n = 0;
+    this.max = -1;
+    this.set = undefined;
+  }
 
   /** Append `pfn`; false (and nothing recorded) when the epoch already has it. */
   add(pfn: number): boolean {
@@ -98,11 +118,77 @@ export class EpochPfns {
       this.max = pfn;
       this.set?.add(pfn);
     } else {
-      this.set ??= new Set(this.list);
+      this.set ??= new Set(this.list.subarray(0, this.n));
       if (this.set.has(pfn)) return false;
       this.set.add(pfn);
     }
-    this.list.push(pfn);
+    if (this.n === this.list.length) {
+      const grown = new Float64Array(2 * this.n);
+      grown.set(this.list);
+      this.list = grown;
+    }
+    this.list[this.n++] = pfn;
     return true;
+  }
+}
+
+/**
+ * A map from small non-negative integer keys (below 2^31) to non-negative int32 values, emptied in
+ * O(1) ({@link clear}: a generation count, no sweep) and kept in typed arrays reused epoch after
+ * epoch, for the per-epoch index of page hashes (a Map made per epoch grows through V8's large-object
+ * space). Open addressing with linear probing, at most half full.
+ */
+export class IntIndex {
+  private keys = new Int32Array(1024);
+  private values = new Int32Array(1024);
+  private stamps = new Uint32Array(1024);
+  private gen = 1;
+  private size = 0;
+
+  /** Forget every entry. */
+  clear(): void {
+    this.size = 0;
+    if (++this.gen === 0xffffffff) {
+      this.stamps.fill(0);
+      this.gen = 1;
+    }
+  }
+
+  /** The value of `key`, or -1. */
+  get(key: number): number {
+    const mask = this.keys.length - 1;
+    for (let i = Math.imul(key, 0x9e3779b1) & mask; this.stamps[i] === this.gen; i = (i + 1) & mask) {
+      if (this.keys[i] === key) return this.values[i] as number;
+    }
+    return -1;
+  }
+
+  /** Set `key` to `value` (replacing an earlier value). */
+  set(key: number, value: number): void {
+    if (2 * (this.size + 1) > this.keys.length) this.grow();
+    const mask = this.keys.length - 1;
+    let i = Math.imul(key, 0x9e3779b1) & mask;
+    for (; this.stamps[i] === this.gen; i = (i + 1) & mask) {
+      if (this.keys[i] === key) {
+        this.values[i] = value;
+        return;
+      }
+    }
+    this.stamps[i] = this.gen;
+    this.keys[i] = key;
+    this.values[i] = value;
+    this.size++;
+  }
+
+  private grow(): void {
+    const { keys, values, stamps, gen } = this;
+    this.keys = new Int32Array(2 * keys.length);
+    this.values = new Int32Array(2 * keys.length);
+    this.stamps = new Uint32Array(2 * keys.length);
+    this.gen = 1;
+    this.size = 0;
+    for (let i = 0; i < keys.length; i++) {
+      if (stamps[i] === gen) this.set(keys[i] as number, values[i] as number);
+    }
   }
 }
