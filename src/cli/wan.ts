@@ -17,14 +17,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import {
-  type ConfigFile,
-  DEFAULTS,
-  merge,
-  parseConfig,
-  receiveSettings,
-  sendSettings,
-} from '../daemon/config.js';
+import { type ConfigFile, DEFAULTS, merge, receiveSettings, sendSettings } from '../daemon/config.js';
 import { runReceive, runSend } from '../daemon/run.js';
 import { RwanError } from '../errors.js';
 import { packageVersion } from '../package-root.js';
@@ -87,6 +80,8 @@ async function settingsFrom(o: Record<string, unknown>): Promise<ConfigFile> {
     } catch (err) {
       throw new RwanError('RWAN_ERR_IO', `config ${o.config}: ${(err as Error).message}`, { cause: err });
     }
+    // loaded only here: see config-file.ts
+    const { parseConfig } = await import('../daemon/config-file.js');
     file = parseConfig(text, o.config);
   }
   return merge(file, o);

@@ -2,59 +2,16 @@
  * The daemon's settings: one JSON config file (docs/daemon.md), every field also a command-line flag;
  * a flag given on the command line wins over the file. Pure: text and flags in, settings out.
  *
- *   file (JSON, zod-checked, unknown keys refused) ─┐
+ *   file (JSON, zod-checked, unknown keys refused) ─┐  config-file.ts
  *                                                   ├─► merge (flags win) ─► units parsed ─► Settings
  *   flags (commander, strings as typed)  ───────────┘
  */
-import { z } from 'zod';
+
 import { RwanError } from '../errors.js';
 import { parseBytes, parseCount, parseDuration, parseRate } from '../units.js';
+import type { ConfigFile } from './config-file.js';
 
-/** Config file keys; each has a flag of the same name in kebab case. */
-const fileSchema = z
-  .object({
-    connect: z.string(),
-    listen: z.string(),
-    image: z.string(),
-    dirtyLog: z.string(),
-    pausePid: z.union([z.number().int().positive(), z.string()]),
-    store: z.string(),
-    tlsCa: z.string(),
-    tlsCert: z.string(),
-    tlsKey: z.string(),
-    peerName: z.union([z.string(), z.array(z.string())]),
-    pskIdentity: z.string(),
-    pskKeyFile: z.string(),
-    insecure: z.boolean(),
-    pageSize: z.union([z.number(), z.string()]),
-    epoch: z.string(),
-    window: z.union([z.number(), z.string()]),
-    channels: z.union([z.number(), z.string()]),
-    cache: z.string(),
-    chunk: z.string(),
-    zstdLevel: z.union([z.number(), z.string()]),
-    rate: z.string(),
-    burst: z.string(),
-    heartbeat: z.string(),
-    idleTimeout: z.string(),
-    handshakeTimeout: z.string(),
-    deadTime: z.string(),
-    staging: z.string(),
-    checkpoint: z.string(),
-    stats: z.string(),
-    metrics: z.string(),
-    onPrimaryLost: z.string(),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
-    verify: z.boolean(),
-    maxEpochs: z.union([z.number(), z.string()]),
-    encoder: z.enum(['worker', 'inline']),
-    name: z.string(),
-  })
-  .partial()
-  .strict();
-
-/** What a config file may hold (every field optional). */
-export type ConfigFile = z.infer<typeof fileSchema>;
+export type { ConfigFile } from './config-file.js';
 
 /** Security settings, before the files are read. */
 export type SecuritySettings =
@@ -123,27 +80,6 @@ export const DEFAULTS = {
   logLevel: 'info',
   port: 7800,
 } as const;
-
-/** Parse a config file's text. */
-export function parseConfig(text: string, source: string): ConfigFile {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    throw new RwanError('RWAN_ERR_INVALID_INPUT', `${source}: not JSON: ${(err as Error).message}`, {
-      details: { source },
-    });
-  }
-  const r = fileSchema.safeParse(raw);
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    const where = issue?.path.join('.') || '(top level)';
-    throw new RwanError('RWAN_ERR_INVALID_INPUT', `${source}: ${where}: ${issue?.message ?? 'invalid'}`, {
-      details: { source, path: issue?.path, issues: r.error.issues.length },
-    });
-  }
-  return r.data;
-}
 
 /** `host:port`, `[v6]:port` or `port` alone (then `fallbackHost`). */
 export function parseAddress(

@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { merge, parseAddress, parseConfig, receiveSettings, sendSettings } from '../../src/daemon/config.js';
+import { merge, parseAddress, receiveSettings, sendSettings } from '../../src/daemon/config.js';
+import { parseConfig } from '../../src/daemon/config-file.js';
 import { codeOf } from '../helpers.js';
 
 const example = (name: string) => parseConfig(readFileSync(`examples/${name}`, 'utf8'), name);
