@@ -5,12 +5,15 @@
  *
  *   file   = header record*
  *   header = magic "RWDIRLOG" version:u16 flags:u16 pageSize:u32          (16 bytes, little-endian)
- *   record = u64 LE: bit 63 set, bits 53–62 zero, bits 0–52 the pfn        (8 bytes)
+ *   record = u64 LE: bit 63 set, bit 62 batch start (flag 1, else zero),   (8 bytes)
+ *            bits 53–61 zero, bits 0–52 the pfn
  *
  * Log-ahead: a record is in the file (its write() returned) BEFORE the page write it announces starts.
  * The producer opens the log with O_APPEND, so after {@link DirtyLogReader.reset} truncates the log
  * back to its header its next record lands at the new end. A record whose bit 63 is clear is the
- * zero-filled hole a producer without O_APPEND leaves after a reset: the reader refuses it.
+ * zero-filled hole a producer without O_APPEND leaves after a reset: the reader refuses it. With the
+ * header's flag 1 (batch marks), the first record of each batch has bit 62 set: a capture then knows
+ * which pages may still be pending (the last batch's) and re-reads only those (docs/dirty-log.md §5).
  *
  * `DirtyLogWriter` is the producer side for producers written in JavaScript (synchronous, like the
  * page writes it precedes); `DirtyLogReader` is the capture side (asynchronous).
@@ -34,10 +37,15 @@ export const DIRTY_LOG_RECORD_BYTES = 8;
 /** Largest pfn a record can carry (2⁵³ − 1, the largest safe integer). */
 export const DIRTY_LOG_MAX_PFN = Number.MAX_SAFE_INTEGER;
 
+/** Header flag: the first record of each batch carries {@link BATCH_START}. */
+export const DIRTY_LOG_FLAG_BATCH_MARKS = 1;
+
 /** Bit 31 of a record's high word (bit 63 of the record): set in every record. */
 const PRESENT = 0x8000_0000;
-/** Bits 21–30 of the high word (53–62 of the record): reserved, zero. */
-const RESERVED = 0x7fe0_0000;
+/** Bit 30 of the high word (62 of the record): the first record of a batch (with batch marks). */
+const BATCH_START = 0x4000_0000;
+/** Bits 21–29 of the high word (53–61 of the record): reserved, zero; bit 30 too without batch marks. */
+const RESERVED = 0x3fe0_0000;
 /** Bits 0–20 of the high word: the pfn's bits 32–52. */
 const PFN_HI = 0x001f_ffff;
 
@@ -66,13 +74,13 @@ export function checkPageSize(pageSize: number): void {
   }
 }
 
-/** The 16-byte header of a dirty log for `pageSize`. */
-export function dirtyLogHeader(pageSize: number): Buffer {
+/** The 16-byte header of a dirty log for `pageSize`, with batch marks unless told otherwise. */
+export function dirtyLogHeader(pageSize: number, batchMarks = true): Buffer {
   checkPageSize(pageSize);
   const h = Buffer.alloc(DIRTY_LOG_HEADER_BYTES);
   DIRTY_LOG_MAGIC.copy(h, 0);
   h.writeUInt16LE(DIRTY_LOG_VERSION, 8);
-  h.writeUInt16LE(0, 10);
+  h.writeUInt16LE(batchMarks ? DIRTY_LOG_FLAG_BATCH_MARKS : 0, 10);
   h.writeUInt32LE(pageSize, 12);
   return h;
 }
@@ -89,10 +97,10 @@ function checkPfn(pfn: number): void {
   }
 }
 
-/** Writes the record of `pfn` at `buf[at .. at + 8)`. */
-function putRecord(buf: Buffer, at: number, pfn: number): void {
+/** Writes the record of `pfn` at `buf[at .. at + 8)`, marked as a batch's first with `start`. */
+function putRecord(buf: Buffer, at: number, pfn: number, start: boolean): void {
   buf.writeUInt32LE(pfn % 0x1_0000_0000, at);
-  buf.writeUInt32LE((PRESENT | Math.floor(pfn / 0x1_0000_0000)) >>> 0, at + 4);
+  buf.writeUInt32LE((PRESENT | (start ? BATCH_START : 0) | Math.floor(pfn / 0x1_0000_0000)) >>> 0, at + 4);
 }
 
 /**
@@ -124,18 +132,22 @@ export class DirtyLogWriter {
     readonly path: string,
     /** Bytes per page of the image the log describes. */
     readonly pageSize: number,
+    /** The first record of each batch is marked (header flag 1). */
+    readonly batchMarks: boolean,
     fd: number,
   ) {
     this.fd = fd;
   }
 
   /**
-   * Creates (or empties) the log at `path` and writes its header.
+   * Creates (or empties) the log at `path` and writes its header. With `batchMarks` (the default) the
+   * first record of each batch is marked, so a capture re-reads only the last batch's pages.
    * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a bad page size, `RWAN_ERR_IO` when the file cannot
    *   be created or written
    */
-  static create(path: string, pageSize: number): DirtyLogWriter {
-    const header = dirtyLogHeader(pageSize);
+  static create(path: string, pageSize: number, options: { batchMarks?: boolean } = {}): DirtyLogWriter {
+    const batchMarks = options.batchMarks ?? true;
+    const header = dirtyLogHeader(pageSize, batchMarks);
     let fd: number | undefined;
     try {
       fd = openSync(
@@ -149,7 +161,7 @@ export class DirtyLogWriter {
       if (err instanceof RwanError) throw err;
       throw ioError(`dirty log: cannot create ${path}`, path, err);
     }
-    return new DirtyLogWriter(path, pageSize, fd);
+    return new DirtyLogWriter(path, pageSize, batchMarks, fd);
   }
 
   /**
@@ -158,7 +170,7 @@ export class DirtyLogWriter {
    */
   log(pfn: number): void {
     checkPfn(pfn);
-    putRecord(this.buf, 0, pfn);
+    putRecord(this.buf, 0, pfn, this.batchMarks);
     writeAll(this.open(), this.buf, DIRTY_LOG_RECORD_BYTES, this.path);
   }
 
@@ -176,7 +188,7 @@ export class DirtyLogWriter {
     for (let i = 0; i < pfns.length; i++) {
       const pfn = pfns[i] as number;
       checkPfn(pfn);
-      putRecord(this.buf, i * DIRTY_LOG_RECORD_BYTES, pfn);
+      putRecord(this.buf, i * DIRTY_LOG_RECORD_BYTES, pfn, i === 0 && this.batchMarks);
     }
     writeAll(fd, this.buf, bytes, this.path);
   }
@@ -229,6 +241,7 @@ export class DirtyLogReader {
   private acc = new Float64Array(1024);
   private total = 0;
   private closed = false;
+  private batch: Float64Array | undefined;
 
   private constructor(
     private readonly fh: FileHandle,
@@ -236,6 +249,8 @@ export class DirtyLogReader {
     readonly path: string,
     /** Bytes per page (the header's, checked against the one given to {@link DirtyLogReader.open}). */
     readonly pageSize: number,
+    /** The producer marks the first record of each batch (header flag 1). */
+    readonly batchMarks: boolean,
   ) {}
 
   /**
@@ -243,7 +258,7 @@ export class DirtyLogReader {
    * already in the log are returned by the first {@link read}.
    * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a bad page size; `RWAN_ERR_SOURCE` when the file
    *   is missing, cannot be opened, or its header is short, not a dirty log, of another version, has
-   *   flags set or another page size
+   *   an unknown flag set or another page size
    */
   static async open(path: string, pageSize: number): Promise<DirtyLogReader> {
     checkPageSize(pageSize);
@@ -273,12 +288,12 @@ export class DirtyLogReader {
       const version = h.readUInt16LE(8);
       if (version !== DIRTY_LOG_VERSION) bad(`version ${version} is not supported`, { version });
       const flags = h.readUInt16LE(10);
-      if (flags !== 0) bad(`reserved flags ${flags} are set`, { flags });
+      if ((flags & ~DIRTY_LOG_FLAG_BATCH_MARKS) !== 0) bad(`reserved flags ${flags} are set`, { flags });
       const logPageSize = h.readUInt32LE(12);
       if (logPageSize !== pageSize) {
         bad(`page size ${logPageSize} differs from the image's ${pageSize}`, { logPageSize, pageSize });
       }
-      return new DirtyLogReader(fh, path, pageSize);
+      return new DirtyLogReader(fh, path, pageSize, (flags & DIRTY_LOG_FLAG_BATCH_MARKS) !== 0);
     } catch (err) {
       await fh.close();
       if (err instanceof RwanError) throw err;
@@ -289,6 +304,16 @@ export class DirtyLogReader {
   /** Records returned by {@link read} since the log was opened (duplicates included). */
   get recordsRead(): number {
     return this.total;
+  }
+
+  /**
+   * After a {@link read}, with batch marks: the pfns (ascending, distinct) of the last batch among the
+   * records it returned — the only page writes that may still be pending when the producer was stopped
+   * for the read. Undefined without batch marks, when the read returned nothing, or when no batch
+   * starts among its records (the batch began before the previous read).
+   */
+  get lastBatch(): Float64Array | undefined {
+    return this.batch;
   }
 
   /**
@@ -309,6 +334,9 @@ export class DirtyLogReader {
       );
     }
     const end = this.at + (size - this.at - ((size - this.at) % DIRTY_LOG_RECORD_BYTES));
+    const reserved = this.batchMarks ? RESERVED : RESERVED | BATCH_START;
+    let lastStart = -1; // byte offset of the last batch's first record
+    this.batch = undefined;
     let n = 0; // in acc
     let distinct = 0; // bits set in seen
     let lo = this.seen.length; // the words of seen that may have bits set: [lo, hi]
@@ -321,7 +349,7 @@ export class DirtyLogReader {
         for (let r = 0; r < bytes / DIRTY_LOG_RECORD_BYTES; r++) {
           const low = words[2 * r] as number;
           const high = words[2 * r + 1] as number;
-          if ((high & PRESENT) === 0 || (high & RESERVED) !== 0) {
+          if ((high & PRESENT) === 0 || (high & reserved) !== 0) {
             const offset = at + r * DIRTY_LOG_RECORD_BYTES;
             throw new RwanError(
               'RWAN_ERR_SOURCE',
@@ -330,6 +358,7 @@ export class DirtyLogReader {
               { details: { path: this.path, offset, hi: high, lo: low } },
             );
           }
+          if ((high & BATCH_START) !== 0) lastStart = at + r * DIRTY_LOG_RECORD_BYTES;
           const pfnHi = high & PFN_HI;
           if (pfnHi === 0 && low < BITMAP_PFNS) {
             const w = low >>> 5;
@@ -375,9 +404,26 @@ export class DirtyLogReader {
       }
     }
     out.set(this.acc.subarray(0, large), k);
+    if (lastStart >= 0) this.batch = this.pfnsBetween(lastStart, end);
     this.total += (end - this.at) / DIRTY_LOG_RECORD_BYTES;
     this.at = end;
     return out;
+  }
+
+  /** The pfns (ascending, distinct) of the records in bytes [from, to) of the log, already checked. */
+  private pfnsBetween(from: number, to: number): Float64Array {
+    const out = new Float64Array((to - from) / DIRTY_LOG_RECORD_BYTES);
+    let n = 0;
+    for (let at = from; at < to; ) {
+      const bytes = Math.min(this.blockBytes.length, to - at);
+      this.readFully(this.blockBytes, bytes, at);
+      for (let r = 0; r < bytes / DIRTY_LOG_RECORD_BYTES; r++) {
+        out[n++] =
+          ((this.words[2 * r + 1] as number) & PFN_HI) * 0x1_0000_0000 + (this.words[2 * r] as number);
+      }
+      at += bytes;
+    }
+    return out.slice(0, sortUnique(out, n));
   }
 
   /** Grows the bitmap to hold word `w` (below BITMAP_PFNS / 32 words). */

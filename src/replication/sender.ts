@@ -47,9 +47,10 @@ import { type EncoderPort, InlineEncoder } from './encoder-port.js';
 
 /**
  * What the sender needs from a source of epochs (src/replication/source-image.ts is one). The sender
- * takes ownership of each capture's `pages` (a worker encoder transfers their memory), and of their
- * whole ArrayBuffer when the capture says `ownsBuffer`; `pfns` stay the source's. Once an epoch is
- * encoded its pages go back to the source's `recycle`, if it has one.
+ * holds each capture's `pages` until the epoch is encoded (or its encoding failed), then gives them
+ * back to the source's `recycle`, if it has one; `pfns` stay the source's. With `ownsBuffer`, a worker
+ * encoder takes the memory under the pages as it is: an ArrayBuffer is transferred whole, shared
+ * memory is read in place; without it, it transfers a copy.
  */
 export interface EpochSource {
   capture(options?: { full?: boolean }): Promise<{
@@ -566,10 +567,16 @@ export class SenderSession extends EventEmitter {
         this.encodingBytes -= held;
         this.wakeWindow();
       };
-      void encoded.then(({ pages }) => {
-        this.o.source.recycle?.(pages);
-        release();
-      }, release);
+      void encoded.then(
+        ({ pages }) => {
+          this.o.source.recycle?.(pages);
+          release();
+        },
+        () => {
+          this.o.source.recycle?.(cap.pages); // the encoder no longer reads them
+          release();
+        },
+      );
       const done = encoded.then(({ summary, encodeMs }) => {
         const rawBytes = out.chunks.reduce((sum, c) => sum + c.rawLength, 0);
         out.finish(

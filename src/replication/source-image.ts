@@ -21,48 +21,22 @@
  * stat and the log. Memory: the returned pages are the only allocation proportional to the dirty set
  * (besides the pfn arrays); the two 8 MiB block buffers and the hash table are reused. Whole-file
  * passes read the next block while hashing the current one. The pages of an incremental capture are
- * read into a buffer the caller may give back ({@link ImageSource.recycle}) once it has encoded
- * them: the next captures read into it again instead of faulting in fresh memory every epoch.
+ * read into a region of a ring of shared memory (capture-ring.ts) that the caller gives back
+ * ({@link ImageSource.recycle}) once it has encoded them: the next captures read into it again instead
+ * of faulting in fresh memory every epoch.
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { fstatSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { hot, releaseMemory } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
+import { CaptureRing } from './capture-ring.js';
 import { checkPageSize, DirtyLogReader } from './dirty-log.js';
 import { ImageDigest } from './image-digest.js';
 import { checkPausable, pauseProcess } from './process-pause.js';
 
 /** Bytes read (and hashed) per block when a capture reads the whole file. */
 export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
-
-/** Incremental captures whose sizes decide which given-back buffers are worth keeping. */
-const RECENT_CAPTURES = 8;
-/**
- * Resident bytes past a capture's need that a reused buffer keeps (from an earlier, larger capture)
- * before they are given back: epochs that vary a little do not fault the same pages in again.
- */
-const TAIL_SLACK_BYTES = 2 * 2 ** 20;
-/** Page buffers kept for later captures: the sender holds two captures at most (sender.ts CAPTURES_AHEAD). */
-const SPARE_BUFFERS = 2;
-
-/** Counts a buffer of `bytes` given back: false when none of that length is out. */
-function take(out: Map<number, number>, bytes: number): boolean {
-  const count = out.get(bytes);
-  if (count === undefined) return false;
-  if (count > 1) out.set(bytes, count - 1);
-  else out.delete(bytes);
-  return true;
-}
-
-/**
- * A capture buffer no longer kept: its memory goes back to the system now. A SharedArrayBuffer is
- * freed only once the encoder thread's collector too found it unreachable, which can take long
- * enough for hundreds of MiB of them to pile up.
- */
-function drop(ab: SharedArrayBuffer): void {
-  releaseMemory(new Uint8Array(ab));
-}
 
 /** How a capture finds the pages that changed. */
 export type DirtySource = { kind: 'hash' } | { kind: 'log'; path: string };
@@ -98,9 +72,10 @@ export interface CapturedEpoch {
   /** Size of the image at the capture: the file's size rounded up to whole pages. */
   imageBytes: number;
   /**
-   * The memory under `pages` (an ArrayBuffer, or a SharedArrayBuffer for incremental captures; it may
-   * be longer than `pages`) belongs to this capture alone: the caller may hand it over whole (to a
-   * worker thread) and give it back with {@link ImageSource.recycle}.
+   * The memory under `pages` is the caller's until it gives it back with {@link ImageSource.recycle}:
+   * for a full capture an ArrayBuffer of its own, which may be handed over whole (to a worker thread);
+   * for an incremental capture a region of a SharedArrayBuffer that later captures use too, to be read
+   * in place (by any thread) and never transferred.
    */
   ownsBuffer: true;
   /** Time the capture took, in milliseconds. */
@@ -178,25 +153,10 @@ export class ImageSource {
   private changed: Float64Array = new Float64Array(1024);
   /** 'log': pfns announced before the previous capture whose writes may land after it. */
   private straddle: Float64Array = new Float64Array(0);
-  /**
-   * Page buffers given back, for the next incremental captures (at most {@link SPARE_BUFFERS}).
-   * With only one, two captures in flight made a new buffer every other capture (the smaller of the
-   * two given back was dropped), and a dropped SharedArrayBuffer is freed only once both threads'
-   * garbage collectors found it: at 50 epochs/s hundreds of MiB waited for that.
-   */
-  private spares: SharedArrayBuffer[] = [];
-  /**
-   * The byte lengths of the page buffers of incremental captures not given back yet, with their
-   * counts: what recycle() takes back (a buffer is recognised by its length: a caller may give it
-   * back through another object over the same memory).
-   */
-  private readonly out = new Map<number, number>();
-  /** How many leading bytes of each capture buffer a capture wrote (and so are resident) at most. */
-  private readonly touched = new WeakMap<SharedArrayBuffer, number>();
-  /** The same for the buffers of full captures. */
+  /** The memory incremental captures read pages into (capture-ring.ts), reused epoch after epoch. */
+  private readonly ring: CaptureRing;
+  /** The byte lengths of full captures' buffers not given back yet, with their counts. */
   private readonly fullOut = new Map<number, number>();
-  /** The page bytes of the last {@link RECENT_CAPTURES} incremental captures. */
-  private readonly needs: number[] = [];
 
   private constructor(
     private readonly fh: FileHandle,
@@ -205,6 +165,7 @@ export class ImageSource {
     size: number,
   ) {
     this.bytes = Math.ceil(size / o.pageSize) * o.pageSize;
+    this.ring = new CaptureRing({ pageSize: o.pageSize, release: (v) => releaseMemory(v) });
   }
 
   /**
@@ -294,24 +255,17 @@ export class ImageSource {
    */
   recycle(pages: Uint8Array): void {
     const ab = pages.buffer;
-    if (!(ab instanceof SharedArrayBuffer)) {
-      // a full capture's buffer (it may come back as another object over the same memory): not
-      // reused, and given back to the system now rather than when the collector gets to it
-      if (take(this.fullOut, ab.byteLength)) releaseMemory(new Uint8Array(ab));
+    if (ab instanceof SharedArrayBuffer) {
+      this.ring.give(pages);
       return;
     }
-    if (this.spares.includes(ab) || !take(this.out, ab.byteLength)) return;
-    // A buffer far larger than the recent captures (one made while a backlog built up, e.g. the
-    // epoch after a full copy) would keep that much memory resident for nothing: it is dropped.
-    if (ab.byteLength > 2 * Math.max(0, ...this.needs) + 2 ** 20) drop(ab);
-    else this.keepSpare(ab);
-  }
-
-  /** Keep `ab` for a later capture; of more than {@link SPARE_BUFFERS}, the larger ones stay. */
-  private keepSpare(ab: SharedArrayBuffer): void {
-    this.spares.push(ab);
-    this.spares.sort((a, b) => b.byteLength - a.byteLength); // the larger fit any capture the smaller fit
-    for (const extra of this.spares.splice(SPARE_BUFFERS)) drop(extra);
+    // a full capture's buffer (it may come back as another object over the same memory): not
+    // reused, and given back to the system now rather than when the collector gets to it
+    const count = this.fullOut.get(ab.byteLength);
+    if (count === undefined) return;
+    if (count > 1) this.fullOut.set(ab.byteLength, count - 1);
+    else this.fullOut.delete(ab.byteLength);
+    releaseMemory(new Uint8Array(ab));
   }
 
   /** Closes the image and the dirty log (idempotent). */
@@ -353,9 +307,14 @@ export class ImageSource {
     const logged = this.log === undefined ? new Float64Array(0) : await this.log.read();
     const straddle = this.straddle;
     // A producer that announced nothing new may not have run since the previous capture: its pending
-    // writes are still pending, so the previous straddle set is kept. (Updated before the pages are
-    // read: after a failure the next capture is full, and the straddle set must still be right.)
-    if (logged.length > 0) this.straddle = logged;
+    // writes are still pending, so the previous straddle set is kept. Otherwise they are those of its
+    // last batch: with batch marks, that batch alone (or, when it began before the previous read, the
+    // previous set and all the new records); without, everything announced since the previous capture.
+    // (Updated before the pages are read: after a failure the next capture is full, and the straddle
+    // set must still be right.)
+    if (logged.length > 0 && this.log !== undefined) {
+      this.straddle = this.log.lastBatch ?? (this.log.batchMarks ? unionSorted(logged, straddle) : logged);
+    }
 
     let pfns: Float64Array;
     let pages: Buffer;
@@ -500,45 +459,20 @@ export class ImageSource {
    * The pages `pfns` (ascending) into a buffer of their own, one positional read per run of
    * consecutive pages (hot-loops readPages: one native call for all of them); zeros past the end of
    * the file. Synchronous: a scattered read from the page cache takes a few microseconds, less than a
-   * round trip through the thread pool, and the writer is stopped meanwhile. The buffer is a spare
-   * given back by {@link recycle} when one is large enough: its memory is already faulted in, where
-   * a fresh one costs a page fault (and the kernel's zeroing) per 4 KiB the reads then copy into. It
-   * is a SharedArrayBuffer: an encoder thread reads it in place, and the same buffer object goes
-   * round, where an ArrayBuffer handed to a thread and back is a new object each time, whose
-   * tens of MiB the garbage collector counts as new external memory (a full collection per epoch).
+   * round trip through the thread pool, and the writer is stopped meanwhile. The buffer is a region of
+   * the capture ring (capture-ring.ts), shared memory that earlier captures faulted in already (a fresh
+   * buffer costs a page fault, and the kernel's zeroing, per 4 KiB the reads then copy into) and that an
+   * encoder thread reads in place.
    */
   private readPages(pfns: Float64Array, size: number): Buffer {
-    const need = pfns.length * this.o.pageSize;
-    this.needs.push(need);
-    if (this.needs.length > RECENT_CAPTURES) this.needs.shift();
-    // The smallest spare that fits. Without one, the spares too small are dropped rather than kept
-    // beside a new buffer (the memory the captures hold stays that of the buffers in use), and the
-    // new buffer gets a quarter more, so that epochs that grow a little still fit (untouched bytes
-    // cost no memory).
-    let at = -1;
-    this.spares.forEach((b, i) => {
-      if (b.byteLength >= need) at = i;
-    });
-    let ab: SharedArrayBuffer;
-    if (at >= 0) ab = this.spares.splice(at, 1)[0] as SharedArrayBuffer;
-    else {
-      for (const small of this.spares.splice(0)) drop(small);
-      ab = new SharedArrayBuffer(need + Math.ceil(need / 4 / this.o.pageSize) * this.o.pageSize);
-    }
-    // the bytes a larger capture left resident past this one's need go back to the system
-    const touched = this.touched.get(ab) ?? 0;
-    if (touched > need + TAIL_SLACK_BYTES) {
-      releaseMemory(new Uint8Array(ab, need, touched - need));
-      this.touched.set(ab, need);
-    } else this.touched.set(ab, Math.max(touched, need));
-    const pages = Buffer.from(ab, 0, need);
+    const region = this.ring.take(pfns.length * this.o.pageSize);
+    const pages = Buffer.from(region.buffer, region.byteOffset, region.byteLength);
     try {
       hot.readPages(this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages);
     } catch (err) {
-      this.keepSpare(ab);
+      this.ring.give(region);
       throw ioError(this.o.path, err);
     }
-    this.out.set(ab.byteLength, (this.out.get(ab.byteLength) ?? 0) + 1);
     return pages;
   }
 }

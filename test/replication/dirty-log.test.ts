@@ -81,6 +81,43 @@ describe('DirtyLogWriter / DirtyLogReader', () => {
     expect(r.recordsRead).toBe(10);
   });
 
+  it('names the last batch of each read when the producer marks batches', async () => {
+    const path = tmp();
+    const w = track(DirtyLogWriter.create(path, 4096));
+    const r = track(await DirtyLogReader.open(path, 4096));
+    expect(r.batchMarks).toBe(true);
+    expect(await r.read()).toEqual(new Float64Array(0));
+    expect(r.lastBatch).toBeUndefined();
+    w.logMany([8, 3]);
+    w.log(5);
+    w.logMany([2 ** 40, 9, 1, 9]);
+    expect([...(await r.read())]).toEqual([1, 3, 5, 8, 9, 2 ** 40]);
+    expect([...(r.lastBatch ?? [])]).toEqual([1, 9, 2 ** 40]);
+    w.log(4);
+    expect([...(await r.read())]).toEqual([4]);
+    expect([...(r.lastBatch ?? [])]).toEqual([4]);
+    // a batch read in two parts (a reader that does not pause the producer): the second part has no
+    // batch start, so the batch is not known
+    appendFileSync(path, record(6));
+    expect([...(await r.read())]).toEqual([6]);
+    expect(r.lastBatch).toBeUndefined();
+    // a batch larger than one read block
+    const big = Array.from({ length: 70_000 }, (_, i) => 70_000 - i);
+    w.log(0);
+    w.logMany(big);
+    expect((await r.read()).length).toBe(70_001);
+    expect(r.lastBatch?.length).toBe(70_000);
+    expect(r.lastBatch?.[0]).toBe(1);
+    // without marks there is no batch to name
+    const path2 = tmp();
+    const w2 = track(DirtyLogWriter.create(path2, 4096, { batchMarks: false }));
+    w2.logMany([1, 2]);
+    const r2 = track(await DirtyLogReader.open(path2, 4096));
+    expect(r2.batchMarks).toBe(false);
+    expect([...(await r2.read())]).toEqual([1, 2]);
+    expect(r2.lastBatch).toBeUndefined();
+  });
+
   it('deduplicates a read of many records (compaction and growth of the accumulator)', async () => {
     const path = tmp();
     const w = track(DirtyLogWriter.create(path, 4096));
@@ -176,7 +213,7 @@ describe('DirtyLogWriter / DirtyLogReader', () => {
         return h;
       }),
       variant((h) => {
-        h.writeUInt16LE(1, 10);
+        h.writeUInt16LE(2, 10); // a flag this version does not know
         return h;
       }),
       variant((h) => {
@@ -195,6 +232,14 @@ describe('DirtyLogWriter / DirtyLogReader', () => {
     appendFileSync(path, bad);
     const r = track(await DirtyLogReader.open(path, 4096));
     expect(await codeOfAsync(r.read())).toBe('RWAN_ERR_SOURCE');
+    // a batch mark in a log whose header does not announce them
+    const unmarked = tmp();
+    track(DirtyLogWriter.create(unmarked, 4096, { batchMarks: false }));
+    const marked = record(8);
+    marked.writeUInt32LE((0x8000_0000 | 0x4000_0000) >>> 0, 4);
+    appendFileSync(unmarked, marked);
+    const ru = track(await DirtyLogReader.open(unmarked, 4096));
+    expect(await codeOfAsync(ru.read())).toBe('RWAN_ERR_SOURCE');
     const path2 = tmp();
     const w2 = track(DirtyLogWriter.create(path2, 4096));
     w2.logMany([1, 2]);

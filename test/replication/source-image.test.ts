@@ -216,49 +216,55 @@ describe("ImageSource, 'hash'", () => {
 });
 
 describe("ImageSource, 'log'", () => {
-  it('reads the pages logged since the last capture plus those logged before it', async () => {
-    const path = tmp('img');
-    const logPath = tmp('dlog');
-    writeFileSync(path, randomBytes(64 * PS));
-    const log = DirtyLogWriter.create(logPath, PS);
-    try {
-      const src = await openSource({
-        path,
-        pageSize: PS,
-        dirty: { kind: 'log', path: logPath },
-        verify: true,
-      });
-      log.logMany([1, 2]); // before the first capture: full anyway, but they straddle it
-      const first = await src.capture();
-      expect(first.full).toBe(true);
-      expect(first.pages.equals(readFileSync(path))).toBe(true);
+  for (const batchMarks of [true, false]) {
+    it(`reads the pages logged since the last capture plus those that may be pending (${batchMarks ? 'the last batch' : 'no batch marks: all logged before'})`, async () => {
+      const path = tmp('img');
+      const logPath = tmp('dlog');
+      writeFileSync(path, randomBytes(64 * PS));
+      const log = DirtyLogWriter.create(logPath, PS, { batchMarks });
+      try {
+        const src = await openSource({
+          path,
+          pageSize: PS,
+          dirty: { kind: 'log', path: logPath },
+          verify: true,
+        });
+        log.logMany([1, 2]); // before the first capture: full anyway, but they straddle it
+        const first = await src.capture();
+        expect(first.full).toBe(true);
+        expect(first.pages.equals(readFileSync(path))).toBe(true);
 
-      const step = async (logged: number[], written: number[], want: number[]): Promise<void> => {
-        if (logged.length > 0) log.logMany(logged);
-        scribble(path, written);
-        const e = await src.capture();
-        expect(e.full).toBe(false);
-        expect([...e.pfns]).toEqual(want);
-        expect(e.pages.equals(pagesOf(readFileSync(path), want))).toBe(true);
-        expect(e.digest).toBe(await digestFile(path));
-      };
-      await step([5, 3], [3, 5], [1, 2, 3, 5]);
-      await step([10, 100], [10], [3, 5, 10]); // 100 is past the end of the image: ignored
-      // nothing logged: the producer may not have run, the pages logged before are read again
-      await step(
-        [],
-        [],
-        [10, 100].filter((p) => p < 64),
-      );
-      await step([], [], [10]);
-      await step([7], [7], [7, 10]);
-      await step([7], [7], [7]);
-      // without a pause the log is never truncated (it would race with the producer)
-      expect(statSync(logPath).size).toBe(DIRTY_LOG_HEADER_BYTES + 8 * 8);
-    } finally {
-      log.close();
-    }
-  });
+        const step = async (logged: number[], written: number[], want: number[]): Promise<void> => {
+          if (logged.length > 0) log.logMany(logged);
+          scribble(path, written);
+          const e = await src.capture();
+          expect(e.full).toBe(false);
+          expect([...e.pfns]).toEqual(want);
+          expect(e.pages.equals(pagesOf(readFileSync(path), want))).toBe(true);
+          expect(e.digest).toBe(await digestFile(path));
+        };
+        await step([5, 3], [3, 5], [1, 2, 3, 5]);
+        await step([10, 100], [10], [3, 5, 10]); // 100 is past the end of the image: ignored
+        // nothing logged: the producer may not have run, the pages logged before are read again
+        await step(
+          [],
+          [],
+          [10, 100].filter((p) => p < 64),
+        );
+        await step([], [], [10]);
+        await step([7], [7], [7, 10]);
+        await step([7], [7], [7]);
+        // two batches: only the last one's writes may be pending at the capture
+        log.logMany([20, 21]);
+        await step([22], [20, 21, 22], [7, 20, 21, 22]);
+        await step([], [], batchMarks ? [22] : [20, 21, 22]);
+        // without a pause the log is never truncated (it would race with the producer)
+        expect(statSync(logPath).size).toBe(DIRTY_LOG_HEADER_BYTES + 11 * 8);
+      } finally {
+        log.close();
+      }
+    });
+  }
 
   it('reads the next captures into the pages given back (recycle), and keeps no image-sized buffer', async () => {
     const path = tmp('img');
@@ -277,30 +283,36 @@ describe("ImageSource, 'log'", () => {
         return src.capture();
       };
       const a = await capture([4, 5, 6, 7, 8, 9, 10, 11]);
+      expect(a.pages.buffer).toBeInstanceOf(SharedArrayBuffer);
       expect(a.pages.buffer).not.toBe(full.pages.buffer);
       expect(a.pages.byteOffset).toBe(0);
-      expect(a.pages.buffer.byteLength).toBeGreaterThan(a.pages.length);
+      expect(a.pages.buffer.byteLength).toBeGreaterThan(a.pages.length); // room for the next ones
       expect(a.pages.equals(pagesOf(readFileSync(path), [...a.pfns]))).toBe(true);
       const memory = a.pages.buffer;
-      // given back through another view of the same memory (as a worker thread hands it back)
-      src.recycle(Buffer.from(a.pages.buffer, 0, 1));
+      src.recycle(a.pages);
       const b = await capture([]); // the pages logged before the last capture, read again
       expect(b.pages.buffer).toBe(memory);
+      expect(b.pages.byteOffset).toBe(0);
       expect([...b.pfns]).toEqual([...a.pfns]);
       expect(b.pages.equals(pagesOf(readFileSync(path), [...b.pfns]))).toBe(true);
-      // not given back: the next capture gets other memory; what the source did not make is ignored
+      // what the source did not make, or a view of other bytes, is ignored
       src.recycle(Buffer.alloc(16 * PS));
-      const c = await capture([20]);
-      expect(c.pages.buffer).not.toBe(memory);
+      src.recycle(Buffer.from(memory, 0, PS));
+      // b still out: the next capture reads into other memory, and b's bytes stay as they were
+      const bBytes = Buffer.from(b.pages);
+      const c = await capture([30, 31]);
       expect(c.pages.equals(pagesOf(readFileSync(path), [...c.pfns]))).toBe(true);
-      // the same buffer given back twice counts once
+      expect(b.pages.equals(bBytes)).toBe(true);
+      src.recycle(b.pages);
       src.recycle(c.pages);
-      src.recycle(c.pages);
-      const d = await capture([21]);
-      const e = await capture([22]);
+      src.recycle(c.pages); // twice counts once
+      const d = await capture([32]);
+      const e = await capture([33]);
       expect(d.pages.buffer).toBe(c.pages.buffer);
+      expect(e.pages.buffer).toBe(c.pages.buffer); // d is out, e goes after it
+      expect(e.pages.byteOffset).toBeGreaterThanOrEqual(d.pages.byteOffset + d.pages.length);
       expect(d.pages.equals(pagesOf(readFileSync(path), [...d.pfns]))).toBe(true);
-      expect(e.pages.buffer).not.toBe(c.pages.buffer);
+      expect(e.pages.equals(pagesOf(readFileSync(path), [...e.pfns]))).toBe(true);
     } finally {
       log.close();
     }
@@ -448,7 +460,11 @@ describe('pauseProcess', () => {
  * that starts from the full capture, must equal the image as it was at each capture point (its digest,
  * taken while the writer was stopped).
  */
-async function shadowRun(dirty: 'hash' | 'log', captures: number): Promise<CapturedEpoch[]> {
+async function shadowRun(
+  dirty: 'hash' | 'log',
+  captures: number,
+  writerFlags: string[] = [],
+): Promise<CapturedEpoch[]> {
   const image = tmp('img');
   const logPath = tmp('dlog');
   const pages = 2048;
@@ -464,7 +480,7 @@ async function shadowRun(dirty: 'hash' | 'log', captures: number): Promise<Captu
       '150',
       '--rate',
       '60000',
-    ].concat(dirty === 'log' ? ['--dirty-log', logPath] : []),
+    ].concat(dirty === 'log' ? ['--dirty-log', logPath, ...writerFlags] : []),
   );
   const src = await openSource({
     path: image,
@@ -493,9 +509,16 @@ async function shadowRun(dirty: 'hash' | 'log', captures: number): Promise<Captu
 }
 
 describe('consistency against a running writer, paused at each capture', () => {
-  for (const dirty of ['log', 'hash'] as const) {
-    it(`'${dirty}': a shadow image built from the captures equals the image at every capture`, async () => {
-      const epochs = await shadowRun(dirty, 32);
+  const modes = [
+    ['log', []], // batch marks: the last batch is re-read
+    ['log', ['--no-batch-marks']], // everything logged before the previous capture is re-read
+    ['log', ['--log-batch', 'page']], // batches of one page
+    ['hash', []],
+  ] as const;
+  for (const [dirty, flags] of modes) {
+    const name = `'${dirty}'${flags.length > 0 ? ` (writer ${flags.join(' ')})` : ''}`;
+    it(`${name}: a shadow image built from the captures equals the image at every capture`, async () => {
+      const epochs = await shadowRun(dirty, 32, [...flags]);
       expect(epochs[0]?.full).toBe(true);
       expect(epochs.slice(1).every((e) => !e.full)).toBe(true);
       // the writer really ran between captures: most captures carry pages and the image kept changing

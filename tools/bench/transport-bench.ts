@@ -31,9 +31,10 @@
  *
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
  *   committed MB/s  dirty-page bytes committed at the backup per second of the steady window: pages ×
- *                   page size summed over the receiver's stats lines. It counts the pages the dirty
- *                   log's straddle rule reads again (docs/dirty-log.md §5: a capture also reads the
- *                   pages logged before the previous one), so it can exceed what the writer wrote
+ *                   page size summed over the receiver's stats lines: the distinct pages each epoch
+ *                   carried (a page written several times in an epoch counts once), plus the one
+ *                   page per capture the dirty log's straddle rule reads again (the writer marks its
+ *                   batches of one page: docs/dirty-log.md §5)
  *   writer MB/s     page bytes the writer wrote in the same window (its dirty-log records: /proc/PID/io
  *                   wchar over the record size)
  *   wire MB/s       compressed chunk bytes received per second
@@ -589,9 +590,10 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
 /**
  * The writer's command line: the generator's default workload, written into a shared mapping of the
  * image (`--io map`: a page write is its mutation, as a guest writes its RAM); each page logged just
- * before it is written (`--log-batch page`), so the dirty log names what was written, as a
- * hypervisor's dirty bitmap would (with epoch-sized batches a slow writer's whole batch is read again
- * at every capture until the next batch, docs/dirty-log.md §5).
+ * before it is written (`--log-batch page`, batches marked), so the dirty log names what was written,
+ * as a hypervisor's dirty bitmap would, and a capture re-reads only the page whose write may have been
+ * pending (with epoch-sized batches a slow writer's whole batch is read again at every capture until
+ * the next batch, docs/dirty-log.md §5).
  */
 function writerArgs(env: Env, img: string, dlog: string): string[] {
   return [WRITER, '--image', img, '--pages', String(env.pages), '--seed', String(SEED)].concat([

@@ -58,6 +58,8 @@ export interface WriterOptions {
   dirtyLog?: string;
   /** 'epoch' (default): one append per generator epoch; 'page': one append before each page write. */
   logBatch?: 'epoch' | 'page';
+  /** Mark the first record of each batch in the log (default true; docs/dirty-log.md §2). */
+  batchMarks?: boolean;
   /** Page writes per second; 0 (default): as fast as possible. */
   rate?: number;
   /** Stop after this many generator epochs (default: until stopped). */
@@ -120,7 +122,10 @@ export async function runWriter(
   let mapping: FileMapping | undefined;
   let log: DirtyLogWriter | undefined;
   try {
-    log = o.dirtyLog === undefined ? undefined : DirtyLogWriter.create(o.dirtyLog, pageSize);
+    log =
+      o.dirtyLog === undefined
+        ? undefined
+        : DirtyLogWriter.create(o.dirtyLog, pageSize, { batchMarks: o.batchMarks ?? true });
     let w: Workload;
     if (io === 'map' && mapFile !== undefined) {
       ftruncateSync(fd, bytes);
@@ -237,6 +242,7 @@ interface CliOptions {
   pageSize: number;
   dirtyLog?: string;
   logBatch: 'epoch' | 'page';
+  batchMarks: boolean;
   rate: number;
   epochs?: number;
   dirtyPerEpoch?: number;
@@ -274,6 +280,12 @@ export function createProgram(): Command {
       new Option('--log-batch <unit>', 'one log append per generator epoch, or per page')
         .choices(['epoch', 'page'])
         .default('epoch'),
+    )
+    .addOption(
+      new Option(
+        '--no-batch-marks',
+        "leave the log's batches unmarked (a capture then re-reads every page logged before the previous one)",
+      ),
     )
     .addOption(
       new Option('--rate <pages/s>', 'page writes per second; 0 = as fast as possible')
@@ -332,6 +344,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       pageSize: o.pageSize,
       seed: o.seed,
       logBatch: o.logBatch,
+      batchMarks: o.batchMarks,
       rate: o.rate,
       io: o.io,
     };
