@@ -20,11 +20,10 @@
  * time it is written, so it is reused rather than allocated per epoch; with one buffer per capture,
  * the buffers in flight plus the spares kept for reuse held about four captures' worth resident.
  *
- * Sizing: when a take fits no gap, a new buffer of a quarter more than the most bytes recently in
- * flight is made and the old one retired: its memory goes back to the system (`release`) as soon as
- * its last region is given back, not when both threads' garbage collectors find it. A buffer found
- * empty at a take that is more than twice what the recent captures had in flight is replaced by a
- * smaller one.
+ * Sizing: when a take fits no gap, or the buffer is more than twice what the recent captures had in
+ * flight (it grew in a backlog), a new buffer of a quarter more than the most bytes recently in flight
+ * is made and the old one retired: its memory goes back to the system (`release`) as soon as its last
+ * region is given back, not when both threads' garbage collectors find it.
  *
  * No I/O: `release` (madvise through the addon in the daemon) is injected.
  */
@@ -97,11 +96,9 @@ export class CaptureRing {
     if (this.recent.length > RECENT_TAKES) this.recent.shift();
     const wanted = this.sized(Math.max(...this.recent));
     let ring = this.current;
-    if (ring !== undefined && ring.regions.length === 0 && ring.memory.byteLength > 2 * wanted) {
-      this.drop(ring);
-      ring = undefined;
-    }
-    let start = ring === undefined ? -1 : this.fit(ring, bytes);
+    // far larger than the recent captures need (grown in a backlog): the next ones go to a smaller
+    // one, and its memory goes back once its regions do
+    let start = ring === undefined || ring.memory.byteLength > 2 * wanted ? -1 : this.fit(ring, bytes);
     if (ring === undefined || start < 0) {
       if (ring !== undefined) this.retire(ring);
       ring = { memory: new SharedArrayBuffer(wanted), regions: [] };

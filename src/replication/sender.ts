@@ -79,7 +79,7 @@ export const CAPTURES_AHEAD = 1;
  * than this: large epochs are captured one after the other (the encoder waits for a capture, a few ms
  * per 10 MB read), small ones overlap with encoding. Raw pages held: at most one capture plus this.
  */
-export const CAPTURE_AHEAD_BYTES = 32 * 2 ** 20;
+export const CAPTURE_AHEAD_BYTES = 16 * 2 ** 20;
 
 /**
  * The next capture also waits while the unacknowledged epochs' chunks (the retransmit buffer) hold

@@ -77,6 +77,22 @@ describe('CaptureRing', () => {
     expect(r.capacity).toBe(50 * PS);
   });
 
+  it('moves on from a buffer grown in a backlog while a region of it is still out', () => {
+    const { r, released } = ring();
+    const big = r.take(100 * PS);
+    r.give(big);
+    for (let i = 0; i < 6; i++) r.give(r.take(10 * PS));
+    const out = r.take(10 * PS); // still in the big buffer
+    expect(out.buffer).toBe(big.buffer);
+    const next = r.take(10 * PS); // the big one leaves the recent takes: 20 pages in flight at most
+    expect(next.buffer).not.toBe(big.buffer);
+    expect(r.capacity).toBe(125 * PS + 25 * PS);
+    expect(released).toEqual([]);
+    r.give(out);
+    expect(released).toEqual([big.buffer]);
+    expect(r.capacity).toBe(25 * PS);
+  });
+
   it('rejects sizes that are not whole pages', () => {
     const { r } = ring();
     expect(() => r.take(PS + 1)).toThrow(RangeError);
