@@ -59,7 +59,8 @@
  * figure, with its settings). Targets: best committed ≥ 500 MB/s; steady-state peak RSS ≤ page cache
  * cap (64 MiB) + 128 MiB for each daemon, in the default configuration's run and in the best run.
  *
- * --profile DIR runs the defaults once more (writer unpaced, or at --profile-rate pages/s) with
+ * --profile DIR runs the defaults once more (writer unpaced, or at --profile-rate pages/s; at the first
+ * --epoch-ms length if given) with
  * `node --cpu-prof` for both daemons and reports the top self-time functions of each thread (sender
  * main thread, encoder worker, receiver) within the steady window (samples carry monotonic
  * timestamps). Time a thread spends waiting for a CPU is charged to the function it was running.
@@ -983,7 +984,11 @@ async function main(): Promise<void> {
     if (profileDir) {
       mkdirSync(profileDir, { recursive: true });
       const pdir = mkdtempSync(join(profileDir, 'run-'));
-      const p = { ...base, rate: Number(opt('--profile-rate') ?? 0) };
+      const p = {
+        ...base,
+        epochMs: epochLengths?.[0] ?? base.epochMs,
+        rate: Number(opt('--profile-rate') ?? 0),
+      };
       const s: Setting = { section: 'profile', label: label(p), ...p };
       const m = await measure(s, { ...env, profileDir: pdir });
       const r = combine(s, [m], []);
