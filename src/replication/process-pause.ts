@@ -41,8 +41,12 @@ function stateLetter(stat: string): string | undefined {
   return close < 0 ? undefined : stat.charAt(close + 2);
 }
 
-/** 'stopped' when every live thread of `pid` is stopped, 'gone' when it has no live thread. */
-function taskState(pid: number): TaskState {
+/**
+ * 'stopped' when every live thread of `pid` is stopped, 'gone' when it has no live thread. Threads in
+ * `stopped` were seen stopped by an earlier look of the same wait (a stopped thread stays so until
+ * SIGCONT): their stat is not read again; those seen stopped now are added.
+ */
+function taskState(pid: number, stopped: Set<string>): TaskState {
   let tids: string[];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
@@ -51,6 +55,10 @@ function taskState(pid: number): TaskState {
   }
   let live = 0;
   for (const tid of tids) {
+    if (stopped.has(tid)) {
+      live++;
+      continue;
+    }
     let stat: string;
     try {
       stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
@@ -61,6 +69,7 @@ function taskState(pid: number): TaskState {
     if (s === 'Z' || s === 'X' || s === 'x') continue; // an exited thread writes nothing
     live++;
     if (s !== 'T' && s !== 't') return 'running';
+    stopped.add(tid);
   }
   return live === 0 ? 'gone' : 'stopped';
 }
@@ -75,8 +84,9 @@ function gone(pid: number, cause?: unknown): RwanError {
 /** Waits until every thread of `pid` is stopped; throws when it exits or the limit passes. */
 async function waitStopped(pid: number): Promise<void> {
   const t0 = performance.now();
+  const stopped = new Set<string>();
   for (;;) {
-    const s = taskState(pid);
+    const s = taskState(pid, stopped);
     if (s === 'stopped') return;
     if (s === 'gone') throw gone(pid);
     const elapsed = performance.now() - t0;
