@@ -14,7 +14,8 @@ import { DIGEST_BYTES, EpochDigest } from './digest.js';
 import { type HotLoops, hot } from './hot-loops.js';
 import { type CodecOptions, DEFAULT_CODEC_OPTIONS, type KindCounts } from './options.js';
 import { PageCache, type PageCacheStats } from './page-cache.js';
-import { EpochPfns, IntIndex, Kind, MAX_RECORD_HEADER, zigzag } from './records.js';
+import { EpochPfns, Kind, MAX_RECORD_HEADER, zigzag } from './records.js';
+import { IntIndex } from './typed-maps.js';
 import { writeUleb } from './xor-rle.js';
 
 /** One chunk of an epoch, ready for a CHUNK frame. */

@@ -7,12 +7,13 @@
  * does not have. Eviction is least-recently-sent first.
  *
  *   slab:  one Buffer of ⌊cap / pageSize⌋ page slots, handed out in order, then from a free list
- *   index: Map pfn → entry; entries in a doubly linked list by recency (typed arrays, so using a page
- *          costs one Map lookup and a few array writes)
+ *   index: pfn → entry (typed-maps.ts PfnIndex); entries in a doubly linked list by recency (typed
+ *          arrays, so using a page costs one index probe and a few array writes)
  *   zero pages take no slot (slot −1) and cost {@link ZERO_ENTRY_BYTES} of the cap
  */
 
 import { RwanError } from '../errors.js';
+import { PfnIndex } from './typed-maps.js';
 
 /** Cap accounting for a cached zero page (the entry, no page copy). */
 export const ZERO_ENTRY_BYTES = 64;
@@ -50,7 +51,7 @@ export class PageCache {
   private fresh = 0;
   /** pfn → entry id. Entries form a circular list through entry 0 (a sentinel): next[0] is the least
    * recently sent, prev[0] the most recent. Moving an entry touches only these arrays, not the Map. */
-  private readonly index = new Map<number, number>();
+  private readonly index = new PfnIndex();
   private prev = new Int32Array(64);
   private next = new Int32Array(64);
   /** Slot of each entry (−1 for a zero page), and its pfn. */
@@ -85,7 +86,7 @@ export class PageCache {
    */
   get(pfn: number): Uint8Array | null | undefined {
     const id = this.index.get(pfn);
-    if (id === undefined) {
+    if (id === 0) {
       this.counters.misses++;
       return undefined;
     }
@@ -96,7 +97,7 @@ export class PageCache {
   /** Like {@link get}, without counting a hit or a miss (for duplicate checks, not delta bases). */
   peek(pfn: number): Uint8Array | null | undefined {
     const id = this.index.get(pfn);
-    return id === undefined ? undefined : this.view(id);
+    return id === 0 ? undefined : this.view(id);
   }
 
   /**
@@ -115,7 +116,7 @@ export class PageCache {
    */
   updateSlot(pfn: number): number {
     const id = this.index.get(pfn);
-    if (id === undefined) return -1;
+    if (id === 0) return -1;
     const slot = this.slotOf[id] as number;
     if (slot < 0) return -1;
     this.counters.hits++;
@@ -147,12 +148,12 @@ export class PageCache {
    */
   touch(pfn: number, zero: boolean): number {
     const old = this.index.get(pfn);
-    if (old !== undefined && (this.slotOf[old] as number) >= 0 && !zero) {
+    if (old !== 0 && (this.slotOf[old] as number) >= 0 && !zero) {
       // the common case, a page sent again: same slot, most recent (no eviction can follow)
       this.toMostRecent(old);
       return this.slotOf[old] as number;
     }
-    if (old !== undefined) this.drop(old);
+    if (old !== 0) this.drop(old);
     if (zero) {
       this.makeRoom(ZERO_ENTRY_BYTES, false);
       if (this.used + ZERO_ENTRY_BYTES > this.capBytes) return -1;

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EpochPfns, IntIndex } from '../../src/codec/records.js';
+import { EpochPfns } from '../../src/codec/records.js';
+import { IntIndex, PfnIndex } from '../../src/codec/typed-maps.js';
 
 describe('EpochPfns', () => {
   it('keeps pfns in order, refuses one twice (also after a step back), and starts over on reset', () => {
@@ -77,5 +78,52 @@ describe('IntIndex', () => {
       }),
       { numRuns: 100 },
     );
+  });
+});
+
+describe('PfnIndex', () => {
+  it('agrees with a Map over sets, gets, deletes and clears (model)', () => {
+    const key = fc.oneof(fc.nat(200), fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), fc.nat(2 ** 33));
+    const op = fc.oneof(
+      fc.record({ set: key, id: fc.integer({ min: 1, max: 2 ** 31 - 1 }) }),
+      fc.record({ get: key }),
+      fc.record({ del: key }),
+      fc.constant('clear' as const),
+    );
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 3000, size: 'max' }), (ops) => {
+        const index = new PfnIndex();
+        const model = new Map<number, number>();
+        for (const o of ops) {
+          if (o === 'clear') {
+            index.clear();
+            model.clear();
+          } else if ('set' in o) {
+            index.set(o.set, o.id);
+            model.set(o.set, o.id);
+          } else if ('del' in o) expect(index.delete(o.del)).toBe(model.delete(o.del));
+          else expect(index.get(o.get)).toBe(model.get(o.get) ?? 0);
+          expect(index.size).toBe(model.size);
+        }
+        for (const [k, v] of model) expect(index.get(k)).toBe(v);
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('keeps every entry through growth and deletions in long probe runs', () => {
+    const index = new PfnIndex();
+    const model = new Map<number, number>();
+    for (let k = 0; k < 40_000; k++) {
+      const pfn = (k * 2654435761) % 100_003; // many collisions within the same runs
+      index.set(pfn, k + 1);
+      model.set(pfn, k + 1);
+      if (k % 3 === 0) {
+        const gone = (k * 40503) % 100_003;
+        expect(index.delete(gone)).toBe(model.delete(gone));
+      }
+    }
+    expect(index.size).toBe(model.size);
+    for (const [k, v] of model) expect(index.get(k)).toBe(v);
   });
 });
