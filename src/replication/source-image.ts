@@ -21,7 +21,7 @@
  * stat and the log. Memory: the returned pages are the only allocation proportional to the dirty set
  * (besides the pfn arrays); the two 8 MiB block buffers and the hash table are reused. Whole-file
  * passes read the next block while hashing the current one. The pages of an incremental capture are
- * read into a region of a ring of shared memory (capture-ring.ts) that the caller gives back
+ * read into a region of a shared buffer (capture-ring.ts) that the caller gives back
  * ({@link ImageSource.recycle}) once it has encoded them: the next captures read into it again instead
  * of faulting in fresh memory every epoch.
  */
@@ -460,7 +460,7 @@ export class ImageSource {
    * consecutive pages (hot-loops readPages: one native call for all of them); zeros past the end of
    * the file. Synchronous: a scattered read from the page cache takes a few microseconds, less than a
    * round trip through the thread pool, and the writer is stopped meanwhile. The buffer is a region of
-   * the capture ring (capture-ring.ts), shared memory that earlier captures faulted in already (a fresh
+   * the capture memory (capture-ring.ts), shared memory that earlier captures faulted in already (a fresh
    * buffer costs a page fault, and the kernel's zeroing, per 4 KiB the reads then copy into) and that an
    * encoder thread reads in place.
    */
