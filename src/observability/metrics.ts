@@ -108,6 +108,11 @@ export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
   g('remus_wan_last_committed_epoch', 'last epoch committed durably', () => s.lastEpoch);
   g('remus_wan_pages_committed_total', 'pages committed', () => s.counters.pages);
   g('remus_wan_wire_bytes_received_total', 'compressed chunk bytes received', () => s.counters.wireBytes);
+  g(
+    'remus_wan_staging_spilled_bytes_total',
+    'chunk bytes written to the spill file (epochs staged past --staging)',
+    () => s.counters.spilledBytes,
+  );
   g('remus_wan_resumes_total', 'sender reconnections that resumed the session', () => s.counters.resumes);
   g(
     'remus_wan_refused_connections_total',

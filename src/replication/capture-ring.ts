@@ -152,7 +152,7 @@ export class CaptureRing {
         // a gap that ends the buffer (and does not also begin it) fills from its end
         best = to === cap && from > 0 ? cap - bytes : from;
       }
-      from = ring.regions[i]?.end ?? cap;
+      from = Math.max(from, ring.regions[i]?.end ?? cap); // an empty region may sit inside a run
     }
     return best;
   }

@@ -107,6 +107,8 @@ interface Staged {
   endAt?: number;
   chunks: Map<number, { frame: ChunkFrame; data: StagedData }>;
   bytes: number;
+  /** Of `bytes`, those held in memory (the rest went to the spill file). */
+  memoryBytes: number;
 }
 
 const SIDECAR_MAGIC = Buffer.from('RWRC', 'latin1');
@@ -179,7 +181,16 @@ export class ReceiverSession extends EventEmitter {
   private closing: Promise<void> | undefined;
   private cacheBytes: number;
   /** Counters for metrics and status. */
-  readonly counters = { epochs: 0, pages: 0, wireBytes: 0, resumes: 0, refused: 0, digestFailures: 0 };
+  readonly counters = {
+    epochs: 0,
+    pages: 0,
+    wireBytes: 0,
+    resumes: 0,
+    refused: 0,
+    digestFailures: 0,
+    /** Chunk bytes written to the spill file because staging was over its cap. */
+    spilledBytes: 0,
+  };
 
   private constructor(private readonly o: ReceiverOptions) {
     super();
@@ -579,7 +590,9 @@ export class ReceiverSession extends EventEmitter {
           );
           return;
         }
-        s.chunks.set(f.seq, { frame: f, data: this.keep(f.data) });
+        const data = this.keep(f.data);
+        if (Buffer.isBuffer(data)) s.memoryBytes += data.length;
+        s.chunks.set(f.seq, { frame: f, data });
         s.bytes += f.data.length;
         this.counters.wireBytes += f.data.length;
         break;
@@ -603,7 +616,7 @@ export class ReceiverSession extends EventEmitter {
   private stage(epoch: number): Staged {
     let s = this.staging.get(epoch);
     if (!s) {
-      s = { chunks: new Map(), bytes: 0 };
+      s = { chunks: new Map(), bytes: 0, memoryBytes: 0 };
       this.staging.set(epoch, s);
     }
     return s;
@@ -621,6 +634,7 @@ export class ReceiverSession extends EventEmitter {
     writeSync(this.spill.fd, data, 0, data.length, at);
     this.spill.end += data.length;
     this.stagedBytes -= data.length;
+    this.counters.spilledBytes += data.length;
     return { at, length: data.length };
   }
 
@@ -670,6 +684,7 @@ export class ReceiverSession extends EventEmitter {
       const s = this.staging.get(epoch) as Staged;
       if (!s.begin || !s.end || s.chunks.size < s.end.chunkCount) return;
       this.staging.delete(epoch);
+      this.stagedBytes -= s.memoryBytes; // its chunks no longer count against the staging cap
       try {
         await this.apply(epoch, s);
       } catch (err) {

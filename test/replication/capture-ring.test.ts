@@ -100,6 +100,24 @@ describe('CaptureRing', () => {
     expect(r.take(0).byteLength).toBe(0);
   });
 
+  it('an empty capture between two regions does not open a gap over them', () => {
+    const { r } = ring();
+    const a = r.take(37 * PS);
+    const b = r.take(10 * PS);
+    r.take(0);
+    const c = r.take(PS);
+    for (const [x, y] of [
+      [a, c],
+      [b, c],
+    ] as const) {
+      const apart =
+        x.buffer !== y.buffer ||
+        x.byteOffset + x.byteLength <= y.byteOffset ||
+        y.byteOffset + y.byteLength <= x.byteOffset;
+      expect(apart).toBe(true);
+    }
+  });
+
   it('never hands out bytes still out, whatever the order regions come back in', () => {
     fc.assert(
       fc.property(

@@ -85,7 +85,13 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function startReceiver(dir: string, port = 0, deadTimeMs = 5000, checkpointBytes = 256 * 2 ** 10) {
+async function startReceiver(
+  dir: string,
+  port = 0,
+  deadTimeMs = 5000,
+  checkpointBytes = 256 * 2 ** 10,
+  stagingBytes = 1 << 20,
+) {
   const receiver = await ReceiverSession.create({
     // checkpoints every few epochs, so restarts replay both the sidecar and journaled epochs
     store: { dir, checkpointBytes },
@@ -95,7 +101,7 @@ async function startReceiver(dir: string, port = 0, deadTimeMs = 5000, checkpoin
     idleTimeoutMs: 2000,
     handshakeTimeoutMs: 2000,
     deadTimeMs,
-    stagingBytes: 1 << 20,
+    stagingBytes,
     verify: true,
     log: quiet,
   });
@@ -206,6 +212,37 @@ describe('sender ⇄ receiver over loopback', () => {
     await rx.receiver.drained();
     expect(rx.store.retainedPages).toBe(0);
     expect(await digestFile(rx.store.replicaPath)).toBe(byEpoch.get(rx.receiver.lastEpoch as number));
+  }, 60_000);
+
+  it('staging: epochs under its cap never spill however many pass; one over it spills and commits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const cap = 512 * 2 ** 10;
+    const rx = await startReceiver(dir, 0, 5000, 256 * 2 ** 10, cap);
+    cleanups.push(rx.stop);
+    const source = new MemorySource(512, 9);
+    const writer = setInterval(() => source.write(8), 2);
+    cleanups.push(() => clearInterval(writer));
+    const sender = startSender(rx.port, source, { maxEpochs: 400 });
+    const sent: SenderEpochStats[] = [];
+    const got: ReceiverEpochStats[] = [];
+    sender.on('epoch', (s: SenderEpochStats) => sent.push(s));
+    rx.receiver.on('epoch', (s: ReceiverEpochStats) => got.push(s));
+    cleanups.push(() => sender.stop());
+    await sender.run();
+    expect(sender.error).toBeUndefined();
+    const byEpoch = new Map(sent.map((s) => [s.epoch, s.digest]));
+    for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(byEpoch.get(g.epoch));
+    // the full copy is over the cap: it went through the spill file; the others, even a window (4) of
+    // them staged at once, are not
+    const [first, ...rest] = got;
+    expect(first?.full).toBe(true);
+    expect(first?.wireBytes).toBeGreaterThan(cap);
+    expect(Math.max(...rest.map((g) => g.wireBytes))).toBeLessThan(cap / 4);
+    expect(rx.receiver.counters.spilledBytes).toBeGreaterThan(0);
+    expect(rx.receiver.counters.spilledBytes).toBeLessThanOrEqual(first?.wireBytes ?? 0);
+    // many caps' worth went through staging after it
+    expect(rest.reduce((n, g) => n + g.wireBytes, 0)).toBeGreaterThan(3 * cap);
   }, 60_000);
 
   it('an epoch that fails its digest after the decoder changed retained pages: the replica is rebuilt from the journal', async () => {
