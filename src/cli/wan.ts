@@ -135,7 +135,7 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
       ),
   )
     .option('--connect <host:port>', `the receiver (port default ${DEFAULTS.port})`)
-    .option('--image <file>', 'the file to replicate')
+    .option('--image <file>', 'the file or block device to replicate')
     .option(
       '--dirty-log <file>',
       'dirty pages from this log (docs/dirty-log.md) instead of hashing every page',

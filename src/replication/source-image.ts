@@ -26,7 +26,7 @@
  * of faulting in fresh memory every epoch.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { fstatSync } from 'node:fs';
+import { fstatSync, readFileSync, type Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { hot, releaseMemory } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
@@ -37,6 +37,36 @@ import { checkPausable, pauseProcess } from './process-pause.js';
 
 /** Bytes read (and hashed) per block when a capture reads the whole file. */
 export const CAPTURE_BLOCK_BYTES = 8 * 2 ** 20;
+
+/** The sysfs file that holds a block device's size in 512-byte sectors (`rdev` as glibc's makedev). */
+function sysfsSizePath(rdev: number): string {
+  const lo = rdev % 0x1_0000_0000;
+  const hi = Math.floor(rdev / 0x1_0000_0000);
+  const major = ((lo >>> 8) & 0xfff) | (hi & 0xfffff000);
+  const minor = (lo & 0xff) | ((lo >>> 12) & 0xfff00) | ((hi & 0xfff) << 20);
+  return `/sys/dev/block/${major >>> 0}:${minor >>> 0}/size`;
+}
+
+/**
+ * Bytes of the image: a regular file's size, or a block device's (which `stat` reports as 0), read
+ * from sysfs.
+ * @throws RwanError `RWAN_ERR_SOURCE` when a block device's size cannot be read
+ */
+function imageSizeOf(path: string, st: Stats): number {
+  if (!st.isBlockDevice()) return st.size;
+  const sysfs = sysfsSizePath(st.rdev);
+  try {
+    const sectors = Number(readFileSync(sysfs, 'latin1').trim());
+    if (!Number.isSafeInteger(sectors) || sectors < 0) throw new Error(`not a sector count`);
+    return sectors * 512;
+  } catch (err) {
+    throw new RwanError(
+      'RWAN_ERR_SOURCE',
+      `image ${path}: the size of the block device cannot be read from ${sysfs}: ${(err as Error).message}`,
+      { cause: err, details: { path, sysfs } },
+    );
+  }
+}
 
 /** How a capture finds the pages that changed. */
 export type DirtySource = { kind: 'hash' } | { kind: 'log'; path: string };
@@ -171,7 +201,8 @@ export class ImageSource {
   /**
    * Opens the image (and the dirty log) and checks the process to pause. Nothing is captured yet.
    * @throws RwanError `RWAN_ERR_INVALID_VALUE` for a bad page size or pid; `RWAN_ERR_SOURCE` when the
-   *   image is missing, not a regular file or cannot be opened, the dirty log is unusable
+   *   image is missing, neither a regular file nor a block device (or its size cannot be read), or
+   *   cannot be opened, the dirty log is unusable
    *   (DirtyLogReader.open), or the process does not exist or cannot be signalled
    */
   static async open(o: ImageSourceOptions): Promise<ImageSource> {
@@ -188,13 +219,14 @@ export class ImageSource {
     }
     try {
       const st = await fh.stat();
-      if (!st.isFile()) {
-        throw new RwanError('RWAN_ERR_SOURCE', `image ${o.path} is not a regular file`, {
+      if (!st.isFile() && !st.isBlockDevice()) {
+        throw new RwanError('RWAN_ERR_SOURCE', `image ${o.path} is neither a regular file nor a block device`, {
           details: { path: o.path },
         });
       }
+      const size = imageSizeOf(o.path, st);
       const log = o.dirty.kind === 'log' ? await DirtyLogReader.open(o.dirty.path, o.pageSize) : undefined;
-      return new ImageSource(fh, { ...o, dirty: { ...o.dirty } }, log, st.size);
+      return new ImageSource(fh, { ...o, dirty: { ...o.dirty } }, log, size);
     } catch (err) {
       await fh.close();
       throw err;
@@ -284,13 +316,15 @@ export class ImageSource {
   /** The capture proper, the writer stopped (when there is one). */
   private async captureLocked(askedFull: boolean): Promise<Omit<CapturedEpoch, 'captureMs' | 'pausedMs'>> {
     const ps = this.o.pageSize;
-    let size: number;
+    let st: Stats;
     try {
       // synchronous: one system call, cheaper than a thread-pool round trip (the writer is stopped)
-      size = fstatSync(this.fh.fd).size;
+      st = fstatSync(this.fh.fd);
     } catch (err) {
       throw ioError(this.o.path, err);
     }
+    // a block device can be resized too (a logical volume): its size is read again at each capture
+    const size = imageSizeOf(this.o.path, st);
     const bytes = Math.ceil(size / ps) * ps;
     if (bytes > bufferConstants.MAX_LENGTH) {
       throw new RwanError(

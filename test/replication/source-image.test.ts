@@ -366,6 +366,10 @@ describe('ImageSource errors', () => {
     expect(await codeOfAsync(ImageSource.open({ path: dir, pageSize: PS, dirty: hash }))).toBe(
       'RWAN_ERR_SOURCE',
     );
+    // a character device
+    expect(await codeOfAsync(ImageSource.open({ path: '/dev/null', pageSize: PS, dirty: hash }))).toBe(
+      'RWAN_ERR_SOURCE',
+    );
     expect(
       await codeOfAsync(
         ImageSource.open({ path, pageSize: PS, dirty: { kind: 'log', path: join(dir, 'nope') } }),
@@ -390,6 +394,47 @@ describe('ImageSource errors', () => {
     await src.close();
     expect(await codeOfAsync(src.capture())).toBe('RWAN_ERR_SOURCE');
   });
+
+  // a loop device needs root (losetup); CI runs as root
+  it.skipIf(process.getuid?.() !== 0)(
+    'replicates a block device: its size from sysfs, its pages by either mode',
+    async () => {
+      const backing = tmp('img');
+      // 1 MiB and half a page: the device ends inside its last page, which reads as zeros past the end
+      writeFileSync(backing, randomBytes(256 * PS + PS / 2));
+      const dev = execSync(`losetup --find --show ${backing}`, { encoding: 'latin1' }).trim();
+      try {
+        expect(statSync(dev).isBlockDevice()).toBe(true);
+        const logPath = tmp('dlog');
+        const log = DirtyLogWriter.create(logPath, PS);
+        const byHash = await openSource({ path: dev, pageSize: PS, dirty: { kind: 'hash' }, verify: true });
+        const byLog = await openSource({ path: dev, pageSize: PS, dirty: { kind: 'log', path: logPath } });
+        const full = await byHash.capture();
+        expect(full.full).toBe(true);
+        expect(full.imageBytes).toBe(257 * PS);
+        const expected = imageOf(backing);
+        expect(full.pages.equals(expected)).toBe(true);
+        expect(full.digest).toBe(digestOf(expected));
+        expect((await byLog.capture()).pages.equals(expected)).toBe(true);
+        // writes through the device node (the backing file is not coherent with the device's cache)
+        log.logMany([3, 200]);
+        scribble(dev, [3, 200]);
+        const now = readFileSync(dev);
+        expect(now.length).toBe(256 * PS + PS / 2);
+        const img = Buffer.concat([now, Buffer.alloc(PS / 2)]);
+        const h = await byHash.capture();
+        expect([...h.pfns]).toEqual([3, 200]);
+        expect(h.pages.equals(pagesOf(img, [3, 200]))).toBe(true);
+        expect(h.digest).toBe(digestOf(img));
+        const l = await byLog.capture();
+        expect([...l.pfns]).toEqual([3, 200]);
+        expect(l.pages.equals(pagesOf(img, [3, 200]))).toBe(true);
+        log.close();
+      } finally {
+        execSync(`losetup -d ${dev}`);
+      }
+    },
+  );
 });
 
 describe('pauseProcess', () => {
