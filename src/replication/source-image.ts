@@ -220,9 +220,13 @@ export class ImageSource {
     try {
       const st = await fh.stat();
       if (!st.isFile() && !st.isBlockDevice()) {
-        throw new RwanError('RWAN_ERR_SOURCE', `image ${o.path} is neither a regular file nor a block device`, {
-          details: { path: o.path },
-        });
+        throw new RwanError(
+          'RWAN_ERR_SOURCE',
+          `image ${o.path} is neither a regular file nor a block device`,
+          {
+            details: { path: o.path },
+          },
+        );
       }
       const size = imageSizeOf(o.path, st);
       const log = o.dirty.kind === 'log' ? await DirtyLogReader.open(o.dirty.path, o.pageSize) : undefined;
