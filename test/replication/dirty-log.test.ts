@@ -282,6 +282,8 @@ describe('reset while a writer process appends (O_APPEND)', () => {
     ['map', 'epoch'],
     ['map', 'page'],
     ['pwrite', 'page'],
+    ['map', '7'],
+    ['pwrite', '7'],
   ])(
     "the writer (--io %s, --log-batch %s) leaves the generator's memory in the image and every dirty pfn in the log",
     async (io, batch) => {
@@ -318,12 +320,24 @@ describe('reset while a writer process appends (O_APPEND)', () => {
       const r = track(await DirtyLogReader.open(logPath, 1024));
       expect([...(await r.read())]).toEqual([...dirty].sort((a, b) => a - b));
       expect(r.recordsRead).toBe(pages);
+      // batches marked: the last one is the last epoch's pages, or at most N of them
+      const last = r.lastBatch?.length ?? 0;
+      if (batch === 'epoch') expect(last).toBeGreaterThan(7);
+      else expect(last).toBeGreaterThanOrEqual(1);
+      expect(last).toBeLessThanOrEqual(batch === 'epoch' ? 25 * 2 : batch === 'page' ? 1 : Number(batch));
 
       const bad = spawnSync(process.execPath, [WRITER_JS, '--image', image, '--pages', 'x'], {
         encoding: 'latin1',
       });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toContain('--pages');
+      const badBatch = spawnSync(
+        process.execPath,
+        [WRITER_JS, '--image', image, '--pages', '4', '--log-batch', '0'],
+        { encoding: 'latin1' },
+      );
+      expect(badBatch.status).toBe(2);
+      expect(badBatch.stderr).toContain('--log-batch');
       const badSize = spawnSync(
         process.execPath,
         [WRITER_JS, '--image', image, '--pages', '4', '--page-size', '1000'],

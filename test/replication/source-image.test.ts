@@ -558,6 +558,7 @@ describe('consistency against a running writer, paused at each capture', () => {
     ['log', []], // batch marks: the last batch is re-read
     ['log', ['--no-batch-marks']], // everything logged before the previous capture is re-read
     ['log', ['--log-batch', 'page']], // batches of one page
+    ['log', ['--log-batch', '16']], // batches of 16 pages, as the transport benchmark's writer
     ['hash', []],
   ] as const;
   for (const [dirty, flags] of modes) {

@@ -7,9 +7,10 @@
  * line, as when installed), secured with TLS certificates made by `remus-wan certs`. The primary's image is written by the workload writer (tools/workload/writer.ts)
  * playing the generator's default workload (docs/workload.md: default mutation and content mix, 2 % of
  * the pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick) through a shared
- * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), each page logged in
- * the dirty log just before it is written (`--log-batch page`: the log names what was written, as a
- * hypervisor's dirty bitmap does). The image and the log are on tmpfs (/dev/shm, or --image-root): they
+ * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), its pages logged in
+ * the dirty log in batches of 16 just before they are written (`--log-batch 16`: the log names what
+ * was written, as a hypervisor's dirty bitmap does, at a sixteenth of the system calls of one append
+ * per page, which took half the writer's CPU). The image and the log are on tmpfs (/dev/shm, or --image-root): they
  * stand for guest RAM, and on the disk their writeback would compete with the replica's. The sender
  * reads the dirty log and pauses the writer around each capture (--pause-pid): the realistic mode ('hash'
  * mode reads the whole image at every capture). The replica store is on the disk (tmpdir, or
@@ -32,9 +33,9 @@
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
  *   committed MB/s  dirty-page bytes committed at the backup per second of the steady window: pages ×
  *                   page size summed over the receiver's stats lines: the distinct pages each epoch
- *                   carried (a page written several times in an epoch counts once), plus the one
- *                   page per capture the dirty log's straddle rule reads again (the writer marks its
- *                   batches of one page: docs/dirty-log.md §5)
+ *                   carried (a page written several times in an epoch counts once), plus the at
+ *                   most 16 pages per capture the dirty log's straddle rule reads again (the
+ *                   writer's last batch: docs/dirty-log.md §5)
  *   writer MB/s     page bytes the writer wrote in the same window (its dirty-log records: /proc/PID/io
  *                   wchar over the record size)
  *   wire MB/s       compressed chunk bytes received per second
@@ -109,6 +110,8 @@ const DAEMON_FLAGS = (
   .filter((f) => f !== '');
 const WRITER = join(DIST, 'tools', 'workload', 'writer.js');
 const PAGE = 4096;
+/** Pages per dirty-log append of the writer (see writerArgs). */
+const WRITER_LOG_BATCH = 16;
 const SEED = 7;
 const MB = 1e6;
 const MiB = 2 ** 20;
@@ -590,11 +593,12 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
 
 /**
  * The writer's command line: the generator's default workload, written into a shared mapping of the
- * image (`--io map`: a page write is its mutation, as a guest writes its RAM); each page logged just
- * before it is written (`--log-batch page`, batches marked), so the dirty log names what was written,
- * as a hypervisor's dirty bitmap would, and a capture re-reads only the page whose write may have been
- * pending (with epoch-sized batches a slow writer's whole batch is read again at every capture until
- * the next batch, docs/dirty-log.md §5).
+ * image (`--io map`: a page write is its mutation, as a guest writes its RAM); its pages logged in
+ * batches of 16 just before they are written (`--log-batch 16`, batches marked), so the dirty log
+ * names what was written, as a hypervisor's dirty bitmap would, and a capture re-reads at most the 16
+ * pages whose writes may have been pending (with epoch-sized batches a slow writer's whole batch is
+ * read again at every capture until the next batch, docs/dirty-log.md §5). One append per page costs
+ * the writer a system call per page, half its CPU, which the daemons would then not have.
  */
 function writerArgs(env: Env, img: string, dlog: string): string[] {
   return [WRITER, '--image', img, '--pages', String(env.pages), '--seed', String(SEED)].concat([
@@ -603,7 +607,7 @@ function writerArgs(env: Env, img: string, dlog: string): string[] {
     '--dirty-log',
     dlog,
     '--log-batch',
-    'page',
+    String(WRITER_LOG_BATCH),
   ]);
 }
 

@@ -56,8 +56,11 @@ export interface WriterOptions {
   content?: ContentMix;
   /** The dirty log to create and append to. */
   dirtyLog?: string;
-  /** 'epoch' (default): one append per generator epoch; 'page': one append before each page write. */
-  logBatch?: 'epoch' | 'page';
+  /**
+   * 'epoch' (default): one append per generator epoch; 'page': one append before each page write; a
+   * number N: one append per N pages, before the first of them is written.
+   */
+  logBatch?: 'epoch' | 'page' | number;
   /** Mark the first record of each batch in the log (default true; docs/dirty-log.md §2). */
   batchMarks?: boolean;
   /** Page writes per second; 0 (default): as fast as possible. */
@@ -136,18 +139,16 @@ export async function runWriter(
       pwriteAll(fd, w.memory, 0);
     }
     onReady();
-    const perPage = o.logBatch === 'page';
+    const logged = batchLogger(log, o.logBatch ?? 'epoch');
     const pace = pacer(rate);
     const more = () => !shouldStop() && (o.epochs === undefined || totals.epochs < o.epochs);
     if (mapping !== undefined) {
       // the mutation is the write: log first (hooks run before each page's mutation)
       const sleeper = new Int32Array(new SharedArrayBuffer(4));
       const hooks = {
-        picked: (pfns: Uint32Array) => {
-          if (log !== undefined && !perPage) log.logMany(pfns);
-        },
-        beforeWrite: (pfn: number) => {
-          if (log !== undefined && perPage) log.log(pfn);
+        picked: (pfns: Uint32Array) => logged.epoch(pfns),
+        beforeWrite: () => {
+          logged.page();
           const ahead = pace(++totals.pages);
           if (ahead >= 1) Atomics.wait(sleeper, 0, 0, ahead);
         },
@@ -162,9 +163,9 @@ export async function runWriter(
       while (more()) {
         const e = w.nextEpoch();
         totals.epochs++;
-        if (log !== undefined && !perPage) log.logMany(e.pfns);
+        logged.epoch(e.pfns);
         for (const pfn of e.pfns) {
-          if (log !== undefined && perPage) log.log(pfn);
+          logged.page();
           pwriteAll(fd, w.memory.subarray(pfn * pageSize, (pfn + 1) * pageSize), pfn * pageSize);
           const ahead = pace(++totals.pages);
           if (ahead >= 1) {
@@ -234,6 +235,37 @@ function weights(flag: string) {
   };
 }
 
+/**
+ * The dirty log's appends for one epoch's page writes, in the order they are written: `epoch(pfns)`
+ * before the first, `page()` before each. 'epoch' appends all of them at once; a batch of N pages
+ * ('page' is 1) appends the next N before the first of them is written.
+ */
+function batchLogger(
+  log: DirtyLogWriter | undefined,
+  batch: 'epoch' | 'page' | number,
+): { epoch(pfns: ArrayLike<number>): void; page(): void } {
+  if (log === undefined) return { epoch() {}, page() {} };
+  if (batch === 'epoch') return { epoch: (pfns) => log.logMany(pfns), page() {} };
+  const n = batch === 'page' ? 1 : batch;
+  const records = new Float64Array(n);
+  let pfns: ArrayLike<number> = [];
+  let next = 0;
+  return {
+    epoch(p) {
+      pfns = p;
+      next = 0;
+    },
+    page() {
+      if (next % n === 0) {
+        const m = Math.min(n, pfns.length - next);
+        for (let k = 0; k < m; k++) records[k] = pfns[next + k] as number;
+        log.logMany(records.subarray(0, m));
+      }
+      next++;
+    },
+  };
+}
+
 interface CliOptions {
   io: WriterIo;
   image: string;
@@ -241,7 +273,7 @@ interface CliOptions {
   seed: number;
   pageSize: number;
   dirtyLog?: string;
-  logBatch: 'epoch' | 'page';
+  logBatch: 'epoch' | 'page' | number;
   batchMarks: boolean;
   rate: number;
   epochs?: number;
@@ -277,9 +309,19 @@ export function createProgram(): Command {
       new Option('--dirty-log <file>', 'dirty log to create: each page is logged before it is written'),
     )
     .addOption(
-      new Option('--log-batch <unit>', 'one log append per generator epoch, or per page')
-        .choices(['epoch', 'page'])
-        .default('epoch'),
+      new Option(
+        '--log-batch <unit>',
+        'one log append per generator epoch ("epoch"), per page ("page"), or per N pages',
+      )
+        .default('epoch')
+        .argParser((v: string) => {
+          if (v === 'epoch' || v === 'page') return v;
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1) {
+            throw new InvalidArgumentError(`--log-batch takes "epoch", "page" or a page count, got "${v}"`);
+          }
+          return n;
+        }),
     )
     .addOption(
       new Option(
