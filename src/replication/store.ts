@@ -783,12 +783,6 @@ export class ReplicaStore {
     };
   }
 
-  /**
-   * Make everything committed durable in the replica and start an empty journal: fsync the replica,
-   * replace the state file (with `sidecar`, returned by the next {@link open} as one buffer),
-   * truncate the journal. `sidecar` is written as given, not copied: leave its bytes unchanged until
-   * this settles. Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
-   */
   /** Committed pages that are not yet in the replica file ({@link EpochOptions.retain}). */
   get retainedPages(): number {
     return this.retained.size;
@@ -857,6 +851,12 @@ export class ReplicaStore {
     return d.hex();
   }
 
+  /**
+   * Make everything committed durable in the replica and start an empty journal: fsync the replica,
+   * replace the state file (with `sidecar`, returned by the next {@link open} as one buffer),
+   * truncate the journal. `sidecar` is written as given, not copied: leave its bytes unchanged until
+   * this settles. Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
+   */
   async checkpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
     this.usable();
     if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is open`);
@@ -927,7 +927,6 @@ export class ReplicaStore {
     }
   }
 
-  /** Record a failure (the store then refuses work until reopened) and return it as our error. */
   /** The committed bytes of retained page `pfn`, from the caller ({@link EpochOptions.retain}). */
   private retainedPage(pfn: number): Uint8Array {
     const page = this.retainSource?.(pfn);
@@ -950,6 +949,7 @@ export class ReplicaStore {
     this.retained.clear();
   }
 
+  /** Record a failure (the store then refuses work until reopened) and return it as our error. */
   private fail(err: unknown, op: string): RwanError {
     if (!this.failed) {
       this.failed = true;
