@@ -314,14 +314,7 @@ export function createProgram(): Command {
         'one log append per generator epoch ("epoch"), per page ("page"), or per N pages',
       )
         .default('epoch')
-        .argParser((v: string) => {
-          if (v === 'epoch' || v === 'page') return v;
-          const n = Number(v);
-          if (!Number.isInteger(n) || n < 1) {
-            throw new InvalidArgumentError(`--log-batch takes "epoch", "page" or a page count, got "${v}"`);
-          }
-          return n;
-        }),
+        .argParser((v: string) => (v === 'epoch' || v === 'page' ? v : count('--log-batch', 1)(v))),
     )
     .addOption(
       new Option(
