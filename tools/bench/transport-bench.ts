@@ -1,22 +1,24 @@
 /**
  * Transport benchmark (npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S]
- * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N] [--profile DIR [--profile-rate PAGES_PER_S]] [--store-root DIR]
- * [--image-root DIR] [--keep]).
+ * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N] [--profile DIR
+ * [--profile-rate PAGES_PER_S]] [--store-root DIR] [--image-root DIR] [--keep]).
  *
- * Both daemons run as real processes on loopback (with the Node flags of the remus-wan command's first
- * line, as when installed), secured with TLS certificates made by `remus-wan certs`. The primary's image is written by the workload writer (tools/workload/writer.ts)
- * playing the generator's default workload (docs/workload.md: default mutation and content mix, 2 % of
- * the pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick) through a shared
- * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), its pages logged in
- * the dirty log in batches of 16 just before they are written (`--log-batch 16`: the log names what
- * was written, as a hypervisor's dirty bitmap does, at a sixteenth of the system calls of one append
- * per page, which took half the writer's CPU). The image and the log are on tmpfs (/dev/shm, or --image-root): they
- * stand for guest RAM, and on the disk their writeback would compete with the replica's. The sender
- * reads the dirty log and pauses the writer around each capture (--pause-pid): the realistic mode ('hash'
- * mode reads the whole image at every capture). The replica store is on the disk (tmpdir, or
- * --store-root). A run: writer (`ready`) → receiver → sender → the first full copy committed → a warm-up
- * → the steady window, which starts and ends at the commit of an epoch (the receiver's stats file is
- * tailed every 20 ms) → SIGTERM to both daemons and the writer.
+ * Both daemons run as real processes on loopback (with the Node flags of the remus-wan command's
+ * first line, as when installed), secured with TLS certificates made by `remus-wan certs`. The
+ * primary's image is written by the workload writer (tools/workload/writer.ts) playing the
+ * generator's default workload (docs/workload.md: default mutation and content mix, 2 % of the
+ * pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick) through a shared
+ * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), its pages logged
+ * in the dirty log in batches of 16 just before they are written (`--log-batch 16`: the log names
+ * what was written, as a hypervisor's dirty bitmap does, at a sixteenth of the system calls of one
+ * append per page, which took half the writer's CPU). The image and the log are on tmpfs (/dev/shm,
+ * or --image-root): they stand for guest RAM, and on the disk their writeback would compete with
+ * the replica's. The sender reads the dirty log and pauses the writer around each capture
+ * (--pause-pid): the realistic mode ('hash' mode reads the whole image at every capture). The
+ * replica store is on the disk (tmpdir, or --store-root). A run: writer (`ready`) → receiver →
+ * sender → the first full copy committed → a warm-up → the steady window, which starts and ends at
+ * the commit of an epoch (the receiver's stats file is tailed every 20 ms) → SIGTERM to both
+ * daemons and the writer.
  *
  * Sections:
  *   writer   the writer alone (no daemons), as fast as it can: the page-write rate it can produce, to
@@ -26,9 +28,9 @@
  *            the store on tmpfs (a diagnostic: what the journal's writes and fsyncs cost; left out of
  *            the best figure and the targets)
  *   epochs   the defaults (W 4, 2 channels) at epoch lengths of 20, 50 and 100 ms (20 and 100 with
- *            --quick; --epoch-ms picks others), each on a ladder of writer rates (pages/s, doubling from 4k,
- *            8k with --quick, or --from-rate) up to the first one the transport does not keep up with (or the writer
- *            does not reach), then with the writer unpaced
+ *            --quick; --epoch-ms picks others), each on a ladder of writer rates (pages/s, doubling
+ *            from 4k, 8k with --quick, or --from-rate) up to the first one the transport does not keep
+ *            up with (or the writer does not reach), then with the writer unpaced
  *
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
  *   committed MB/s  dirty-page bytes committed at the backup per second of the steady window: pages ×
@@ -415,7 +417,7 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
       return m ? Number(m[1]) : undefined;
     });
     const [port, recvHttp, sendHttp] = [await freePort(), await freePort(), await freePort()];
-    const prof = (who: string) => [
+    const nodeFlags = (who: string) => [
       ...DAEMON_FLAGS,
       ...(env.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(env.profileDir, who)}`] : []),
     ];
@@ -438,7 +440,7 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
         ...['--stats', join(dir, 'recv.jsonl'), '--metrics', `127.0.0.1:${recvHttp}`, '--log-level', 'warn'],
       ],
       join(dir, 'recv.log'),
-      prof('receive'),
+      nodeFlags('receive'),
     );
     children.push(recv);
     await until('the receiver', 30_000, () => httpText(`http://127.0.0.1:${recvHttp}/status`));
@@ -451,7 +453,7 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
         ...['--stats', join(dir, 'send.jsonl'), '--metrics', `127.0.0.1:${sendHttp}`, '--log-level', 'warn'],
       ],
       join(dir, 'send.log'),
-      prof('send'),
+      nodeFlags('send'),
     );
     children.push(send);
     const spid = send.pid as number;
@@ -911,7 +913,7 @@ async function main(): Promise<void> {
     }
     if (only.includes('epochs')) {
       log(
-        `\nepochs: W 4, 2 channels; writer rates doubling from ${quick ? '8k' : '4k'} pages/s up to the first the transport cannot keep up with, then unpaced`,
+        `\nepochs: W 4, 2 channels; writer rates doubling from ${fromRate ?? (quick ? '8k' : '4k')} pages/s up to the first the transport cannot keep up with, then unpaced`,
       );
       for (const epochMs of epochLengths ?? (quick ? [20, 100] : [20, 50, 100])) {
         for (let rate = fromRate ?? (quick ? 8000 : 4000); ; rate *= 2) {
