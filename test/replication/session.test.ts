@@ -156,6 +156,38 @@ function startSender(
   return sender;
 }
 
+/** A store directory, removed after the test. */
+function sessionDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Dirty `pages` pages of `source` every 2 ms until the test ends. */
+function keepWriting(source: MemorySource, pages: number): void {
+  const writer = setInterval(() => source.write(pages), 2);
+  cleanups.push(() => clearInterval(writer));
+}
+
+/** The stats of every epoch the sender has acknowledged and the receiver committed, as they come. */
+function record(sender: SenderSession, receiver: ReceiverSession) {
+  const sent: SenderEpochStats[] = [];
+  const got: ReceiverEpochStats[] = [];
+  sender.on('epoch', (s: SenderEpochStats) => sent.push(s));
+  receiver.on('epoch', (s: ReceiverEpochStats) => got.push(s));
+  return { sent, got };
+}
+
+/** Every committed epoch left the replica equal to the source at that epoch's capture. */
+function expectReplicaAtEachEpoch(
+  sent: SenderEpochStats[],
+  got: ReceiverEpochStats[],
+): Map<number, string | undefined> {
+  const byEpoch = new Map(sent.map((s) => [s.epoch, s.digest]));
+  for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(byEpoch.get(g.epoch));
+  return byEpoch;
+}
+
 function until(cond: () => boolean, ms = 20_000): Promise<void> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
@@ -170,18 +202,13 @@ function until(cond: () => boolean, ms = 20_000): Promise<void> {
 
 describe('sender ⇄ receiver over loopback', () => {
   it('every acknowledged epoch is byte-identical at the backup; a cut resumes without a full copy', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = sessionDir();
     const rx = await startReceiver(dir, 0, 5000, 2 ** 30); // no checkpoint: pages stay retained
     cleanups.push(rx.stop);
     const source = new MemorySource(2048, 42);
-    const writer = setInterval(() => source.write(40), 2);
-    cleanups.push(() => clearInterval(writer));
+    keepWriting(source, 40);
     const sender = startSender(rx.port, source, { maxEpochs: 120 });
-    const sent: SenderEpochStats[] = [];
-    const got: ReceiverEpochStats[] = [];
-    sender.on('epoch', (s: SenderEpochStats) => sent.push(s));
-    rx.receiver.on('epoch', (s: ReceiverEpochStats) => got.push(s));
+    const { sent, got } = record(sender, rx.receiver);
     const done = sender.run();
     cleanups.push(() => sender.stop());
     // cut every connection twice while epochs flow
@@ -203,8 +230,7 @@ describe('sender ⇄ receiver over loopback', () => {
     expect(fulls).toBe(1); // the first epoch only: the cuts resumed
     expect(sender.counters.reconnects).toBeGreaterThanOrEqual(2);
     // the replica's digest after each commit is the source's at that epoch's capture
-    const byEpoch = new Map(sent.map((s) => [s.epoch, s.digest]));
-    for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(byEpoch.get(g.epoch));
+    const byEpoch = expectReplicaAtEachEpoch(sent, got);
     // and no epoch is missing or applied twice
     expect(got.map((g) => g.epoch)).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
     // the replica file lags behind (write-back) until drained() writes the retained pages
@@ -215,24 +241,18 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 60_000);
 
   it('staging: epochs under its cap never spill however many pass; one over it spills and commits', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = sessionDir();
     const cap = 512 * 2 ** 10;
     const rx = await startReceiver(dir, 0, 5000, 256 * 2 ** 10, cap);
     cleanups.push(rx.stop);
     const source = new MemorySource(512, 9);
-    const writer = setInterval(() => source.write(8), 2);
-    cleanups.push(() => clearInterval(writer));
+    keepWriting(source, 8);
     const sender = startSender(rx.port, source, { maxEpochs: 400 });
-    const sent: SenderEpochStats[] = [];
-    const got: ReceiverEpochStats[] = [];
-    sender.on('epoch', (s: SenderEpochStats) => sent.push(s));
-    rx.receiver.on('epoch', (s: ReceiverEpochStats) => got.push(s));
+    const { sent, got } = record(sender, rx.receiver);
     cleanups.push(() => sender.stop());
     await sender.run();
     expect(sender.error).toBeUndefined();
-    const byEpoch = new Map(sent.map((s) => [s.epoch, s.digest]));
-    for (const g of got) expect(g.replicaDigest, `epoch ${g.epoch}`).toBe(byEpoch.get(g.epoch));
+    expectReplicaAtEachEpoch(sent, got);
     // the full copy is over the cap: it went through the spill file; the others, even a window (4) of
     // them staged at once, are not
     const [first, ...rest] = got;
@@ -246,8 +266,7 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 60_000);
 
   it('an epoch that fails its digest after the decoder changed retained pages: the replica is rebuilt from the journal', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = sessionDir();
     const rx = await startReceiver(dir, 0, 5000, 2 ** 30); // no checkpoint: pages stay retained
     cleanups.push(rx.stop);
     const BAD = 25;
@@ -280,8 +299,7 @@ describe('sender ⇄ receiver over loopback', () => {
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
     cleanups.push(() => new Promise<void>((r) => relay.close(() => r())));
     const source = new MemorySource(2048, 5);
-    const writer = setInterval(() => source.write(40), 2);
-    cleanups.push(() => clearInterval(writer));
+    keepWriting(source, 40);
     const sender = startSender((relay.address() as { port: number }).port, source, { window: 1 });
     const sent = new Map<number, string | undefined>();
     sender.on('epoch', (s: SenderEpochStats) => sent.set(s.epoch, s.digest));
@@ -299,8 +317,7 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 60_000);
 
   it('holds the raw pages of at most CAPTURES_AHEAD + 1 captures, and gives them back to the source', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = sessionDir();
     const rx = await startReceiver(dir);
     cleanups.push(rx.stop);
     // a source whose captures are handed over whole and come back, counted
@@ -320,8 +337,7 @@ describe('sender ⇄ receiver over loopback', () => {
       }
     }
     const source = new CountingSource(512, 9);
-    const writer = setInterval(() => source.write(40), 2);
-    cleanups.push(() => clearInterval(writer));
+    keepWriting(source, 40);
     // an encoder slower than the captures: without the bound, the window's four epochs would queue
     const inline = new InlineEncoder({ pageSize: PAGE });
     const slow: EncoderPort = {
@@ -344,8 +360,7 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 60_000);
 
   it('a store whose checkpoint cache cannot be restored opens, and a full copy follows', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = sessionDir();
     const session = 'ab'.repeat(16);
     const { store } = await ReplicaStore.open({ dir, pageSize: PAGE });
     const w = store.beginEpoch(1, { full: true, imageBytes: 8 * PAGE, sessionId: session });
@@ -369,13 +384,11 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 30_000);
 
   it('a restarted receiver resumes from its store (no full copy); silence is one "primary lost"', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'remus-session-'));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const dir = sessionDir();
     let rx = await startReceiver(dir, 0, 600);
     const port = rx.port;
     const source = new MemorySource(1024, 7);
-    const writer = setInterval(() => source.write(20), 2);
-    cleanups.push(() => clearInterval(writer));
+    keepWriting(source, 20);
     const sender = startSender(port, source, { maxEpochs: 80 });
     const sent = new Map<number, string | undefined>();
     sender.on('epoch', (s: SenderEpochStats) => sent.set(s.epoch, s.digest));
