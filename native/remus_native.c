@@ -45,6 +45,9 @@
  *                                        frees only later. Returns the bytes released, or -errno; 0
  *                                        where this cannot be done
  *
+ * workload.c adds workloadContext, workloadPick and workloadMutate (the workload generator's epoch loop,
+ * for the benchmarks' writer; see there).
+ *
  * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
  * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
  * -march=native): the binary runs on any x86-64 or arm64 machine.
@@ -1030,6 +1033,9 @@ static napi_value js_unmap_file(napi_env env, napi_callback_info info) {
 }
 #endif
 
+/* workload.c: the workload generator's epoch loop (workloadContext, workloadPick, workloadMutate). */
+napi_status workload_register(napi_env env, napi_value exports);
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"encodeDelta", NULL, js_encode_delta, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1051,5 +1057,6 @@ NAPI_MODULE_INIT() {
 #endif
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  if (workload_register(env, exports) != napi_ok) return NULL;
   return exports;
 }

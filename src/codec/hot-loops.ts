@@ -139,6 +139,10 @@ interface NativeAddon {
   trimHeap(): boolean;
   /** glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false elsewhere. */
   fixMmapThreshold(bytes: number): boolean;
+  /** The workload generator's epoch loop (native/workload.c; {@link WorkloadNative}). */
+  workloadContext?: WorkloadNative['context'];
+  workloadPick?: WorkloadNative['pick'];
+  workloadMutate?: WorkloadNative['mutate'];
   /** {@link HotLoops.readPages}, returning 0 or the failed read's -errno. Absent on Windows. */
   readPages?(...args: Parameters<HotLoops['readPages']>): number;
   /** A shared mapping of bytes [0, length) of the file, or -errno. Absent on Windows. */
@@ -423,6 +427,7 @@ interface Loaded {
   fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
   releaseMemory?: ((view: Uint8Array) => number) | undefined;
+  workload?: WorkloadNative | undefined;
   error?: string;
 }
 
@@ -463,6 +468,10 @@ function loadNative(): Loaded {
           fixMmapThreshold: addon.fixMmapThreshold,
           mapFile: mapper(addon),
           releaseMemory: addon.releaseMemory,
+          workload:
+            addon.workloadContext && addon.workloadPick && addon.workloadMutate
+              ? { context: addon.workloadContext, pick: addon.workloadPick, mutate: addon.workloadMutate }
+              : undefined,
         }
       : { error: `self-check failed: ${wrong}` };
   } catch (err) {
@@ -530,3 +539,39 @@ export function releaseMemory(view: Uint8Array): number {
   if (r < 0) throw systemError(r, 'madvise');
   return r;
 }
+
+/**
+ * The workload generator's epoch loop in C (native/workload.c), byte-identical to the TypeScript one
+ * in tools/workload/generator.ts, which is its only user: a benchmark's page writes then cost the
+ * cores the daemons share a fraction of what they cost in TypeScript. The arrays passed to `context`
+ * must outlive the handle.
+ */
+export interface WorkloadNative {
+  /** A handle over the generator's arrays; scalars: [pageSize, seedHash, heapHi, mmapHi, clockBase]. */
+  context(
+    memory: Uint8Array,
+    rng: Uint32Array,
+    kind: Uint8Array,
+    cursor: Uint32Array,
+    mark: Uint32Array,
+    hits: Uint32Array,
+    picked: Uint32Array,
+    aliasProb: Float64Array,
+    alias: Uint32Array,
+    rankToPfn: Uint32Array,
+    mixCdf: Float64Array,
+    contentCdf: Float64Array,
+    poolBytes: Uint8Array,
+    poolStart: Uint32Array,
+    poolLen: Uint32Array,
+    poolNumAt: Uint32Array,
+    scalars: Float64Array,
+  ): object;
+  /** An epoch's draws into picked[0 .. count) (and hits); returns count. */
+  pick(handle: object, stamp: number, target: number): number;
+  /** Mutate pages picked[from .. to) of epoch `epoch`, in order. */
+  mutate(handle: object, from: number, to: number, epoch: number): void;
+}
+
+/** The native workload loop, or undefined without the addon. */
+export const workloadNative: WorkloadNative | undefined = loaded.workload;

@@ -15,8 +15,13 @@
  * floating point is limited to IEEE-754 basic operations plus `Math.pow`/`Math.log` in the Zipf table,
  * which V8 computes with its own portable fdlibm port. Memory words are written through a Uint32Array,
  * so the byte content assumes a little-endian host (every platform Node supports in practice; checked).
+ *
+ * With the native addon, the draws and mutations of each epoch run in C (native/workload.c, the same
+ * bytes: test/workload.native.test.ts), so that a benchmark's writer takes little of the CPU the
+ * daemons it measures share with it.
  */
 import { endianness } from 'node:os';
+import { type WorkloadNative, workloadNative } from '../../src/codec/hot-loops.js';
 import { RwanError } from '../../src/errors.js';
 
 /** Relative weights of what happens to a dirty page in an epoch (normalised; need not sum to 1). */
@@ -302,6 +307,19 @@ export interface EpochHooks {
   picked?(pfns: Uint32Array): void;
   /** Just before page `pfn` is written (mutated). */
   beforeWrite?(pfn: number): void;
+  /**
+   * Without `beforeWrite`: just before each run of up to {@link EpochHooks.run} pages is written (the
+   * runs start at the epoch's first page), with the run's pfns (a view, valid during the call).
+   */
+  beforeRun?(pfns: Uint32Array): void;
+  /** Pages per {@link EpochHooks.beforeRun} run (default 16). */
+  run?: number;
+}
+
+/** Options of a {@link Workload} that do not change what it produces. */
+export interface WorkloadRuntime {
+  /** Run the epochs in C when the native addon is loaded (default true); false: TypeScript only. */
+  native?: boolean;
 }
 
 /**
@@ -317,8 +335,10 @@ export class Workload implements Iterable<WorkloadEpoch> {
   readonly memory: Buffer;
   private readonly u32: Uint32Array;
   private readonly wordsPerPage: number;
-  /** mulberry32 state (the generator of tools/gen-trace.ts `prng`, inlined for speed). */
-  private state: number;
+  /** mulberry32 state (the generator of tools/gen-trace.ts `prng`, inlined for speed), shared with C. */
+  private readonly rng = new Uint32Array(1);
+  /** The native epoch loop's handle over this generator's arrays; undefined: TypeScript. */
+  private readonly native: object | undefined;
   private readonly pool: TextPool;
   /** Content class of each page (what a rewrite produces). */
   private readonly kind: Uint8Array;
@@ -346,7 +366,7 @@ export class Workload implements Iterable<WorkloadEpoch> {
    *   bytes, e.g. a shared mapping of the image file: each epoch's mutations are then its page writes.
    *   It is zeroed, then filled with the initial memory.
    */
-  constructor(options: WorkloadOptions, memory?: Uint8Array) {
+  constructor(options: WorkloadOptions, memory?: Uint8Array, runtime: WorkloadRuntime = {}) {
     if (endianness() !== 'LE') {
       throw new RwanError('RWAN_ERR_INTERNAL', 'workload: a little-endian host is required');
     }
@@ -366,7 +386,7 @@ export class Workload implements Iterable<WorkloadEpoch> {
         ? Buffer.alloc(o.pages * o.pageSize)
         : Buffer.from(memory.buffer, memory.byteOffset, memory.length).fill(0);
     this.u32 = new Uint32Array(this.memory.buffer, this.memory.byteOffset, this.memory.length >>> 2);
-    this.state = (o.seed ^ 0x5eed1e55) >>> 0;
+    this.rng[0] = (o.seed ^ 0x5eed1e55) >>> 0;
     this.seedHash = mix32(o.seed + 0x9e3779b9);
     this.heapHi = 0x5500 + (this.r32() & 0xff);
     this.mmapHi = 0x7f00 + (this.r32() & 0xff);
@@ -417,6 +437,33 @@ export class Workload implements Iterable<WorkloadEpoch> {
       this.cursor[pfn] = (this.r32() % this.pageSize) & ~7;
       if (k !== ZERO) this.fill(pfn, k);
     }
+    this.native =
+      runtime.native === false || workloadNative === undefined
+        ? undefined
+        : workloadNative.context(
+            this.memory,
+            this.rng,
+            this.kind,
+            this.cursor,
+            this.mark,
+            this.hits,
+            this.picked,
+            this.aliasProb,
+            this.alias,
+            this.rankToPfn,
+            this.mixCdf,
+            this.contentCdf,
+            this.pool.bytes,
+            this.pool.start,
+            this.pool.len,
+            this.pool.numAt,
+            Float64Array.of(o.pageSize, this.seedHash, this.heapHi, this.mmapHi, this.clockBase),
+          );
+  }
+
+  /** True when the epochs run in C (native/workload.c). */
+  get isNative(): boolean {
+    return this.native !== undefined;
   }
 
   /** The number of the last epoch produced (0 before the first `nextEpoch`). */
@@ -452,6 +499,31 @@ export class Workload implements Iterable<WorkloadEpoch> {
     const stamp = epoch >>> 0 || 1;
     const jitter = o.burst * (2 * this.rand() - 1);
     const target = Math.min(o.pages, Math.max(0, Math.round(o.dirtyPerEpoch * (1 + jitter))));
+    const count =
+      this.native === undefined
+        ? this.pick(stamp, target)
+        : (workloadNative as WorkloadNative).pick(this.native, stamp, target);
+    // Mutate in draw order (deterministic), then report sorted.
+    hooks?.picked?.(this.picked.subarray(0, count));
+    const each = hooks?.beforeWrite;
+    const beforeRun = hooks?.beforeRun;
+    const run = each !== undefined ? 1 : beforeRun !== undefined ? Math.max(1, hooks?.run ?? 16) : count;
+    for (let i = 0; i < count; i += run) {
+      const end = Math.min(count, i + run);
+      if (each !== undefined) each(this.picked[i] as number);
+      else beforeRun?.(this.picked.subarray(i, end));
+      if (this.native !== undefined) (workloadNative as WorkloadNative).mutate(this.native, i, end, epoch);
+      else for (let k = i; k < end; k++) this.mutate(this.picked[k] as number, epoch);
+    }
+    const pfns = this.picked.slice(0, count).sort();
+    const writes = new Uint32Array(count);
+    for (let i = 0; i < count; i++) writes[i] = this.hits[pfns[i] as number] as number;
+    return { epoch, pfns, writes, memory: this.memory };
+  }
+
+  /** The epoch's draws (TypeScript): picked[0 .. count) and hits; returns count. */
+  private pick(stamp: number, target: number): number {
+    const o = this.options;
     let count = 0;
     // Zipf draws until `target` distinct pages; a page drawn again takes one more write event.
     const maxDraws = 16 * target + 64;
@@ -472,17 +544,7 @@ export class Workload implements Iterable<WorkloadEpoch> {
       }
       pfn = pfn + 1 === o.pages ? 0 : pfn + 1;
     }
-    // Mutate in draw order (deterministic), then report sorted.
-    hooks?.picked?.(this.picked.subarray(0, count));
-    const before = hooks?.beforeWrite;
-    for (let i = 0; i < count; i++) {
-      before?.(this.picked[i] as number);
-      this.mutate(this.picked[i] as number, epoch);
-    }
-    const pfns = this.picked.slice(0, count).sort();
-    const writes = new Uint32Array(count);
-    for (let i = 0; i < count; i++) writes[i] = this.hits[pfns[i] as number] as number;
-    return { epoch, pfns, writes, memory: this.memory };
+    return count;
   }
 
   /** Yields the epochs up to `options.epochs`. */
@@ -494,8 +556,8 @@ export class Workload implements Iterable<WorkloadEpoch> {
 
   /** mulberry32: the next uniform unsigned 32-bit integer. */
   private r32(): number {
-    const a = (this.state + 0x6d2b79f5) >>> 0;
-    this.state = a;
+    const a = ((this.rng[0] as number) + 0x6d2b79f5) >>> 0;
+    this.rng[0] = a;
     let t = Math.imul(a ^ (a >>> 15), a | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return (t ^ (t >>> 14)) >>> 0;

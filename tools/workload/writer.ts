@@ -26,6 +26,7 @@ import { isRwanError, RwanError } from '../../src/errors.js';
 import { DirtyLogWriter } from '../../src/replication/dirty-log.js';
 import {
   type ContentMix,
+  type EpochHooks,
   type MutationMix,
   resolveWorkloadOptions,
   Workload,
@@ -34,6 +35,9 @@ import {
 
 /** How the writer writes pages (see the header). */
 export type WriterIo = 'map' | 'pwrite';
+
+/** Pages written between two looks at the clock with --io map (unless each page is logged alone). */
+const PACE_RUN = 16;
 
 /** The writer's default {@link WriterIo}: `map` when the addon can map files. */
 export const DEFAULT_IO: WriterIo = mapFile === undefined ? 'pwrite' : 'map';
@@ -143,13 +147,16 @@ export async function runWriter(
     const pace = pacer(rate);
     const more = () => !shouldStop() && (o.epochs === undefined || totals.epochs < o.epochs);
     if (mapping !== undefined) {
-      // the mutation is the write: log first (hooks run before each page's mutation)
+      // the mutation is the write: log first (the hooks run before each run of page mutations; one
+      // page per run when each page is logged on its own, else runs of 16, paced as a whole)
       const sleeper = new Int32Array(new SharedArrayBuffer(4));
-      const hooks = {
-        picked: (pfns: Uint32Array) => logged.epoch(pfns),
-        beforeWrite: () => {
-          logged.page();
-          const ahead = pace(++totals.pages);
+      const hooks: EpochHooks = {
+        picked: (pfns) => logged.epoch(pfns),
+        run: o.logBatch === 'page' ? 1 : PACE_RUN,
+        beforeRun: (pfns) => {
+          logged.pages(pfns.length);
+          totals.pages += pfns.length;
+          const ahead = pace(totals.pages);
           if (ahead >= 1) Atomics.wait(sleeper, 0, 0, ahead);
         },
       };
@@ -165,7 +172,7 @@ export async function runWriter(
         totals.epochs++;
         logged.epoch(e.pfns);
         for (const pfn of e.pfns) {
-          logged.page();
+          logged.pages(1);
           pwriteAll(fd, w.memory.subarray(pfn * pageSize, (pfn + 1) * pageSize), pfn * pageSize);
           const ahead = pace(++totals.pages);
           if (ahead >= 1) {
@@ -237,15 +244,15 @@ function weights(flag: string) {
 
 /**
  * The dirty log's appends for one epoch's page writes, in the order they are written: `epoch(pfns)`
- * before the first, `page()` before each. 'epoch' appends all of them at once; a batch of N pages
- * ('page' is 1) appends the next N before the first of them is written.
+ * before the first, `pages(k)` before the next k are written. 'epoch' appends all of them at once; a
+ * batch of N pages ('page' is 1) appends the next N before the first of them is written.
  */
 function batchLogger(
   log: DirtyLogWriter | undefined,
   batch: 'epoch' | 'page' | number,
-): { epoch(pfns: ArrayLike<number>): void; page(): void } {
-  if (log === undefined) return { epoch() {}, page() {} };
-  if (batch === 'epoch') return { epoch: (pfns) => log.logMany(pfns), page() {} };
+): { epoch(pfns: ArrayLike<number>): void; pages(count: number): void } {
+  if (log === undefined) return { epoch() {}, pages() {} };
+  if (batch === 'epoch') return { epoch: (pfns) => log.logMany(pfns), pages() {} };
   const n = batch === 'page' ? 1 : batch;
   const records = new Float64Array(n);
   let pfns: ArrayLike<number> = [];
@@ -255,13 +262,13 @@ function batchLogger(
       pfns = p;
       next = 0;
     },
-    page() {
-      if (next % n === 0) {
+    pages(count) {
+      for (const end = next + count; next < end; next++) {
+        if (next % n !== 0) continue;
         const m = Math.min(n, pfns.length - next);
         for (let k = 0; k < m; k++) records[k] = pfns[next + k] as number;
         log.logMany(records.subarray(0, m));
       }
-      next++;
     },
   };
 }
