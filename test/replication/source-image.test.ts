@@ -559,6 +559,7 @@ describe('consistency against a running writer, paused at each capture', () => {
     ['log', ['--no-batch-marks']], // everything logged before the previous capture is re-read
     ['log', ['--log-batch', 'page']], // batches of one page
     ['log', ['--log-batch', '16']], // batches of 16 pages, as the transport benchmark's writer
+    ['log', ['--log-batch', '40']], // batches the writer's runs of page writes must not span
     ['hash', []],
   ] as const;
   for (const [dirty, flags] of modes) {

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { workloadNative } from '../../src/codec/hot-loops.js';
 import { type EpochHooks, Workload, type WorkloadOptions } from '../../tools/workload/generator.js';
+import { paceRun } from '../../tools/workload/writer.js';
 
 const digest = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -72,5 +73,19 @@ describe.skipIf(workloadNative === undefined)('native workload loop', () => {
     expect(runs.every((r) => r.length >= 1 && r.length <= 5)).toBe(true);
     expect(runs.slice(0, -1).every((r) => r.length === 5)).toBe(true);
     expect(runs.flat().sort((a, b) => a - b)).toEqual([...e.pfns]);
+  });
+});
+
+describe("the writer's runs of page writes", () => {
+  it('never span two dirty-log batches, and are at most 16 pages', () => {
+    expect(paceRun('epoch')).toBe(16);
+    expect(paceRun('page')).toBe(1);
+    for (let n = 1; n <= 300; n++) {
+      const run = paceRun(n);
+      expect(run >= 1 && run <= 16 && n % run === 0, `batches of ${n}: runs of ${run}`).toBe(true);
+    }
+    expect(paceRun(16)).toBe(16);
+    expect(paceRun(40)).toBe(10);
+    expect(paceRun(151)).toBe(1);
   });
 });

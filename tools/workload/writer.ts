@@ -36,8 +36,22 @@ import {
 /** How the writer writes pages (see the header). */
 export type WriterIo = 'map' | 'pwrite';
 
-/** Pages written between two looks at the clock with --io map (unless each page is logged alone). */
+/** Most pages written between two looks at the clock with --io map. */
 const PACE_RUN = 16;
+
+/**
+ * Pages per run of page writes with --io map: at most {@link PACE_RUN}, and a divisor of a log batch
+ * of N pages, so that a run never spans two batches (runs and batches both start at an epoch's first
+ * page). A batch's pages must all be written before the next batch is logged (docs/dirty-log.md §3):
+ * a capture re-reads only the last batch, so a page of the batch before, written after it, would be
+ * missed.
+ */
+export function paceRun(logBatch: 'epoch' | 'page' | number): number {
+  if (logBatch === 'epoch') return PACE_RUN;
+  if (logBatch === 'page') return 1;
+  for (let run = Math.min(PACE_RUN, logBatch); run > 1; run--) if (logBatch % run === 0) return run;
+  return 1;
+}
 
 /** The writer's default {@link WriterIo}: `map` when the addon can map files. */
 export const DEFAULT_IO: WriterIo = mapFile === undefined ? 'pwrite' : 'map';
@@ -147,12 +161,12 @@ export async function runWriter(
     const pace = pacer(rate);
     const more = () => !shouldStop() && (o.epochs === undefined || totals.epochs < o.epochs);
     if (mapping !== undefined) {
-      // the mutation is the write: log first (the hooks run before each run of page mutations; one
-      // page per run when each page is logged on its own, else runs of 16, paced as a whole)
+      // the mutation is the write: log first (the hooks run before each run of page mutations, paced
+      // as a whole; a run never spans two log batches: see paceRun)
       const sleeper = new Int32Array(new SharedArrayBuffer(4));
       const hooks: EpochHooks = {
         picked: (pfns) => logged.epoch(pfns),
-        run: o.logBatch === 'page' ? 1 : PACE_RUN,
+        run: paceRun(o.logBatch ?? 'epoch'),
         beforeRun: (pfns) => {
           logged.pages(pfns.length);
           totals.pages += pfns.length;
