@@ -70,6 +70,11 @@ export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
   );
   g('remus_wan_connected', '1 while replicating', () => (s.state === 'replicating' ? 1 : 0));
   g(
+    'remus_wan_capture_memory_bytes',
+    'memory kept for reading captures into (raw dirty pages until they are encoded)',
+    () => s.captureMemoryBytes,
+  );
+  g(
     'remus_wan_event_loop_delay_p99_seconds',
     'event-loop delay, 99th percentile',
     () => loop.snapshot().p99Ms / 1000,

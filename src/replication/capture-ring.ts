@@ -20,9 +20,9 @@
  * time it is written, so it is reused rather than allocated per epoch; with one buffer per capture,
  * the buffers in flight plus the spares kept for reuse held about four captures' worth resident.
  *
- * Sizing: when a take fits no gap, or the buffer is more than twice what the recent captures had in
- * flight (it grew in a backlog), a new buffer of a quarter more than the most bytes recently in flight
- * is made and the old one retired: its memory goes back to the system (`release`) as soon as its last
+ * Sizing: when a take fits no gap, or the buffer is more than 1.5 times the size a new one would have
+ * (it grew in a backlog), a new buffer of a quarter more than the most bytes recently in flight is
+ * made and the old one retired: its memory goes back to the system (`release`) as soon as its last
  * region is given back, not when both threads' garbage collectors find it.
  *
  * No I/O: `release` (madvise through the addon in the daemon) is injected.
@@ -32,6 +32,12 @@
 const RECENT_TAKES = 8;
 /** Headroom of a new ring over the bytes in flight when it is made. */
 const HEADROOM = 1.25;
+/**
+ * A ring more than this times the size a new one would have is replaced: every byte of it ends up
+ * resident (captures go to both ends and, when larger, the middle), so one grown in a backlog (the
+ * first capture after a full copy can be the whole image) must not stay.
+ */
+const SHRINK_ABOVE = 1.5;
 
 interface Region {
   start: number;
@@ -98,7 +104,8 @@ export class CaptureRing {
     let ring = this.current;
     // far larger than the recent captures need (grown in a backlog): the next ones go to a smaller
     // one, and its memory goes back once its regions do
-    let start = ring === undefined || ring.memory.byteLength > 2 * wanted ? -1 : this.fit(ring, bytes);
+    let start =
+      ring === undefined || ring.memory.byteLength > SHRINK_ABOVE * wanted ? -1 : this.fit(ring, bytes);
     if (ring === undefined || start < 0) {
       if (ring !== undefined) this.retire(ring);
       ring = { memory: new SharedArrayBuffer(wanted), regions: [] };

@@ -65,6 +65,8 @@ export interface EpochSource {
   }>;
   /** Takes back the pages of an encoded epoch (unused from then on) to read later captures into. */
   recycle?(pages: Buffer): void;
+  /** Bytes of memory the source keeps for reading captures into (for a metric). */
+  readonly captureMemoryBytes?: number;
 }
 
 /**
@@ -255,6 +257,11 @@ export class SenderSession extends EventEmitter {
     }
     this.limiter = new RateLimiter(o.rate ?? null);
     this.backoffMs = o.reconnect.initialMs;
+  }
+
+  /** Bytes of memory the source keeps for reading captures into (0 when it does not say). */
+  get captureMemoryBytes(): number {
+    return this.o.source.captureMemoryBytes ?? 0;
   }
 
   get state(): SenderState {

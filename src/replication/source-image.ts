@@ -283,6 +283,11 @@ export class ImageSource {
     }
   }
 
+  /** Bytes of the memory incremental captures read pages into (capture-ring.ts), retired rings included. */
+  get captureMemoryBytes(): number {
+    return this.ring.capacity;
+  }
+
   /**
    * Gives back the `pages` of an earlier capture once nothing uses them (nor any view of their
    * ArrayBuffer): a later capture reads into that memory again. The memory of a full capture's

@@ -77,6 +77,19 @@ describe('CaptureRing', () => {
     expect(r.capacity).toBe(50 * PS);
   });
 
+  it('replaces an empty ring more than 1.5 times the size a new one would have', () => {
+    const { r, released } = ring();
+    const grown = r.take(18 * PS); // a ring of 23 pages
+    r.give(grown);
+    for (let i = 0; i < 8; i++) r.give(r.take(10 * PS)); // a new one would have 13: 23 > 19.5
+    expect(released).toContain(grown.buffer);
+    expect(r.capacity).toBe(13 * PS);
+    const kept = r.take(14 * PS); // 18 pages (1.25 × 14) wanted: 13 is too small, a new ring of 18
+    r.give(kept);
+    r.give(r.take(13 * PS)); // 14 is still a recent take: a new ring would have 18 pages too, so kept
+    expect(r.capacity).toBe(18 * PS);
+  });
+
   it('moves on from a buffer grown in a backlog while a region of it is still out', () => {
     const { r, released } = ring();
     const big = r.take(100 * PS);

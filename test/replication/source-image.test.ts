@@ -287,6 +287,7 @@ describe("ImageSource, 'log'", () => {
       expect(a.pages.buffer).not.toBe(full.pages.buffer);
       expect(a.pages.byteOffset).toBe(0);
       expect(a.pages.buffer.byteLength).toBeGreaterThan(a.pages.length); // room for the next ones
+      expect(src.captureMemoryBytes).toBe(a.pages.buffer.byteLength); // the full capture's is not counted
       expect(a.pages.equals(pagesOf(readFileSync(path), [...a.pfns]))).toBe(true);
       const memory = a.pages.buffer;
       src.recycle(a.pages);

@@ -30,7 +30,9 @@
  *   epochs   the defaults (W 4, 2 channels) at epoch lengths of 20, 50 and 100 ms (20 and 100 with
  *            --quick; --epoch-ms picks others), each on a ladder of writer rates (pages/s, doubling
  *            from 4k, 8k with --quick, or --from-rate) up to the first one the transport does not keep
- *            up with (or the writer does not reach), then with the writer unpaced
+ *            up with (or the writer does not reach), then two bisection steps between that rate and
+ *            the last one kept up with (from 256k and 512k: 384k, then 320k or 448k), then with the
+ *            writer unpaced
  *
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
  *   committed MB/s  dirty-page bytes committed at the backup per second of the steady window: pages ×
@@ -139,6 +141,9 @@ const epochLengths = opt('--epoch-ms')
     return n;
   });
 const quick = has('--quick');
+/** Rates tried between the last writer rate kept up with and the first one not (bisection). */
+const REFINE_STEPS = 2;
+
 /** --from-rate N: the first writer rate (pages/s) of the epochs section's ladders. */
 const fromRate = opt('--from-rate') === undefined ? undefined : Number(opt('--from-rate'));
 if (fromRate !== undefined && !(Number.isInteger(fromRate) && fromRate > 0)) {
@@ -913,16 +918,36 @@ async function main(): Promise<void> {
     }
     if (only.includes('epochs')) {
       log(
-        `\nepochs: W 4, 2 channels; writer rates doubling from ${fromRate ?? (quick ? '8k' : '4k')} pages/s up to the first the transport cannot keep up with, then unpaced`,
+        `\nepochs: W 4, 2 channels; writer rates doubling from ${fromRate ?? (quick ? '8k' : '4k')} pages/s up to the first the transport cannot keep up with, then ${REFINE_STEPS} bisection steps between it and the last kept up with, then unpaced`,
       );
       for (const epochMs of epochLengths ?? (quick ? [20, 100] : [20, 50, 100])) {
-        for (let rate = fromRate ?? (quick ? 8000 : 4000); ; rate *= 2) {
+        const step = async (rate: number): Promise<'up' | 'behind' | 'stop'> => {
           const s = { ...base, epochMs, rate };
           const r = await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1);
           out.runs.push(r);
-          // stop where the transport falls behind, or where the writer cannot write any faster
+          // stop where the writer cannot write any faster (or the run failed)
           const writerShort = r.writerMBps < (0.9 * rate * PAGE) / MB;
-          if (!r.keptUp || r.runs === 0 || writerShort || (out.writer && rate > out.writer.pagesPerS)) break;
+          if (r.runs === 0 || writerShort || (out.writer && rate > out.writer.pagesPerS)) return 'stop';
+          return r.keptUp ? 'up' : 'behind';
+        };
+        let lo = 0;
+        let hi = 0;
+        for (let rate = fromRate ?? (quick ? 8000 : 4000); ; rate *= 2) {
+          const got = await step(rate);
+          if (got === 'up') lo = rate;
+          else {
+            if (got === 'behind') hi = rate;
+            break;
+          }
+        }
+        // between the last rate kept up with and the first one not: halve the gap REFINE_STEPS times
+        for (let k = 0; k < REFINE_STEPS && lo > 0 && hi > 0; k++) {
+          const rate = Math.round((lo + hi) / 2 / 1000) * 1000;
+          if (rate <= lo || rate >= hi) break;
+          const got = await step(rate);
+          if (got === 'stop') break;
+          if (got === 'up') lo = rate;
+          else hi = rate;
         }
         if (
           !out.runs.some(
