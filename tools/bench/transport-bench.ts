@@ -5,9 +5,10 @@
  *
  * Both daemons run as real processes on loopback (with the Node flags of the remus-wan command's
  * first line, as when installed), secured with TLS certificates made by `remus-wan certs`. The
- * primary's image is written by the workload writer (tools/workload/writer.ts) playing the
- * generator's default workload (docs/workload.md: default mutation and content mix, 2 % of the
- * pages per generator epoch, seed 7) onto a 256 MiB file (64 MiB with --quick) through a shared
+ * primary's image is written by the workload writer (tools/workload/writer.ts; the generator's epoch
+ * loop in C when the addon is loaded: native/workload.c) playing the generator's default workload
+ * (docs/workload.md: default mutation and content mix, 2 % of the pages per generator epoch, seed 7)
+ * onto a 256 MiB file (64 MiB with --quick) through a shared
  * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), its pages logged
  * in the dirty log in batches of 16 just before they are written (`--log-batch 16`: the log names
  * what was written, as a hypervisor's dirty bitmap does, at a sixteenth of the system calls of one
@@ -23,7 +24,7 @@
  * Sections:
  *   writer   the writer alone (no daemons), as fast as it can: the page-write rate it can produce, to
  *            tell whether the writer or the transport is the limit
- *   configs  the writer at 256k page writes/s, 100 ms epochs: stop and wait (W 1) against the default
+ *   configs  the writer at 512k page writes/s, 100 ms epochs: stop and wait (W 1) against the default
  *            window (W 4); 1, 2 (default) and 4 channels; and the defaults with the store on tmpfs (a
  *            diagnostic: what the journal's writes and fsyncs cost; left out of the best figure and the
  *            targets). A fixed rate rather than an unpaced writer, which takes a whole core of the two
@@ -143,7 +144,7 @@ const epochLengths = opt('--epoch-ms')
   });
 const quick = has('--quick');
 /** The writer's rate (page writes/s) in the configs section. */
-const CONFIG_RATE = 256_000;
+const CONFIG_RATE = 512_000;
 
 /** Rates tried between the last writer rate kept up with and the first one not (bisection). */
 const REFINE_STEPS = 2;
