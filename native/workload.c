@@ -296,6 +296,15 @@ static void fill(workload_t *w, uint32_t pfn, int k) {
   }
 }
 
+/* Picks page `pfn` for the epoch `stamp` (one write event) unless it already is; 1 when it was not. */
+static inline int pick_page(workload_t *w, uint32_t pfn, uint32_t stamp, uint32_t *count) {
+  if (w->mark[pfn] == stamp) return 0;
+  w->mark[pfn] = stamp;
+  w->hits[pfn] = 1;
+  w->picked[(*count)++] = pfn;
+  return 1;
+}
+
 static inline uint32_t log2_floor(uint32_t v) { return 31u - (uint32_t)__builtin_clz(v); }
 
 static void mutate(workload_t *w, uint32_t pfn, double epoch) {
@@ -453,21 +462,12 @@ static napi_value js_workload_pick(napi_env env, napi_callback_info info) {
   const uint64_t max_draws = 16ull * target + 64;
   for (uint64_t d = 0; count < target && d < max_draws; d++) {
     const uint32_t pfn = w->rank_to_pfn[zipf_rank(w)];
-    if (w->mark[pfn] != stamp) {
-      w->mark[pfn] = stamp;
-      w->hits[pfn] = 1;
-      w->picked[count++] = pfn;
-    } else {
-      w->hits[pfn]++;
-    }
+    if (!pick_page(w, pfn, stamp, &count)) w->hits[pfn]++; /* drawn again: one more write event */
   }
+  /* the cold tail: one contiguous sweep */
   uint32_t pfn = (uint32_t)(r32(w) % w->pages);
   for (size_t n = 0; count < target && n < w->pages; n++) {
-    if (w->mark[pfn] != stamp) {
-      w->mark[pfn] = stamp;
-      w->hits[pfn] = 1;
-      w->picked[count++] = pfn;
-    }
+    pick_page(w, pfn, stamp, &count);
     pfn = pfn + 1 == w->pages ? 0 : pfn + 1;
   }
   napi_value result;
