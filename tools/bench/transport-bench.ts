@@ -8,11 +8,11 @@
  * primary's image is written by the workload writer (tools/workload/writer.ts; the generator's epoch
  * loop in C when the addon is loaded: native/workload.c) playing the generator's default workload
  * (docs/workload.md: default mutation and content mix, 2 % of the pages per generator epoch, seed 7)
- * onto a 256 MiB file (64 MiB with --quick) through a shared
- * mapping (`--io map`: it mutates the image in place, as a guest writes its RAM), its pages logged
- * in the dirty log in batches of 16 just before they are written (`--log-batch 16`: the log names
- * what was written, as a hypervisor's dirty bitmap does, at a sixteenth of the system calls of one
- * append per page, which took half the writer's CPU). The image and the log are on tmpfs (/dev/shm,
+ * onto a 256 MiB file (64 MiB with --quick) through a shared mapping (`--io map`: it mutates the
+ * image in place, as a guest writes its RAM), its pages logged in the dirty log in batches of 16
+ * just before they are written (`--log-batch 16`: the log names what was written, as a hypervisor's
+ * dirty bitmap does, at a sixteenth of the system calls of one append per page, which took half the
+ * writer's CPU). The image and the log are on tmpfs (/dev/shm,
  * or --image-root): they stand for guest RAM, and on the disk their writeback would compete with
  * the replica's. The sender reads the dirty log and pauses the writer around each capture
  * (--pause-pid): the realistic mode ('hash' mode reads the whole image at every capture). The

@@ -17,7 +17,7 @@
  * so the byte content assumes a little-endian host (every platform Node supports in practice; checked).
  *
  * With the native addon, the draws and mutations of each epoch run in C (native/workload.c, the same
- * bytes: test/workload.native.test.ts), so that a benchmark's writer takes little of the CPU the
+ * bytes: test/tools/workload-native.test.ts), so that a benchmark's writer takes little of the CPU the
  * daemons it measures share with it.
  */
 import { endianness } from 'node:os';
