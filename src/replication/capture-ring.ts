@@ -22,8 +22,9 @@
  *
  * Sizing: when a take fits no gap, or the buffer is more than 1.5 times the size a new one would have
  * (it grew in a backlog), a new buffer of a quarter more than the most bytes recently in flight is
- * made and the old one retired: its memory goes back to the system (`release`) as soon as its last
- * region is given back, not when both threads' garbage collectors find it.
+ * made and the old one retired: its memory goes back to the system (`release`) at once but for the
+ * regions still out, and each of those as it is given back, not when both threads' garbage
+ * collectors find it: while a ring is replaced, the old one holds only its regions still out.
  *
  * No I/O: `release` (madvise through the addon in the daemon) is injected.
  */
@@ -132,9 +133,13 @@ export class CaptureRing {
       -1;
     if (ring === undefined || at < 0) return false;
     ring.regions.splice(at, 1);
-    if (ring !== this.current && ring.regions.length === 0) {
-      this.retired.delete(ring);
-      this.drop(ring);
+    if (ring !== this.current) {
+      if (ring.regions.length === 0) {
+        this.retired.delete(ring);
+        this.drop(ring);
+      } else {
+        this.o.release?.(view); // a retired ring's memory is not read into again
+      }
     }
     return true;
   }
@@ -164,9 +169,24 @@ export class CaptureRing {
     return best;
   }
 
+  /**
+   * Stops taking from `ring`. Of a ring with regions still out, everything else goes back to the system
+   * now (and each region as it comes back): while a new ring fills, the old one holds only what the
+   * encoder has yet to read, not its whole size as well.
+   */
   private retire(ring: Ring): void {
-    if (ring.regions.length === 0) this.drop(ring);
-    else this.retired.add(ring);
+    if (ring.regions.length === 0) {
+      this.drop(ring);
+      return;
+    }
+    this.retired.add(ring);
+    const cap = ring.memory.byteLength;
+    let from = 0;
+    for (let i = 0; i <= ring.regions.length; i++) {
+      const to = ring.regions[i]?.start ?? cap;
+      if (to > from) this.o.release?.(new Uint8Array(ring.memory, from, to - from));
+      from = Math.max(from, ring.regions[i]?.end ?? cap);
+    }
   }
 
   private drop(ring: Ring): void {

@@ -4,22 +4,34 @@ import { CaptureRing } from '../../src/replication/capture-ring.js';
 
 const PS = 64;
 
-/** A ring whose releases are recorded (the memory they name is zeroed, as madvise would). */
-function ring(): { r: CaptureRing; released: SharedArrayBuffer[] } {
-  const released: SharedArrayBuffer[] = [];
+/** A released range of a ring's memory, in pages. */
+interface Range {
+  buffer: ArrayBufferLike;
+  from: number;
+  to: number;
+}
+
+/**
+ * A ring whose releases are recorded: `released` the buffers released whole, `ranges` every range
+ * released (the memory they name is zeroed, as madvise would).
+ */
+function ring(): { r: CaptureRing; released: ArrayBufferLike[]; ranges: Range[] } {
+  const released: ArrayBufferLike[] = [];
+  const ranges: Range[] = [];
   const r = new CaptureRing({
     pageSize: PS,
     release: (v) => {
-      released.push(v.buffer as SharedArrayBuffer);
+      ranges.push({ buffer: v.buffer, from: v.byteOffset / PS, to: (v.byteOffset + v.byteLength) / PS });
+      if (v.byteOffset === 0 && v.byteLength === v.buffer.byteLength) released.push(v.buffer);
       v.fill(0);
     },
   });
-  return { r, released };
+  return { r, released, ranges };
 }
 
 describe('CaptureRing', () => {
   it('reuses the memory given back, and places two captures in flight at opposite ends', () => {
-    const { r, released } = ring();
+    const { r, released, ranges } = ring();
     const a = r.take(8 * PS);
     expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
     expect(a.byteOffset).toBe(0);
@@ -35,6 +47,8 @@ describe('CaptureRing', () => {
     expect(c.byteOffset).toBe(0);
     expect(r.capacity).toBe(10 * PS + 15 * PS);
     expect(released).toEqual([]);
+    // the old buffer keeps only b: the rest of its memory went back when it was retired
+    expect(ranges).toEqual([{ buffer: a.buffer, from: 6, to: 10 }]);
     expect(r.give(b)).toBe(true); // the old buffer's last region: its memory goes back at once
     expect(released).toEqual([a.buffer]);
     expect(r.capacity).toBe(15 * PS);
@@ -91,16 +105,21 @@ describe('CaptureRing', () => {
   });
 
   it('moves on from a buffer grown in a backlog while a region of it is still out', () => {
-    const { r, released } = ring();
+    const { r, released, ranges } = ring();
     const big = r.take(100 * PS);
     r.give(big);
     for (let i = 0; i < 6; i++) r.give(r.take(10 * PS));
     const out = r.take(10 * PS); // still in the big buffer
     expect(out.buffer).toBe(big.buffer);
+    const at = out.byteOffset / PS;
     const next = r.take(10 * PS); // the big one leaves the recent takes: 20 pages in flight at most
     expect(next.buffer).not.toBe(big.buffer);
     expect(r.capacity).toBe(125 * PS + 25 * PS);
     expect(released).toEqual([]);
+    // all of the big buffer but the region out went back at once
+    const back = ranges.filter((g) => g.buffer === big.buffer);
+    expect(back.reduce((n, g) => n + g.to - g.from, 0)).toBe(125 - 10);
+    expect(back.every((g) => g.to <= at || g.from >= at + 10)).toBe(true);
     r.give(out);
     expect(released).toEqual([big.buffer]);
     expect(r.capacity).toBe(25 * PS);
@@ -139,7 +158,7 @@ describe('CaptureRing', () => {
           maxLength: 60,
         }),
         (steps) => {
-          const { r, released } = ring();
+          const { r, ranges } = ring();
           const out: { view: Uint8Array; mark: number }[] = [];
           let mark = 0;
           let peak = 0;
@@ -162,7 +181,13 @@ describe('CaptureRing', () => {
               expect(g.view.every((b) => b === g.mark)).toBe(true);
               expect(r.give(g.view)).toBe(true);
             }
-            for (const o of out) expect(released).not.toContain(o.view.buffer);
+            // no memory released under a region still out
+            for (const o of out) {
+              const from = o.view.byteOffset / PS;
+              const to = from + o.view.byteLength / PS;
+              const hit = ranges.some((g) => g.buffer === o.view.buffer && g.from < to && from < g.to);
+              expect(hit && o.view.byteLength > 0).toBe(false);
+            }
             // a ring is no larger than a quarter more than the most ever in flight, and only rings
             // with regions out are kept besides the current one
             const rings = new Set(out.map((o) => o.view.buffer)).size;
