@@ -24,7 +24,7 @@
  * (it grew in a backlog), a new buffer of a quarter more than the most bytes recently in flight is
  * made and the old one retired: its memory goes back to the system (`release`) at once but for the
  * regions still out, and each of those as it is given back, not when both threads' garbage
- * collectors find it: while a ring is replaced, the old one holds only its regions still out.
+ * collectors find it.
  *
  * No I/O: `release` (madvise through the addon in the daemon) is injected.
  */
@@ -75,10 +75,20 @@ export class CaptureRing {
 
   constructor(private readonly o: CaptureRingOptions) {}
 
-  /** Bytes of all rings (current and retired): at most what the captures hold resident. */
+  /** Bytes of all rings (current and retired). */
   get capacity(): number {
     let n = this.current?.memory.byteLength ?? 0;
     for (const r of this.retired) n += r.memory.byteLength;
+    return n;
+  }
+
+  /**
+   * Bytes the captures may hold resident: the current ring, and of the retired ones only their regions
+   * still out (the rest went back to the system when they were retired).
+   */
+  get heldBytes(): number {
+    let n = this.current?.memory.byteLength ?? 0;
+    for (const r of this.retired) n += bytesOut(r);
     return n;
   }
 
@@ -104,7 +114,7 @@ export class CaptureRing {
     const wanted = this.sized(Math.max(...this.recent));
     let ring = this.current;
     // far larger than the recent captures need (grown in a backlog): the next ones go to a smaller
-    // one, and its memory goes back once its regions do
+    // one, and its memory goes back at once but for its regions still out
     let start =
       ring === undefined || ring.memory.byteLength > SHRINK_ABOVE * wanted ? -1 : this.fit(ring, bytes);
     if (ring === undefined || start < 0) {

@@ -283,9 +283,9 @@ export class ImageSource {
     }
   }
 
-  /** Bytes of the memory incremental captures read pages into (capture-ring.ts), retired rings included. */
+  /** Bytes of the memory incremental captures read pages into and hold (capture-ring.ts heldBytes). */
   get captureMemoryBytes(): number {
-    return this.ring.capacity;
+    return this.ring.heldBytes;
   }
 
   /**

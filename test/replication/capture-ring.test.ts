@@ -115,6 +115,7 @@ describe('CaptureRing', () => {
     const next = r.take(10 * PS); // the big one leaves the recent takes: 20 pages in flight at most
     expect(next.buffer).not.toBe(big.buffer);
     expect(r.capacity).toBe(125 * PS + 25 * PS);
+    expect(r.heldBytes).toBe(10 * PS + 25 * PS); // of the big buffer, only the region out
     expect(released).toEqual([]);
     // all of the big buffer but the region out went back at once
     const back = ranges.filter((g) => g.buffer === big.buffer);
