@@ -26,7 +26,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#define NAPI_VERSION 8
 #include <node_api.h>
 
 enum { ZERO = 0, TEXT = 1, STRUCT = 2, RANDOM = 3 };
@@ -305,7 +304,12 @@ static inline int pick_page(workload_t *w, uint32_t pfn, uint32_t stamp, uint32_
   return 1;
 }
 
-static inline uint32_t log2_floor(uint32_t v) { return 31u - (uint32_t)__builtin_clz(v); }
+/* floor(log2(v)) for v >= 1 (a loop: write counts are small, and it builds with any compiler) */
+static inline uint32_t log2_floor(uint32_t v) {
+  uint32_t r = 0;
+  while (v >>= 1) r++;
+  return r;
+}
 
 static void mutate(workload_t *w, uint32_t pfn, double epoch) {
   const uint32_t hits = w->hits[pfn];
