@@ -438,6 +438,13 @@ static napi_value js_workload_context(napi_env env, napi_callback_info info) {
     free(w);
     return fail(env, "workloadContext: an array is missing, of the wrong type or too short");
   }
+  const size_t pool_bytes = length_of(env, a[12]);
+  for (uint32_t i = 0; i < POOL_LINES; i++) {
+    if ((size_t)w->pool_start[i] + w->pool_len[i] > pool_bytes) {
+      free(w);
+      return fail(env, "workloadContext: a pool line lies outside the pool's bytes");
+    }
+  }
   memcpy(w->mix_cdf, mix, sizeof w->mix_cdf);
   memcpy(w->content_cdf, content, sizeof w->content_cdf);
   w->seed_hash = (uint32_t)scalars[1];

@@ -76,6 +76,43 @@ describe.skipIf(workloadNative === undefined)('native workload loop', () => {
   });
 });
 
+describe.skipIf(workloadNative === undefined)('native workload context', () => {
+  it('refuses arrays of the wrong type or size, and pool lines outside the pool', () => {
+    const n = workloadNative as NonNullable<typeof workloadNative>;
+    const pages = 4;
+    const args = () =>
+      [
+        new Uint8Array(pages * 4096),
+        new Uint32Array(1),
+        new Uint8Array(pages),
+        new Uint32Array(pages),
+        new Uint32Array(pages),
+        new Uint32Array(pages),
+        new Uint32Array(pages),
+        new Float64Array(pages),
+        new Uint32Array(pages),
+        new Uint32Array(pages),
+        new Float64Array(5),
+        new Float64Array(4),
+        new Uint8Array(10),
+        new Uint32Array(4096),
+        new Uint32Array(4096),
+        new Uint32Array(4096),
+        Float64Array.of(4096, 0, 0, 0, 0),
+      ] as Parameters<typeof n.context>;
+    expect(typeof n.context(...args())).toBe('object');
+    const wrongType = args();
+    wrongType[3] = new Float64Array(pages) as unknown as Uint32Array;
+    expect(() => n.context(...wrongType)).toThrow(/wrong type or too short/);
+    const short = args();
+    short[0] = new Uint8Array(pages * 4096 - 1);
+    expect(() => n.context(...short)).toThrow(/wrong type or too short/);
+    const outside = args();
+    (outside[14] as Uint32Array)[7] = 11; // line 7: 11 bytes of a 10-byte pool
+    expect(() => n.context(...outside)).toThrow(/outside the pool/);
+  });
+});
+
 describe("the writer's runs of page writes", () => {
   it('never span two dirty-log batches, and are at most 16 pages', () => {
     expect(paceRun('epoch')).toBe(16);
