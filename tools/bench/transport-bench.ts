@@ -60,8 +60,9 @@
  *   other cores     CPU the rest of the machine used during the window (/proc/stat less the daemons and
  *                   the writer): the benchmark shares the machine
  *   stages          per epoch (medians): pages, share of pages sent as deltas, the sender's capture and
- *                   encode ms, the receiver's decode and commit ms; seconds per second the threads of
- *                   each process waited for a CPU (/proc/PID/task/TID/schedstat)
+ *                   encode ms, the receiver's decode and commit ms; the cores the sender, the receiver
+ *                   and the writer used in the window (CPU s/GB × GB/s committed); seconds per second
+ *                   the threads of each process waited for a CPU (/proc/PID/task/TID/schedstat)
  * Summary: the highest writer rate kept up with, the best committed rate of all runs (the headline
  * figure, with its settings). Targets: best committed ≥ 500 MB/s; steady-state peak RSS ≤ page cache
  * cap (64 MiB) + 128 MiB for each daemon, in the default configuration's run and in the best run.
@@ -794,16 +795,18 @@ function row(r: Run): string {
 }
 
 const STAGE_HEAD =
-  '  setting                    pages/   delta  capture  encode  decode  commit   waiting for a CPU  runs\n' +
-  '                              epoch   pages       ms      ms      ms      ms  s/s send/recv/wri';
+  '  setting                    pages/   delta  capture  encode  decode  commit       CPU cores   waiting for a CPU  runs\n' +
+  '                              epoch   pages       ms      ms      ms      ms   send/recv/wri s/s send/recv/wri';
 
 function stageRow(r: Run): string {
   if (r.runs === 0) return `  ${r.label.padEnd(26)} failed`;
   const pages = r.kinds.zero + r.kinds.raw + r.kinds.delta + r.kinds.dup;
   const w = r.runQueueWait;
+  const cores = (k: 'send' | 'recv' | 'writer') => ((r.cpuPerGB[k] * r.committedMBps) / 1000).toFixed(2);
   return (
     `  ${r.label.padEnd(26)} ${f0(pages / Math.max(1, r.epochs)).padStart(6)} ${`${f0((100 * r.kinds.delta) / Math.max(1, pages))} %`.padStart(7)}` +
     ` ${ms(r.stagesMs.capture).padStart(8)} ${ms(r.stagesMs.encode).padStart(7)} ${ms(r.stagesMs.decode).padStart(7)} ${ms(r.stagesMs.commit).padStart(7)}` +
+    ` ${`${cores('send')}/${cores('recv')}/${cores('writer')}`.padStart(15)}` +
     `  ${`${f1(w.send)}/${f1(w.recv)}/${f1(w.writer)}`.padStart(18)} ${String(r.runs).padStart(5)}`
   );
 }
