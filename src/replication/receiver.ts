@@ -10,7 +10,8 @@
  *  one at a time, in order:  baseEpoch = last decoded (or FULL) ─► EpochDecoder (digest checked)
  *                            ─► store.beginEpoch … addPage … setPayload(the epoch's frames)
  *                            ─► commit() (the frames journaled + fsync, the pages applied)
- *                            ─► ACK(epoch, DURABLE) ─► checkpoint when due (cache index + content)
+ *                            ─► ACK(epoch, DURABLE) ─► checkpoint when due (cache index + content;
+ *                               its syncs run in the background while the next epochs commit)
  *  any frame or heartbeat ─► FailureDetector.heard();  every 100 ms tick(): 'primary-lost' once
  * ```
  *
@@ -792,7 +793,23 @@ export class ReceiverSession extends EventEmitter {
     this.counters.pages += end.pageCount;
     this.control()?.send(ack({ epoch, flags: 1, receivedBytes: 0 }));
     const ackMs = performance.now() - (s.endAt ?? t0);
-    if (this.store.checkpointDue) await this.store.checkpoint(encodeSidecar(this.decoder, this.o.pageSize));
+    if (this.store.checkpointDue) {
+      // the decoder's cache goes into the state file now; syncing the replica and installing the
+      // state run in the background while the next epochs commit
+      const previous = this.store.checkpointTimes;
+      const t1 = performance.now();
+      await this.store.beginCheckpoint(encodeSidecar(this.decoder, this.o.pageSize));
+      const times = this.store.checkpointTimes;
+      this.o.log.info(
+        {
+          epoch,
+          ms: Math.round(performance.now() - t1),
+          ...times,
+          previousBackgroundMs: previous?.backgroundMs,
+        },
+        'checkpoint written',
+      );
+    }
     const stats: ReceiverEpochStats = {
       epoch,
       full,

@@ -6,16 +6,21 @@
  *     replica.img     the image, whole pages; holds every epoch up to committedEpoch (durably up to
  *                     appliedEpoch, the last checkpoint)
  *     journal.bin     append-only, one record per committed epoch since the last checkpoint
- *     state.bin       page size, session, image size, appliedEpoch, the checkpoint's sidecar; replaced
- *                     atomically (state.bin.tmp → rename)
+ *     journal.prev.bin  the journal a checkpoint retired, until its state file is installed
+ *     state.bin       page size, session, image size, appliedEpoch, where the checkpoint's sidecar
+ *                     is; replaced atomically (state.bin.tmp → rename)
+ *     sidecar.{0,1}.bin  the checkpoints' sidecars, written in turn
  *
  *   beginEpoch ─ addPage… ─────────────────────────── commit ─────────────────────────────────────
  *                 │ staged in memory (≤ stagingBytes)    │ write what is staged + trailer, fdatasync
  *                 └ spill: a segment appended to the     │ (now durable: recovery replays it)
  *                   journal when the staging fills       └ apply to replica.img (pwrite whole pages)
  *
- *   checkpoint: fdatasync replica → write state.bin.tmp, fsync → rename → fsync dir → truncate journal
- *   open:       read state → scan the journal → replay records after the checkpoint → cut a torn tail
+ *   checkpoint: write the sidecar into the other slot → journal.bin becomes journal.prev.bin, a
+ *               fresh journal.bin ─ resolves: commits go on ─ (background) fdatasync replica and
+ *               slot → state.bin.tmp, fsync → rename → fsync dir → remove journal.prev.bin
+ *   open:       read state → scan journal.prev.bin, journal.bin → replay records after the checkpoint
+ *               → cut a torn tail
  *
  * An epoch given a payload (setPayload: the epoch as its producer encoded it, e.g. compressed) is
  * journaled as that payload instead of its pages, unless its pages spilled; its pages wait in staging
@@ -64,6 +69,13 @@ import {
 export const REPLICA_FILE = 'replica.img';
 /** File name of the journal. */
 export const JOURNAL_FILE = 'journal.bin';
+/**
+ * File name a checkpoint gives the journal it retires: its records stay needed until the new state
+ * file is in place, while new commits already go to a fresh {@link JOURNAL_FILE}.
+ */
+export const JOURNAL_PREV_FILE = 'journal.prev.bin';
+/** File name of sidecar slot `slot` (0 or 1): checkpoints write their sidecar into the two in turn. */
+export const sidecarFile = (slot: number): string => `sidecar.${slot}.bin`;
 /** File name of the state file. */
 export const STATE_FILE = 'state.bin';
 /** File name the state is written to before it is renamed over {@link STATE_FILE}. */
@@ -86,12 +98,13 @@ export const FAULT_POINTS = [
   'commit:after-fsync',
   'commit:mid-apply',
   'commit:after-apply',
-  'checkpoint:before-replica-fsync',
+  'checkpoint:before-sidecar-write',
+  'checkpoint:after-sidecar-write',
+  'checkpoint:after-rotate',
   'checkpoint:after-replica-fsync',
-  'checkpoint:after-temp-write',
   'checkpoint:after-rename',
   'checkpoint:after-dir-fsync',
-  'checkpoint:after-truncate',
+  'checkpoint:after-retire',
   'recovery:mid-apply',
 ] as const;
 
@@ -130,6 +143,18 @@ export interface StoreOptions {
    * until reopened).
    */
   faults?: (point: FaultPoint) => void;
+}
+
+/** How long the steps of a checkpoint took, ms (docs/replica-store.md §6). */
+export interface CheckpointTimes {
+  /** Writing the retained pages. */
+  retainedMs: number;
+  /** Writing the sidecar into its slot file. */
+  sidecarMs: number;
+  /** Retiring the journal (or, for a checkpoint that runs whole, everything after the state). */
+  rotateMs: number;
+  /** The background half; null until it is over (and for a checkpoint that runs whole). */
+  backgroundMs: number | null;
 }
 
 /** What the store holds. */
@@ -253,10 +278,14 @@ interface Persisted {
   /** Journal sequence number of the last record in the replica as of the checkpoint (0: none). */
   appliedSeq: number;
   sidecar: Buffer | null;
+  /** The sidecar slot file the sidecar was read from; null for none or a version 1 state. */
+  sidecarSlot: number | null;
 }
 
-/** A state to write: the sidecar as the parts the caller gave. */
-type PersistedParts = Omit<Persisted, 'sidecar'> & { sidecar: readonly Uint8Array[] | null };
+/** A state to write (version 2): the sidecar is in slot file `slot`, `bytes` long, with `digest`. */
+interface StateRecord extends Omit<Persisted, 'sidecar' | 'sidecarSlot'> {
+  sidecar: { slot: number; bytes: number; digest: Buffer } | null;
+}
 
 /** In-memory state: the persisted part, plus where the journal stands. */
 interface Live {
@@ -269,6 +298,14 @@ interface Live {
   lastSeq: number;
   /** Bytes of committed records in the journal (where the next record starts). */
   journalEnd: number;
+}
+
+/** Where recovery's scan of the journals stands. */
+interface Scan {
+  replayedEpochs: number[];
+  replayer: Replayer | undefined;
+  /** Records skipped as covered by the checkpoint. */
+  stale: number;
 }
 
 /** Consecutive replica pages written by one writev. */
@@ -302,8 +339,10 @@ interface EpochPages {
 }
 
 const STATE_MAGIC = Buffer.from('RWANSTAT', 'latin1');
-const STATE_VERSION = 1;
+const STATE_VERSION = 2;
 const STATE_HEAD_BYTES = 72;
+/** A version 2 state file: the head, the sidecar's digest, the file's digest. */
+const STATE_V2_BYTES = 136;
 const DIGEST_BYTES = 32;
 const STATE_HAS_SESSION = 1;
 const STATE_HAS_APPLIED = 2;
@@ -388,10 +427,9 @@ function writevAllSync(fd: number, bufs: Uint8Array[], pos: number): void {
   }
 }
 
-/** The state file's bytes, as buffers to write in order (the sidecar's parts are not copied). */
-function encodeState(s: PersistedParts): Uint8Array[] {
-  const sidecar = s.sidecar ?? [];
-  const b = Buffer.alloc(STATE_HEAD_BYTES);
+/** The state file's bytes (version 2). */
+function encodeState(s: StateRecord): Buffer {
+  const b = Buffer.alloc(STATE_V2_BYTES);
   STATE_MAGIC.copy(b, 0);
   b.writeUInt32LE(STATE_VERSION, 8);
   b.writeUInt32LE(s.pageSize, 12);
@@ -400,17 +438,26 @@ function encodeState(s: PersistedParts): Uint8Array[] {
     (s.appliedEpoch === null ? 0 : STATE_HAS_APPLIED) |
     (s.sidecar === null ? 0 : STATE_HAS_SIDECAR);
   b.writeUInt32LE(flags, 16);
+  b.writeUInt32LE(s.sidecar?.slot ?? 0, 20);
   if (s.sessionId !== null) b.write(s.sessionId, 24, SESSION_BYTES, 'hex');
   putU64(b, 40, s.imageBytes);
   putU64(b, 48, s.appliedEpoch ?? 0);
   putU64(b, 56, s.appliedSeq);
-  putU64(b, 64, totalBytes(sidecar));
-  const sha = createHash('sha256').update(b);
-  for (const part of sidecar) sha.update(part);
-  return [b, ...sidecar, sha.digest()];
+  putU64(b, 64, s.sidecar?.bytes ?? 0);
+  s.sidecar?.digest.copy(b, STATE_HEAD_BYTES);
+  createHash('sha256')
+    .update(b.subarray(0, STATE_V2_BYTES - DIGEST_BYTES))
+    .digest()
+    .copy(b, STATE_V2_BYTES - DIGEST_BYTES);
+  return b;
 }
 
-function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
+/** A decoded state file: a version 1 file holds its sidecar, a version 2 one names its slot file. */
+type DecodedState = Omit<StateRecord, 'sidecar'> & {
+  sidecar: Buffer | { slot: number; bytes: number; digest: Buffer } | null;
+};
+
+function decodeState(b: Buffer, path: string, pageSize: number): DecodedState {
   const bad = (why: string, details: Record<string, unknown> = {}) =>
     damaged(`state file ${path}: ${why}`, { path, ...details });
   if (b.length < STATE_HEAD_BYTES + DIGEST_BYTES || !b.subarray(0, 8).equals(STATE_MAGIC)) {
@@ -421,7 +468,8 @@ function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
     .digest();
   if (!digest.equals(b.subarray(b.length - DIGEST_BYTES))) throw bad('checksum mismatch');
   const version = b.readUInt32LE(8);
-  if (version !== STATE_VERSION) throw bad(`version ${version} is not supported`, { version });
+  if (version !== 1 && version !== STATE_VERSION)
+    throw bad(`version ${version} is not supported`, { version });
   const found = b.readUInt32LE(12);
   if (found !== pageSize) {
     throw bad(`the store was created with page size ${found}, not ${pageSize}`, {
@@ -430,21 +478,35 @@ function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
     });
   }
   const flags = b.readUInt32LE(16);
+  const slot = b.readUInt32LE(20);
   const imageBytes = getU64(b, 40);
   const appliedEpoch = getU64(b, 48);
   const appliedSeq = getU64(b, 56);
   const sidecarBytes = getU64(b, 64);
+  const hasSidecar = (flags & STATE_HAS_SIDECAR) !== 0;
   if (
     (flags & ~(STATE_HAS_SESSION | STATE_HAS_APPLIED | STATE_HAS_SIDECAR)) !== 0 ||
-    b.readUInt32LE(20) !== 0 ||
+    (version === 1 ? slot !== 0 : slot > 1 || b.length !== STATE_V2_BYTES) ||
     imageBytes < 0 ||
     imageBytes % pageSize !== 0 ||
     appliedEpoch < 0 ||
     appliedSeq < 0 ||
-    sidecarBytes !== b.length - STATE_HEAD_BYTES - DIGEST_BYTES ||
-    ((flags & STATE_HAS_SIDECAR) === 0 && sidecarBytes !== 0)
+    sidecarBytes < 0 ||
+    (version === 1 && sidecarBytes !== b.length - STATE_HEAD_BYTES - DIGEST_BYTES) ||
+    (!hasSidecar && sidecarBytes !== 0)
   ) {
     throw bad('a field is out of range', { flags, imageBytes, appliedEpoch, appliedSeq, sidecarBytes });
+  }
+  let sidecar: DecodedState['sidecar'] = null;
+  if (hasSidecar) {
+    sidecar =
+      version === 1
+        ? Buffer.from(b.subarray(STATE_HEAD_BYTES, STATE_HEAD_BYTES + sidecarBytes))
+        : {
+            slot,
+            bytes: sidecarBytes,
+            digest: Buffer.from(b.subarray(STATE_HEAD_BYTES, STATE_HEAD_BYTES + DIGEST_BYTES)),
+          };
   }
   return {
     pageSize,
@@ -452,11 +514,51 @@ function decodeState(b: Buffer, path: string, pageSize: number): Persisted {
     imageBytes,
     appliedEpoch: (flags & STATE_HAS_APPLIED) === 0 ? null : appliedEpoch,
     appliedSeq,
-    sidecar:
-      (flags & STATE_HAS_SIDECAR) === 0
-        ? null
-        : Buffer.from(b.subarray(STATE_HEAD_BYTES, STATE_HEAD_BYTES + sidecarBytes)),
+    sidecar,
   };
+}
+
+/**
+ * The digest of a sidecar (docs/replica-store.md §4): SHA-256 over its bytes cut into blocks of the
+ * page size, each whole block entering as its 8-byte page hash, the last partial one as it is.
+ * Fed part by part, wherever the parts' boundaries fall.
+ */
+class SidecarHash {
+  private readonly hash: RecordHash;
+  private readonly block: Buffer;
+  private fill = 0;
+
+  constructor(private readonly pageSize: number) {
+    this.hash = new RecordHash(pageSize);
+    this.block = Buffer.allocUnsafe(pageSize);
+  }
+
+  update(part: Uint8Array): this {
+    const ps = this.pageSize;
+    let at = 0;
+    while (at < part.length) {
+      if (this.fill === 0 && part.length - at >= ps) {
+        const whole = part.length - at - ((part.length - at) % ps);
+        this.hash.pages(part.subarray(at, at + whole));
+        at += whole;
+        continue;
+      }
+      const n = Math.min(ps - this.fill, part.length - at);
+      this.block.set(part.subarray(at, at + n), this.fill);
+      this.fill += n;
+      at += n;
+      if (this.fill === ps) {
+        this.hash.pages(this.block);
+        this.fill = 0;
+      }
+    }
+    return this;
+  }
+
+  digest(): Buffer {
+    if (this.fill > 0) this.hash.update(this.block.subarray(0, this.fill));
+    return this.hash.digest();
+  }
 }
 
 async function syncDir(dir: string): Promise<void> {
@@ -474,23 +576,94 @@ async function syncDir(dir: string): Promise<void> {
  */
 async function writeStateFile(
   dir: string,
-  s: PersistedParts,
+  rec: StateRecord,
   fsync: boolean,
   fault: (p: FaultPoint) => void,
 ): Promise<void> {
   const tmp = join(dir, STATE_TEMP_FILE);
   const fh = await open(tmp, 'w', 0o600);
   try {
-    await writevAll(fh, encodeState(s), 0);
+    await writevAll(fh, [encodeState(rec)], 0);
     if (fsync) await fh.sync();
   } finally {
     await fh.close();
   }
-  fault('checkpoint:after-temp-write');
   await rename(tmp, join(dir, STATE_FILE));
   fault('checkpoint:after-rename');
   if (fsync) await syncDir(dir);
   fault('checkpoint:after-dir-fsync');
+}
+
+/** A sidecar written into its slot file, not yet synced. */
+interface WrittenSidecar {
+  fh: FileHandle;
+  /** The slot file did not exist before (its name needs a directory fsync). */
+  created: boolean;
+  slot: number;
+  bytes: number;
+  digest: Buffer;
+}
+
+/**
+ * Write `parts` as the sidecar into slot file `slot` from byte 0, reusing the file (overwriting
+ * allocated blocks costs the file system far less than filling a new file), cut to its length, and
+ * hash it meanwhile. Not synced.
+ */
+async function writeSidecar(
+  dir: string,
+  slot: number,
+  parts: readonly Uint8Array[],
+  pageSize: number,
+): Promise<WrittenSidecar> {
+  const path = join(dir, sidecarFile(slot));
+  let fh: FileHandle;
+  let created = false;
+  try {
+    fh = await open(path, constants.O_RDWR);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    fh = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
+    created = true;
+  }
+  try {
+    const bytes = totalBytes(parts);
+    const writing = writevAll(fh, [...parts], 0);
+    writing.catch(() => {});
+    const hash = new SidecarHash(pageSize);
+    for (const part of parts) hash.update(part);
+    const digest = hash.digest();
+    await writing;
+    if ((await fh.stat()).size > bytes) await fh.truncate(bytes);
+    return { fh, created, slot, bytes, digest };
+  } catch (err) {
+    await fh.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** Read and verify the sidecar a version 2 state names. */
+async function readSidecar(
+  dir: string,
+  ref: { slot: number; bytes: number; digest: Buffer },
+  pageSize: number,
+): Promise<Buffer> {
+  const path = join(dir, sidecarFile(ref.slot));
+  const bad = (why: string) => damaged(`sidecar file ${path}: ${why}`, { path, bytes: ref.bytes });
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw bad('missing');
+    throw ioError(err, 'open', path);
+  }
+  try {
+    const b = Buffer.allocUnsafe(ref.bytes);
+    if ((await readFully(fh, b, ref.bytes, 0)) !== ref.bytes) throw bad('shorter than the state says');
+    if (!new SidecarHash(pageSize).update(b).digest().equals(ref.digest)) throw bad('checksum mismatch');
+    return b;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Why epoch `epoch` cannot follow `st`, or null when it can (the beginEpoch rules). */
@@ -576,15 +749,32 @@ export class ReplicaStore {
   private retainSource: ((pfn: number) => Uint8Array | undefined) | null = null;
   /** A commit, abort or checkpoint in progress (settles, never rejects). */
   private pending: Promise<void> | null = null;
+  /**
+   * The second half of a checkpoint, running while epochs are committed (settles, never rejects):
+   * it syncs the replica, installs the state file and removes the retired journal.
+   */
+  private background: Promise<void> | null = null;
+  /** The same, as it runs (rejects with its error), for {@link checkpoint} to wait on. */
+  private backgroundWork: Promise<void> | null = null;
+  /** How long the steps of the last checkpoint took (null before the first one). */
+  checkpointTimes: CheckpointTimes | null = null;
+  /** The sidecar slot file the installed state names (null: none, or a version 1 state). */
+  private sidecarSlot: number | null;
   private failure: unknown;
   private failed = false;
   private closed = false;
 
   private constructor(
     o: ResolvedOptions,
-    private readonly journal: FileHandle,
+    private journal: FileHandle,
     private readonly replica: FileHandle,
     p: Persisted,
+    /**
+     * The retired journal ({@link JOURNAL_PREV_FILE}) while its records may still be needed: until
+     * the checkpoint that retired it installs its state, or, found at open with records after the
+     * checkpoint, until the next checkpoint.
+     */
+    private prev: FileHandle | null,
   ) {
     this.dir = o.dir;
     this.pageSize = o.pageSize;
@@ -594,6 +784,7 @@ export class ReplicaStore {
     this.replayer = o.replayer;
     this.faults = o.faults;
     this.zeroPage = Buffer.alloc(o.pageSize);
+    this.sidecarSlot = p.sidecarSlot;
     this.staging = Buffer.allocUnsafe(Math.min(this.stagingCap, STAGING_START_PAGES * o.pageSize));
     this.live = {
       sessionId: p.sessionId,
@@ -664,22 +855,32 @@ export class ReplicaStore {
       bytes = null;
     }
     const journalSize = await sizeOf(journalPath);
+    const prevSize = await sizeOf(join(dir, JOURNAL_PREV_FILE));
     const replicaSize = await sizeOf(replicaPath);
     let p: Persisted;
     if (bytes === null) {
-      if ((journalSize ?? 0) > 0 || (replicaSize ?? 0) > 0) {
+      if ((journalSize ?? 0) > 0 || (prevSize ?? 0) > 0 || (replicaSize ?? 0) > 0) {
         throw damaged(`store ${dir}: ${STATE_FILE} is missing but the journal or replica holds data`, {
           dir,
         });
       }
-      p = { pageSize, sessionId: null, imageBytes: 0, appliedEpoch: null, appliedSeq: 0, sidecar: null };
+      const empty = { pageSize, sessionId: null, imageBytes: 0, appliedEpoch: null, appliedSeq: 0 };
+      p = { ...empty, sidecar: null, sidecarSlot: null };
       try {
-        await writeStateFile(dir, { ...p, sidecar: null }, o.fsync, () => {});
+        await writeStateFile(dir, { ...empty, sidecar: null }, o.fsync, () => {});
       } catch (err) {
         throw ioError(err, 'create', statePath);
       }
     } else {
-      p = decodeState(bytes, statePath, pageSize);
+      const d = decodeState(bytes, statePath, pageSize);
+      const ref = d.sidecar === null || Buffer.isBuffer(d.sidecar) ? null : d.sidecar;
+      let sidecar: Buffer | null;
+      try {
+        sidecar = ref === null ? (d.sidecar as Buffer | null) : await readSidecar(dir, ref, pageSize);
+      } catch (err) {
+        throw ioError(err, 'read', join(dir, sidecarFile(ref?.slot ?? 0)));
+      }
+      p = { ...d, sidecar, sidecarSlot: ref?.slot ?? null };
       if (replicaSize === null && p.imageBytes > 0) {
         throw damaged(`store ${dir}: ${REPLICA_FILE} is missing`, { dir, imageBytes: p.imageBytes });
       }
@@ -687,16 +888,19 @@ export class ReplicaStore {
     const rw = constants.O_RDWR | constants.O_CREAT;
     let journal: FileHandle | undefined;
     let replica: FileHandle | undefined;
+    let prev: FileHandle | null = null;
     try {
       journal = await open(journalPath, rw, 0o600);
       replica = await open(replicaPath, rw, 0o600);
+      if (prevSize !== null) prev = await open(join(dir, JOURNAL_PREV_FILE), 'r');
       if (o.fsync && (journalSize === null || replicaSize === null)) await syncDir(dir);
     } catch (err) {
       await journal?.close().catch(() => {});
       await replica?.close().catch(() => {});
+      await prev?.close().catch(() => {});
       throw ioError(err, 'open', dir);
     }
-    const store = new ReplicaStore(o, journal, replica, p);
+    const store = new ReplicaStore(o, journal, replica, p, prev);
     try {
       const recovery = await store.recover(p);
       return { store, recovery };
@@ -717,9 +921,13 @@ export class ReplicaStore {
     };
   }
 
-  /** True once the journal holds more than `checkpointBytes`: time to call {@link checkpoint}. */
+  /**
+   * Time to call {@link beginCheckpoint}: the journal holds more than `checkpointBytes`, or open()
+   * found a retired journal with epochs after the checkpoint. False while a checkpoint runs.
+   */
   get checkpointDue(): boolean {
-    return this.live.journalEnd > this.checkpointBytes;
+    if (this.pending !== null || this.background !== null) return false;
+    return this.prev !== null || this.live.journalEnd > this.checkpointBytes;
   }
 
   /** Path of the replica file (for readers that want the whole image; write it only through the store). */
@@ -852,15 +1060,29 @@ export class ReplicaStore {
   }
 
   /**
-   * Make everything committed durable in the replica and start an empty journal: fsync the replica,
-   * replace the state file (with `sidecar`, returned by the next {@link open} as one buffer),
-   * truncate the journal. `sidecar` is written as given, not copied: leave its bytes unchanged until
-   * this settles. Not while an epoch is open. Afterwards `appliedEpoch === committedEpoch`.
+   * Make everything committed durable in the replica and start an empty journal: a whole
+   * {@link beginCheckpoint}, both halves. Afterwards `appliedEpoch` is the `committedEpoch` of the
+   * call (epochs committed meanwhile stay in the journal).
    */
   async checkpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
+    await this.beginCheckpoint(sidecar);
+    const rest = this.backgroundWork;
+    if (rest !== null) await rest;
+  }
+
+  /**
+   * Start a checkpoint at `committedEpoch` (docs/replica-store.md §6). Resolves once the state, with
+   * `sidecar` (returned by the next {@link open} as one buffer), is written to a temp file and the
+   * journal is retired (renamed, a fresh one opened): from then on the sidecar's bytes may change
+   * and epochs may be committed. The rest (fsync the replica, install the state file, remove the
+   * retired journal) runs in the background; {@link checkpoint} waits for it, `close()` too, and a
+   * failure there fails the store (the next call says so). `sidecar` is written as given, not
+   * copied: leave its bytes unchanged until this resolves. Not while an epoch is open.
+   */
+  async beginCheckpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
     this.usable();
     if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is open`);
-    if (this.pending !== null) throw invalid('a checkpoint is already in progress');
+    if (this.pending !== null) throw invalid('a checkpoint or the end of a commit is in progress');
     const parts = sidecar === null ? null : sidecar instanceof Uint8Array ? [sidecar] : [...sidecar];
     await this.track(this.checkpointSteps(parts));
   }
@@ -904,12 +1126,14 @@ export class ReplicaStore {
     const e = this.current;
     if (e !== null && e.status === 'open') await this.abort(e).catch(() => {});
     if (this.pending !== null) await this.pending;
+    if (this.background !== null) await this.background;
     this.closed = true;
     await this.closeFiles();
   }
 
   private async closeFiles(): Promise<void> {
-    const results = await Promise.allSettled([this.journal.close(), this.replica.close()]);
+    const files = [this.journal, this.replica, ...(this.prev === null ? [] : [this.prev])];
+    const results = await Promise.allSettled(files.map((f) => f.close()));
     for (const r of results) if (r.status === 'rejected') throw ioError(r.reason, 'close', this.dir);
   }
 
@@ -1207,30 +1431,112 @@ export class ReplicaStore {
   }
 
   private async checkpointSteps(sidecar: readonly Uint8Array[] | null): Promise<void> {
+    if (this.background !== null) await this.background;
+    this.usable();
     const s = this.live;
-    try {
-      this.writeRetained();
-      this.fault('checkpoint:before-replica-fsync');
-      if (this.fsync) await this.replica.datasync();
-      this.fault('checkpoint:after-replica-fsync');
-      const p: PersistedParts = {
+    const dir = this.dir;
+    const fault = (point: FaultPoint) => this.fault(point);
+    const times: CheckpointTimes = { retainedMs: 0, sidecarMs: 0, rotateMs: 0, backgroundMs: null };
+    this.checkpointTimes = times;
+    let mark = performance.now();
+    const lap = () => {
+      const now = performance.now();
+      const ms = now - mark;
+      mark = now;
+      return ms;
+    };
+    const target = { appliedEpoch: s.committedEpoch, appliedSeq: s.lastSeq };
+    let written: WrittenSidecar | null = null;
+    /** The rest of the checkpoint once its sidecar is written: sync, install the state. */
+    const install = async (w: WrittenSidecar | null) => {
+      try {
+        if (this.fsync) {
+          await this.replica.datasync();
+          await w?.fh.sync();
+        }
+      } finally {
+        await w?.fh.close();
+      }
+      if (w?.created && this.fsync) await syncDir(dir);
+      fault('checkpoint:after-replica-fsync');
+      const rec: StateRecord = {
         pageSize: this.pageSize,
         sessionId: s.sessionId,
         imageBytes: s.imageBytes,
-        appliedEpoch: s.committedEpoch,
-        appliedSeq: s.lastSeq,
-        sidecar,
+        ...target,
+        sidecar: w === null ? null : { slot: w.slot, bytes: w.bytes, digest: w.digest },
       };
-      await writeStateFile(this.dir, p, this.fsync, (point) => this.fault(point));
-      await this.journal.truncate(0);
-      this.fault('checkpoint:after-truncate');
-      if (this.fsync) await this.journal.datasync();
-      s.appliedEpoch = s.committedEpoch;
-      s.appliedSeq = s.lastSeq;
+      await writeStateFile(dir, rec, this.fsync, fault);
+      s.appliedEpoch = target.appliedEpoch;
+      s.appliedSeq = target.appliedSeq;
+      this.sidecarSlot = w?.slot ?? null;
+      await this.retirePrev();
+    };
+    try {
+      this.writeRetained();
+      times.retainedMs = lap();
+      fault('checkpoint:before-sidecar-write');
+      if (sidecar !== null) {
+        // the slot the installed state does not name (its sidecar must survive until the new state)
+        written = await writeSidecar(dir, this.sidecarSlot === 0 ? 1 : 0, sidecar, this.pageSize);
+      }
+      times.sidecarMs = lap();
+      fault('checkpoint:after-sidecar-write');
+      if (this.prev !== null) {
+        // open() found a retired journal still needed: no second one can be retired, so this
+        // checkpoint runs whole, then empties the journal as well
+        const w = written;
+        written = null; // install closes it
+        await install(w);
+        await this.journal.truncate(0);
+        if (this.fsync) await this.journal.datasync();
+        s.journalEnd = 0;
+        times.rotateMs = lap();
+        fault('checkpoint:after-retire');
+        return;
+      }
+      // retire the journal: its records stay readable as the previous journal until the state
+      // is installed; a fresh journal takes the next commits (its name made durable first)
+      await rename(join(dir, JOURNAL_FILE), join(dir, JOURNAL_PREV_FILE));
+      const fresh = await open(join(dir, JOURNAL_FILE), 'wx+', 0o600);
+      this.prev = this.journal;
+      this.journal = fresh;
       s.journalEnd = 0;
+      if (this.fsync) await syncDir(dir);
+      times.rotateMs = lap();
+      fault('checkpoint:after-rotate');
     } catch (err) {
+      await written?.fh.close().catch(() => {});
       throw this.fail(err, 'checkpoint');
     }
+    const w = written;
+    // the background half starts after this microtask, so the fields below are set when it ends
+    const work = Promise.resolve().then(async () => {
+      try {
+        await install(w);
+        times.backgroundMs = lap();
+        fault('checkpoint:after-retire');
+      } catch (err) {
+        throw this.fail(err, 'checkpoint');
+      } finally {
+        this.background = null;
+        this.backgroundWork = null;
+      }
+    });
+    this.backgroundWork = work;
+    this.background = work.then(
+      () => {},
+      () => {},
+    );
+  }
+
+  /** Close and remove the retired journal (its records are all covered by the state file now). */
+  private async retirePrev(): Promise<void> {
+    const prev = this.prev;
+    if (prev === null) return;
+    this.prev = null;
+    await prev.close();
+    await rm(join(this.dir, JOURNAL_PREV_FILE), { force: true });
   }
 
   /**
@@ -1244,6 +1550,7 @@ export class ReplicaStore {
     staged: { seg: SegmentInfo; page: (d: number) => Uint8Array } | null,
     point: FaultPoint,
     replayer?: Replayer,
+    journal: FileHandle = this.journal,
   ): Promise<void> {
     let armed = true;
     const afterWrite = () => {
@@ -1281,7 +1588,7 @@ export class ReplicaStore {
         }
         if (k > 0) {
           const want = k * ps;
-          const got = await readFully(this.journal, buf, want, seg.dataOffset + dataDone * ps);
+          const got = await readFully(journal, buf, want, seg.dataOffset + dataDone * ps);
           if (got !== want)
             throw damaged('journal ends inside a record being applied', { offset: seg.dataOffset });
         }
@@ -1359,74 +1666,32 @@ export class ReplicaStore {
     }
   }
 
-  /** Scan the journal, replay what the checkpoint does not hold, cut a torn tail. */
+  /**
+   * Scan the retired journal (if any) and the journal, replay what the checkpoint does not hold,
+   * cut a torn tail off the journal.
+   */
   private async recover(p: Persisted): Promise<RecoveryReport> {
     const s = this.live;
-    const ps = this.pageSize;
-    const path = join(this.dir, JOURNAL_FILE);
-    const size = (await this.journal.stat()).size;
-    const reader = new BlockReader(this.journal, size, SCAN_BLOCK_BYTES);
-    const replayedEpochs: number[] = [];
-    const replayer = this.replayer?.(p.sidecar, p.sidecar === null ? null : p.appliedEpoch);
-    let truncatedBytes = 0;
-    let stale = 0;
-    let pos = 0;
-    while (pos < size) {
-      const r = await readRecord(reader, pos, ps);
-      if (!r.ok) {
-        if (r.trailerEnd !== undefined && r.trailerEnd < size) {
-          throw damaged(
-            `journal ${path}: the record at byte ${pos} is damaged (${r.reason}) and more data follows`,
-            {
-              path,
-              offset: pos,
-            },
-          );
-        }
-        const later = await findRecordAfter(this.journal, size, pos, s.lastSeq, ps, SCAN_BLOCK_BYTES);
-        if (later !== null) {
-          throw damaged(
-            `journal ${path}: the record at byte ${pos} is damaged (${r.reason}) but a complete record follows at byte ${later}`,
-            { path, offset: pos, next: later },
-          );
-        }
-        truncatedBytes = size - pos;
-        await this.journal.truncate(pos);
-        if (this.fsync) await this.journal.datasync();
-        break;
-      }
-      const rec = r.record;
-      const where = { path, offset: pos, seq: rec.seq, epoch: rec.epoch };
-      if (rec.seq <= s.appliedSeq) {
-        // written before the checkpoint whose journal truncation did not happen
-        if (replayedEpochs.length > 0)
-          throw damaged(`journal ${path}: record ${rec.seq} is out of sequence`, where);
-        stale++;
-        pos = rec.end;
-        continue;
-      }
-      if (rec.seq !== s.lastSeq + 1) {
-        throw damaged(`journal ${path}: record ${rec.seq} follows record ${s.lastSeq}`, where);
-      }
-      const problem = epochProblem(s, rec.epoch, rec.full, rec.imageBytes, rec.sessionId);
-      if (problem !== null) throw damaged(`journal ${path}: ${problem}`, where);
-      const { epoch, full, imageBytes, sessionId } = rec;
-      replayer?.begin({ epoch, full, imageBytes, sessionId });
-      if (rec.payloadAt === null) await this.apply(rec, null, 'recovery:mid-apply', replayer);
-      else if (replayer === undefined) {
-        throw damaged(
-          `journal ${path}: record ${rec.seq} holds an encoded payload and no replayer was given`,
-          where,
-        );
-      } else await this.replayPayload(rec, rec.payloadAt, replayer, where);
-      s.lastSeq = rec.seq;
-      s.committedEpoch = rec.epoch;
-      s.sessionId = rec.sessionId;
-      s.imageBytes = rec.imageBytes;
-      replayedEpochs.push(rec.epoch);
-      pos = rec.end;
+    const scan: Scan = {
+      replayedEpochs: [],
+      replayer: this.replayer?.(p.sidecar, p.sidecar === null ? null : p.appliedEpoch),
+      stale: 0,
+    };
+    if (this.prev !== null) {
+      const before = scan.replayedEpochs.length;
+      await this.scanJournal(this.prev, join(this.dir, JOURNAL_PREV_FILE), scan, false);
+      // a retired journal whose records the state file covers is left over from a checkpoint
+      // that did not get to remove it
+      if (scan.replayedEpochs.length === before) await this.retirePrev();
     }
-    if (replayedEpochs.length === 0 && stale > 0) {
+    const { end, truncatedBytes } = await this.scanJournal(
+      this.journal,
+      join(this.dir, JOURNAL_FILE),
+      scan,
+      true,
+    );
+    let pos = end;
+    if (scan.replayedEpochs.length === 0 && scan.stale > 0 && pos > 0) {
       await this.journal.truncate(0);
       if (this.fsync) await this.journal.datasync();
       pos = 0;
@@ -1444,11 +1709,87 @@ export class ReplicaStore {
       );
     }
     return {
-      replayedEpochs,
+      replayedEpochs: scan.replayedEpochs,
       truncatedBytes,
       sidecar: p.sidecar,
       sidecarEpoch: p.sidecar === null ? null : p.appliedEpoch,
     };
+  }
+
+  /**
+   * Replay the records of one journal file after the checkpoint (docs/replica-store.md §7, step 2),
+   * continuing `scan`. A torn tail is cut off when `tornTail` allows one, else it is damage.
+   */
+  private async scanJournal(
+    fh: FileHandle,
+    path: string,
+    scan: Scan,
+    tornTail: boolean,
+  ): Promise<{ end: number; truncatedBytes: number }> {
+    const s = this.live;
+    const ps = this.pageSize;
+    const { replayedEpochs, replayer } = scan;
+    const size = (await fh.stat()).size;
+    const reader = new BlockReader(fh, size, SCAN_BLOCK_BYTES);
+    let pos = 0;
+    while (pos < size) {
+      const r = await readRecord(reader, pos, ps);
+      if (!r.ok) {
+        if (r.trailerEnd !== undefined && r.trailerEnd < size) {
+          throw damaged(
+            `journal ${path}: the record at byte ${pos} is damaged (${r.reason}) and more data follows`,
+            { path, offset: pos },
+          );
+        }
+        const later = await findRecordAfter(fh, size, pos, s.lastSeq, ps, SCAN_BLOCK_BYTES);
+        if (later !== null) {
+          throw damaged(
+            `journal ${path}: the record at byte ${pos} is damaged (${r.reason}) but a complete record follows at byte ${later}`,
+            { path, offset: pos, next: later },
+          );
+        }
+        if (!tornTail) {
+          throw damaged(`journal ${path}: the record at byte ${pos} is damaged (${r.reason})`, {
+            path,
+            offset: pos,
+          });
+        }
+        await fh.truncate(pos);
+        if (this.fsync) await fh.datasync();
+        return { end: pos, truncatedBytes: size - pos };
+      }
+      const rec = r.record;
+      const where = { path, offset: pos, seq: rec.seq, epoch: rec.epoch };
+      if (rec.seq <= s.appliedSeq) {
+        // written before the checkpoint whose journal truncation did not happen
+        if (replayedEpochs.length > 0)
+          throw damaged(`journal ${path}: record ${rec.seq} is out of sequence`, where);
+        scan.stale++;
+        pos = rec.end;
+        continue;
+      }
+      if (rec.seq !== s.lastSeq + 1) {
+        throw damaged(`journal ${path}: record ${rec.seq} follows record ${s.lastSeq}`, where);
+      }
+      const problem = epochProblem(s, rec.epoch, rec.full, rec.imageBytes, rec.sessionId);
+      if (problem !== null) throw damaged(`journal ${path}: ${problem}`, where);
+      const { epoch, full, imageBytes, sessionId } = rec;
+      replayer?.begin({ epoch, full, imageBytes, sessionId });
+      if (rec.payloadAt === null) await this.apply(rec, null, 'recovery:mid-apply', replayer, fh);
+      else if (replayer === undefined) {
+        throw damaged(
+          `journal ${path}: record ${rec.seq} holds an encoded payload and no replayer was given`,
+          where,
+        );
+      } else await this.replayPayload(rec, rec.payloadAt, replayer, where, fh);
+      s.lastSeq = rec.seq;
+      s.committedEpoch = rec.epoch;
+      s.sessionId = rec.sessionId;
+      s.imageBytes = rec.imageBytes;
+      replayedEpochs.push(rec.epoch);
+      pos = rec.end;
+    }
+    return { end: pos, truncatedBytes: 0 };
   }
 
   /** A full epoch's start: the replica emptied and sized (pages it does not carry are holes). */
@@ -1468,10 +1809,11 @@ export class ReplicaStore {
     at: { offset: number; length: number },
     replayer: Replayer,
     where: Record<string, unknown>,
+    journal: FileHandle,
   ): Promise<void> {
     const ps = this.pageSize;
     const payload = Buffer.allocUnsafe(at.length);
-    if ((await readFully(this.journal, payload, at.length, at.offset)) !== at.length) {
+    if ((await readFully(journal, payload, at.length, at.offset)) !== at.length) {
       throw damaged('journal ends inside a payload being replayed', where);
     }
     if (rec.full) await this.emptyReplica(rec.imageBytes);

@@ -128,7 +128,10 @@ async function main() {
     if (k % 2 === 1) w.setPayload(payloadOf(ep.pages));
     await w.commit();
     process.stdout.write(`${k}\n`);
-    if (k % CHECKPOINT_EVERY === CHECKPOINT_EVERY - 1) await store.checkpoint(Buffer.from(`sidecar ${k}`));
+    // as the receiver does: the checkpoint's second half runs while the next epochs commit
+    if (k % CHECKPOINT_EVERY === CHECKPOINT_EVERY - 1 || store.checkpointDue) {
+      await store.beginCheckpoint(Buffer.from(`sidecar ${k}`));
+    }
   }
 }
 

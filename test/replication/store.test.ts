@@ -25,11 +25,13 @@ import {
   FAULT_POINTS,
   type FaultPoint,
   JOURNAL_FILE,
+  JOURNAL_PREV_FILE,
   REPLICA_FILE,
   type Replayer,
   ReplicaStore,
   STATE_FILE,
   type StoreOptions,
+  sidecarFile,
 } from '../../src/replication/store.js';
 import { codeOf, codeOfAsync } from '../helpers.js';
 
@@ -913,12 +915,13 @@ describe('ReplicaStore crash points', () => {
     'commit:after-fsync': [3, 'cp1', false],
     'commit:mid-apply': [3, 'cp1', false],
     'commit:after-apply': [3, 'cp1', false],
-    'checkpoint:before-replica-fsync': [2, 'cp1', false],
+    'checkpoint:before-sidecar-write': [2, 'cp1', false],
+    'checkpoint:after-sidecar-write': [2, 'cp1', false],
+    'checkpoint:after-rotate': [2, 'cp1', false],
     'checkpoint:after-replica-fsync': [2, 'cp1', false],
-    'checkpoint:after-temp-write': [2, 'cp1', false],
     'checkpoint:after-rename': [2, 'cp2', false],
     'checkpoint:after-dir-fsync': [2, 'cp2', false],
-    'checkpoint:after-truncate': [2, 'cp2', false],
+    'checkpoint:after-retire': [2, 'cp2', false],
   };
 
   it('names every fault point', () => {
@@ -978,6 +981,164 @@ describe('ReplicaStore crash points', () => {
       await reopened.store.close();
     });
   }
+
+  /** A store at epoch 2 with checkpoint "cp1" after epoch 1 (epoch 2 journaled as its payload). */
+  async function atEpoch2(dir: string, faults?: (p: FaultPoint) => void) {
+    const r = prng(13);
+    const { store } = await opened(dir, faults === undefined ? {} : { faults });
+    let model: Buffer = Buffer.alloc(0);
+    for (const ep of [genEpoch(r, 0, { ...o, full: true }, ps, 0), genEpoch(r, 1, o, ps, 6)]) {
+      await commitEpoch(store, ep);
+      model = applyModel(model, ep, ps);
+    }
+    await store.checkpoint(Buffer.from('cp1'));
+    const e2 = genEpoch(r, 2, o, ps, 6);
+    await commitEpoch(store, e2, true);
+    model = applyModel(model, e2, ps);
+    return { store, model, r };
+  }
+
+  it('epochs committed while a checkpoint finishes in the background go to the fresh journal', async () => {
+    const dir = freshDir();
+    const { store, r } = await atEpoch2(dir);
+    const sidecar = Buffer.from('cp2');
+    await store.beginCheckpoint(sidecar);
+    sidecar.fill(0x2d); // written already: the caller may change it now
+    expect(store.checkpointDue).toBe(false);
+    let model: Buffer = await readFile(store.replicaPath); // epoch 2, none retained
+    const next = [3, 4, 5].map((k) => genEpoch(r, k, o, ps, 6));
+    for (const ep of next) {
+      await commitEpoch(store, ep, ep.epoch !== 4);
+      model = applyModel(model, ep, ps);
+    }
+    await store.checkpoint(null); // waits for the first one, then runs whole
+    expect(store.state.appliedEpoch).toBe(5);
+    await store.close();
+    const { store: again, recovery } = await opened(dir);
+    expect(recovery.sidecar).toBeNull();
+    expect(recovery.replayedEpochs).toEqual([]);
+    await expectReplica(again, model, ps);
+    await again.close();
+    expect((await readdir(dir)).sort()).toEqual(
+      [JOURNAL_FILE, REPLICA_FILE, STATE_FILE, sidecarFile(0), sidecarFile(1)].sort(),
+    );
+  });
+
+  it('closing during the background half of a checkpoint completes it; epochs after it are replayed', async () => {
+    const dir = freshDir();
+    const { store, r } = await atEpoch2(dir);
+    await store.beginCheckpoint(Buffer.from('cp2'));
+    let model: Buffer = await readFile(store.replicaPath);
+    const e3 = genEpoch(r, 3, o, ps, 6);
+    await commitEpoch(store, e3, true);
+    model = applyModel(model, e3, ps);
+    await store.close();
+    const { store: again, recovery } = await opened(dir);
+    expect(recovery.sidecar?.toString()).toBe('cp2');
+    expect(recovery.sidecarEpoch).toBe(2);
+    expect(recovery.replayedEpochs).toEqual([3]);
+    await expectReplica(again, model, ps);
+    await again.close();
+  });
+
+  const background = [
+    'checkpoint:after-replica-fsync',
+    'checkpoint:after-rename',
+    'checkpoint:after-dir-fsync',
+    'checkpoint:after-retire',
+  ] as const;
+  for (const point of background) {
+    it(`a failure at ${point} while epochs are committed keeps every committed epoch`, async () => {
+      const dir = freshDir();
+      let armed = false;
+      const faults = (p: FaultPoint) => {
+        if (armed && p === point) throw new Error(`crash at ${p}`);
+      };
+      const { store, model: at2, r } = await atEpoch2(dir, faults);
+      const models = new Map([[2, Buffer.from(at2)]]);
+      armed = true;
+      await store.beginCheckpoint(Buffer.from('cp2'));
+      let model: Buffer = Buffer.from(at2);
+      let resolved = 2;
+      for (let k = 3; k < 9; k++) {
+        const ep = genEpoch(r, k, o, ps, 6);
+        model = applyModel(model, ep, ps);
+        models.set(k, Buffer.from(model));
+        try {
+          await commitEpoch(store, ep, k % 2 === 1);
+          resolved = k;
+        } catch (err) {
+          expect((err as RwanError).code).toBe('RWAN_ERR_STORE'); // the background half failed
+          break;
+        }
+      }
+      await store.close();
+      const { store: again, recovery } = await opened(dir);
+      const at = again.state.committedEpoch as number;
+      expect(at).toBe(resolved);
+      const installed = point !== 'checkpoint:after-replica-fsync';
+      expect(recovery.sidecar?.toString()).toBe(installed ? 'cp2' : 'cp1');
+      const from = installed ? 3 : 2;
+      expect(recovery.replayedEpochs).toEqual(Array.from({ length: at - from + 1 }, (_, i) => from + i));
+      await expectReplica(again, models.get(at) as Buffer, ps);
+      await again.close();
+    });
+  }
+
+  it('a retired journal found at open is replayed, kept, and removed by the next checkpoint', async () => {
+    for (const point of [
+      null,
+      'checkpoint:before-sidecar-write',
+      'checkpoint:after-sidecar-write',
+      'checkpoint:after-replica-fsync',
+      'checkpoint:after-rename',
+      'checkpoint:after-dir-fsync',
+      'checkpoint:after-retire',
+    ] as const) {
+      const dir = freshDir();
+      let rotateFails = false;
+      const {
+        store,
+        model: at2,
+        r,
+      } = await atEpoch2(dir, (p) => {
+        if (rotateFails && p === 'checkpoint:after-rotate') throw new Error('crash after the rotation');
+      });
+      rotateFails = true;
+      expect(await codeOfAsync(store.beginCheckpoint(Buffer.from('cp2')))).toBe('RWAN_ERR_IO');
+      await store.close();
+      expect((await readdir(dir)).sort()).toContain(JOURNAL_PREV_FILE);
+
+      let armed = false;
+      const { store: s2, recovery } = await opened(dir, {
+        faults: (p) => {
+          if (armed && p === point) throw new Error(`crash at ${p}`);
+        },
+      });
+      expect(recovery.sidecar?.toString()).toBe('cp1');
+      expect(recovery.replayedEpochs).toEqual([2]); // from the retired journal
+      expect(s2.checkpointDue).toBe(true);
+      const e3 = genEpoch(r, 3, o, ps, 6);
+      await commitEpoch(s2, e3, true); // into the fresh journal
+      const model = applyModel(Buffer.from(at2), e3, ps);
+      armed = true;
+      const outcome = await codeOfAsync(s2.checkpoint(Buffer.from('cp3')));
+      expect(outcome).toBe(point === null ? undefined : 'RWAN_ERR_IO');
+      await s2.close();
+
+      const { store: s3, recovery: r3 } = await opened(dir);
+      const installed = point === null || /after-(rename|dir-fsync|retire)/.test(point);
+      expect([point, r3.sidecar?.toString(), r3.replayedEpochs]).toEqual([
+        point,
+        installed ? 'cp3' : 'cp1',
+        installed ? [] : [2, 3],
+      ]);
+      expect(s3.checkpointDue).toBe(!installed);
+      await expectReplica(s3, model, ps);
+      await s3.close();
+      if (point === null) expect(await readdir(dir)).not.toContain(JOURNAL_PREV_FILE);
+    }
+  });
 });
 
 describe('ReplicaStore kill -9', () => {
@@ -1149,5 +1310,72 @@ describe('ReplicaStore bad input', () => {
     await unlink(statePath);
     await writeFile(join(dir, JOURNAL_FILE), Buffer.alloc(64, 1));
     expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+  });
+
+  it('the sidecar file: damaged, short or missing is RWAN_ERR_STORE; its parts may be cut anywhere', async () => {
+    const dir = freshDir();
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+    const w = store.beginEpoch(0, { ...o, full: true });
+    await w.commit();
+    // 3.5 pages of sidecar, in parts whose boundaries fall inside blocks
+    const whole = randomPage(prng(5), 4 * ps).subarray(0, 3 * ps + ps / 2);
+    const cuts = [0, 3, 3 + ps, 2 * ps + 1, 2 * ps + 2, whole.length];
+    await store.checkpoint(cuts.slice(1).map((end, i) => whole.subarray(cuts[i], end)));
+    await store.close();
+    const reopened = await ReplicaStore.open({ dir, pageSize: ps });
+    expect(reopened.recovery.sidecar?.equals(whole)).toBe(true);
+    await reopened.store.close();
+
+    const path = join(dir, sidecarFile(0));
+    const bytes = await readFile(path);
+    for (const at of [0, ps + 7, bytes.length - 1]) {
+      const flipped = Buffer.from(bytes);
+      flipped[at] = (flipped[at] as number) ^ 0x10;
+      await writeFile(path, flipped);
+      expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+    }
+    await writeFile(path, bytes.subarray(0, bytes.length - 1));
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+    await unlink(path);
+    expect(await codeOfAsync(ReplicaStore.open({ dir, pageSize: ps }))).toBe('RWAN_ERR_STORE');
+    // bytes past the sidecar's length do not count
+    await writeFile(path, Buffer.concat([bytes, Buffer.alloc(9, 1)]));
+    const again = await ReplicaStore.open({ dir, pageSize: ps });
+    expect(again.recovery.sidecar?.equals(whole)).toBe(true);
+    // the next checkpoint takes the other slot, and the one after reuses this one, cut to length
+    await again.store.checkpoint(Buffer.from('second'));
+    await again.store.checkpoint(Buffer.from('third'));
+    await again.store.close();
+    expect((await readFile(path)).toString()).toBe('third');
+    expect((await readFile(join(dir, sidecarFile(1)))).toString()).toBe('second');
+  });
+
+  it('reads a version 1 state file (the sidecar inside it) and writes version 2 from then on', async () => {
+    const dir = freshDir();
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
+    const w = store.beginEpoch(3, { ...o, full: true });
+    w.addPage(1, Buffer.alloc(ps, 7));
+    await w.commit();
+    await store.checkpoint(null);
+    await store.close();
+    // the same state as version 1 with an inline sidecar (docs/replica-store.md §4)
+    const v2 = await readFile(join(dir, STATE_FILE));
+    const sidecar = Buffer.from('a version 1 sidecar');
+    const head = Buffer.from(v2.subarray(0, 72));
+    head.writeUInt32LE(1, 8);
+    head.writeUInt32LE(head.readUInt32LE(16) | 4, 16);
+    head.writeBigUInt64LE(BigInt(sidecar.length), 64);
+    const body = Buffer.concat([head, sidecar]);
+    await writeFile(join(dir, STATE_FILE), Buffer.concat([body, createHash('sha256').update(body).digest()]));
+    const { store: s1, recovery } = await ReplicaStore.open({ dir, pageSize: ps });
+    expect(recovery.sidecar?.toString()).toBe('a version 1 sidecar');
+    expect(recovery.sidecarEpoch).toBe(3);
+    expect(s1.state).toMatchObject({ appliedEpoch: 3, committedEpoch: 3 });
+    await s1.checkpoint(Buffer.from('now in a slot'));
+    await s1.close();
+    expect((await readFile(join(dir, STATE_FILE))).readUInt32LE(8)).toBe(2);
+    const { store: s2, recovery: r2 } = await ReplicaStore.open({ dir, pageSize: ps });
+    expect(r2.sidecar?.toString()).toBe('now in a slot');
+    await s2.close();
   });
 });

@@ -1,7 +1,9 @@
 /**
  * Transport benchmark (npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S]
  * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N] [--profile DIR
- * [--profile-rate PAGES_PER_S]] [--store-root DIR] [--image-root DIR] [--keep]).
+ * [--profile-rate PAGES_PER_S]] [--store-root DIR] [--image-root DIR] [--keep] [--log-level L]).
+ * The daemons log at --log-level (default warn) into send.log and recv.log of the run's directory
+ * (kept with --keep).
  *
  * Both daemons run as real processes on loopback (with the Node flags of the remus-wan command's
  * first line, as when installed), secured with TLS certificates made by `remus-wan certs`. The
@@ -155,6 +157,8 @@ const fromRate = opt('--from-rate') === undefined ? undefined : Number(opt('--fr
 if (fromRate !== undefined && !(Number.isInteger(fromRate) && fromRate > 0)) {
   throw new Error(`--from-rate takes pages per second, got "${opt('--from-rate')}"`);
 }
+/** --log-level: the daemons' log level. */
+const daemonLogLevel = opt('--log-level') ?? 'warn';
 const log = (s = '') => {
   if (!json) process.stdout.write(`${s}\n`);
 };
@@ -448,7 +452,14 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
           join(dir, 'store'),
           ...tls('backup', 'primary'),
         ],
-        ...['--stats', join(dir, 'recv.jsonl'), '--metrics', `127.0.0.1:${recvHttp}`, '--log-level', 'warn'],
+        ...[
+          '--stats',
+          join(dir, 'recv.jsonl'),
+          '--metrics',
+          `127.0.0.1:${recvHttp}`,
+          '--log-level',
+          daemonLogLevel,
+        ],
       ],
       join(dir, 'recv.log'),
       nodeFlags('receive'),
@@ -461,7 +472,14 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
         ...['send', '--connect', `127.0.0.1:${port}`, '--image', img, '--dirty-log', dlog],
         ...['--pause-pid', String(wpid), ...tls('primary', 'backup'), '--epoch', `${s.epochMs}ms`],
         ...['--window', String(s.window), '--channels', String(s.channels)],
-        ...['--stats', join(dir, 'send.jsonl'), '--metrics', `127.0.0.1:${sendHttp}`, '--log-level', 'warn'],
+        ...[
+          '--stats',
+          join(dir, 'send.jsonl'),
+          '--metrics',
+          `127.0.0.1:${sendHttp}`,
+          '--log-level',
+          daemonLogLevel,
+        ],
       ],
       join(dir, 'send.log'),
       nodeFlags('send'),
