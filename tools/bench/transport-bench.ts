@@ -1,6 +1,6 @@
 /**
  * Transport benchmark (npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S]
- * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N] [--profile DIR
+ * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N | --rates N,N…] [--profile DIR
  * [--profile-rate PAGES_PER_S]] [--store-root DIR] [--image-root DIR] [--keep] [--log-level L]).
  * The daemons log at --log-level (default warn) into send.log and recv.log of the run's directory
  * (kept with --keep).
@@ -36,7 +36,8 @@
  *            from 4k, 8k with --quick, or --from-rate) up to the first one the transport does not keep
  *            up with (or the writer does not reach), then two bisection steps between that rate and
  *            the last one kept up with (from 256k and 512k: 384k, then 320k or 448k), then with the
- *            writer unpaced
+ *            writer unpaced; or, with --rates, exactly the rates given, each --runs times (to see
+ *            how a setting varies from run to run)
  *
  * Figures of a run (in configs, medians of --runs repetitions, default 3, 1 with --quick):
  *   committed MB/s  dirty-page bytes committed at the backup per second of the steady window: pages ×
@@ -159,6 +160,11 @@ if (fromRate !== undefined && !(Number.isInteger(fromRate) && fromRate > 0)) {
 }
 /** --log-level: the daemons' log level. */
 const daemonLogLevel = opt('--log-level') ?? 'warn';
+/** --rates N,N…: the epochs section runs exactly these writer rates (pages/s). */
+const fixedRates = opt('--rates')?.split(',').map(Number);
+if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
+  throw new Error(`--rates takes pages per second, comma-separated, got "${opt('--rates')}"`);
+}
 const log = (s = '') => {
   if (!json) process.stdout.write(`${s}\n`);
 };
@@ -944,9 +950,20 @@ async function main(): Promise<void> {
     }
     if (only.includes('epochs')) {
       log(
-        `\nepochs: W 4, 2 channels; writer rates doubling from ${fromRate ?? (quick ? '8k' : '4k')} pages/s up to the first the transport cannot keep up with, then ${REFINE_STEPS} bisection steps between it and the last kept up with, then unpaced`,
+        fixedRates !== undefined
+          ? `\nepochs: W 4, 2 channels; writer rates ${fixedRates.join(', ')} pages/s, ${runs} run(s) each`
+          : `\nepochs: W 4, 2 channels; writer rates doubling from ${fromRate ?? (quick ? '8k' : '4k')} pages/s up to the first the transport cannot keep up with, then ${REFINE_STEPS} bisection steps between it and the last kept up with, then unpaced`,
       );
       for (const epochMs of epochLengths ?? (quick ? [20, 100] : [20, 50, 100])) {
+        if (fixedRates !== undefined) {
+          for (const rate of fixedRates) {
+            for (let k = 0; k < runs; k++) {
+              const s = { ...base, epochMs, rate };
+              out.runs.push(await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1));
+            }
+          }
+          continue;
+        }
         const step = async (rate: number): Promise<'up' | 'behind' | 'stop'> => {
           const s = { ...base, epochMs, rate };
           const r = await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1);
