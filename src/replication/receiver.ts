@@ -794,18 +794,21 @@ export class ReceiverSession extends EventEmitter {
     this.control()?.send(ack({ epoch, flags: 1, receivedBytes: 0 }));
     const ackMs = performance.now() - (s.endAt ?? t0);
     if (this.store.checkpointDue) {
-      // the decoder's cache goes into the state file now; syncing the replica and installing the
-      // state run in the background while the next epochs commit
+      // the decoder's cache goes into a sidecar file now; syncing it and the replica and installing
+      // the state run in the background while the next epochs commit
       const previous = this.store.checkpointTimes;
       const t1 = performance.now();
       await this.store.beginCheckpoint(encodeSidecar(this.decoder, this.o.pageSize));
-      const times = this.store.checkpointTimes;
+      const ms = (v: number | null | undefined) => (v == null ? undefined : Math.round(v));
+      const t = this.store.checkpointTimes;
       this.o.log.info(
         {
           epoch,
-          ms: Math.round(performance.now() - t1),
-          ...times,
-          previousBackgroundMs: previous?.backgroundMs,
+          ms: ms(performance.now() - t1),
+          retainedMs: ms(t?.retainedMs),
+          sidecarMs: ms(t?.sidecarMs),
+          rotateMs: ms(t?.rotateMs),
+          previousBackgroundMs: ms(previous?.backgroundMs),
         },
         'checkpoint written',
       );
