@@ -386,7 +386,11 @@ export class ReceiverSession extends EventEmitter {
       this.o.log.warn({ err: lost }, 'page cache not restored: a full copy will follow');
     }
     let epoch = sidecarEpoch ?? -1;
+    // the restored cache is the checkpoint's: its pages are what the replica held then, retained
+    // pages included (a checkpoint between epochs leaves those in the sidecar)
+    const base = lost === undefined ? { base: () => this.decoder.cachedPages() } : {};
     return {
+      ...base,
       begin: (e) => {
         epoch = e.epoch;
         if (e.full) {
@@ -794,18 +798,20 @@ export class ReceiverSession extends EventEmitter {
     this.control()?.send(ack({ epoch, flags: 1, receivedBytes: 0 }));
     const ackMs = performance.now() - (s.endAt ?? t0);
     if (this.store.checkpointDue) {
-      // the decoder's cache goes into a sidecar file now; syncing it and the replica and installing
-      // the state run in the background while the next epochs commit
+      // the decoder's cache goes into a sidecar file now, and with it the retained pages (the cache
+      // holds them: they need not be written into the replica too); syncing the sidecar and the
+      // replica and installing the state run in the background while the next epochs commit
       const previous = this.store.checkpointTimes;
       const t1 = performance.now();
-      await this.store.beginCheckpoint(encodeSidecar(this.decoder, this.o.pageSize));
+      await this.store.beginCheckpoint(encodeSidecar(this.decoder, this.o.pageSize), {
+        retainedInSidecar: true,
+      });
       const ms = (v: number | null | undefined) => (v == null ? undefined : Math.round(v));
       const t = this.store.checkpointTimes;
       this.o.log.info(
         {
           epoch,
           ms: ms(performance.now() - t1),
-          retainedMs: ms(t?.retainedMs),
           sidecarMs: ms(t?.sidecarMs),
           rotateMs: ms(t?.rotateMs),
           previousBackgroundMs: ms(previous?.backgroundMs),

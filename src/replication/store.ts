@@ -191,6 +191,24 @@ export interface Replayer {
    * the bytes are copied during the call). Throws when the payload does not decode.
    */
   decode(payload: Buffer, out: (pfn: number, page: Uint8Array | null) => void): void;
+  /**
+   * The pages the sidecar holds, as of its checkpoint (non-zero pages; the bytes are copied during
+   * the call). Called once, before the first `begin`, when that checkpoint left its retained pages
+   * in the sidecar ({@link CheckpointOptions.retainedInSidecar}): they are written into the replica
+   * first. Without it such a store does not open.
+   */
+  base?(): Iterable<{ pfn: number; page: Uint8Array }>;
+}
+
+/** Options of {@link ReplicaStore.beginCheckpoint}. */
+export interface CheckpointOptions {
+  /**
+   * Leave the retained pages (§5.1) out of the replica: the sidecar holds their committed bytes (the
+   * caller's page cache, which holds every retained page), and the replayer's `base` gives them back
+   * at recovery. Saves writing them at each checkpoint; `replica.img` then lags behind for them until
+   * a `flushRetained()`, a write-back or a checkpoint without this option.
+   */
+  retainedInSidecar?: boolean;
 }
 
 /** What {@link ReplicaStore.open} found and did. */
@@ -280,6 +298,11 @@ interface Persisted {
   sidecar: Buffer | null;
   /** The sidecar slot file the sidecar was read from; null for none or a version 1 state. */
   sidecarSlot: number | null;
+  /**
+   * The checkpoint left its retained pages out of the replica: their bytes as of appliedEpoch are
+   * in the sidecar, which recovery writes back first (the replayer's `base`).
+   */
+  retainedInSidecar: boolean;
 }
 
 /** A state to write (version 2): the sidecar is in slot file `slot`, `bytes` long, with `digest`. */
@@ -347,6 +370,7 @@ const DIGEST_BYTES = 32;
 const STATE_HAS_SESSION = 1;
 const STATE_HAS_APPLIED = 2;
 const STATE_HAS_SIDECAR = 4;
+const STATE_RETAINED_IN_SIDECAR = 8;
 
 /** Read block of the journal scan. */
 const SCAN_BLOCK_BYTES = 2 ** 20;
@@ -436,7 +460,8 @@ function encodeState(s: StateRecord): Buffer {
   const flags =
     (s.sessionId === null ? 0 : STATE_HAS_SESSION) |
     (s.appliedEpoch === null ? 0 : STATE_HAS_APPLIED) |
-    (s.sidecar === null ? 0 : STATE_HAS_SIDECAR);
+    (s.sidecar === null ? 0 : STATE_HAS_SIDECAR) |
+    (s.retainedInSidecar ? STATE_RETAINED_IN_SIDECAR : 0);
   b.writeUInt32LE(flags, 16);
   b.writeUInt32LE(s.sidecar?.slot ?? 0, 20);
   if (s.sessionId !== null) b.write(s.sessionId, 24, SESSION_BYTES, 'hex');
@@ -485,7 +510,9 @@ function decodeState(b: Buffer, path: string, pageSize: number): DecodedState {
   const sidecarBytes = getU64(b, 64);
   const hasSidecar = (flags & STATE_HAS_SIDECAR) !== 0;
   if (
-    (flags & ~(STATE_HAS_SESSION | STATE_HAS_APPLIED | STATE_HAS_SIDECAR)) !== 0 ||
+    (flags & ~(STATE_HAS_SESSION | STATE_HAS_APPLIED | STATE_HAS_SIDECAR | STATE_RETAINED_IN_SIDECAR)) !==
+      0 ||
+    ((flags & STATE_RETAINED_IN_SIDECAR) !== 0 && (version === 1 || !hasSidecar)) ||
     (version === 1 ? slot !== 0 : slot > 1 || b.length !== STATE_V2_BYTES) ||
     imageBytes < 0 ||
     imageBytes % pageSize !== 0 ||
@@ -515,6 +542,7 @@ function decodeState(b: Buffer, path: string, pageSize: number): DecodedState {
     appliedEpoch: (flags & STATE_HAS_APPLIED) === 0 ? null : appliedEpoch,
     appliedSeq,
     sidecar,
+    retainedInSidecar: (flags & STATE_RETAINED_IN_SIDECAR) !== 0,
   };
 }
 
@@ -865,9 +893,9 @@ export class ReplicaStore {
         });
       }
       const empty = { pageSize, sessionId: null, imageBytes: 0, appliedEpoch: null, appliedSeq: 0 };
-      p = { ...empty, sidecar: null, sidecarSlot: null };
+      p = { ...empty, sidecar: null, sidecarSlot: null, retainedInSidecar: false };
       try {
-        await writeStateFile(dir, { ...empty, sidecar: null }, o.fsync, () => {});
+        await writeStateFile(dir, { ...empty, sidecar: null, retainedInSidecar: false }, o.fsync, () => {});
       } catch (err) {
         throw ioError(err, 'create', statePath);
       }
@@ -1064,8 +1092,11 @@ export class ReplicaStore {
    * {@link beginCheckpoint}, both halves. Afterwards `appliedEpoch` is the `committedEpoch` of the
    * call (epochs committed meanwhile stay in the journal).
    */
-  async checkpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
-    await this.beginCheckpoint(sidecar);
+  async checkpoint(
+    sidecar: Uint8Array | readonly Uint8Array[] | null,
+    o: CheckpointOptions = {},
+  ): Promise<void> {
+    await this.beginCheckpoint(sidecar, o);
     const rest = this.backgroundWork;
     if (rest !== null) await rest;
   }
@@ -1079,12 +1110,17 @@ export class ReplicaStore {
    * failure there fails the store (the next call says so). `sidecar` is written as given, not
    * copied: leave its bytes unchanged until this resolves. Not while an epoch is open.
    */
-  async beginCheckpoint(sidecar: Uint8Array | readonly Uint8Array[] | null): Promise<void> {
+  async beginCheckpoint(
+    sidecar: Uint8Array | readonly Uint8Array[] | null,
+    o: CheckpointOptions = {},
+  ): Promise<void> {
     this.usable();
     if (this.current !== null) throw invalid(`epoch ${this.current.header.epoch} is open`);
     if (this.pending !== null) throw invalid('a checkpoint or the end of a commit is in progress');
+    const keep = o.retainedInSidecar === true;
+    if (keep && sidecar === null) throw invalid('retainedInSidecar needs a sidecar');
     const parts = sidecar === null ? null : sidecar instanceof Uint8Array ? [sidecar] : [...sidecar];
-    await this.track(this.checkpointSteps(parts));
+    await this.track(this.checkpointSteps(parts, keep));
   }
 
   /**
@@ -1430,7 +1466,7 @@ export class ReplicaStore {
     await this.track(work());
   }
 
-  private async checkpointSteps(sidecar: readonly Uint8Array[] | null): Promise<void> {
+  private async checkpointSteps(sidecar: readonly Uint8Array[] | null, keep: boolean): Promise<void> {
     if (this.background !== null) await this.background;
     this.usable();
     const s = this.live;
@@ -1465,6 +1501,7 @@ export class ReplicaStore {
         imageBytes: s.imageBytes,
         ...target,
         sidecar: w === null ? null : { slot: w.slot, bytes: w.bytes, digest: w.digest },
+        retainedInSidecar: keep,
       };
       await writeStateFile(dir, rec, this.fsync, fault);
       s.appliedEpoch = target.appliedEpoch;
@@ -1473,7 +1510,7 @@ export class ReplicaStore {
       await this.retirePrev();
     };
     try {
-      this.writeRetained();
+      if (!keep) this.writeRetained();
       times.retainedMs = lap();
       fault('checkpoint:before-sidecar-write');
       if (sidecar !== null) {
@@ -1677,6 +1714,7 @@ export class ReplicaStore {
       replayer: this.replayer?.(p.sidecar, p.sidecar === null ? null : p.appliedEpoch),
       stale: 0,
     };
+    if (p.retainedInSidecar) await this.writeBase(p, scan.replayer);
     if (this.prev !== null) {
       const before = scan.replayedEpochs.length;
       await this.scanJournal(this.prev, join(this.dir, JOURNAL_PREV_FILE), scan, false);
@@ -1714,6 +1752,34 @@ export class ReplicaStore {
       sidecar: p.sidecar,
       sidecarEpoch: p.sidecar === null ? null : p.appliedEpoch,
     };
+  }
+
+  /**
+   * The checkpoint left its retained pages in the sidecar: write the sidecar's pages (the
+   * replayer's `base`) into the replica, so that it holds the checkpoint's epoch before the journal
+   * replays on top.
+   */
+  private async writeBase(p: Persisted, replayer: Replayer | undefined): Promise<void> {
+    const where = { dir: this.dir, appliedEpoch: p.appliedEpoch };
+    if (replayer?.base === undefined) {
+      throw damaged(
+        `store ${this.dir}: the checkpoint of epoch ${p.appliedEpoch} left its retained pages in its sidecar, which the replayer cannot restore`,
+        where,
+      );
+    }
+    const ps = this.pageSize;
+    const pages = [...replayer.base()].sort((a, b) => a.pfn - b.pfn);
+    const runs: WriteRun[] = [];
+    for (const { pfn, page } of pages) {
+      if (!Number.isSafeInteger(pfn) || pfn < 0 || (pfn + 1) * ps > p.imageBytes || page.length !== ps) {
+        throw damaged(`store ${this.dir}: the sidecar's page ${pfn} does not fit the image`, {
+          ...where,
+          pfn,
+        });
+      }
+      pushRun(runs, pfn, page, ps);
+    }
+    await this.runWrites(runs, () => this.fault('recovery:mid-apply'));
   }
 
   /**

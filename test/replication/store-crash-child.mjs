@@ -89,11 +89,29 @@ export function decodePayload(payload, pageSize, out) {
   }
 }
 
-/** A store replayer for {@link payloadOf} payloads (no state to carry between epochs). */
-export const replayer = (pageSize) => () => ({
+/**
+ * The child's checkpoint sidecar: `sidecar <epoch>` and a newline, then every page it holds (the
+ * newest bytes of each non-zero page, as the receiver's page cache holds them) as a
+ * {@link payloadOf} payload.
+ */
+export function sidecarOf(epoch, held) {
+  return [Buffer.from(`sidecar ${epoch}\n`), ...payloadOf([...held])];
+}
+
+/**
+ * A store replayer for {@link payloadOf} payloads (no state to carry between epochs); its `base` gives
+ * back the pages of a {@link sidecarOf} sidecar.
+ */
+export const replayer = (pageSize) => (sidecar) => ({
   begin() {},
   page() {},
   decode: (payload, out) => decodePayload(payload, pageSize, out),
+  base() {
+    const pages = [];
+    const at = sidecar === null ? -1 : sidecar.indexOf(10);
+    if (at >= 0) decodePayload(sidecar.subarray(at + 1), pageSize, (pfn, page) => pages.push({ pfn, page }));
+    return pages;
+  },
 });
 
 async function main() {
@@ -128,9 +146,10 @@ async function main() {
     if (k % 2 === 1) w.setPayload(payloadOf(ep.pages));
     await w.commit();
     process.stdout.write(`${k}\n`);
-    // as the receiver does: the checkpoint's second half runs while the next epochs commit
+    // as the receiver does: the checkpoint's second half runs while the next epochs commit, and
+    // (every other one) the retained pages stay in the sidecar rather than going to the replica
     if (k % CHECKPOINT_EVERY === CHECKPOINT_EVERY - 1 || store.checkpointDue) {
-      await store.beginCheckpoint(Buffer.from(`sidecar ${k}`));
+      await store.beginCheckpoint(sidecarOf(k, held), { retainedInSidecar: k % 2 === 0 });
     }
   }
 }
