@@ -147,7 +147,7 @@ export interface StoreOptions {
 
 /** How long the steps of a checkpoint took, ms (docs/replica-store.md §6). */
 export interface CheckpointTimes {
-  /** Writing the retained pages. */
+  /** Writing the retained pages (0 when they stay in the sidecar). */
   retainedMs: number;
   /** Writing the sidecar into its slot file. */
   sidecarMs: number;
@@ -1102,13 +1102,14 @@ export class ReplicaStore {
   }
 
   /**
-   * Start a checkpoint at `committedEpoch` (docs/replica-store.md §6). Resolves once the state, with
-   * `sidecar` (returned by the next {@link open} as one buffer), is written to a temp file and the
-   * journal is retired (renamed, a fresh one opened): from then on the sidecar's bytes may change
-   * and epochs may be committed. The rest (fsync the replica, install the state file, remove the
-   * retired journal) runs in the background; {@link checkpoint} waits for it, `close()` too, and a
-   * failure there fails the store (the next call says so). `sidecar` is written as given, not
-   * copied: leave its bytes unchanged until this resolves. Not while an epoch is open.
+   * Start a checkpoint at `committedEpoch` (docs/replica-store.md §6). Resolves once the retained
+   * pages (unless `o.retainedInSidecar`) and `sidecar` (returned by the next {@link open} as one
+   * buffer) are written (not synced) and the journal is retired (renamed, a fresh one opened): from
+   * then on the sidecar's bytes may change and epochs may be committed. The rest (fsync the replica
+   * and the sidecar, install the state file, remove the retired journal) runs in the background;
+   * {@link checkpoint} waits for it, `close()` too, and a failure there fails the store (the next
+   * call says so). `sidecar` is written as given, not copied: leave its bytes unchanged until this
+   * resolves. Not while an epoch is open.
    */
   async beginCheckpoint(
     sidecar: Uint8Array | readonly Uint8Array[] | null,
