@@ -775,19 +775,32 @@ describe('ReplicaStore write-back (retain)', () => {
 
   const digestOf = (model: Buffer) => new ImageDigest().update(model).hex();
 
+  /**
+   * Seeded epochs committed with write-back into `store()`: `step()` commits the next one, `held`
+   * is the caller's page copies (what `retain` returns), `model` the image as of the last one.
+   */
+  function writeBackRun(store: () => ReplicaStore, seed: number) {
+    const r = prng(seed);
+    const run = {
+      r,
+      held: new Map<number, Buffer>(),
+      model: Buffer.alloc(0) as Buffer,
+      epoch: 0,
+      step: async (full = false) => {
+        const ep = genEpoch(r, run.epoch++, { ...o, full }, ps, 6);
+        await commitRetained(store(), ep, run.held);
+        run.model = applyModel(run.model, ep, ps);
+      },
+    };
+    return run;
+  }
+
   it('a checkpoint may leave the retained pages in its sidecar: recovery writes them back from it first', async () => {
     const dir = freshDir();
     const withBase = { dir, pageSize: ps, fsync: false, replayer: child.replayer(ps) };
     let { store } = await ReplicaStore.open(withBase);
-    const held = new Map<number, Buffer>();
-    const r = prng(37);
-    let model: Buffer = Buffer.alloc(0);
-    let epoch = 0;
-    const step = async (full = false) => {
-      const ep = genEpoch(r, epoch++, { ...o, full }, ps, 6);
-      await commitRetained(store, ep, held);
-      model = applyModel(model, ep, ps);
-    };
+    const run = writeBackRun(() => store, 37);
+    const { held, step } = run;
     await step(true);
     for (let i = 0; i < 5; i++) await step();
     const retained = store.retainedPages;
@@ -795,14 +808,14 @@ describe('ReplicaStore write-back (retain)', () => {
     expect(
       await codeOfAsync(store.checkpoint(null, { retainedInSidecar: true })), // the pages must go somewhere
     ).toBe('RWAN_ERR_INVALID_VALUE');
-    await store.checkpoint(child.sidecarOf(epoch - 1, held), { retainedInSidecar: true });
+    await store.checkpoint(child.sidecarOf(run.epoch - 1, held), { retainedInSidecar: true });
     expect(store.retainedPages).toBe(retained); // not written: still retained
-    expect(firstDiff(await readFile(store.replicaPath), model)).not.toBe(-1);
+    expect(firstDiff(await readFile(store.replicaPath), run.model)).not.toBe(-1);
     await step(); // and one epoch after it, in the journal
     await store.close();
 
     ({ store } = await ReplicaStore.open(withBase));
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
     await store.close();
     // without the sidecar's pages (a replayer with no base) the replica cannot be rebuilt: refused
     expect(await codeOfAsync(ReplicaStore.open(replaying({ dir, pageSize: ps }, [])))).toBe('RWAN_ERR_STORE');
@@ -825,12 +838,12 @@ describe('ReplicaStore write-back (retain)', () => {
       ),
     ).toBe('RWAN_ERR_IO');
     ({ store } = await ReplicaStore.open(withBase));
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
     // a checkpoint without the option writes them, and the sidecar's pages are no longer needed
     await store.checkpoint(Buffer.from('plain'));
     await store.close();
     ({ store } = await ReplicaStore.open(replaying({ dir, pageSize: ps }, [])));
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
     await store.close();
   });
 
@@ -838,14 +851,11 @@ describe('ReplicaStore write-back (retain)', () => {
     const dir = freshDir();
     const opts = replaying({ dir, pageSize: ps, fsync: false }, []);
     let { store } = await ReplicaStore.open(opts);
-    const held = new Map<number, Buffer>();
-    const r = prng(31);
-    let model: Buffer = Buffer.alloc(0);
-    let epoch = 0;
+    const run = writeBackRun(() => store, 31);
+    const { held, r } = run;
     const step = async (full = false) => {
-      const ep = genEpoch(r, epoch++, { ...o, full }, ps, 6);
-      await commitRetained(store, ep, held);
-      model = applyModel(model, ep, ps);
+      await run.step(full);
+      const model = run.model;
       // what the replica holds as of the epoch, whatever the file lags behind
       expect(await store.digest()).toBe(digestOf(model));
       const page = Buffer.alloc(ps);
@@ -858,12 +868,12 @@ describe('ReplicaStore write-back (retain)', () => {
     expect(store.retainedPages).toBe(0); // a full epoch is written through
     for (let i = 0; i < 5; i++) await step();
     expect(store.retainedPages).toBeGreaterThan(0);
-    expect(firstDiff(await readFile(store.replicaPath), model)).not.toBe(-1);
+    expect(firstDiff(await readFile(store.replicaPath), run.model)).not.toBe(-1);
 
     // a write-back puts one page in the file
     const [pfn] = [...held.keys()].filter((p) => {
       const onDisk = readFileSync(store.replicaPath).subarray(p * ps, (p + 1) * ps);
-      return !onDisk.equals(model.subarray(p * ps, (p + 1) * ps));
+      return !onDisk.equals(run.model.subarray(p * ps, (p + 1) * ps));
     });
     const before = store.retainedPages;
     store.writeBack(pfn as number, held.get(pfn as number) as Buffer);
@@ -871,42 +881,42 @@ describe('ReplicaStore write-back (retain)', () => {
     expect(
       readFileSync(store.replicaPath)
         .subarray((pfn as number) * ps, (pfn as number) * ps + ps)
-        .equals(model.subarray((pfn as number) * ps, (pfn as number) * ps + ps)),
+        .equals(run.model.subarray((pfn as number) * ps, (pfn as number) * ps + ps)),
     ).toBe(true);
 
     // closed without a flush (as by a crash): recovery replays the journal into the file
     await store.close();
     ({ store } = await ReplicaStore.open(opts));
     expect(store.retainedPages).toBe(0);
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
 
     // a checkpoint writes the retained pages first; so does flushRetained
     for (let i = 0; i < 3; i++) await step();
     expect(store.retainedPages).toBeGreaterThan(0);
     await store.checkpoint(null);
     expect(store.retainedPages).toBe(0);
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
     for (let i = 0; i < 3; i++) await step();
     store.flushRetained();
     expect(store.retainedPages).toBe(0);
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
 
     // a full epoch forgets what was retained (the caller's copies are gone: nothing asks for them)
     for (let i = 0; i < 2; i++) await step();
     await step(true);
     await store.checkpoint(null);
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
 
     // an epoch aborted after the caller changed retained pages in place: reopening restores them
     for (let i = 0; i < 2; i++) await step();
-    const ep = genEpoch(r, epoch, { ...o }, ps, 16, 1000);
+    const ep = genEpoch(r, run.epoch, { ...o }, ps, 16, 1000);
     const w = store.beginEpoch(ep.epoch, { ...o, borrow: true, retain: (p) => held.get(p) });
     changeHeld(ep, held);
     await w.abort();
     await store.close();
     held.clear();
     ({ store } = await ReplicaStore.open(opts));
-    await expectReplica(store, model, ps);
+    await expectReplica(store, run.model, ps);
     await store.close();
   });
 });
