@@ -59,6 +59,20 @@ export interface CaptureRingOptions {
   release?: (view: Uint8Array) => void;
 }
 
+/**
+ * The free gaps of `ring`, in address order: [from, to) between its regions and the ends (an empty
+ * region may sit inside a run, so a gap starts after the furthest end so far). Empty gaps included.
+ */
+function* gaps(ring: Ring): Generator<[number, number]> {
+  const cap = ring.memory.byteLength;
+  let from = 0;
+  for (let i = 0; i <= ring.regions.length; i++) {
+    const to = ring.regions[i]?.start ?? cap;
+    yield [from, to];
+    from = Math.max(from, ring.regions[i]?.end ?? cap);
+  }
+}
+
 function bytesOut(ring: Ring): number {
   let n = 0;
   for (const r of ring.regions) n += r.end - r.start;
@@ -165,16 +179,13 @@ export class CaptureRing {
     const cap = ring.memory.byteLength;
     let best = -1;
     let bestGap = -1;
-    let from = 0;
-    for (let i = 0; i <= ring.regions.length; i++) {
-      const to = ring.regions[i]?.start ?? cap;
+    for (const [from, to] of gaps(ring)) {
       const gap = to - from;
       if (gap >= bytes && gap > bestGap) {
         bestGap = gap;
         // a gap that ends the buffer (and does not also begin it) fills from its end
         best = to === cap && from > 0 ? cap - bytes : from;
       }
-      from = Math.max(from, ring.regions[i]?.end ?? cap); // an empty region may sit inside a run
     }
     return best;
   }
@@ -190,12 +201,8 @@ export class CaptureRing {
       return;
     }
     this.retired.add(ring);
-    const cap = ring.memory.byteLength;
-    let from = 0;
-    for (let i = 0; i <= ring.regions.length; i++) {
-      const to = ring.regions[i]?.start ?? cap;
+    for (const [from, to] of gaps(ring)) {
       if (to > from) this.o.release?.(new Uint8Array(ring.memory, from, to - from));
-      from = Math.max(from, ring.regions[i]?.end ?? cap);
     }
   }
 

@@ -955,19 +955,19 @@ async function main(): Promise<void> {
           : `\nepochs: W 4, 2 channels; writer rates doubling from ${fromRate ?? (quick ? '8k' : '4k')} pages/s up to the first the transport cannot keep up with, then ${REFINE_STEPS} bisection steps between it and the last kept up with, then unpaced`,
       );
       for (const epochMs of epochLengths ?? (quick ? [20, 100] : [20, 50, 100])) {
-        if (fixedRates !== undefined) {
-          for (const rate of fixedRates) {
-            for (let k = 0; k < runs; k++) {
-              const s = { ...base, epochMs, rate };
-              out.runs.push(await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1));
-            }
-          }
-          continue;
-        }
-        const step = async (rate: number): Promise<'up' | 'behind' | 'stop'> => {
+        /** One run of the defaults at this epoch length, the writer at `rate` (0: unpaced). */
+        const runAt = async (rate: number): Promise<Run> => {
           const s = { ...base, epochMs, rate };
           const r = await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1);
           out.runs.push(r);
+          return r;
+        };
+        if (fixedRates !== undefined) {
+          for (const rate of fixedRates) for (let k = 0; k < runs; k++) await runAt(rate);
+          continue;
+        }
+        const step = async (rate: number): Promise<'up' | 'behind' | 'stop'> => {
+          const r = await runAt(rate);
           // stop where the writer cannot write any faster (or the run failed)
           const writerShort = r.writerMBps < (0.9 * rate * PAGE) / MB;
           if (r.runs === 0 || writerShort || (out.writer && rate > out.writer.pagesPerS)) return 'stop';
@@ -1002,8 +1002,7 @@ async function main(): Promise<void> {
               r.rate === 0,
           )
         ) {
-          const s = { ...base, epochMs, rate: 0 };
-          out.runs.push(await runSetting({ section: 'epochs', label: label(s), ...s }, env, 1));
+          await runAt(0);
         }
       }
       table(out.runs.filter((r) => r.section === 'epochs'));
