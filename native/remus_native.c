@@ -46,7 +46,8 @@
  *                                        where this cannot be done
  *
  * workload.c adds workloadContext, workloadPick and workloadMutate (the workload generator's epoch loop,
- * for the benchmarks' writer; see there).
+ * for the benchmarks' writer; see there); zstd_async.c adds zstdContext and zstdCompressAsync (chunk
+ * compression on the thread pool; see there).
  *
  * Byte arrays are Uint8Arrays (Buffers) at any byteOffset; words are loaded with memcpy, so no
  * alignment is assumed. Only portable 64-bit word tricks are used (no SIMD intrinsics, no
@@ -1035,6 +1036,8 @@ static napi_value js_unmap_file(napi_env env, napi_callback_info info) {
 
 /* workload.c: the workload generator's epoch loop (workloadContext, workloadPick, workloadMutate). */
 napi_status workload_register(napi_env env, napi_value exports);
+/* zstd_async.c: chunk compression on the thread pool (zstdContext, zstdCompressAsync). */
+napi_status zstd_async_register(napi_env env, napi_value exports);
 
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
@@ -1058,5 +1061,6 @@ NAPI_MODULE_INIT() {
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   if (workload_register(env, exports) != napi_ok) return NULL;
+  if (zstd_async_register(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -161,10 +161,10 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
     .addOption(
       new Option(
         '--encoder <where>',
-        'encode on a worker thread (in parallel with sending) or on the event loop',
+        'encode on the event loop with zstd on the thread pool (pool: the native addon; a worker thread without it), on a worker thread (worker), or all on the event loop (inline)',
       )
-        .choices(['worker', 'inline'])
-        .default(undefined, 'worker'),
+        .choices(['worker', 'pool', 'inline'])
+        .default(undefined, 'pool'),
     )
     .addHelpText(
       'after',

@@ -71,13 +71,22 @@ export class EpochEncoder {
   /** Hits the cache counted in add()'s update() for pages that then needed no base (ZERO, DUP). */
   private uncountedHits = 0;
 
-  constructor(options: Partial<CodecOptions> = {}) {
+  /**
+   * @param chunkViews chunks come out uncompressed (method RAW) with `data` a view of the encoder's
+   *   own buffer, valid only until the next add(), end() or begin(): for a caller that compresses or
+   *   copies each chunk at once (`zstdLevel` is then not applied here)
+   */
+  constructor(
+    options: Partial<CodecOptions> = {},
+    private readonly chunkViews = false,
+  ) {
     this.options = { ...DEFAULT_CODEC_OPTIONS, ...options };
     const { pageSize, cacheBytes, chunkBytes, zstdLevel, dictionary } = this.options;
     checkPageSize(pageSize);
     this.loops = this.options.loops ?? hot;
     this.cache = new PageCache(pageSize, cacheBytes);
-    this.compressor = zstdLevel === null ? undefined : new ChunkCompressor(zstdLevel, dictionary);
+    this.compressor =
+      zstdLevel === null || chunkViews ? undefined : new ChunkCompressor(zstdLevel, dictionary);
     this.buf = Buffer.allocUnsafe(Math.max(chunkBytes, 1) + MAX_RECORD_HEADER + pageSize);
     this.zero = new Uint8Array(pageSize);
     this.zeroHash = this.loops.hashPage(this.zero);
@@ -240,7 +249,7 @@ export class EpochEncoder {
     const raw = this.buf.subarray(0, this.pos);
     const { method, data } = this.compressor
       ? this.compressor.compress(raw)
-      : { method: Method.RAW, data: copyOf(raw) };
+      : { method: Method.RAW, data: this.chunkViews ? raw : copyOf(raw) };
     const chunk: EncodedChunk = {
       epoch: this.epoch,
       seq: this.seq++,

@@ -151,6 +151,9 @@ interface NativeAddon {
   unmapFile?(buffer: ArrayBuffer): number;
   /** The bytes of whole memory pages inside `view` given back to the system, or -errno. */
   releaseMemory?(view: Uint8Array): number;
+  /** Chunk compression on the thread pool (native/zstd_async.c; {@link ZstdAsync}). */
+  zstdContext?: ZstdAsync['context'];
+  zstdCompressAsync?: ZstdAsync['compress'];
 }
 
 /** The addon's fault numbers, in order. */
@@ -428,6 +431,7 @@ interface Loaded {
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
   releaseMemory?: ((view: Uint8Array) => number) | undefined;
   workload?: WorkloadNative | undefined;
+  zstd?: ZstdAsync | undefined;
   error?: string;
 }
 
@@ -471,6 +475,10 @@ function loadNative(): Loaded {
           workload:
             addon.workloadContext && addon.workloadPick && addon.workloadMutate
               ? { context: addon.workloadContext, pick: addon.workloadPick, mutate: addon.workloadMutate }
+              : undefined,
+          zstd:
+            addon.zstdContext && addon.zstdCompressAsync
+              ? { context: addon.zstdContext, compress: addon.zstdCompressAsync }
               : undefined,
         }
       : { error: `self-check failed: ${wrong}` };
@@ -575,3 +583,27 @@ export interface WorkloadNative {
 
 /** The native workload loop, or undefined without the addon. */
 export const workloadNative: WorkloadNative | undefined = loaded.workload;
+
+/**
+ * zstd compression on libuv's thread pool (native/zstd_async.c over zstd-napi's own zstd): the
+ * compression of a chunk runs in parallel with the thread that made it, without a worker thread's
+ * second JavaScript engine.
+ */
+export interface ZstdAsync {
+  /** A compression context at `level` (one job at a time). */
+  context(level: number): object;
+  /**
+   * Compress `src` into `dst` (at least zstd's compress bound of `src.length` bytes) as one zstd frame
+   * on the thread pool; `done(error, bytes)` runs on this thread afterwards. Neither buffer may be
+   * touched until then; a context already compressing throws.
+   */
+  compress(
+    ctx: object,
+    src: Uint8Array,
+    dst: Uint8Array,
+    done: (error: string | null, bytes: number) => void,
+  ): void;
+}
+
+/** Thread-pool zstd, or undefined without the addon. */
+export const zstdAsync: ZstdAsync | undefined = loaded.zstd;

@@ -43,7 +43,7 @@ const fileSchema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     verify: z.boolean(),
     maxEpochs: z.union([z.number(), z.string()]),
-    encoder: z.enum(['worker', 'inline']),
+    encoder: z.enum(['worker', 'pool', 'inline']),
     name: z.string(),
   })
   .partial()

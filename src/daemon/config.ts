@@ -47,8 +47,11 @@ export interface SendSettings extends CommonSettings {
   zstdLevel: number | null;
   rate: { bytesPerSecond: number; burstBytes: number } | null;
   maxEpochs?: number;
-  /** Encode on a worker thread (default) or on the event loop. */
-  encoder: 'worker' | 'inline';
+  /**
+   * Encode on the event loop with zstd on the thread pool (`pool`, the default: the native addon; a
+   * worker thread without it), on a worker thread, or all on the event loop.
+   */
+  encoder: 'worker' | 'pool' | 'inline';
 }
 
 /** `remus-wan receive`. */
@@ -205,7 +208,7 @@ export function sendSettings(m: Merged): SendSettings {
         ? null
         : { bytesPerSecond: rate, burstBytes: parseBytes(m.burst ?? DEFAULTS.burst, { what: '--burst' }) },
     ...(maxEpochs === undefined ? {} : { maxEpochs }),
-    encoder: m.encoder ?? 'worker',
+    encoder: m.encoder ?? 'pool',
   };
 }
 

@@ -13,11 +13,11 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
-import { fixMmapThreshold, trimHeap } from '../codec/hot-loops.js';
+import { fixMmapThreshold, nativeLoadError, trimHeap, zstdAsync } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
 import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, receiverMetrics, senderMetrics } from '../observability/metrics.js';
-import { type EncoderPort, InlineEncoder, WorkerEncoder } from '../replication/encoder-port.js';
+import { type EncoderPort, InlineEncoder, PoolEncoder, WorkerEncoder } from '../replication/encoder-port.js';
 import { type ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
 import { type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
 import { ImageSource } from '../replication/source-image.js';
@@ -166,7 +166,17 @@ export async function runSend(s: SendSettings): Promise<number> {
     chunkBytes: s.chunkBytes,
     zstdLevel: s.zstdLevel,
   };
-  const encoder: EncoderPort = s.encoder === 'worker' ? new WorkerEncoder(codec) : new InlineEncoder(codec);
+  let kind = s.encoder;
+  if (kind === 'pool' && zstdAsync === undefined) {
+    log.warn({ reason: nativeLoadError }, 'encoder pool needs the native addon: encoding on a worker thread');
+    kind = 'worker';
+  }
+  const encoder: EncoderPort =
+    kind === 'worker'
+      ? new WorkerEncoder(codec)
+      : kind === 'pool'
+        ? new PoolEncoder(codec)
+        : new InlineEncoder(codec);
   const session = new SenderSession({
     encoder,
     dial: () =>

@@ -19,14 +19,22 @@
 
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
+import { copyOf, PooledChunkCompressor } from '../codec/chunk-compression.js';
 import { type EncodedChunk, EpochEncoder, type EpochSummary } from '../codec/epoch-encoder.js';
+import { nativeLoadError, type ZstdAsync, zstdAsync } from '../codec/hot-loops.js';
 import type { CodecOptions } from '../codec/options.js';
+import { MAX_RECORD_HEADER } from '../codec/records.js';
 import { RwanError } from '../errors.js';
 
 /** Encodes epochs for one session. */
 export interface EncoderPort {
   /** The codec settings in force (the page cache cap goes into HELLO). */
   readonly options: CodecOptions;
+  /**
+   * Captures the sender may hold besides the one being encoded (default sender.ts CAPTURES_AHEAD):
+   * 0 when encoding runs on the sender's own thread, where a capture taken ahead only holds memory.
+   */
+  readonly capturesAhead?: number;
   /**
    * Encode an epoch after the ones submitted before it; `onChunk` gets each chunk as soon as it is
    * made (in order). `pages` may be handed over (the worker port transfers its memory: do not use it
@@ -102,6 +110,120 @@ export class InlineEncoder implements EncoderPort {
   reset(): void {
     this.queue = this.queue.then(() => this.encoder.reset());
   }
+  async close(): Promise<void> {
+    await this.queue;
+  }
+}
+
+/** Chunks compressing on the thread pool at once ({@link PoolEncoder}); each holds a slot's buffers. */
+const POOL_CONTEXTS = 2;
+
+/**
+ * Encoding on the calling thread, as {@link InlineEncoder}, with each chunk's zstd on libuv's thread
+ * pool (native/zstd_async.c): the per-page pass (hash, delta, page cache) runs here between awaits
+ * while the chunks made so far compress in parallel, and no second JavaScript engine is resident (a
+ * worker thread's costs ~20 MiB). Chunks reach `onChunk` in order. Needs the native addon; no
+ * dictionary.
+ */
+export class PoolEncoder implements EncoderPort {
+  readonly options: CodecOptions;
+  /** The capture and the per-page pass share this thread: nothing is gained by capturing ahead. */
+  readonly capturesAhead = 0;
+  private readonly encoder: EpochEncoder;
+  private readonly compressor: PooledChunkCompressor | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    options: Partial<CodecOptions> & { pageSize: number },
+    pool: ZstdAsync | null = zstdAsync ?? null,
+  ) {
+    if (pool === null) {
+      throw new RwanError(
+        'RWAN_ERR_INVALID_VALUE',
+        `the pool encoder needs the native addon (${nativeLoadError})`,
+      );
+    }
+    if (options.dictionary !== undefined) {
+      throw new RwanError('RWAN_ERR_INVALID_VALUE', 'the pool encoder does not take a zstd dictionary');
+    }
+    this.encoder = new EpochEncoder(options, true);
+    this.options = this.encoder.options;
+    const { zstdLevel, chunkBytes, pageSize } = this.options;
+    this.compressor =
+      zstdLevel === null
+        ? undefined
+        : new PooledChunkCompressor(
+            pool,
+            zstdLevel,
+            chunkBytes + MAX_RECORD_HEADER + pageSize,
+            POOL_CONTEXTS,
+          );
+  }
+
+  encode(
+    epoch: number,
+    pfns: ArrayLike<number>,
+    pages: Buffer,
+    onChunk: (c: EncodedChunk) => void,
+  ): Promise<EncodeResult> {
+    const run = this.queue.then(() => this.run(epoch, pfns, pages, onChunk));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async run(
+    epoch: number,
+    pfns: ArrayLike<number>,
+    pages: Buffer,
+    onChunk: (c: EncodedChunk) => void,
+  ): Promise<EncodeResult> {
+    const ps = this.encoder.options.pageSize;
+    let encodeMs = 0;
+    let wireBytes = 0;
+    // chunks in order: each is delivered once it and every chunk before it are compressed
+    let delivered: Promise<void> = Promise.resolve();
+    const submit = (c: EncodedChunk | undefined) => {
+      if (!c) return;
+      const compressed: Promise<Pick<EncodedChunk, 'method' | 'data'>> = this.compressor
+        ? this.compressor.compress(c.data)
+        : Promise.resolve({ method: c.method, data: copyOf(c.data) });
+      const meta = { epoch: c.epoch, seq: c.seq, records: c.records, rawLength: c.rawLength };
+      delivered = Promise.all([delivered, compressed]).then(([, { method, data }]) => {
+        wireBytes += data.length;
+        onChunk({ ...meta, method, data });
+      });
+      delivered.catch(() => undefined); // awaited below; not unhandled meanwhile
+    };
+    let slice = performance.now();
+    const pause = async (wait: Promise<void> | undefined) => {
+      encodeMs += performance.now() - slice;
+      await (wait ?? yieldToLoop()); // let heartbeats, ACKs and the send pump run
+      slice = performance.now();
+    };
+    this.encoder.begin(epoch);
+    for (let i = 0; i < pfns.length; i++) {
+      // a page may close a chunk, which then takes a slot: wait for one rather than copy the chunk
+      const idle = this.compressor?.whenIdle();
+      if (idle) await pause(idle);
+      submit(this.encoder.add(pfns[i] as number, pages.subarray(i * ps, (i + 1) * ps)));
+      if (performance.now() - slice > 5) await pause(undefined);
+    }
+    const { chunk, summary } = this.encoder.end();
+    submit(chunk);
+    encodeMs += performance.now() - slice;
+    await delivered;
+    return { summary: { ...summary, wireBytes }, encodeMs, pages };
+  }
+
+  /** Chunks zstd was run on, and chunks sent raw without an attempt (incompressible back-off). */
+  compressionStats(): { attempted: number; skipped: number } {
+    return { ...(this.compressor?.counts ?? { attempted: 0, skipped: 0 }) };
+  }
+
+  reset(): void {
+    this.queue = this.queue.then(() => this.encoder.reset());
+  }
+
   async close(): Promise<void> {
     await this.queue;
   }

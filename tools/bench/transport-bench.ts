@@ -1,7 +1,8 @@
 /**
  * Transport benchmark (npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S]
  * [--only writer,configs,epochs] [--epoch-ms 20,50,100] [--from-rate N | --rates N,N…] [--profile DIR
- * [--profile-rate PAGES_PER_S]] [--store-root DIR] [--image-root DIR] [--keep] [--log-level L]).
+ * [--profile-rate PAGES_PER_S]] [--store-root DIR] [--image-root DIR] [--keep] [--log-level L]
+ * [--encoder worker|pool|inline]). The sender encodes with --encoder (default: the daemon's).
  * The daemons log at --log-level (default warn) into send.log and recv.log of the run's directory
  * (kept with --keep).
  *
@@ -160,6 +161,11 @@ if (fromRate !== undefined && !(Number.isInteger(fromRate) && fromRate > 0)) {
 }
 /** --log-level: the daemons' log level. */
 const daemonLogLevel = opt('--log-level') ?? 'warn';
+/** --encoder E: the sender's --encoder (default: the daemon's own default). */
+const encoder = opt('--encoder');
+if (encoder !== undefined && !['worker', 'pool', 'inline'].includes(encoder)) {
+  throw new Error(`--encoder takes worker, pool or inline, got "${encoder}"`);
+}
 /** --rates N,N…: the epochs section runs exactly these writer rates (pages/s). */
 const fixedRates = opt('--rates')?.split(',').map(Number);
 if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
@@ -478,6 +484,7 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
         ...['send', '--connect', `127.0.0.1:${port}`, '--image', img, '--dirty-log', dlog],
         ...['--pause-pid', String(wpid), ...tls('primary', 'backup'), '--epoch', `${s.epochMs}ms`],
         ...['--window', String(s.window), '--channels', String(s.channels)],
+        ...(encoder === undefined ? [] : ['--encoder', encoder]),
         ...[
           '--stats',
           join(dir, 'send.jsonl'),
@@ -906,7 +913,7 @@ async function main(): Promise<void> {
   const workload = { pages, pageSize: PAGE, seed: SEED, imageMiB: (pages * PAGE) / MiB };
   log(
     `remus-wan transport: ${workload.imageMiB} MiB image (${pages} pages, the generator's default workload, seed ${SEED}),` +
-      ` dirty log + paused writer, TLS on loopback; ${machine.cores} cores, node ${machine.node}, commit ${commit}`,
+      ` dirty log + paused writer, TLS on loopback, encoder ${encoder ?? 'default'}; ${machine.cores} cores, node ${machine.node}, commit ${commit}`,
   );
   const out: {
     machine: typeof machine;
