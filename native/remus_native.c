@@ -32,6 +32,9 @@
  *                                        run of consecutive pfns; bytes past fileSize (or past the end
  *                                        when the file shrank meanwhile) are zeros. Returns 0, or the
  *                                        failed pread's -errno (the caller throws)
+ *   readPagesAsync(fd, pfns, from, to, pageSize, fileSize, out, callback)
+ *                                     -> the same reads on the thread pool; callback(rc) on the main
+ *                                        thread afterwards. pfns and out must not change until then
  *   mapFile(fd, length, writable)     -> an ArrayBuffer over bytes [0, length) of the file open as fd
  *                                        (mmap MAP_SHARED: stores reach the file's page cache at once,
  *                                        as a pwrite would), or -errno. The mapping lives until
@@ -60,6 +63,8 @@
 #define _DEFAULT_SOURCE 1 /* madvise, MADV_DONTNEED */
 #endif
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -914,11 +919,17 @@ static napi_value js_fix_mmap_threshold(napi_env env, napi_callback_info info) {
 
 #ifndef _WIN32
 /* readPages(fd, pfns, from, to, pageSize, fileSize, out): see the header. */
-static napi_value js_read_pages(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  if (argc < 7) return throw_type(env, "readPages(fd, pfns, from, to, pageSize, fileSize, out): 7 arguments expected");
+/* readPages' and readPagesAsync's arguments, checked. */
+typedef struct {
+  int fd;
+  const double *pfns;
+  size_t from, to, page_size;
+  uint64_t file_size;
+  uint8_t *out;
+} read_args;
+
+/* Checks argv[0..6] into `a`: false, with an exception pending, when one is wrong. */
+static bool get_read_args(napi_env env, napi_value *argv, read_args *a) {
   double fd;
   void *pfns;
   size_t npfns;
@@ -928,37 +939,108 @@ static napi_value js_read_pages(napi_env env, napi_callback_info info) {
   double size;
   void *out;
   size_t nout;
-  if (!get_whole(env, argv[0], 0, 2147483647.0, &fd)) return throw_range(env, "fd must be a non-negative integer");
-  if (!get_array(env, argv[1], napi_float64_array, &pfns, &npfns)) return throw_type(env, "pfns must be a Float64Array");
+  if (!get_whole(env, argv[0], 0, 2147483647.0, &fd)) return throw_range(env, "fd must be a non-negative integer"), false;
+  if (!get_array(env, argv[1], napi_float64_array, &pfns, &npfns)) return throw_type(env, "pfns must be a Float64Array"), false;
   if (!get_whole(env, argv[2], 0, (double)npfns, &from) || !get_whole(env, argv[3], from, (double)npfns, &to)) {
-    return throw_range(env, "from and to must be integers with 0 <= from <= to <= pfns.length");
+    return throw_range(env, "from and to must be integers with 0 <= from <= to <= pfns.length"), false;
   }
-  if (!get_whole(env, argv[4], 1, 65536, &ps)) return throw_range(env, "pageSize must be an integer from 1 to 65536");
+  if (!get_whole(env, argv[4], 1, 65536, &ps)) return throw_range(env, "pageSize must be an integer from 1 to 65536"), false;
   if (!get_whole(env, argv[5], 0, 9007199254740991.0, &size)) {
-    return throw_range(env, "fileSize must be a non-negative integer");
+    return throw_range(env, "fileSize must be a non-negative integer"), false;
   }
-  if (!get_array(env, argv[6], napi_uint8_array, &out, &nout)) return throw_type(env, "out must be a Uint8Array");
+  if (!get_array(env, argv[6], napi_uint8_array, &out, &nout)) return throw_type(env, "out must be a Uint8Array"), false;
   const size_t n = (size_t)ps;
-  const size_t i0 = (size_t)from;
-  const size_t i1 = (size_t)to;
-  if ((uint64_t)i1 * n > nout) return throw_range(env, "out must hold `to` pages");
+  if ((uint64_t)(size_t)to * n > nout) return throw_range(env, "out must hold `to` pages"), false;
   const double *p = (const double *)pfns;
   /* every pfn is checked before anything is read: a whole page number whose bytes lie below 2^53 */
-  for (size_t k = i0; k < i1; k++) {
+  for (size_t k = (size_t)from; k < (size_t)to; k++) {
     const double v = p[k];
     if (!(v >= 0 && v * (double)n <= 9007199254740991.0 - (double)n) || v != (double)(int64_t)v) {
-      return throw_range(env, "a pfn is not a page number");
+      return throw_range(env, "a pfn is not a page number"), false;
     }
   }
-  uint8_t *o = (uint8_t *)out;
+  *a = (read_args){(int)fd, p, (size_t)from, (size_t)to, n, (uint64_t)size, (uint8_t *)out};
+  return true;
+}
+
+/* The reads: one pread per run of consecutive pfns. 0, or the failed read's -errno. */
+static int do_read_pages(const read_args *a) {
   int rc = 0;
-  for (size_t i = i0; i < i1 && rc == 0;) {
+  for (size_t i = a->from; i < a->to && rc == 0;) {
     size_t k = i + 1;
-    while (k < i1 && p[k] == p[k - 1] + 1) k++;
-    rc = read_run((int)fd, o + i * n, (k - i) * n, (uint64_t)p[i] * n, (uint64_t)size);
+    while (k < a->to && a->pfns[k] == a->pfns[k - 1] + 1) k++;
+    rc = read_run(a->fd, a->out + i * a->page_size, (k - i) * a->page_size, (uint64_t)a->pfns[i] * a->page_size,
+                  a->file_size);
     i = k;
   }
-  return int_result(env, rc);
+  return rc;
+}
+
+static napi_value js_read_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 7) return throw_type(env, "readPages(fd, pfns, from, to, pageSize, fileSize, out): 7 arguments expected");
+  read_args a;
+  if (!get_read_args(env, argv, &a)) return NULL;
+  return int_result(env, do_read_pages(&a));
+}
+
+/* readPagesAsync: readPages on the thread pool, then callback(rc) on the main thread. */
+typedef struct {
+  napi_async_work work;
+  napi_ref pfns_ref, out_ref, callback_ref;
+  read_args args;
+  int rc;
+} read_job;
+
+static void read_job_execute(napi_env env, void *data) {
+  (void)env;
+  read_job *j = data;
+  j->rc = do_read_pages(&j->args);
+}
+
+static void read_job_complete(napi_env env, napi_status status, void *data) {
+  read_job *j = data;
+  napi_value callback, global, arg;
+  bool ok = napi_get_reference_value(env, j->callback_ref, &callback) == napi_ok &&
+            napi_get_global(env, &global) == napi_ok &&
+            napi_create_int32(env, status == napi_ok ? j->rc : -ECANCELED, &arg) == napi_ok;
+  napi_delete_reference(env, j->pfns_ref);
+  napi_delete_reference(env, j->out_ref);
+  napi_delete_reference(env, j->callback_ref);
+  napi_delete_async_work(env, j->work);
+  free(j);
+  if (ok) napi_call_function(env, global, callback, 1, &arg, NULL); /* a throw surfaces as uncaught */
+}
+
+static napi_value js_read_pages_async(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 8) {
+    return throw_type(env, "readPagesAsync(fd, pfns, from, to, pageSize, fileSize, out, callback): 8 arguments expected");
+  }
+  read_args a;
+  if (!get_read_args(env, argv, &a)) return NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, argv[7], &t) != napi_ok || t != napi_function) return throw_type(env, "callback must be a function");
+  read_job *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    napi_throw_error(env, "ERR_MEMORY", "readPagesAsync: out of memory");
+    return NULL;
+  }
+  j->args = a;
+  napi_value name;
+  if (napi_create_reference(env, argv[1], 1, &j->pfns_ref) != napi_ok ||
+      napi_create_reference(env, argv[6], 1, &j->out_ref) != napi_ok ||
+      napi_create_reference(env, argv[7], 1, &j->callback_ref) != napi_ok ||
+      napi_create_string_utf8(env, "remus-wan:readPages", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, read_job_execute, read_job_complete, j, &j->work) != napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    return NULL; /* an engine failure, which has thrown; the job leaks */
+  }
+  return NULL;
 }
 #endif
 
@@ -1054,6 +1136,7 @@ NAPI_MODULE_INIT() {
       {"fixMmapThreshold", NULL, js_fix_mmap_threshold, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"readPages", NULL, js_read_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readPagesAsync", NULL, js_read_pages_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mapFile", NULL, js_map_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unmapFile", NULL, js_unmap_file, NULL, NULL, NULL, napi_enumerable, NULL},
       {"releaseMemory", NULL, js_release_memory, NULL, NULL, NULL, napi_enumerable, NULL},

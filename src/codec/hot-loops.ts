@@ -145,6 +145,8 @@ interface NativeAddon {
   workloadMutate?: WorkloadNative['mutate'];
   /** {@link HotLoops.readPages}, returning 0 or the failed read's -errno. Absent on Windows. */
   readPages?(...args: Parameters<HotLoops['readPages']>): number;
+  /** readPages on the thread pool; `done(rc)` afterwards. Absent on Windows. */
+  readPagesAsync?(...args: [...Parameters<HotLoops['readPages']>, done: (rc: number) => void]): void;
   /** A shared mapping of bytes [0, length) of the file, or -errno. Absent on Windows. */
   mapFile?(fd: number, length: number, writable: boolean): ArrayBuffer | number;
   /** Detaches and unmaps a buffer from mapFile: 0, or -errno. */
@@ -430,6 +432,7 @@ interface Loaded {
   fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
   releaseMemory?: ((view: Uint8Array) => number) | undefined;
+  readPagesAsync?: ((...args: Parameters<HotLoops['readPages']>) => Promise<void>) | undefined;
   workload?: WorkloadNative | undefined;
   zstd?: ZstdAsync | undefined;
   error?: string;
@@ -455,6 +458,20 @@ function mapper(addon: NativeAddon): Loaded['mapFile'] {
   };
 }
 
+/** {@link readPagesAsync} over the addon's readPagesAsync. */
+function asyncReader(addon: NativeAddon): Loaded['readPagesAsync'] {
+  const read = addon.readPagesAsync;
+  if (read === undefined) return undefined;
+  return (...args) => {
+    let settle: (rc: number) => void = () => undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      settle = (rc) => (rc === 0 ? resolve() : reject(systemError(rc, 'read')));
+    });
+    read(...args, (rc) => settle(rc)); // throws on a bad argument, as readPages does
+    return done;
+  };
+}
+
 function loadNative(): Loaded {
   if (process.env.REMUS_WAN_NATIVE === '0') return { error: 'disabled by REMUS_WAN_NATIVE=0' };
   try {
@@ -472,6 +489,7 @@ function loadNative(): Loaded {
           fixMmapThreshold: addon.fixMmapThreshold,
           mapFile: mapper(addon),
           releaseMemory: addon.releaseMemory,
+          readPagesAsync: asyncReader(addon),
           workload:
             addon.workloadContext && addon.workloadPick && addon.workloadMutate
               ? { context: addon.workloadContext, pick: addon.workloadPick, mutate: addon.workloadMutate }
@@ -547,6 +565,15 @@ export function releaseMemory(view: Uint8Array): number {
   if (r < 0) throw systemError(r, 'madvise');
   return r;
 }
+
+/**
+ * {@link HotLoops.readPages} on libuv's thread pool (the addon; undefined without it, and on
+ * Windows): the same checks, thrown at the call, and the same reads, after which the promise settles
+ * (rejected as Node's fs would, `syscall: 'read'`). `pfns` and `out` must not change meanwhile, nor
+ * the file descriptor be closed.
+ */
+export const readPagesAsync: ((...args: Parameters<HotLoops['readPages']>) => Promise<void>) | undefined =
+  loaded.readPagesAsync;
 
 /**
  * The workload generator's epoch loop in C (native/workload.c), byte-identical to the TypeScript one

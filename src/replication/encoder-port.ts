@@ -31,11 +31,6 @@ export interface EncoderPort {
   /** The codec settings in force (the page cache cap goes into HELLO). */
   readonly options: CodecOptions;
   /**
-   * Captures the sender may hold besides the one being encoded (default sender.ts CAPTURES_AHEAD):
-   * 0 when encoding runs on the sender's own thread, where a capture taken ahead only holds memory.
-   */
-  readonly capturesAhead?: number;
-  /**
    * Encode an epoch after the ones submitted before it; `onChunk` gets each chunk as soon as it is
    * made (in order). `pages` may be handed over (the worker port transfers its memory: do not use it
    * afterwards); with `ownsBuffer`, the whole ArrayBuffer under `pages` is the caller's to hand over
@@ -127,8 +122,6 @@ const POOL_CONTEXTS = 2;
  */
 export class PoolEncoder implements EncoderPort {
   readonly options: CodecOptions;
-  /** The capture and the per-page pass share this thread: nothing is gained by capturing ahead. */
-  readonly capturesAhead = 0;
   private readonly encoder: EpochEncoder;
   private readonly compressor: PooledChunkCompressor | undefined;
   private queue: Promise<unknown> = Promise.resolve();

@@ -516,8 +516,7 @@ export class SenderSession extends EventEmitter {
             this.acked + this.retained.size < max &&
             this.retainedBytes() < RETAINED_BYTES &&
             (this.encoding === 0 ||
-              (this.encoding <= (this.encoder.capturesAhead ?? CAPTURES_AHEAD) &&
-                this.encodingBytes < CAPTURE_AHEAD_BYTES))) ||
+              (this.encoding <= CAPTURES_AHEAD && this.encodingBytes < CAPTURE_AHEAD_BYTES))) ||
           !this.running,
       );
       if (!this.running) return;

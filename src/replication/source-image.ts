@@ -28,7 +28,7 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { fstatSync, readFileSync, type Stats } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
-import { hot, releaseMemory } from '../codec/hot-loops.js';
+import { hot, readPagesAsync, releaseMemory } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
 import { CaptureRing } from './capture-ring.js';
 import { checkPageSize, DirtyLogReader } from './dirty-log.js';
@@ -162,6 +162,9 @@ function ioError(path: string, err: unknown): RwanError {
   });
 }
 
+/** Captures of at least this many pages are read on the thread pool (see ImageSource.readPages). */
+export const ASYNC_READ_PAGES = 256;
+
 /**
  * Captures the changed pages of a file, epoch by epoch. One capture at a time; not shared between
  * senders. Linux (the pause reads /proc).
@@ -173,6 +176,8 @@ export class ImageSource {
   /** The last capture failed: the next one is full. */
   private failed = false;
   private closed = false;
+  /** A read of a capture's pages on the thread pool, while one runs. */
+  private reading: Promise<void> | undefined;
   /** The two reused read buffers of whole-file passes, allocated on first use. */
   private blocks: [Buffer, Buffer] | undefined;
   /** 'hash': page hashes of the content last returned, 2 words per page (hi, lo). */
@@ -313,6 +318,7 @@ export class ImageSource {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.reading?.catch(() => undefined); // a read on the thread pool uses the descriptor
     try {
       await this.fh.close();
     } finally {
@@ -368,13 +374,13 @@ export class ImageSource {
       for (let i = 0; i < pageCount; i++) pfns[i] = i;
     } else if (this.log === undefined) {
       ({ pfns, digest } = await this.hashPass(size, bytes));
-      pages = this.readPages(pfns, size);
+      pages = await this.readPages(pfns, size);
       for (let i = 0; i < pfns.length; i++) {
         hot.hashPageInto(pages.subarray(i * ps, (i + 1) * ps), this.hashes, pfns[i] as number);
       }
     } else {
       pfns = unionSorted(below(logged, pageCount), below(straddle, pageCount));
-      pages = this.readPages(pfns, size);
+      pages = await this.readPages(pfns, size);
       if (this.o.verify === true) digest = await this.digestPass(size, bytes);
     }
 
@@ -501,20 +507,33 @@ export class ImageSource {
   /**
    * The pages `pfns` (ascending) into a buffer of their own, one positional read per run of
    * consecutive pages (hot-loops readPages: one native call for all of them); zeros past the end of
-   * the file. Synchronous: a scattered read from the page cache takes a few microseconds, less than a
-   * round trip through the thread pool, and the writer is stopped meanwhile. The buffer is a region of
-   * the capture memory (capture-ring.ts), shared memory that earlier captures faulted in already (a fresh
-   * buffer costs a page fault, and the kernel's zeroing, per 4 KiB the reads then copy into) and that an
-   * encoder thread reads in place.
+   * the file. From {@link ASYNC_READ_PAGES} pages on, on the thread pool (the addon's readPagesAsync):
+   * a capture of thousands of pages takes milliseconds (1.4 µs a page from the page cache here), which
+   * the event loop spends meanwhile on sending and, with the pool encoder, on encoding the previous
+   * epoch; fewer are read synchronously, quicker than a round trip through the pool. The writer is
+   * stopped either way. The buffer is a region of the capture memory (capture-ring.ts), shared memory
+   * that earlier captures faulted in already (a fresh buffer costs a page fault, and the kernel's
+   * zeroing, per 4 KiB the reads then copy into) and that an encoder thread reads in place.
    */
-  private readPages(pfns: Float64Array, size: number): Buffer {
+  private async readPages(pfns: Float64Array, size: number): Promise<Buffer> {
+    // closed during the capture's earlier awaits: the descriptor number may be another file's now
+    if (this.closed) throw new RwanError('RWAN_ERR_SOURCE', `image ${this.o.path}: the source is closed`);
     const region = this.ring.take(pfns.length * this.o.pageSize);
     const pages = Buffer.from(region.buffer, region.byteOffset, region.byteLength);
+    const args = [this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages] as const;
     try {
-      hot.readPages(this.fh.fd, pfns, 0, pfns.length, this.o.pageSize, size, pages);
+      if (readPagesAsync !== undefined && pfns.length >= ASYNC_READ_PAGES) {
+        // close() waits for this read: the descriptor must stay open under it
+        this.reading = readPagesAsync(...args);
+        await this.reading;
+      } else {
+        hot.readPages(...args);
+      }
     } catch (err) {
       this.ring.give(region);
       throw ioError(this.o.path, err);
+    } finally {
+      this.reading = undefined;
     }
     return pages;
   }

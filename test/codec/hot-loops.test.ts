@@ -1040,6 +1040,38 @@ describe('readPages', () => {
     }
   });
 
+  it('reads the same on the thread pool (readPagesAsync), checks first, rejects a failed read', async () => {
+    const read = mod.readPagesAsync;
+    if (read === undefined) throw new Error(`no readPagesAsync: ${mod.nativeLoadError}`);
+    for (const [bytes, seed] of [
+      [300 * 4096 + 77, 1],
+      [4096, 2],
+      [0, 3],
+    ] as const) {
+      const { fd, content } = file(bytes, seed);
+      try {
+        const pfns = Float64Array.from([0, 1, 2, 7, 8, 150, 151, 299, 300, 301]);
+        const out = new Uint8Array(pfns.length * 4096).fill(0xa5);
+        await read(fd, pfns, 2, pfns.length, 4096, bytes, out);
+        const want = expected(content, pfns, 2, pfns.length, 4096, bytes);
+        expect(out.subarray(2 * 4096)).toEqual(want.subarray(2 * 4096));
+        expect(out.subarray(0, 2 * 4096).every((v) => v === 0xa5)).toBe(true);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    const out = new Uint8Array(4096).fill(7);
+    expect(() => read(0, Float64Array.of(-1), 0, 1, 4096, 4096, out)).toThrow(RangeError);
+    expect(() => read(0, Float64Array.of(0), 0, 1, 4096, 4096, out.subarray(1))).toThrow(RangeError);
+    expect(out.every((v) => v === 7)).toBe(true);
+    const { fd } = file(4096, 5);
+    closeSync(fd); // a closed descriptor: EBADF
+    await expect(read(fd, Float64Array.of(0), 0, 1, 4096, 4096, out)).rejects.toMatchObject({
+      code: 'EBADF',
+      syscall: 'read',
+    });
+  });
+
   it('reads nothing for an empty range, and pages wholly past the size as zeros', () => {
     const { fd } = file(4096, 9);
     try {

@@ -22,7 +22,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DIRTY_LOG_HEADER_BYTES, DirtyLogWriter } from '../../src/replication/dirty-log.js';
 import { digestFile, ImageDigest } from '../../src/replication/image-digest.js';
 import { pauseProcess } from '../../src/replication/process-pause.js';
-import { CAPTURE_BLOCK_BYTES, type CapturedEpoch, ImageSource } from '../../src/replication/source-image.js';
+import {
+  ASYNC_READ_PAGES,
+  CAPTURE_BLOCK_BYTES,
+  type CapturedEpoch,
+  ImageSource,
+} from '../../src/replication/source-image.js';
 import { codeOfAsync } from '../helpers.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -150,7 +155,8 @@ describe("ImageSource, 'hash'", () => {
     const next = rng(7);
     for (let round = 0; round < 4; round++) {
       const dirty = new Set<number>([0, PAGES - 1, CAPTURE_BLOCK_BYTES / PS - 1, CAPTURE_BLOCK_BYTES / PS]);
-      while (dirty.size < 60) dirty.add(next(PAGES));
+      // rounds 2 and 3 read their pages on the thread pool (ASYNC_READ_PAGES)
+      while (dirty.size < (round < 2 ? 60 : ASYNC_READ_PAGES + 100)) dirty.add(next(PAGES));
       scribble(path, dirty);
       // a page rewritten with the content it already holds is not a change
       const same = next(PAGES);
@@ -265,6 +271,37 @@ describe("ImageSource, 'log'", () => {
       }
     });
   }
+
+  it('closes during a capture: its reads on the thread pool end before the image is closed', async () => {
+    const path = tmp('img');
+    const pages = ASYNC_READ_PAGES * 4;
+    writeFileSync(path, randomBytes(pages * PS));
+    const outcomes = new Set<unknown>();
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const logPath = tmp('dlog');
+      const log = DirtyLogWriter.create(logPath, PS);
+      try {
+        const src = await openSource({ path, pageSize: PS, dirty: { kind: 'log', path: logPath } });
+        await src.capture();
+        const dirty = Array.from({ length: ASYNC_READ_PAGES * 2 }, (_, i) => i * 2);
+        log.logMany(dirty);
+        const capturing = src.capture().then(
+          (e) => (e.pages.equals(pagesOf(readFileSync(path), dirty)) ? 'read' : 'wrong bytes'),
+          (err: { code?: string }) => err.code,
+        );
+        // at a different point of the capture each time: the log's read, the pages' reads, or after
+        for (let i = 0; i < attempt; i++) await new Promise((r) => setImmediate(r));
+        await src.close();
+        outcomes.add(await capturing);
+        console.log('GOT', attempt, [...outcomes]);
+      } finally {
+        log.close();
+      }
+    }
+    // refused before the reads (closed), or read whole: never a read of a closed descriptor
+    expect([...outcomes].every((o) => o === 'read' || o === 'RWAN_ERR_SOURCE')).toBe(true);
+    expect(outcomes.has('read')).toBe(true);
+  });
 
   it('reads the next captures into the pages given back (recycle), and keeps no image-sized buffer', async () => {
     const path = tmp('img');
