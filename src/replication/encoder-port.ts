@@ -59,13 +59,10 @@ export interface EncodeResult {
   pages: Buffer;
 }
 
-/** Encoding on the calling thread, one epoch after the other, yielding to the event loop every 5 ms. */
-export class InlineEncoder implements EncoderPort {
-  private readonly encoder: EpochEncoder;
+/** The encoders on the calling thread: one EpochEncoder, epochs one after the other, in order. */
+abstract class CallingThreadEncoder implements EncoderPort {
   private queue: Promise<unknown> = Promise.resolve();
-  constructor(options: Partial<CodecOptions> & { pageSize: number }) {
-    this.encoder = new EpochEncoder(options);
-  }
+  constructor(protected readonly encoder: EpochEncoder) {}
   get options(): CodecOptions {
     return this.encoder.options;
   }
@@ -79,7 +76,27 @@ export class InlineEncoder implements EncoderPort {
     this.queue = run.catch(() => undefined);
     return run;
   }
-  private async run(
+  /** Encodes one epoch; the next waits for it. */
+  protected abstract run(
+    epoch: number,
+    pfns: ArrayLike<number>,
+    pages: Buffer,
+    onChunk: (c: EncodedChunk) => void,
+  ): Promise<EncodeResult>;
+  reset(): void {
+    this.queue = this.queue.then(() => this.encoder.reset());
+  }
+  async close(): Promise<void> {
+    await this.queue;
+  }
+}
+
+/** Encoding on the calling thread, one epoch after the other, yielding to the event loop every 5 ms. */
+export class InlineEncoder extends CallingThreadEncoder {
+  constructor(options: Partial<CodecOptions> & { pageSize: number }) {
+    super(new EpochEncoder(options));
+  }
+  protected async run(
     epoch: number,
     pfns: ArrayLike<number>,
     pages: Buffer,
@@ -102,12 +119,6 @@ export class InlineEncoder implements EncoderPort {
     if (chunk) onChunk(chunk);
     return { summary, encodeMs: encodeMs + performance.now() - slice, pages };
   }
-  reset(): void {
-    this.queue = this.queue.then(() => this.encoder.reset());
-  }
-  async close(): Promise<void> {
-    await this.queue;
-  }
 }
 
 /** Chunks compressing on the thread pool at once ({@link PoolEncoder}); each holds a slot's buffers. */
@@ -120,11 +131,8 @@ const POOL_CONTEXTS = 2;
  * worker thread's costs ~20 MiB). Chunks reach `onChunk` in order. Needs the native addon; no
  * dictionary.
  */
-export class PoolEncoder implements EncoderPort {
-  readonly options: CodecOptions;
-  private readonly encoder: EpochEncoder;
+export class PoolEncoder extends CallingThreadEncoder {
   private readonly compressor: PooledChunkCompressor | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     options: Partial<CodecOptions> & { pageSize: number },
@@ -139,8 +147,7 @@ export class PoolEncoder implements EncoderPort {
     if (options.dictionary !== undefined) {
       throw new RwanError('RWAN_ERR_INVALID_VALUE', 'the pool encoder does not take a zstd dictionary');
     }
-    this.encoder = new EpochEncoder(options, true);
-    this.options = this.encoder.options;
+    super(new EpochEncoder(options, true));
     const { zstdLevel, chunkBytes, pageSize } = this.options;
     this.compressor =
       zstdLevel === null
@@ -153,18 +160,7 @@ export class PoolEncoder implements EncoderPort {
           );
   }
 
-  encode(
-    epoch: number,
-    pfns: ArrayLike<number>,
-    pages: Buffer,
-    onChunk: (c: EncodedChunk) => void,
-  ): Promise<EncodeResult> {
-    const run = this.queue.then(() => this.run(epoch, pfns, pages, onChunk));
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  private async run(
+  protected async run(
     epoch: number,
     pfns: ArrayLike<number>,
     pages: Buffer,
@@ -211,14 +207,6 @@ export class PoolEncoder implements EncoderPort {
   /** Chunks zstd was run on, and chunks sent raw without an attempt (incompressible back-off). */
   compressionStats(): { attempted: number; skipped: number } {
     return { ...(this.compressor?.counts ?? { attempted: 0, skipped: 0 }) };
-  }
-
-  reset(): void {
-    this.queue = this.queue.then(() => this.encoder.reset());
-  }
-
-  async close(): Promise<void> {
-    await this.queue;
   }
 }
 
