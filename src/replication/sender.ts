@@ -16,8 +16,9 @@
  *                    older than the buffer, a FULL epoch (both page caches reset).
  * ```
  *
- * Encoding runs on the encoder port (encoder-port.ts: a worker thread in the daemon, or this thread
- * between awaits), in parallel with sending; the next capture waits while the encoder holds
+ * Encoding runs on the encoder port (encoder-port.ts: in the daemon, this thread between awaits with
+ * each chunk's zstd on the thread pool, or a worker thread), in parallel with sending; the next
+ * capture waits while the encoder holds
  * CAPTURES_AHEAD captures or CAPTURE_AHEAD_BYTES of them, which bounds the raw pages held in memory.
  */
 import { randomBytes } from 'node:crypto';
