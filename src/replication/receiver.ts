@@ -359,13 +359,19 @@ export class ReceiverSession extends EventEmitter {
     await this.openStore();
   }
 
-  /** Open (and recover) the store; its replayer rebuilds the decoder. */
+  /**
+   * Open (and recover) the store; its replayer rebuilds the decoder. Its sidecar files are extended
+   * in the background to about the size a full page cache's sidecar has (its pages, 8 bytes of pfn
+   * and some index bytes each), so that the first checkpoints do not allocate them.
+   */
   private async openStore(): Promise<void> {
     this.replica = await ReplicaStore.open({
       ...this.o.store,
       pageSize: this.o.pageSize,
       replayer: (sidecar, epoch) => this.replayer(sidecar, epoch),
     });
+    const pages = Math.floor(this.o.cacheBytes / this.o.pageSize);
+    void this.store.prepareSidecars(pages * (this.o.pageSize + 32) + 4096);
   }
 
   /**

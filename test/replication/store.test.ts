@@ -1420,6 +1420,39 @@ describe('ReplicaStore bad input', () => {
     expect((await readFile(join(dir, sidecarFile(1)))).toString()).toBe('second');
   });
 
+  it('prepareSidecars extends both slot files with zeros, never touches an installed sidecar, and a checkpoint waits for it', async () => {
+    const dir = freshDir();
+    const { store } = await ReplicaStore.open({ dir, pageSize: ps, fsync: true });
+    const w = store.beginEpoch(0, { ...o, full: true });
+    await w.commit();
+    // on a fresh store: both files made, all zeros
+    await store.prepareSidecars(3 * ps);
+    for (const slot of [0, 1])
+      expect(await readFile(join(dir, sidecarFile(slot)))).toEqual(Buffer.alloc(3 * ps));
+    const first = randomPage(prng(8), ps + 100);
+    await store.checkpoint(first); // slot 0, overwritten and cut to length
+    expect(await readFile(join(dir, sidecarFile(0)))).toEqual(first);
+    // past the installed sidecar's end only; a checkpoint started meanwhile waits, then takes slot 1
+    const preparing = store.prepareSidecars(64 * ps);
+    const second = randomPage(prng(9), 2 * ps);
+    const checkpoint = store.checkpoint(second);
+    await preparing;
+    const slot0 = await readFile(join(dir, sidecarFile(0)));
+    expect(slot0.length).toBe(64 * ps);
+    expect(slot0.subarray(0, first.length)).toEqual(first);
+    expect(slot0.subarray(first.length).every((b) => b === 0)).toBe(true);
+    await checkpoint;
+    expect(await readFile(join(dir, sidecarFile(1)))).toEqual(second);
+    await store.close();
+    const reopened = await ReplicaStore.open({ dir, pageSize: ps });
+    expect(reopened.recovery.sidecar?.equals(second)).toBe(true);
+    // a file already long enough is left as it is
+    await reopened.store.prepareSidecars(ps);
+    expect((await readFile(join(dir, sidecarFile(0)))).length).toBe(64 * ps);
+    expect(() => reopened.store.prepareSidecars(-1)).toThrow(/sidecar bytes/);
+    await reopened.store.close();
+  });
+
   it('reads a version 1 state file (the sidecar inside it) and writes version 2 from then on', async () => {
     const dir = freshDir();
     const { store } = await ReplicaStore.open({ dir, pageSize: ps, fsync: false });
