@@ -68,8 +68,11 @@
  *                   and the writer used in the window (CPU s/GB × GB/s committed); seconds per second
  *                   the threads of each process waited for a CPU (/proc/PID/task/TID/schedstat)
  * Summary: the highest writer rate kept up with, the best committed rate of all runs (the headline
- * figure, with its settings). Targets: best committed ≥ 500 MB/s; steady-state peak RSS ≤ page cache
- * cap (64 MiB) + 128 MiB for each daemon, in the default configuration's run and in the best run.
+ * figure, with its settings). Targets (the transport issue's: "commit ≥ 500 MB/s … and RSS under page
+ * cache cap + 128 MiB", one run): best committed ≥ 500 MB/s, and in that run the steady-state peak RSS
+ * of each daemon ≤ page cache cap (64 MiB) + 128 MiB. The same RSS bound is also reported for the
+ * default configuration's run (configs, W 4, 2 channels, 100 ms epochs at 512k writes/s), apart: there
+ * an epoch's capture alone is some 12k raw pages (47 MiB), which the sender holds whole, as Remus does.
  *
  * --profile DIR runs the defaults once more (writer unpaced, or at --profile-rate pages/s; at the first
  * --epoch-ms length if given) with
@@ -79,7 +82,7 @@
  *
  * JSON (--json): { machine: { cores, node, commit }, workload: { pages, pageSize, seed, imageMiB },
  * writer?: { pagesPerS, MBps, cpuCores }, runs: [Run], best?: Run, bestKeptUp?: Run,
- * targets: [{ name, value, target, met }], profile?: [{ thread, windowMs, busyShare, top: [{ fn, ms,
+ * targets: [{ name, value, target, met }], defaultRun?: [{ name, value, target, met }], profile?: [{ thread, windowMs, busyShare, top: [{ fn, ms,
  * share }] }] }, where a Run is { section: 'configs' | 'epochs' | 'profile', label, epochMs, window,
  * channels, rate (writer pages/s, 0 = unpaced), storeOnTmpfs?, runs (repetitions measured),
  * committedMBps, writerMBps, wireMBps, epochs, epochMsMedian, keptUp, ackP50Ms, ackP99Ms,
@@ -829,13 +832,19 @@ const STAGE_HEAD =
   '  setting                    pages/   delta  capture  encode  decode  commit       CPU cores   waiting for a CPU  runs\n' +
   '                              epoch   pages       ms      ms      ms      ms   send/recv/wri s/s send/recv/wri';
 
+/** Pages a run's epochs carried, in all, and per epoch. */
+function pagesOf(r: Run): { pages: number; perEpoch: number } {
+  const pages = r.kinds.zero + r.kinds.raw + r.kinds.delta + r.kinds.dup;
+  return { pages, perEpoch: pages / Math.max(1, r.epochs) };
+}
+
 function stageRow(r: Run): string {
   if (r.runs === 0) return `  ${r.label.padEnd(26)} failed`;
-  const pages = r.kinds.zero + r.kinds.raw + r.kinds.delta + r.kinds.dup;
+  const { pages, perEpoch } = pagesOf(r);
   const w = r.runQueueWait;
   const cores = (k: 'send' | 'recv' | 'writer') => ((r.cpuPerGB[k] * r.committedMBps) / 1000).toFixed(2);
   return (
-    `  ${r.label.padEnd(26)} ${f0(pages / Math.max(1, r.epochs)).padStart(6)} ${`${f0((100 * r.kinds.delta) / Math.max(1, pages))} %`.padStart(7)}` +
+    `  ${r.label.padEnd(26)} ${f0(perEpoch).padStart(6)} ${`${f0((100 * r.kinds.delta) / Math.max(1, pages))} %`.padStart(7)}` +
     ` ${ms(r.stagesMs.capture).padStart(8)} ${ms(r.stagesMs.encode).padStart(7)} ${ms(r.stagesMs.decode).padStart(7)} ${ms(r.stagesMs.commit).padStart(7)}` +
     ` ${`${cores('send')}/${cores('recv')}/${cores('writer')}`.padStart(15)}` +
     `  ${`${f1(w.send)}/${f1(w.recv)}/${f1(w.writer)}`.padStart(18)} ${String(r.runs).padStart(5)}`
@@ -923,6 +932,7 @@ async function main(): Promise<void> {
     best?: Run;
     bestKeptUp?: Run;
     targets: Array<{ name: string; value: number; target: number; met: boolean }>;
+    defaultRun?: Array<{ name: string; value: number; target: number; met: boolean }>;
     profile?: Array<{
       thread: string;
       windowMs: number;
@@ -1034,18 +1044,16 @@ async function main(): Promise<void> {
         met: out.best.committedMBps >= TARGET_MBPS,
       });
     }
-    // RSS in the run of the default configuration and, when another, in the run of the best figure
-    for (const run of new Set([def, out.best])) {
-      if (run === undefined) continue;
-      for (const side of ['send', 'recv'] as const) {
-        out.targets.push({
-          name: `${side === 'send' ? 'sender' : 'receiver'} steady-state peak RSS MiB (${run.label})`,
-          value: run.rssMiB[side],
-          target: CACHE_MIB + 128,
-          met: run.rssMiB[side] <= CACHE_MIB + 128,
-        });
-      }
-    }
+    // RSS in the run of the best figure (the target) and, apart, in the default configuration's run
+    const rss = (run: Run) =>
+      (['send', 'recv'] as const).map((side) => ({
+        name: `${side === 'send' ? 'sender' : 'receiver'} steady-state peak RSS MiB (${run.label})`,
+        value: run.rssMiB[side],
+        target: CACHE_MIB + 128,
+        met: run.rssMiB[side] <= CACHE_MIB + 128,
+      }));
+    if (out.best) out.targets.push(...rss(out.best));
+    if (def !== undefined && def !== out.best) out.defaultRun = rss(def);
     if (out.best || out.bestKeptUp) log();
     if (out.bestKeptUp) {
       const k = out.bestKeptUp;
@@ -1061,9 +1069,18 @@ async function main(): Promise<void> {
           `; by their CPU s/GB the two daemons would commit ≈ ${f0(b.twoCoreMBps)} MB/s with both cores to themselves`,
       );
     }
-    if (out.targets.length > 0) log('\ntargets:');
+    if (out.targets.length > 0) log('\ntargets (in one run: the best):');
     for (const t of out.targets)
       log(`  ${t.met ? 'met   ' : 'MISSED'} ${t.name}: ${f1(t.value)} (target ${t.target})`);
+    if (out.defaultRun) {
+      const d = pagesOf(def as Run).perEpoch;
+      const b = pagesOf(out.best as Run).perEpoch;
+      log(
+        `the same RSS bound in the default configuration's run, whose captures the sender holds whole: ${f0(d)} pages per epoch (the best run: ${f0(b)})`,
+      );
+      for (const t of out.defaultRun)
+        log(`  ${t.met ? 'within' : 'over  '} ${t.name}: ${f1(t.value)} (bound ${t.target})`);
+    }
 
     const profileDir = opt('--profile');
     if (profileDir) {
