@@ -161,7 +161,7 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
     .addOption(
       new Option(
         '--encoder <where>',
-        'encode on the event loop with zstd on the thread pool (pool: the native addon; a worker thread without it), on a worker thread (worker), or all on the event loop (inline)',
+        'encode on the event loop with zstd on the thread pool (pool, the default: needs the native addon, else worker), on a worker thread (worker), or all on the event loop (inline)',
       )
         .choices(['worker', 'pool', 'inline'])
         .default(undefined, 'pool'),
