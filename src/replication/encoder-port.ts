@@ -128,7 +128,7 @@ const POOL_CONTEXTS = 2;
  * Encoding on the calling thread, as {@link InlineEncoder}, with each chunk's zstd on libuv's thread
  * pool (native/zstd_async.c): the per-page pass (hash, delta, page cache) runs here between awaits
  * while the chunks made so far compress in parallel, and no second JavaScript engine is resident (a
- * worker thread's costs ~20 MiB). Chunks reach `onChunk` in order. Needs the native addon; no
+ * worker thread's costs 25–30 MiB). Chunks reach `onChunk` in order. Needs the native addon; no
  * dictionary.
  */
 export class PoolEncoder extends CallingThreadEncoder {
