@@ -516,7 +516,7 @@ export class ImageSource {
    * zeroing, per 4 KiB the reads then copy into) and that an encoder thread reads in place.
    */
   private async readPages(pfns: Float64Array, size: number): Promise<Buffer> {
-    // closed during the capture's earlier awaits: the descriptor number may be another file's now
+    // closed during the capture's earlier awaits: say so, rather than fail on the closed descriptor
     if (this.closed) throw new RwanError('RWAN_ERR_SOURCE', `image ${this.o.path}: the source is closed`);
     const region = this.ring.take(pfns.length * this.o.pageSize);
     const pages = Buffer.from(region.buffer, region.byteOffset, region.byteLength);
