@@ -73,6 +73,8 @@ export const ErrorCodes = {
   RWAN_ERR_PEER: 8,
   /** Source: the replicated image, its dirty log, or the process to pause cannot be used. */
   RWAN_ERR_SOURCE: 9,
+  /** Failover: a route or one of its attributes is refused (not a prefix, wrong family, a control character, out of range). */
+  RWAN_ERR_ROUTE: 2,
   /** A bug: something the code believed impossible happened. */
   RWAN_ERR_INTERNAL: 70,
 } as const;
