@@ -75,6 +75,8 @@ export const ErrorCodes = {
   RWAN_ERR_SOURCE: 9,
   /** Failover: a route or one of its attributes is refused (not a prefix, wrong family, a control character, out of range). */
   RWAN_ERR_ROUTE: 2,
+  /** Failover: ExaBGP cannot be told (pipe missing or not a FIFO, ExaBGP not running, answered `error`, no answer in time). */
+  RWAN_ERR_EXABGP: 11,
   /** A bug: something the code believed impossible happened. */
   RWAN_ERR_INTERNAL: 70,
 } as const;
