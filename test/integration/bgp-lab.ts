@@ -6,7 +6,7 @@
  * the pipes and the directory are removed.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -147,6 +147,16 @@ protocol bgp site${n} {
         if (i > 200 || child.exitCode !== null)
           throw new Error(`ExaBGP ${n} did not establish its session (${dir})`);
         await sleep(50);
+      }
+      // its CLI helper opens the command pipe a little after the session is up
+      for (let i = 0; ; i++) {
+        try {
+          closeSync(openSync(p.in, constants.O_WRONLY | constants.O_NONBLOCK));
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENXIO' || i > 200) throw err;
+          await sleep(25);
+        }
       }
       return { address: `127.0.0.${n}`, pipes: p, child };
     },

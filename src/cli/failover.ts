@@ -1,0 +1,224 @@
+#!/usr/bin/env node
+/**
+ * `remus-failover`: moves the service prefix with BGP through ExaBGP.
+ *
+ *   remus-failover announce --prefix P [--next-hop …] [--med …] …   announce through ExaBGP's pipe
+ *   remus-failover withdraw --prefix P …                           withdraw it
+ *   remus-failover status                                          ExaBGP's version, neighbors, adj-rib-out
+ *
+ * Routes come from flags (one route) or `--routes FILE` (a JSON array of routes: docs/failover.md).
+ * Every route is checked (routes.ts) before the pipe is even opened: a refused attribute writes nothing.
+ * ExaBGP is reached through its named pipes: `--pipe NAME` (found where ExaBGP looks: /run/exabgp/NAME.in,
+ * …), or `--pipe-in`/`--pipe-out` paths. `--dry-run` prints the commands instead of sending them.
+ * Exit statuses: README "Error codes" (RWAN_ERR_ROUTE 2, RWAN_ERR_EXABGP 11).
+ */
+import { readFile } from 'node:fs/promises';
+import { Command } from 'commander';
+import { RwanError } from '../errors.js';
+import { ExaBgpPipe, findPipes, pipeDirectories } from '../failover/exabgp-pipe.js';
+import {
+  announceCommand,
+  parseRoute,
+  type Route,
+  type RouteSpec,
+  withdrawCommand,
+} from '../failover/routes.js';
+import { packageVersion } from '../package-root.js';
+import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
+
+interface TargetOptions {
+  pipe?: string;
+  pipeIn?: string;
+  pipeOut?: string;
+  timeout: string;
+  json?: boolean;
+}
+
+interface RouteOptions extends TargetOptions {
+  routes?: string;
+  prefix?: string;
+  nextHop?: string;
+  med?: string;
+  localPref?: string;
+  asPath?: string[];
+  community?: string[];
+  neighbor?: string[];
+  dryRun?: boolean;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((s) => s.trim())];
+
+function targetOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--pipe <name>',
+      `ExaBGP's pipe name (exabgp.api.pipename), looked for in ${pipeDirectories().join(', ')}`,
+      'exabgp',
+    )
+    .option('--pipe-in <path>', 'path of the command pipe (<name>.in), instead of --pipe')
+    .option('--pipe-out <path>', 'path of the answer pipe (<name>.out), instead of --pipe')
+    .option('--timeout <ms>', 'longest wait for ExaBGP to answer a command, ms', '2000')
+    .option('--json', 'print one JSON object');
+}
+
+function routeOptions(cmd: Command): Command {
+  return targetOptions(cmd)
+    .option('--routes <file>', 'a JSON array of routes (docs/failover.md); instead of the flags below')
+    .option('--prefix <cidr>', 'the service prefix, e.g. 203.0.113.0/24 or 2001:db8:10::/48')
+    .option('--next-hop <addr>', 'self (default) or an address of the prefix’s family')
+    .option('--med <n>', 'MULTI_EXIT_DISC')
+    .option('--local-pref <n>', 'LOCAL_PREF')
+    .option(
+      '--as-path <asn>',
+      'AS numbers for the AS_PATH, in order (repeatable, or comma-separated)',
+      collect,
+    )
+    .option(
+      '--community <c>',
+      'ASN:value or no-export, no-advertise, no-export-subconfed, nopeer (repeatable)',
+      collect,
+    )
+    .option('--neighbor <addr>', 'only to this neighbor (repeatable; default: every neighbor)', collect)
+    .option('--dry-run', 'print the commands, send nothing');
+}
+
+/** The routes the options name, every one checked. */
+async function routesOf(o: RouteOptions): Promise<Route[]> {
+  const flags = o.prefix !== undefined || o.nextHop !== undefined || o.med !== undefined;
+  if (o.routes !== undefined) {
+    if (flags)
+      throw new RwanError(
+        'RWAN_ERR_USAGE',
+        '--routes and --prefix (or its attributes) cannot be used together',
+      );
+    let specs: unknown;
+    try {
+      specs = JSON.parse(await readFile(o.routes, 'utf8'));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new RwanError(
+        code === undefined ? 'RWAN_ERR_INVALID_INPUT' : 'RWAN_ERR_IO',
+        `${o.routes}: ${(err as Error).message}`,
+      );
+    }
+    if (!Array.isArray(specs) || specs.length === 0) {
+      throw new RwanError('RWAN_ERR_INVALID_INPUT', `${o.routes}: expected a non-empty JSON array of routes`);
+    }
+    return specs.map((s, i) => parseRoute(s as RouteSpec, `${o.routes}[${i}]`));
+  }
+  if (o.prefix === undefined)
+    throw new RwanError('RWAN_ERR_USAGE', 'give --prefix (with its attributes) or --routes FILE');
+  const spec: RouteSpec = { prefix: o.prefix };
+  if (o.nextHop !== undefined) spec.nextHop = o.nextHop;
+  if (o.med !== undefined) spec.med = o.med;
+  if (o.localPref !== undefined) spec.localPreference = o.localPref;
+  if (o.asPath !== undefined) spec.asPath = o.asPath;
+  if (o.community !== undefined) spec.communities = o.community;
+  if (o.neighbor !== undefined) spec.neighbors = o.neighbor;
+  return [parseRoute(spec, 'route')];
+}
+
+/** The pipe client the options name. */
+async function openPipe(o: TargetOptions): Promise<ExaBgpPipe> {
+  const timeoutMs = Number(o.timeout);
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+    throw new RwanError(
+      'RWAN_ERR_INVALID_VALUE',
+      `--timeout ${o.timeout}: expected a positive integer of ms`,
+    );
+  }
+  if ((o.pipeIn === undefined) !== (o.pipeOut === undefined)) {
+    throw new RwanError('RWAN_ERR_USAGE', '--pipe-in and --pipe-out go together');
+  }
+  const paths =
+    o.pipeIn !== undefined && o.pipeOut !== undefined
+      ? { in: o.pipeIn, out: o.pipeOut }
+      : findPipes(o.pipe ?? 'exabgp');
+  if (paths === undefined) {
+    throw new RwanError(
+      'RWAN_ERR_EXABGP',
+      `no ExaBGP pipe named ${o.pipe ?? 'exabgp'} in ${pipeDirectories().join(', ')} (mkfifo NAME.in NAME.out there before starting ExaBGP)`,
+      { details: { reason: 'missing' } },
+    );
+  }
+  return ExaBgpPipe.open({ ...paths, timeoutMs });
+}
+
+async function sendRoutes(kind: 'announce' | 'withdraw', o: RouteOptions, io: Io): Promise<void> {
+  const routes = await routesOf(o); // every route checked before anything is opened or written
+  const commands = routes.map((r) => (kind === 'announce' ? announceCommand(r) : withdrawCommand(r)));
+  if (o.dryRun) {
+    io.out(o.json ? `${JSON.stringify({ dryRun: true, commands })}\n` : `${commands.join('\n')}\n`);
+    return;
+  }
+  const pipe = await openPipe(o);
+  const sent: Array<{ command: string; ms: number }> = [];
+  try {
+    for (const c of commands) {
+      const t0 = performance.now();
+      await pipe.command(c);
+      sent.push({ command: c, ms: Math.round((performance.now() - t0) * 10) / 10 });
+    }
+  } finally {
+    pipe.close();
+  }
+  io.out(
+    o.json
+      ? `${JSON.stringify({ exabgp: pipe.version, sent })}\n`
+      : `${sent.map((s) => `done (${s.ms} ms): ${s.command}`).join('\n')}\n`,
+  );
+}
+
+async function status(o: TargetOptions, io: Io): Promise<void> {
+  const pipe = await openPipe(o);
+  try {
+    const neighbors = await pipe.command('show neighbor summary');
+    const ribOut = await pipe.command('show adj-rib out');
+    io.out(
+      o.json
+        ? `${JSON.stringify({ exabgp: pipe.version, neighbors, adjRibOut: ribOut })}\n`
+        : `${[
+            pipe.version,
+            '',
+            'neighbors:',
+            ...neighbors.map((l) => `  ${l}`),
+            '',
+            'adj-rib-out:',
+            ...(ribOut.length ? ribOut.map((l) => `  ${l}`) : ['  (empty)']),
+          ].join('\n')}\n`,
+    );
+  } finally {
+    pipe.close();
+  }
+}
+
+export function createProgram(io: Io): Command {
+  const program = new Command('remus-failover')
+    .description('move the service prefix with BGP through ExaBGP, without split brain')
+    .version(packageVersion())
+    .configureOutput({ writeOut: io.out, writeErr: io.err });
+  routeOptions(
+    program
+      .command('announce')
+      .description('announce routes through ExaBGP (checked first; nothing is written on a refusal)'),
+  ).action((o: RouteOptions) => sendRoutes('announce', o, io));
+  routeOptions(program.command('withdraw').description('withdraw routes through ExaBGP')).action(
+    (o: RouteOptions) => sendRoutes('withdraw', o, io),
+  );
+  targetOptions(
+    program.command('status').description("ExaBGP's version, its neighbors and what it announces"),
+  ).action((o: TargetOptions) => status(o, io));
+  for (const c of program.commands) c.exitOverride().configureOutput({ writeOut: io.out, writeErr: io.err });
+  return program;
+}
+
+/** Run the CLI; returns the exit status. */
+export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+  return runProgram('remus-failover', createProgram(io).exitOverride(), argv, io);
+}
+
+if (isEntryPoint(import.meta.url)) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
