@@ -5,6 +5,8 @@
  *   remus-failover announce --prefix P [--next-hop …] [--med …] …   announce through ExaBGP's pipe
  *   remus-failover withdraw --prefix P …                           withdraw it
  *   remus-failover status                                          ExaBGP's version, neighbors, adj-rib-out
+ *   remus-failover exabgp-process --prefix P …                     run BY ExaBGP (process API): announce
+ *                                                                  on every session up, withdraw on SIGTERM
  *
  * Routes come from flags (one route) or `--routes FILE` (a JSON array of routes: docs/failover.md).
  * Every route is checked (routes.ts) before the pipe is even opened: a refused attribute writes nothing.
@@ -16,6 +18,7 @@ import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { RwanError } from '../errors.js';
 import { ExaBgpPipe, findPipes, pipeDirectories } from '../failover/exabgp-pipe.js';
+import { ExaBgpProcess } from '../failover/exabgp-process.js';
 import {
   announceCommand,
   parseRoute,
@@ -192,6 +195,43 @@ async function status(o: TargetOptions, io: Io): Promise<void> {
   }
 }
 
+/**
+ * Run as ExaBGP's process: announce the routes each time a BGP session comes up (ExaBGP drops API
+ * routes with a session), withdraw them on SIGTERM/SIGINT, and end when ExaBGP closes stdin. Never
+ * exits on a failed command (ExaBGP gives up on a program that dies five times): reports it on stderr.
+ */
+async function exabgpProcess(o: RouteOptions, io: Io): Promise<void> {
+  const routes = await routesOf(o);
+  const timeoutMs = Number(o.timeout);
+  const api = new ExaBgpProcess(process.stdin, process.stdout, timeoutMs);
+  const say = (msg: string, extra: Record<string, unknown> = {}) =>
+    io.err(`${JSON.stringify({ time: new Date().toISOString(), msg, ...extra })}\n`);
+  const send = async (kind: 'announce' | 'withdraw', why: string) => {
+    for (const r of routes) {
+      const c = kind === 'announce' ? announceCommand(r) : withdrawCommand(r);
+      try {
+        await api.command(c);
+        say(`${kind} done`, { why, command: c });
+      } catch (err) {
+        say(`${kind} failed`, { why, command: c, error: (err as Error).message });
+      }
+    }
+  };
+  api.neighborUp((peer) => void send('announce', `neighbor ${peer} up`));
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await send('withdraw', 'stopping');
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+  say('started', { routes: routes.map((r) => r.prefix) });
+  await api.ended;
+  say('ExaBGP closed the process API: exiting');
+}
+
 export function createProgram(io: Io): Command {
   const program = new Command('remus-failover')
     .description('move the service prefix with BGP through ExaBGP, without split brain')
@@ -205,6 +245,13 @@ export function createProgram(io: Io): Command {
   routeOptions(program.command('withdraw').description('withdraw routes through ExaBGP')).action(
     (o: RouteOptions) => sendRoutes('withdraw', o, io),
   );
+  routeOptions(
+    program
+      .command('exabgp-process')
+      .description(
+        'run by ExaBGP (process API, encoder json): announce on every session up, withdraw on SIGTERM',
+      ),
+  ).action((o: RouteOptions) => exabgpProcess(o, io));
   targetOptions(
     program.command('status').description("ExaBGP's version, its neighbors and what it announces"),
   ).action((o: TargetOptions) => status(o, io));

@@ -37,8 +37,12 @@ export interface BgpLab {
   birdc(...args: string[]): string;
   /** Whether BIRD has a route for `prefix`, and from which speaker address. */
   routeAt(prefix: string): { present: boolean; from: string | undefined };
-  /** Start an ExaBGP speaker at 127.0.0.`n` (AS 65000 + n) peering with BIRD; resolves once Established. */
-  speaker(n: number): Promise<Speaker>;
+  /**
+   * Start an ExaBGP speaker at 127.0.0.`n` (AS 65000 + n) peering with BIRD; resolves once Established
+   * and its pipes are read. With `process`, ExaBGP also runs that program (argv, no spaces in it) on its
+   * process API (encoder json, neighbor changes); ExaBGP passes its stderr on to `<dir>/exabgp<n>.err`.
+   */
+  speaker(n: number, o?: { process?: string[] }): Promise<Speaker>;
   /** Make the pipes of a pipe name without starting ExaBGP. */
   fifos(name: string): { in: string; out: string };
   stop(): Promise<void>;
@@ -110,13 +114,14 @@ protocol bgp site${n} {
       }
       return p;
     },
-    async speaker(n) {
+    async speaker(n, o = {}) {
       const name = `${tag}s${n}`;
       const p = lab.fifos(name);
       const conf = join(dir, `exabgp${n}.conf`);
+      const proc = o.process ? `process hook {\n  run ${o.process.join(' ')};\n  encoder json;\n}\n` : '';
       writeFileSync(
         conf,
-        `neighbor 127.0.0.1 {
+        `${proc}neighbor 127.0.0.1 {${o.process ? '\n  api { processes [ hook ]; neighbor-changes; }' : ''}
   router-id 127.0.0.${n};
   local-address 127.0.0.${n};
   local-as ${65000 + n};

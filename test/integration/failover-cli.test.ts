@@ -4,7 +4,7 @@
  * any attribute is refused before anything is written (ExaBGP's adj-rib-out stays empty); a missing
  * pipe or a stopped ExaBGP is a clear error with its exit status.
  */
-import { closeSync, constants, openSync, readSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -163,4 +163,33 @@ describe('remus-failover CLI', () => {
     expect(usage.code).toBe(2);
     expect(usage.err).toMatch(/--pipe-in and --pipe-out go together/);
   });
+});
+
+describe('remus-failover exabgp-process (run by ExaBGP)', () => {
+  let lab: BgpLab;
+
+  beforeAll(async () => {
+    expect(haveBgpTools(), 'bird2 and exabgp are needed (tools/system-deps.sh)').toBe(true);
+    lab = await startBgpLab();
+  }, 60_000);
+  afterAll(async () => {
+    await lab?.stop();
+  });
+
+  it('announces when the session comes up, and again each time it comes back', async () => {
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'failover.js');
+    const site = await lab.speaker(4, {
+      process: [process.execPath, cli, 'exabgp-process', '--prefix', '203.0.113.0/24', '--med', '7'],
+    });
+    await waitFor(() => lab.routeAt('203.0.113.0/24').from === site.address);
+    expect(lab.birdc('show', 'route', '203.0.113.0/24', 'all')).toMatch(/BGP.med: 7/);
+    const announced = () =>
+      readFileSync(join(lab.dir, 'exabgp4.err'), 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('"announce done"')).length;
+    expect(announced()).toBe(1);
+    lab.birdc('restart', 'site4'); // the session drops and comes back
+    await waitFor(() => announced() === 2, 15_000);
+    await waitFor(() => lab.routeAt('203.0.113.0/24').present);
+  }, 30_000);
 });
