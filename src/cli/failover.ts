@@ -7,6 +7,7 @@
  *   remus-failover status                                          ExaBGP's version, neighbors, adj-rib-out
  *   remus-failover exabgp-process --prefix P …                     run BY ExaBGP (process API): announce
  *                                                                  on every session up, withdraw on SIGTERM
+ *   remus-failover witness --primary HOST:PORT --token-file F       the third site's arbiter (HTTP)
  *
  * Routes come from flags (one route) or `--routes FILE` (a JSON array of routes: docs/failover.md).
  * Every route is checked (routes.ts) before the pipe is even opened: a refused attribute writes nothing.
@@ -26,6 +27,7 @@ import {
   type RouteSpec,
   withdrawCommand,
 } from '../failover/routes.js';
+import { Witness, witnessServer } from '../failover/witness.js';
 import { packageVersion } from '../package-root.js';
 import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
 
@@ -232,6 +234,58 @@ async function exabgpProcess(o: RouteOptions, io: Io): Promise<void> {
   say('ExaBGP closed the process API: exiting');
 }
 
+/** `HOST:PORT` (IPv6 in brackets). */
+function hostPort(v: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(v);
+  const port = Number(m?.[3]);
+  if (!m || !(port >= 1 && port <= 65535)) {
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `${what} ${v}: expected HOST:PORT`);
+  }
+  return { host: (m[1] ?? m[2]) as string, port };
+}
+
+interface WitnessCliOptions {
+  listen: string;
+  primary?: string;
+  tokenFile?: string;
+  probeTimeout: string;
+}
+
+/** Serve the witness until SIGTERM/SIGINT. */
+async function witness(o: WitnessCliOptions, io: Io): Promise<void> {
+  if (o.primary === undefined || o.tokenFile === undefined) {
+    throw new RwanError('RWAN_ERR_USAGE', 'witness needs --primary HOST:PORT and --token-file FILE');
+  }
+  const probeTimeoutMs = Number(o.probeTimeout);
+  if (!Number.isInteger(probeTimeoutMs) || probeTimeoutMs <= 0) {
+    throw new RwanError(
+      'RWAN_ERR_INVALID_VALUE',
+      `--probe-timeout ${o.probeTimeout}: expected a positive integer of ms`,
+    );
+  }
+  const w = await Witness.open({
+    primary: hostPort(o.primary, '--primary'),
+    tokenFile: o.tokenFile,
+    probeTimeoutMs,
+  });
+  const at = hostPort(o.listen, '--listen');
+  const server = witnessServer(w);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) =>
+      reject(new RwanError('RWAN_ERR_CONNECT', `witness: cannot listen on ${o.listen}: ${err.message}`)),
+    );
+    server.listen(at.port, at.host, () => resolve());
+  });
+  io.err(
+    `${JSON.stringify({ time: new Date().toISOString(), msg: 'witness listening', listen: o.listen, token: w.token })}\n`,
+  );
+  await new Promise<void>((resolve) => {
+    const stop = () => server.close(() => resolve());
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
 export function createProgram(io: Io): Command {
   const program = new Command('remus-failover')
     .description('move the service prefix with BGP through ExaBGP, without split brain')
@@ -252,6 +306,20 @@ export function createProgram(io: Io): Command {
         'run by ExaBGP (process API, encoder json): announce on every session up, withdraw on SIGTERM',
       ),
   ).action((o: RouteOptions) => exabgpProcess(o, io));
+  program
+    .command('witness')
+    .description(
+      "the third site's arbiter: grants a backup's promotion only when it cannot reach the primary either",
+    )
+    .option(
+      '--listen <host:port>',
+      'where to serve HTTP (no TLS yet: an address only the two sites reach)',
+      '127.0.0.1:7900',
+    )
+    .option('--primary <host:port>', "the primary's address to probe over TCP (its replication port)")
+    .option('--token-file <file>', 'where the fencing token is kept')
+    .option('--probe-timeout <ms>', 'a TCP connect slower than this counts as unreachable', '1000')
+    .action((o: WitnessCliOptions) => witness(o, io));
   targetOptions(
     program.command('status').description("ExaBGP's version, its neighbors and what it announces"),
   ).action((o: TargetOptions) => status(o, io));
