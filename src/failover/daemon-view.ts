@@ -1,0 +1,74 @@
+/**
+ * What the failover controller reads from the replication daemon of its own site: its `/status`
+ * (docs/daemon.md), turned into the controller's observation fields.
+ *
+ *   receive (the backup)  peerUp: the primary is heard (`primary` alive, or suspect: a blip so far);
+ *                         primaryLost: `primary` is `lost` (silent for the daemon's whole dead time)
+ *   send (the primary)    peerUp: `state` is `replicating` (the backup acknowledges)
+ *
+ * A daemon that does not answer says nothing about the other site: peerUp is false and primaryLost
+ * false (a backup whose own receiver is down must not promote on that alone).
+ */
+
+export interface DaemonView {
+  /** The daemon answered its /status. */
+  daemonUp: boolean;
+  role: 'send' | 'receive' | null;
+  peerUp: boolean;
+  primaryLost: boolean;
+  /** The last epoch committed (receiver) or acknowledged (sender), or null. */
+  lastEpoch: number | null;
+  /** The state the view was made from, in words (for the decision log). */
+  detail: string;
+}
+
+const DOWN: DaemonView = {
+  daemonUp: false,
+  role: null,
+  peerUp: false,
+  primaryLost: false,
+  lastEpoch: null,
+  detail: 'the replication daemon does not answer',
+};
+
+/** The view of a `/status` body (pure). */
+export function daemonView(status: unknown): DaemonView {
+  if (status === null || typeof status !== 'object')
+    return { ...DOWN, detail: 'the daemon answered no status object' };
+  const s = status as Record<string, unknown>;
+  const epoch = (v: unknown) => (Number.isSafeInteger(v) ? (v as number) : null);
+  if (s.role === 'receive') {
+    const primary = String(s.primary);
+    return {
+      daemonUp: true,
+      role: 'receive',
+      peerUp: primary === 'alive' || primary === 'suspect',
+      primaryLost: primary === 'lost',
+      lastEpoch: epoch(s.lastCommittedEpoch),
+      detail: `receiver: primary ${primary}`,
+    };
+  }
+  if (s.role === 'send') {
+    const state = String(s.state);
+    return {
+      daemonUp: true,
+      role: 'send',
+      peerUp: state === 'replicating',
+      primaryLost: false,
+      lastEpoch: epoch(s.lastAckedEpoch),
+      detail: `sender: ${state}`,
+    };
+  }
+  return { ...DOWN, detail: `the daemon answered an unknown role ${JSON.stringify(s.role)}` };
+}
+
+/** GET `url`/status and read it; a daemon that does not answer within `timeoutMs` is down. */
+export async function observeDaemon(url: string, timeoutMs: number): Promise<DaemonView> {
+  try {
+    const res = await fetch(`${url}/status`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!res.ok) return { ...DOWN, detail: `the daemon's /status answered HTTP ${res.status}` };
+    return daemonView(await res.json());
+  } catch {
+    return DOWN;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The failover controller's view of the replication daemons, read from real ones: a receiver waiting
+ * for its primary, both sides while replicating, the receiver after kill -9 of the sender (suspect,
+ * then lost after the dead time), and a daemon that is gone. Plus the reading of odd /status bodies.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type DaemonView, daemonView, observeDaemon } from '../../src/failover/daemon-view.js';
+import { assertFreshBuild, freePorts, Procs, WAN, waitFor } from './daemon-harness.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'rwan-daemon-view-'));
+const procs = new Procs(dir);
+afterAll(async () => {
+  await procs.killAll();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('daemonView', () => {
+  it('reads each state of each role, and anything else as down', () => {
+    const rx = (primary: string) => daemonView({ role: 'receive', primary, lastCommittedEpoch: 7 });
+    expect(rx('waiting')).toMatchObject({ daemonUp: true, peerUp: false, primaryLost: false, lastEpoch: 7 });
+    expect(rx('alive')).toMatchObject({ peerUp: true, primaryLost: false });
+    expect(rx('suspect')).toMatchObject({ peerUp: true, primaryLost: false });
+    expect(rx('lost')).toMatchObject({ peerUp: false, primaryLost: true });
+    expect(daemonView({ role: 'send', state: 'replicating', lastAckedEpoch: 3 })).toMatchObject({
+      role: 'send',
+      peerUp: true,
+      lastEpoch: 3,
+    });
+    expect(daemonView({ role: 'send', state: 'reconnecting' })).toMatchObject({
+      peerUp: false,
+      lastEpoch: null,
+    });
+    for (const odd of [null, 'text', 7, { role: 'relay' }]) {
+      expect(daemonView(odd)).toMatchObject({ daemonUp: false, peerUp: false, primaryLost: false });
+    }
+  });
+});
+
+describe('observeDaemon against real daemons', () => {
+  it('waiting, replicating, suspect then lost after kill -9 of the sender, and gone', async () => {
+    assertFreshBuild();
+    const [port, rxHttp, txHttp] = (await freePorts(3)) as [number, number, number];
+    const rxUrl = `http://127.0.0.1:${rxHttp}`;
+    const txUrl = `http://127.0.0.1:${txHttp}`;
+    const image = join(dir, 'image');
+    writeFileSync(image, Buffer.alloc(256 * 4096, 7));
+    const receiver = procs.start('receiver', [
+      WAN,
+      'receive',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--store',
+      join(dir, 'store'),
+      '--insecure',
+      '--dead-time',
+      '1s',
+      '--metrics',
+      `127.0.0.1:${rxHttp}`,
+    ]);
+    let rx: DaemonView = await observeDaemon(rxUrl, 1000);
+    await waitFor(
+      'the receiver',
+      15_000,
+      async () => (rx = await observeDaemon(rxUrl, 1000)).daemonUp,
+      () => receiver.tail(),
+    );
+    expect(rx).toMatchObject({
+      role: 'receive',
+      peerUp: false,
+      primaryLost: false,
+      detail: 'receiver: primary waiting',
+    });
+
+    const sender = procs.start('sender', [
+      WAN,
+      'send',
+      '--connect',
+      `127.0.0.1:${port}`,
+      '--image',
+      image,
+      '--insecure',
+      '--epoch',
+      '50ms',
+      '--metrics',
+      `127.0.0.1:${txHttp}`,
+    ]);
+    await waitFor(
+      'both sides replicating',
+      20_000,
+      async () => (await observeDaemon(rxUrl, 1000)).peerUp && (await observeDaemon(txUrl, 1000)).peerUp,
+      () => `${sender.tail()}\n${receiver.tail()}`,
+    );
+    expect(await observeDaemon(txUrl, 1000)).toMatchObject({
+      role: 'send',
+      daemonUp: true,
+      detail: 'sender: replicating',
+    });
+
+    sender.signal('SIGKILL');
+    await sender.exited;
+    expect(await observeDaemon(txUrl, 500)).toMatchObject({ daemonUp: false, peerUp: false });
+    const seen = new Set<string>();
+    await waitFor('the primary declared lost', 10_000, async () => {
+      const v = await observeDaemon(rxUrl, 1000);
+      seen.add(v.detail);
+      return v.primaryLost;
+    });
+    expect(seen).toContain('receiver: primary suspect'); // a blip so far: peerUp still, no promotion
+    expect(seen).toContain('receiver: primary lost');
+    expect(await observeDaemon(rxUrl, 1000)).toMatchObject({ peerUp: false, primaryLost: true });
+  }, 60_000);
+});
