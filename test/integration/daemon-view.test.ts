@@ -60,13 +60,13 @@ describe('observeDaemon against real daemons', () => {
       '--metrics',
       `127.0.0.1:${rxHttp}`,
     ]);
-    let rx: DaemonView = await observeDaemon(rxUrl, 1000);
     await waitFor(
       'the receiver',
       15_000,
-      async () => (rx = await observeDaemon(rxUrl, 1000)).daemonUp,
+      async () => (await observeDaemon(rxUrl, 1000)).daemonUp,
       () => receiver.tail(),
     );
+    const rx: DaemonView = await observeDaemon(rxUrl, 1000);
     expect(rx).toMatchObject({
       role: 'receive',
       peerUp: false,
