@@ -52,7 +52,8 @@ export function tcpReachable(host: string, port: number, timeoutMs: number): Pro
   });
 }
 
-async function readToken(file: string): Promise<number> {
+/** The token kept in `file` (0 when there is none). */
+export async function readToken(file: string): Promise<number> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -71,7 +72,7 @@ async function readToken(file: string): Promise<number> {
 }
 
 /** Write `token` durably: a temporary file, fsync, rename over the old one. */
-async function writeToken(file: string, token: number): Promise<void> {
+export async function writeToken(file: string, token: number): Promise<void> {
   const tmp = `${file}.tmp`;
   const fh = await open(tmp, 'w', 0o600);
   try {

@@ -1,0 +1,161 @@
+/**
+ * One site's failover controller at work: each tick observes (the replication daemon's /status, the
+ * witness, its own check, the disable file), decides (controller.ts `step`), and carries out the
+ * actions in order, logging the decision with its reasons.
+ *
+ *   persist-token + promote   first the witness must grant the token (witness.ts: it cannot reach the
+ *                             primary either, and the token is the next one); refused, the site stays
+ *                             standby and learns the witness's token. Granted: the token file is
+ *                             written, then the promote command runs, then the routes are announced.
+ *   announce / withdraw       every route, through ExaBGP; a command that fails leaves the routes as
+ *                             they were sent, so the next tick tries again (and reports it)
+ *   hook                      the state hook, with STATE, AUTHORITY and TOKEN in its environment
+ */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import {
+  type Action,
+  type ControllerConfig,
+  type ControllerState,
+  type Decision,
+  initialState,
+  step,
+} from './controller.js';
+import { type DaemonView, observeDaemon } from './daemon-view.js';
+import { announceCommand, type Route, withdrawCommand } from './routes.js';
+import { askWitness, readToken, requestPromotion, type WitnessView, writeToken } from './witness.js';
+
+export interface RunnerOptions {
+  cfg: ControllerConfig;
+  /** This site's name (for the witness and the log). */
+  site: string;
+  routes: Route[];
+  /** ExaBGP: the pipe client (exabgp-pipe.ts) or the process API (exabgp-process.ts). */
+  exabgp: { command(line: string): Promise<string[]> };
+  /** The local replication daemon's HTTP endpoint (http://host:port). */
+  daemonUrl: string;
+  /** The witness (http://host:port); without one a backup never promotes. */
+  witnessUrl: string | null;
+  tokenFile: string;
+  /** Run by `sh -c`; exit 0 = healthy. */
+  checkCommand?: string;
+  disableFile?: string;
+  /** Run by `sh -c` on promotion (start the service from the replica), REMUS_FAILOVER_TOKEN set. */
+  promoteCommand?: string;
+  /** Run by `sh -c` on every change of phase or authority, with STATE, AUTHORITY and TOKEN set. */
+  hookCommand?: string;
+  /** Each probe and command's limit, ms. */
+  timeoutMs: number;
+  /** One JSON-able entry per decision. */
+  log: (entry: Record<string, unknown>) => void;
+}
+
+/** `sh -c command` with `env`, resolved with its exit code (null: killed at the timeout). */
+function sh(command: string, env: Record<string, string>, timeoutMs: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const child = spawn('sh', ['-c', command], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', () => resolve(null));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
+}
+
+export class Runner {
+  private constructor(
+    private readonly o: RunnerOptions,
+    public state: ControllerState,
+  ) {}
+
+  /** A runner starting from the token in its file. */
+  static async create(o: RunnerOptions): Promise<Runner> {
+    return new Runner(o, initialState(o.cfg, await readToken(o.tokenFile)));
+  }
+
+  /** Observe, decide, act. `exit`: the site is stopping (everything is withdrawn). */
+  async tick(exit = false): Promise<Decision & { daemon: DaemonView; witness: WitnessView | null }> {
+    const o = this.o;
+    const [daemon, witness, check] = await Promise.all([
+      observeDaemon(o.daemonUrl, o.timeoutMs),
+      o.witnessUrl === null ? Promise.resolve(null) : askWitness(o.witnessUrl, o.timeoutMs),
+      o.checkCommand === undefined
+        ? Promise.resolve(null)
+        : sh(o.checkCommand, {}, o.timeoutMs).then((c) => c === 0),
+    ]);
+    const before = this.state;
+    const d = step(o.cfg, before, {
+      now: performance.now(),
+      check,
+      disabled: o.disableFile !== undefined && existsSync(o.disableFile),
+      exit,
+      peerUp: daemon.peerUp,
+      primaryLost: daemon.primaryLost,
+      witnessUp: witness?.witnessUp ?? false,
+      witnessSeesPrimary: witness?.witnessSeesPrimary ?? null,
+      knownToken: witness?.knownToken ?? null,
+    });
+    const done: Action[] = [];
+    const reasons = [...d.reasons];
+    let state = d.state;
+    for (const a of d.actions) {
+      if (a.kind === 'persist-token') {
+        if (d.actions.some((x) => x.kind === 'promote')) {
+          const grant =
+            o.witnessUrl === null
+              ? { granted: false, token: before.token, reason: 'no witness configured' }
+              : await requestPromotion(o.witnessUrl, a.token, o.site, o.timeoutMs);
+          if (!grant.granted) {
+            reasons.push(`the witness did not grant promotion ${a.token}: ${grant.reason}`);
+            state = {
+              ...before,
+              token: Math.max(before.token, grant.token),
+              peerDownSince: d.state.peerDownSince,
+              witnessDownSince: d.state.witnessDownSince,
+            };
+            if (state.token > before.token) await writeToken(o.tokenFile, state.token);
+            break;
+          }
+        }
+        await writeToken(o.tokenFile, a.token);
+      } else if (a.kind === 'promote') {
+        if (o.promoteCommand !== undefined) {
+          const code = await sh(o.promoteCommand, { REMUS_FAILOVER_TOKEN: String(a.token) }, o.timeoutMs);
+          reasons.push(`promote command exited ${code ?? 'by timeout'}`);
+        }
+      } else if (a.kind === 'announce' || a.kind === 'withdraw') {
+        try {
+          for (const r of o.routes) {
+            await o.exabgp.command(
+              a.kind === 'announce' ? announceCommand(r, { med: a.med }) : withdrawCommand(r),
+            );
+          }
+        } catch (err) {
+          reasons.push(`ExaBGP: ${(err as Error).message}; retrying at the next tick`);
+          state = { ...state, advertised: before.advertised };
+          continue;
+        }
+      } else if (a.kind === 'hook' && o.hookCommand !== undefined) {
+        void sh(
+          o.hookCommand,
+          { STATE: a.phase, AUTHORITY: a.authority, TOKEN: String(state.token) },
+          o.timeoutMs,
+        );
+      }
+      done.push(a);
+    }
+    this.state = state;
+    o.log({
+      site: o.site,
+      phase: state.phase,
+      authority: state.authority,
+      token: state.token,
+      actions: done,
+      reasons,
+      daemon: daemon.detail,
+      witness: witness,
+    });
+    return { ...d, state, actions: done, reasons, daemon, witness };
+  }
+}
