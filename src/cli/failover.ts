@@ -8,6 +8,7 @@
  *   remus-failover exabgp-process --prefix P …                     run BY ExaBGP (process API): announce
  *                                                                  on every session up, withdraw on SIGTERM
  *   remus-failover witness --primary HOST:PORT --token-file F       the third site's arbiter (HTTP)
+ *   remus-failover run --role backup --daemon URL --witness URL …   the controller: observe, decide, act
  *
  * Routes come from flags (one route) or `--routes FILE` (a JSON array of routes: docs/failover.md).
  * Every route is checked (routes.ts) before the pipe is even opened: a refused attribute writes nothing.
@@ -18,6 +19,7 @@
 import { readFile } from 'node:fs/promises';
 import { Command } from 'commander';
 import { RwanError } from '../errors.js';
+import { type ControllerConfig, timingProblem } from '../failover/controller.js';
 import { ExaBgpPipe, findPipes, pipeDirectories } from '../failover/exabgp-pipe.js';
 import { ExaBgpProcess } from '../failover/exabgp-process.js';
 import {
@@ -27,6 +29,7 @@ import {
   type RouteSpec,
   withdrawCommand,
 } from '../failover/routes.js';
+import { Runner } from '../failover/runner.js';
 import { Witness, witnessServer } from '../failover/witness.js';
 import { packageVersion } from '../package-root.js';
 import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
@@ -286,6 +289,113 @@ async function witness(o: WitnessCliOptions, io: Io): Promise<void> {
   });
 }
 
+interface RunOptions extends RouteOptions {
+  role?: string;
+  site: string;
+  daemon?: string;
+  witness?: string;
+  tokenFile?: string;
+  check?: string;
+  disableFile?: string;
+  promoteCommand?: string;
+  hook?: string;
+  interval: string;
+  fastInterval: string;
+  rise: string;
+  fall: string;
+  upMed: string;
+  downMed: string;
+  disabledMed: string;
+  withdrawOnDown?: boolean;
+  fenceAfter: string;
+  deadTime: string;
+}
+
+/** A whole number of ms (or a count) from an option, at least `min`. */
+function whole(v: string, what: string, min = 1): number {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `${what} ${v}: expected an integer ≥ ${min}`);
+  return n;
+}
+
+/**
+ * The controller, until SIGTERM/SIGINT: a tick every --interval ms (--fast-interval while RISING or
+ * FALLING), one JSON line per decision on stderr; on the signal, a last tick that withdraws.
+ */
+async function run(o: RunOptions, io: Io): Promise<void> {
+  if (o.role !== 'primary' && o.role !== 'backup')
+    throw new RwanError('RWAN_ERR_USAGE', '--role primary|backup is required');
+  if (o.daemon === undefined || o.tokenFile === undefined) {
+    throw new RwanError(
+      'RWAN_ERR_USAGE',
+      'run needs --daemon URL (the local remus-wan /status endpoint) and --token-file FILE',
+    );
+  }
+  const cfg: ControllerConfig = {
+    role: o.role,
+    rise: whole(o.rise, '--rise'),
+    fall: whole(o.fall, '--fall'),
+    med: {
+      up: whole(o.upMed, '--up-med', 0),
+      down: whole(o.downMed, '--down-med', 0),
+      disabled: whole(o.disabledMed, '--disabled-med', 0),
+    },
+    withdrawOnDown: o.withdrawOnDown === true,
+    fenceAfterMs: whole(o.fenceAfter, '--fence-after'),
+  };
+  const intervalMs = whole(o.interval, '--interval');
+  const fastMs = whole(o.fastInterval, '--fast-interval');
+  const timeoutMs = whole(o.timeout, '--timeout');
+  const problem = timingProblem({
+    fenceAfterMs: cfg.fenceAfterMs,
+    primaryIntervalMs: intervalMs,
+    commandTimeoutMs: timeoutMs,
+    deadTimeMs: whole(o.deadTime, '--dead-time'),
+    marginMs: 250,
+  });
+  if (problem !== undefined) throw new RwanError('RWAN_ERR_INVALID_VALUE', `unsafe timings: ${problem}`);
+  const routes = await routesOf(o); // checked before anything is opened
+  const pipe = await openPipe(o);
+  const runner = await Runner.create({
+    cfg,
+    site: o.site,
+    routes,
+    exabgp: pipe,
+    daemonUrl: o.daemon,
+    witnessUrl: o.witness ?? null,
+    tokenFile: o.tokenFile,
+    timeoutMs,
+    log: (e) => io.err(`${JSON.stringify({ time: new Date().toISOString(), msg: 'decision', ...e })}\n`),
+    ...(o.check === undefined ? {} : { checkCommand: o.check }),
+    ...(o.disableFile === undefined ? {} : { disableFile: o.disableFile }),
+    ...(o.promoteCommand === undefined ? {} : { promoteCommand: o.promoteCommand }),
+    ...(o.hook === undefined ? {} : { hookCommand: o.hook }),
+  });
+  let stopping = false;
+  let wake: (() => void) | undefined;
+  const stop = () => {
+    stopping = true;
+    wake?.();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  try {
+    while (!stopping) {
+      await runner.tick();
+      const phase = runner.state.phase;
+      const wait = phase === 'RISING' || phase === 'FALLING' ? fastMs : intervalMs;
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, wait);
+      });
+    }
+    await runner.tick(true); // withdraw everything before leaving
+  } finally {
+    pipe.close();
+  }
+}
+
 export function createProgram(io: Io): Command {
   const program = new Command('remus-failover')
     .description('move the service prefix with BGP through ExaBGP, without split brain')
@@ -320,6 +430,47 @@ export function createProgram(io: Io): Command {
     .option('--token-file <file>', 'where the fencing token is kept')
     .option('--probe-timeout <ms>', 'a TCP connect slower than this counts as unreachable', '1000')
     .action((o: WitnessCliOptions) => witness(o, io));
+  routeOptions(
+    program
+      .command('run')
+      .description(
+        'the controller: observe the daemon, the witness and the checks; announce or withdraw; promote',
+      ),
+  )
+    .option('--role <role>', 'primary or backup')
+    .option('--site <name>', 'this site’s name (for the witness and the log)', 'site')
+    .option(
+      '--daemon <url>',
+      'the local remus-wan daemon’s HTTP endpoint (its --metrics address), e.g. http://127.0.0.1:9464',
+    )
+    .option(
+      '--witness <url>',
+      'the witness, e.g. http://192.0.2.50:7900 (without one a backup never promotes)',
+    )
+    .option('--token-file <file>', 'where this site keeps the fencing token')
+    .option('--check <command>', 'run by sh -c each tick; exit 0 = healthy (default: healthy)')
+    .option('--disable-file <file>', 'while it exists: DISABLED')
+    .option('--promote-command <command>', 'run by sh -c on promotion (REMUS_FAILOVER_TOKEN set)')
+    .option('--hook <command>', 'run by sh -c on each change (STATE, AUTHORITY, TOKEN set)')
+    .option('--interval <ms>', 'between ticks', '200')
+    .option('--fast-interval <ms>', 'between ticks while RISING or FALLING', '100')
+    .option('--rise <n>', 'successes in a row to go UP', '3')
+    .option('--fall <n>', 'failures in a row to go DOWN', '3')
+    .option('--up-med <n>', 'MED while UP', '100')
+    .option('--down-med <n>', 'MED while DOWN', '1000')
+    .option('--disabled-med <n>', 'MED while DISABLED', '500')
+    .option('--withdraw-on-down', 'withdraw when DOWN or DISABLED instead of a worse MED')
+    .option(
+      '--fence-after <ms>',
+      'primary: withdraw after losing both the backup and the witness this long',
+      '500',
+    )
+    .option(
+      '--dead-time <ms>',
+      'the backup daemon’s dead time (checked: the primary must withdraw before it)',
+      '3000',
+    )
+    .action((o: RunOptions) => run(o, io));
   targetOptions(
     program.command('status').description("ExaBGP's version, its neighbors and what it announces"),
   ).action((o: TargetOptions) => status(o, io));

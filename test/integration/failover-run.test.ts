@@ -203,4 +203,74 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
       /witness still reaches it: a partition/,
     );
   }, 90_000);
+
+  it('remus-failover run: refuses unsafe timings; as a process, moves the prefix on loss and withdraws on SIGTERM', async () => {
+    const { main } = await import('../../src/cli/failover.js');
+    let err = '';
+    const code = await main(
+      [
+        'run',
+        '--role',
+        'backup',
+        '--daemon',
+        'http://127.0.0.1:1',
+        '--token-file',
+        join(dir, 'x.token'),
+        '--prefix',
+        '192.0.2.0/24',
+        '--fence-after',
+        '2900',
+      ],
+      { out: () => undefined, err: (t) => (err += t) },
+    );
+    expect(code).toBe(2);
+    expect(err).toMatch(/unsafe timings: .*two sites could announce at once/);
+
+    const site = await lab.speaker(3);
+    const { sender, rxUrl, aPort } = await pair('r');
+    const witnessUrl = await witnessFor('127.0.0.1', aPort);
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'failover.js');
+    const ctl = procs.start('controller', [
+      cli,
+      'run',
+      '--role',
+      'backup',
+      '--site',
+      'b',
+      '--daemon',
+      rxUrl,
+      '--witness',
+      witnessUrl,
+      '--token-file',
+      join(dir, 'r.token'),
+      '--pipe-in',
+      site.pipes.in,
+      '--pipe-out',
+      site.pipes.out,
+      '--prefix',
+      '192.0.2.0/24',
+      '--med',
+      '20',
+      '--rise',
+      '1',
+      '--interval',
+      '100',
+    ]);
+    await sleep(1000);
+    expect(ctl.alive, ctl.tail()).toBe(true);
+    expect(lab.routeAt('192.0.2.0/24').present).toBe(false); // standing by
+    sender.signal('SIGKILL');
+    await sender.exited;
+    await waitFor(
+      'the prefix at BIRD from B',
+      15_000,
+      () => lab.routeAt('192.0.2.0/24').from === site.address,
+      () => ctl.tail(),
+    );
+    expect(readFileSync(join(dir, 'r.token'), 'utf8')).toBe('1\n');
+    ctl.signal('SIGTERM');
+    expect(await ctl.exited).toMatchObject({ code: 0 });
+    await waitFor('the prefix withdrawn', 5000, () => !lab.routeAt('192.0.2.0/24').present);
+    expect(ctl.tail()).toMatch(/"msg":"decision".*"promote"/);
+  }, 90_000);
 });
