@@ -17,6 +17,7 @@
  * Exit statuses: README "Error codes" (RWAN_ERR_ROUTE 2, RWAN_ERR_EXABGP 11).
  */
 import { readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
 import { Command } from 'commander';
 import { RwanError } from '../errors.js';
 import { type ControllerConfig, timingProblem } from '../failover/controller.js';
@@ -31,6 +32,7 @@ import {
 } from '../failover/routes.js';
 import { Runner } from '../failover/runner.js';
 import { Witness, witnessServer } from '../failover/witness.js';
+import { failoverMetrics } from '../observability/metrics.js';
 import { packageVersion } from '../package-root.js';
 import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
 
@@ -309,6 +311,36 @@ interface RunOptions extends RouteOptions {
   withdrawOnDown?: boolean;
   fenceAfter: string;
   deadTime: string;
+  metrics?: string;
+}
+
+/** An HTTP server answering GET `path` with `answer(path)` (404 when undefined). */
+async function serveMetrics(
+  at: { host: string; port: number },
+  answer: (path: string) => Promise<{ type: string; body: string } | undefined>,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    answer(path).then(
+      (a) => {
+        res.writeHead(a ? 200 : 404, { 'content-type': a?.type ?? 'text/plain' });
+        res.end(a?.body ?? 'not found\n');
+      },
+      (err: Error) => {
+        res.writeHead(500);
+        res.end(`${err.message}\n`);
+      },
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) =>
+      reject(
+        new RwanError('RWAN_ERR_CONNECT', `cannot serve metrics on ${at.host}:${at.port}: ${err.message}`),
+      ),
+    );
+    server.listen(at.port, at.host, () => resolve());
+  });
+  return server;
 }
 
 /** A whole number of ms (or a count) from an option, at least `min`. */
@@ -372,6 +404,23 @@ async function run(o: RunOptions, io: Io): Promise<void> {
     ...(o.promoteCommand === undefined ? {} : { promoteCommand: o.promoteCommand }),
     ...(o.hook === undefined ? {} : { hookCommand: o.hook }),
   });
+  // metrics and the last decision over HTTP (--metrics)
+  let last: Record<string, unknown> = {};
+  const m = failoverMetrics({
+    phase: () => runner.state.phase,
+    authority: () => runner.state.authority,
+    token: () => runner.state.token,
+  });
+  const http =
+    o.metrics === undefined
+      ? undefined
+      : await serveMetrics(hostPort(o.metrics, '--metrics'), async (path) =>
+          path === '/metrics'
+            ? { type: m.registry.contentType, body: await m.registry.metrics() }
+            : path === '/status'
+              ? { type: 'application/json', body: `${JSON.stringify(last)}\n` }
+              : undefined,
+        );
   let stopping = false;
   let wake: (() => void) | undefined;
   const stop = () => {
@@ -381,8 +430,19 @@ async function run(o: RunOptions, io: Io): Promise<void> {
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
   try {
+    const tick = async (exit = false) => {
+      const d = await runner.tick(exit);
+      m.decided(d.actions, d.failed);
+      last = {
+        ...d.state,
+        reasons: d.reasons,
+        actions: d.actions,
+        daemon: d.daemon.detail,
+        witness: d.witness,
+      };
+    };
     while (!stopping) {
-      await runner.tick();
+      await tick();
       const phase = runner.state.phase;
       const wait = phase === 'RISING' || phase === 'FALLING' ? fastMs : intervalMs;
       await new Promise<void>((resolve) => {
@@ -390,9 +450,10 @@ async function run(o: RunOptions, io: Io): Promise<void> {
         setTimeout(resolve, wait);
       });
     }
-    await runner.tick(true); // withdraw everything before leaving
+    await tick(true); // withdraw everything before leaving
   } finally {
     pipe.close();
+    if (http) await new Promise<void>((r) => http.close(() => r()));
   }
 }
 
@@ -470,6 +531,7 @@ export function createProgram(io: Io): Command {
       'the backup daemon’s dead time (checked: the primary must withdraw before it)',
       '3000',
     )
+    .option('--metrics <host:port>', 'serve Prometheus metrics (/metrics) and the last decision (/status)')
     .action((o: RunOptions) => run(o, io));
   targetOptions(
     program.command('status').description("ExaBGP's version, its neighbors and what it announces"),

@@ -75,7 +75,9 @@ export class Runner {
   }
 
   /** Observe, decide, act. `exit`: the site is stopping (everything is withdrawn). */
-  async tick(exit = false): Promise<Decision & { daemon: DaemonView; witness: WitnessView | null }> {
+  async tick(
+    exit = false,
+  ): Promise<Decision & { daemon: DaemonView; witness: WitnessView | null; failed: boolean }> {
     const o = this.o;
     const [daemon, witness, check] = await Promise.all([
       observeDaemon(o.daemonUrl, o.timeoutMs),
@@ -98,6 +100,7 @@ export class Runner {
     });
     const done: Action[] = [];
     const reasons = [...d.reasons];
+    let failed = false;
     let state = d.state;
     for (const a of d.actions) {
       if (a.kind === 'persist-token') {
@@ -134,6 +137,7 @@ export class Runner {
         } catch (err) {
           reasons.push(`ExaBGP: ${(err as Error).message}; retrying at the next tick`);
           state = { ...state, advertised: before.advertised };
+          failed = true;
           continue;
         }
       } else if (a.kind === 'hook' && o.hookCommand !== undefined) {
@@ -152,10 +156,11 @@ export class Runner {
       authority: state.authority,
       token: state.token,
       actions: done,
+      failed,
       reasons,
       daemon: daemon.detail,
       witness: witness,
     });
-    return { ...d, state, actions: done, reasons, daemon, witness };
+    return { ...d, state, actions: done, reasons, daemon, witness, failed };
   }
 }

@@ -170,3 +170,69 @@ export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
   s.on('epoch', (e: ReceiverEpochStats) => commit.observe((e.decodeMs + e.commitMs) / 1000));
   return r;
 }
+
+/** Phases and authorities of the failover controller (controller.ts), for the metrics' labels. */
+const PHASES = ['INIT', 'DISABLED', 'RISING', 'FALLING', 'UP', 'DOWN', 'EXIT'] as const;
+const AUTHORITIES = ['active', 'standby', 'fenced', 'superseded'] as const;
+
+/** What the failover controller's metrics read. */
+export interface FailoverMetricsSource {
+  phase(): string;
+  authority(): string;
+  token(): number;
+}
+
+/**
+ * The failover controller's metrics: its phase and authority (1 for the current one), its fencing
+ * token, and counters of the actions carried out (by kind) and of the decisions whose actions failed.
+ */
+export function failoverMetrics(src: FailoverMetricsSource): {
+  registry: Registry;
+  decided(actions: ReadonlyArray<{ kind: string }>, failed: boolean): void;
+} {
+  const r = new Registry();
+  collectDefaultMetrics({ register: r });
+  new Gauge({
+    name: 'remus_failover_phase',
+    help: 'The controller’s phase (healthcheck states): 1 for the current one',
+    labelNames: ['phase'],
+    registers: [r],
+    collect() {
+      for (const p of PHASES) this.set({ phase: p }, src.phase() === p ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'remus_failover_authority',
+    help: 'Whether this site may announce (active, standby, fenced, superseded): 1 for the current one',
+    labelNames: ['authority'],
+    registers: [r],
+    collect() {
+      for (const a of AUTHORITIES) this.set({ authority: a }, src.authority() === a ? 1 : 0);
+    },
+  });
+  gauges(r)('remus_failover_token', 'The fencing token this site knows', () => src.token());
+  const actions = new Counter({
+    name: 'remus_failover_actions_total',
+    help: 'Actions carried out, by kind (announce, withdraw, promote, persist-token, hook)',
+    labelNames: ['kind'],
+    registers: [r],
+  });
+  const decisions = new Counter({
+    name: 'remus_failover_decisions_total',
+    help: 'Ticks decided',
+    registers: [r],
+  });
+  const failures = new Counter({
+    name: 'remus_failover_failed_decisions_total',
+    help: 'Ticks whose actions did not all succeed (retried at the next tick)',
+    registers: [r],
+  });
+  return {
+    registry: r,
+    decided(done, failed) {
+      decisions.inc();
+      for (const a of done) actions.inc({ kind: a.kind });
+      if (failed) failures.inc();
+    },
+  };
+}

@@ -230,6 +230,8 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
     const { sender, rxUrl, aPort } = await pair('r');
     const witnessUrl = await witnessFor('127.0.0.1', aPort);
     const cli = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'failover.js');
+    const [ctlHttp] = (await freePorts(1)) as [number];
+    const metrics = async () => (await fetch(`http://127.0.0.1:${ctlHttp}/metrics`)).text();
     const ctl = procs.start('controller', [
       cli,
       'run',
@@ -255,10 +257,15 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
       '1',
       '--interval',
       '100',
+      '--metrics',
+      `127.0.0.1:${ctlHttp}`,
     ]);
     await sleep(1000);
     expect(ctl.alive, ctl.tail()).toBe(true);
     expect(lab.routeAt('192.0.2.0/24').present).toBe(false); // standing by
+    const before = await metrics();
+    expect(before).toMatch(/remus_failover_authority\{authority="standby"\} 1/);
+    expect(before).toMatch(/remus_failover_token 0/);
     sender.signal('SIGKILL');
     await sender.exited;
     await waitFor(
@@ -268,6 +275,16 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
       () => ctl.tail(),
     );
     expect(readFileSync(join(dir, 'r.token'), 'utf8')).toBe('1\n');
+    const after = await metrics();
+    expect(after).toMatch(/remus_failover_authority\{authority="active"\} 1/);
+    expect(after).toMatch(/remus_failover_phase\{phase="UP"\} 1/);
+    expect(after).toMatch(/remus_failover_token 1/);
+    expect(after).toMatch(/remus_failover_actions_total\{kind="promote"\} 1/);
+    const last = (await (await fetch(`http://127.0.0.1:${ctlHttp}/status`)).json()) as {
+      authority: string;
+      reasons: string[];
+    };
+    expect(last.authority).toBe('active');
     ctl.signal('SIGTERM');
     expect(await ctl.exited).toMatchObject({ code: 0 });
     await waitFor('the prefix withdrawn', 5000, () => !lab.routeAt('192.0.2.0/24').present);
