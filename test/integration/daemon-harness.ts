@@ -8,7 +8,7 @@
  *                   cut(ms): every connection through it destroyed, new ones reset for ms
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -386,4 +386,41 @@ export class Relay {
     this.pairs.clear();
     await new Promise((resolve) => this.server.close(resolve));
   }
+}
+
+/**
+ * A plaintext receiver on loopback for the failover tests (`<name>-receiver`, dead time `deadTime`),
+ * its /status at `rxUrl`; `port` is where a sender connects.
+ */
+export async function startPlainReceiver(
+  procs: Procs,
+  dir: string,
+  name: string,
+  deadTime = '1s',
+): Promise<{ receiver: Proc; rxUrl: string; port: number }> {
+  const [port, rxHttp] = (await freePorts(2)) as [number, number];
+  const receiver = procs.start(`${name}-receiver`, [
+    WAN,
+    ...['receive', '--listen', `127.0.0.1:${port}`, '--store', join(dir, `${name}-store`), '--insecure'],
+    ...['--dead-time', deadTime, '--metrics', `127.0.0.1:${rxHttp}`],
+  ]);
+  return { receiver, rxUrl: `http://127.0.0.1:${rxHttp}`, port };
+}
+
+/** A plaintext sender (`<name>-sender`, 50 ms epochs) of a small image to `port`, its /status at `txUrl`. */
+export async function startPlainSender(
+  procs: Procs,
+  dir: string,
+  name: string,
+  port: number,
+): Promise<{ sender: Proc; txUrl: string; txPort: number }> {
+  const [txPort] = (await freePorts(1)) as [number];
+  const image = join(dir, `${name}.img`);
+  writeFileSync(image, Buffer.alloc(128 * 4096, 3));
+  const sender = procs.start(`${name}-sender`, [
+    WAN,
+    ...['send', '--connect', `127.0.0.1:${port}`, '--image', image, '--insecure', '--epoch', '50ms'],
+    ...['--metrics', `127.0.0.1:${txPort}`],
+  ]);
+  return { sender, txUrl: `http://127.0.0.1:${txPort}`, txPort };
 }

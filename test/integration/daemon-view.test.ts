@@ -3,12 +3,12 @@
  * for its primary, both sides while replicating, the receiver after kill -9 of the sender (suspect,
  * then lost after the dead time), and a daemon that is gone. Plus the reading of odd /status bodies.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type DaemonView, daemonView, observeDaemon } from '../../src/failover/daemon-view.js';
-import { assertFreshBuild, freePorts, Procs, WAN, waitFor } from './daemon-harness.js';
+import { assertFreshBuild, Procs, startPlainReceiver, startPlainSender, waitFor } from './daemon-harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rwan-daemon-view-'));
 const procs = new Procs(dir);
@@ -42,24 +42,7 @@ describe('daemonView', () => {
 describe('observeDaemon against real daemons', () => {
   it('waiting, replicating, suspect then lost after kill -9 of the sender, and gone', async () => {
     assertFreshBuild();
-    const [port, rxHttp, txHttp] = (await freePorts(3)) as [number, number, number];
-    const rxUrl = `http://127.0.0.1:${rxHttp}`;
-    const txUrl = `http://127.0.0.1:${txHttp}`;
-    const image = join(dir, 'image');
-    writeFileSync(image, Buffer.alloc(256 * 4096, 7));
-    const receiver = procs.start('receiver', [
-      WAN,
-      'receive',
-      '--listen',
-      `127.0.0.1:${port}`,
-      '--store',
-      join(dir, 'store'),
-      '--insecure',
-      '--dead-time',
-      '1s',
-      '--metrics',
-      `127.0.0.1:${rxHttp}`,
-    ]);
+    const { receiver, rxUrl, port } = await startPlainReceiver(procs, dir, 'v');
     await waitFor(
       'the receiver',
       15_000,
@@ -74,19 +57,7 @@ describe('observeDaemon against real daemons', () => {
       detail: 'receiver: primary waiting',
     });
 
-    const sender = procs.start('sender', [
-      WAN,
-      'send',
-      '--connect',
-      `127.0.0.1:${port}`,
-      '--image',
-      image,
-      '--insecure',
-      '--epoch',
-      '50ms',
-      '--metrics',
-      `127.0.0.1:${txHttp}`,
-    ]);
+    const { sender, txUrl } = await startPlainSender(procs, dir, 'v', port);
     await waitFor(
       'both sides replicating',
       20_000,

@@ -9,7 +9,7 @@
  * - the same loss with a witness that still reaches A (a partition between A and B only): B must not
  *   announce, and says why.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +21,15 @@ import { parseRoute } from '../../src/failover/routes.js';
 import { Runner } from '../../src/failover/runner.js';
 import { Witness, witnessServer } from '../../src/failover/witness.js';
 import { type BgpLab, haveBgpTools, startBgpLab } from './bgp-lab.js';
-import { assertFreshBuild, freePorts, type Proc, Procs, WAN, waitFor } from './daemon-harness.js';
+import {
+  assertFreshBuild,
+  freePorts,
+  type Proc,
+  Procs,
+  startPlainReceiver,
+  startPlainSender,
+  waitFor,
+} from './daemon-harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rwan-failover-run-'));
 const procs = new Procs(dir);
@@ -51,36 +59,8 @@ const backup: ControllerConfig = {
 
 /** A replicating pair: A's sender (its metrics port stands for A, the witness probes it) to B's receiver. */
 async function pair(name: string): Promise<{ sender: Proc; rxUrl: string; aPort: number }> {
-  const [port, rxHttp, txHttp] = (await freePorts(3)) as [number, number, number];
-  const image = join(dir, `${name}.img`);
-  writeFileSync(image, Buffer.alloc(128 * 4096, 3));
-  procs.start(`${name}-receiver`, [
-    WAN,
-    'receive',
-    '--listen',
-    `127.0.0.1:${port}`,
-    '--store',
-    join(dir, `${name}-store`),
-    '--insecure',
-    '--dead-time',
-    '1s',
-    '--metrics',
-    `127.0.0.1:${rxHttp}`,
-  ]);
-  const sender = procs.start(`${name}-sender`, [
-    WAN,
-    'send',
-    '--connect',
-    `127.0.0.1:${port}`,
-    '--image',
-    image,
-    '--insecure',
-    '--epoch',
-    '50ms',
-    '--metrics',
-    `127.0.0.1:${txHttp}`,
-  ]);
-  const rxUrl = `http://127.0.0.1:${rxHttp}`;
+  const { rxUrl, port } = await startPlainReceiver(procs, dir, name);
+  const { sender, txPort } = await startPlainSender(procs, dir, name, port);
   await waitFor('replication', 20_000, async () => {
     try {
       return ((await (await fetch(`${rxUrl}/status`)).json()) as { primary?: string }).primary === 'alive';
@@ -88,7 +68,7 @@ async function pair(name: string): Promise<{ sender: Proc; rxUrl: string; aPort:
       return false;
     }
   });
-  return { sender, rxUrl, aPort: txHttp };
+  return { sender, rxUrl, aPort: txPort };
 }
 
 async function witnessFor(host: string, port: number): Promise<string> {
