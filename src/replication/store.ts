@@ -633,6 +633,22 @@ interface WrittenSidecar {
 }
 
 /**
+ * `path` open for reading and writing, made (mode 0600) when missing; `created` says whether it was
+ * (its name then needs a directory fsync).
+ */
+async function openOrCreate(path: string): Promise<{ fh: FileHandle; created: boolean }> {
+  try {
+    return { fh: await open(path, constants.O_RDWR), created: false };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return {
+      fh: await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600),
+      created: true,
+    };
+  }
+}
+
+/**
  * Write `parts` as the sidecar into slot file `slot` from byte 0, reusing the file (overwriting
  * allocated blocks costs the file system far less than filling a new file), cut to its length, and
  * hash it meanwhile. Not synced.
@@ -644,15 +660,7 @@ async function writeSidecar(
   pageSize: number,
 ): Promise<WrittenSidecar> {
   const path = join(dir, sidecarFile(slot));
-  let fh: FileHandle;
-  let created = false;
-  try {
-    fh = await open(path, constants.O_RDWR);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    fh = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-    created = true;
-  }
+  const { fh, created } = await openOrCreate(path);
   try {
     const bytes = totalBytes(parts);
     const writing = writevAll(fh, [...parts], 0);
@@ -674,15 +682,7 @@ async function writeSidecar(
  * says so (its name then needs a directory fsync).
  */
 async function extendWithZeros(path: string, bytes: number): Promise<boolean> {
-  let created = false;
-  let fh: FileHandle;
-  try {
-    fh = await open(path, constants.O_RDWR);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    fh = await open(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL, 0o600);
-    created = true;
-  }
+  const { fh, created } = await openOrCreate(path);
   try {
     const zeros = Buffer.alloc(Math.min(bytes, 2 ** 20));
     for (let at = (await fh.stat()).size; at < bytes; ) {
