@@ -20,6 +20,7 @@ import { closeSync, constants, lstatSync, openSync, readSync, writeSync } from '
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RwanError } from '../errors.js';
+import { commandLine } from './routes.js';
 
 /** Where ExaBGP 4.2 looks for `<pipename>.in` and `.out`, in its order (its root folder's aside). */
 export function pipeDirectories(uid = process.getuid?.() ?? 0): string[] {
@@ -52,12 +53,17 @@ export interface PipeOptions {
   timeoutMs?: number;
 }
 
-/** Lines ExaBGP ends an answer with. */
-const TERMINATORS = new Set(['done', 'error', 'shutdown']);
+/** Lines ExaBGP ends an answer with (both APIs). */
+export const TERMINATORS: ReadonlySet<string> = new Set(['done', 'error', 'shutdown']);
 /** How often the answer pipe is polled, ms. */
 const POLL_MS = 1;
 
-function fail(reason: string, message: string, details: Record<string, unknown> = {}): RwanError {
+/** RWAN_ERR_EXABGP with `details.reason` (both APIs' errors). */
+export function exabgpError(
+  reason: string,
+  message: string,
+  details: Record<string, unknown> = {},
+): RwanError {
   return new RwanError('RWAN_ERR_EXABGP', message, { details: { reason, ...details } });
 }
 
@@ -68,7 +74,7 @@ function checkFifo(path: string): void {
     st = lstatSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw fail(
+      throw exabgpError(
         'missing',
         `ExaBGP pipe ${path} does not exist (ExaBGP does not create it: mkfifo it before starting ExaBGP)`,
         {
@@ -76,9 +82,9 @@ function checkFifo(path: string): void {
         },
       );
     }
-    throw fail('io', `ExaBGP pipe ${path}: ${(err as Error).message}`, { path });
+    throw exabgpError('io', `ExaBGP pipe ${path}: ${(err as Error).message}`, { path });
   }
-  if (!st.isFIFO()) throw fail('not-fifo', `ExaBGP pipe ${path} is not a named pipe (FIFO)`, { path });
+  if (!st.isFIFO()) throw exabgpError('not-fifo', `ExaBGP pipe ${path} is not a named pipe (FIFO)`, { path });
 }
 
 /** A client of ExaBGP's named pipes. */
@@ -111,7 +117,7 @@ export class ExaBgpPipe {
     try {
       outFd = openSync(o.out, constants.O_RDONLY | constants.O_NONBLOCK);
     } catch (err) {
-      throw fail('io', `ExaBGP pipe ${o.out}: ${(err as Error).message}`, { path: o.out });
+      throw exabgpError('io', `ExaBGP pipe ${o.out}: ${(err as Error).message}`, { path: o.out });
     }
     let inFd: number;
     try {
@@ -119,7 +125,7 @@ export class ExaBgpPipe {
     } catch (err) {
       closeSync(outFd);
       if ((err as NodeJS.ErrnoException).code === 'ENXIO') {
-        throw fail(
+        throw exabgpError(
           'not-running',
           `ExaBGP is not reading ${o.in} (not running, or running without this pipe name)`,
           {
@@ -127,7 +133,7 @@ export class ExaBgpPipe {
           },
         );
       }
-      throw fail('io', `ExaBGP pipe ${o.in}: ${(err as Error).message}`, { path: o.in });
+      throw exabgpError('io', `ExaBGP pipe ${o.in}: ${(err as Error).message}`, { path: o.in });
     }
     const pipe = new ExaBgpPipe(o, inFd, outFd);
     try {
@@ -165,10 +171,8 @@ export class ExaBgpPipe {
    * accepts are someone else's (stale answers) and dropped.
    */
   private async exchange(line: string, start?: (line: string) => boolean): Promise<string[]> {
-    if (this.closed) throw fail('io', 'the ExaBGP pipe client is closed');
-    if (!/^[\x20-\x7e]+$/.test(line)) {
-      throw new RwanError('RWAN_ERR_INTERNAL', `not one printable line: ${JSON.stringify(line)}`);
-    }
+    if (this.closed) throw exabgpError('io', 'the ExaBGP pipe client is closed');
+    commandLine(line);
     const deadline = performance.now() + this.o.timeoutMs;
     await this.write(`${line}\n`, deadline);
     const output: string[] = [];
@@ -181,7 +185,7 @@ export class ExaBgpPipe {
       }
       if (TERMINATORS.has(next)) {
         if (next === 'done') return output;
-        throw fail(
+        throw exabgpError(
           next,
           `ExaBGP answered "${next}" to: ${line}${output.length ? ` (${output.join(' | ')})` : ''}`,
           {
@@ -203,10 +207,10 @@ export class ExaBgpPipe {
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'EPIPE')
-          throw fail('not-running', `ExaBGP stopped reading ${this.o.in}`, { path: this.o.in });
-        if (code !== 'EAGAIN') throw fail('io', `ExaBGP pipe ${this.o.in}: ${(err as Error).message}`);
+          throw exabgpError('not-running', `ExaBGP stopped reading ${this.o.in}`, { path: this.o.in });
+        if (code !== 'EAGAIN') throw exabgpError('io', `ExaBGP pipe ${this.o.in}: ${(err as Error).message}`);
         if (performance.now() > deadline) {
-          throw fail(
+          throw exabgpError(
             'timeout',
             `ExaBGP did not take a command within ${this.o.timeoutMs} ms (${this.o.in} is full)`,
           );
@@ -224,7 +228,7 @@ export class ExaBgpPipe {
         n = readSync(this.outFd, this.buf, 0, this.buf.length, null);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
-          throw fail('io', `ExaBGP pipe ${this.o.out}: ${(err as Error).message}`);
+          throw exabgpError('io', `ExaBGP pipe ${this.o.out}: ${(err as Error).message}`);
         }
       }
       if (n > 0) {
@@ -236,7 +240,7 @@ export class ExaBgpPipe {
         continue;
       }
       if (performance.now() > deadline) {
-        throw fail('timeout', `no answer from ExaBGP within ${this.o.timeoutMs} ms to: ${command}`, {
+        throw exabgpError('timeout', `no answer from ExaBGP within ${this.o.timeoutMs} ms to: ${command}`, {
           command,
         });
       }

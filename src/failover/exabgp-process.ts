@@ -16,17 +16,14 @@
  * Errors: RwanError RWAN_ERR_EXABGP with `details.reason`: `error`, `shutdown`, `timeout`, `io`.
  */
 import type { Readable, Writable } from 'node:stream';
-import { RwanError } from '../errors.js';
+import { exabgpError, TERMINATORS } from './exabgp-pipe.js';
+import { commandLine } from './routes.js';
 
 /** A JSON event from ExaBGP (only the fields read here are typed). */
 export interface ExaBgpEvent {
   type?: string;
   neighbor?: { address?: { local?: string; peer?: string }; state?: string; reason?: string };
   [key: string]: unknown;
-}
-
-function fail(reason: string, message: string, details: Record<string, unknown> = {}): RwanError {
-  return new RwanError('RWAN_ERR_EXABGP', message, { details: { reason, ...details } });
 }
 
 interface Waiter {
@@ -66,7 +63,7 @@ export class ExaBgpProcess {
         this.done = true;
         for (const w of this.waiting.splice(0)) {
           clearTimeout(w.timer);
-          w.reject(fail('shutdown', `ExaBGP closed the process API before answering: ${w.command}`));
+          w.reject(exabgpError('shutdown', `ExaBGP closed the process API before answering: ${w.command}`));
         }
         resolve();
       };
@@ -97,24 +94,26 @@ export class ExaBgpProcess {
   }
 
   private exchange(line: string): Promise<string[]> {
-    if (!/^[\x20-\x7e]+$/.test(line)) {
-      return Promise.reject(
-        new RwanError('RWAN_ERR_INTERNAL', `not one printable line: ${JSON.stringify(line)}`),
-      );
+    try {
+      commandLine(line);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    if (this.done) return Promise.reject(fail('shutdown', `ExaBGP is gone: ${line}`));
+    if (this.done) return Promise.reject(exabgpError('shutdown', `ExaBGP is gone: ${line}`));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         const at = this.waiting.findIndex((w) => w.timer === timer);
         if (at >= 0) this.waiting.splice(at, 1);
         this.lateAcks++;
         reject(
-          fail('timeout', `no answer from ExaBGP within ${this.timeoutMs} ms to: ${line}`, { command: line }),
+          exabgpError('timeout', `no answer from ExaBGP within ${this.timeoutMs} ms to: ${line}`, {
+            command: line,
+          }),
         );
       }, this.timeoutMs);
       this.waiting.push({ command: line, resolve: () => resolve([]), reject, timer });
       this.output.write(`${line}\n`, (err) => {
-        if (err) reject(fail('io', `writing to ExaBGP: ${err.message}`));
+        if (err) reject(exabgpError('io', `writing to ExaBGP: ${err.message}`));
       });
     });
   }
@@ -125,7 +124,7 @@ export class ExaBgpProcess {
     for (const raw of parts) {
       const line = raw.trim();
       if (line === '') continue;
-      if (line === 'done' || line === 'error' || line === 'shutdown') {
+      if (TERMINATORS.has(line)) {
         if (this.lateAcks > 0) {
           this.lateAcks--; // the answer to a command that timed out
           continue;
@@ -134,7 +133,8 @@ export class ExaBgpProcess {
         if (w === undefined) continue; // an answer to nothing of ours (ack of a command before a restart)
         clearTimeout(w.timer);
         if (line === 'done') w.resolve();
-        else w.reject(fail(line, `ExaBGP answered "${line}" to: ${w.command}`, { command: w.command }));
+        else
+          w.reject(exabgpError(line, `ExaBGP answered "${line}" to: ${w.command}`, { command: w.command }));
         continue;
       }
       let e: ExaBgpEvent;

@@ -242,12 +242,16 @@ function selector(r: Route): string {
   return r.neighbors.length === 0 ? '' : `${r.neighbors.map((n) => `neighbor ${n}`).join(' , ')} `;
 }
 
-/** A command line, checked once more: one line of printable ASCII. */
-function line(command: string): string {
+/**
+ * `command`, checked once more before it is written to ExaBGP (by the builders here and by both
+ * clients): one line of printable ASCII.
+ * @throws RwanError RWAN_ERR_INTERNAL otherwise (commands come from the builders, never from a user)
+ */
+export function commandLine(command: string): string {
   if (!/^[\x20-\x7e]+$/.test(command)) {
     throw new RwanError(
       'RWAN_ERR_INTERNAL',
-      `a built ExaBGP command is not one printable line: ${JSON.stringify(command)}`,
+      `an ExaBGP command is not one printable line: ${JSON.stringify(command)}`,
     );
   }
   return command;
@@ -266,10 +270,10 @@ export function announceCommand(r: Route, o: RouteOverrides = {}): string {
   if (r.localPreference !== undefined) parts.push(`local-preference ${r.localPreference}`);
   if (asPath.length > 0) parts.push(`as-path [ ${asPath.join(' ')} ]`);
   if (r.communities.length > 0) parts.push(`community [ ${r.communities.join(' ')} ]`);
-  return line(parts.join(' '));
+  return commandLine(parts.join(' '));
 }
 
 /** The ExaBGP 4.x text command withdrawing `r`: `[neighbor … ]withdraw route P next-hop NH`. */
 export function withdrawCommand(r: Route): string {
-  return line(`${selector(r)}withdraw route ${r.prefix} next-hop ${r.nextHop}`);
+  return commandLine(`${selector(r)}withdraw route ${r.prefix} next-hop ${r.nextHop}`);
 }
