@@ -81,12 +81,15 @@ class Rates {
   }
 }
 
-/** The HTTP endpoint: /metrics, /status and (sender) POST /rate. */
+/** A POST handler of the HTTP endpoint: the JSON body in, the JSON answer out. */
+type PostHandler = (body: Record<string, unknown>) => object | Promise<object>;
+
+/** The HTTP endpoint: /metrics, /status and the POST handlers (sender /rate, receiver /promote). */
 async function serveHttp(
   where: { host: string; port: number },
   registry: Registry,
   status: () => object,
-  onRate: ((body: { rate?: string | null; burst?: string }) => object) | undefined,
+  posts: Record<string, PostHandler>,
   log: Log,
 ): Promise<Server> {
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
@@ -100,13 +103,17 @@ async function serveHttp(
         reply(200, await registry.metrics(), registry.contentType);
       } else if (req.method === 'GET' && url.pathname === '/status') {
         reply(200, `${JSON.stringify(status(), null, 2)}\n`);
-      } else if (req.method === 'POST' && url.pathname === '/rate' && onRate) {
+      } else if (req.method === 'POST' && Object.hasOwn(posts, url.pathname)) {
         let body = '';
         for await (const c of req) {
           body += c;
           if (body.length > 4096) throw new RwanError('RWAN_ERR_INVALID_VALUE', 'body too large');
         }
-        reply(200, `${JSON.stringify(onRate(JSON.parse(body || '{}')))}\n`);
+        const parsed: unknown = JSON.parse(body || '{}');
+        if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+          throw new RwanError('RWAN_ERR_INVALID_VALUE', 'the body must be a JSON object');
+        const handler = posts[url.pathname] as PostHandler;
+        reply(200, `${JSON.stringify(await handler(parsed as Record<string, unknown>))}\n`);
       } else {
         reply(404, '{"error":"not found"}\n');
       }
@@ -234,12 +241,12 @@ export async function runSend(s: SendSettings): Promise<number> {
     counters: session.counters,
     eventLoopDelay: loop.snapshot(),
   });
-  const onRate = (b: { rate?: string | null; burst?: string }) => {
+  const onRate = (b: { rate?: unknown; burst?: unknown }) => {
     if (b.rate === null || b.rate === 'off') session.rate.update(null);
     else {
       const bytesPerSecond = parseRate(String(b.rate), { what: 'rate' });
       const burstBytes = b.burst
-        ? parseBytes(b.burst, { what: 'burst' })
+        ? parseBytes(String(b.burst), { what: 'burst' })
         : (session.rate.settings?.burstBytes ?? 4 * 2 ** 20);
       session.rate.update(checkRate({ bytesPerSecond, burstBytes }));
     }
@@ -247,7 +254,7 @@ export async function runSend(s: SendSettings): Promise<number> {
     return { rateLimit: session.rate.settings };
   };
   const http = s.metrics
-    ? await serveHttp(s.metrics, senderMetrics(session, loop), status, onRate, log)
+    ? await serveHttp(s.metrics, senderMetrics(session, loop), status, { '/rate': onRate }, log)
     : undefined;
   log.info(
     { image: s.image, peer: `${s.connect.host}:${s.connect.port}`, security: s.security.kind },
@@ -376,6 +383,7 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     name: s.name,
     session: session.session,
     primary: session.detectorState,
+    promoted: session.promoted,
     lastCommittedEpoch: session.lastEpoch,
     connectedChannels: session.connectedChannels,
     peers: session.peers,
@@ -387,7 +395,13 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     eventLoopDelay: loop.snapshot(),
   });
   const http = s.metrics
-    ? await serveHttp(s.metrics, receiverMetrics(session, loop), status, undefined, log)
+    ? await serveHttp(
+        s.metrics,
+        receiverMetrics(session, loop),
+        status,
+        { '/promote': (b) => session.promote(Number(b.token)).then((promoted) => ({ promoted })) },
+        log,
+      )
     : undefined;
   log.info({ listen: `${s.listen.host}:${listener.port}`, security: s.security.kind }, 'listening');
   const stopped = new Promise<void>((resolve) => session.once('fatal', () => resolve()));

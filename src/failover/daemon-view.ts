@@ -72,3 +72,34 @@ export async function observeDaemon(url: string, timeoutMs: number): Promise<Dae
     return DOWN;
   }
 }
+
+/** What the receiver answered a promotion: the epoch its stream ended at, or why it did not. */
+export type DaemonPromotion =
+  | { ok: true; token: number; epoch: number | null }
+  | { ok: false; reason: string };
+
+/**
+ * POST `url`/promote: the backup's receiver ends the stream at its last complete epoch and refuses
+ * the primary from then on (docs/daemon.md, Operations).
+ */
+export async function promoteDaemon(url: string, token: number, timeoutMs: number): Promise<DaemonPromotion> {
+  try {
+    const res = await fetch(`${url}/promote`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const b = (await res.json()) as { promoted?: { token?: unknown; epoch?: unknown }; error?: unknown };
+    const p = b.promoted;
+    if (!res.ok || p === undefined || !Number.isSafeInteger(p.token))
+      return { ok: false, reason: `HTTP ${res.status}: ${JSON.stringify(b.error ?? b)}` };
+    return {
+      ok: true,
+      token: p.token as number,
+      epoch: Number.isSafeInteger(p.epoch) ? (p.epoch as number) : null,
+    };
+  } catch (err) {
+    return { ok: false, reason: `no answer: ${(err as Error).message}` };
+  }
+}

@@ -6,7 +6,8 @@
  *   persist-token + promote   first the witness must grant the token (witness.ts: it cannot reach the
  *                             primary either, and the token is the next one); refused, the site stays
  *                             standby and learns the witness's token. Granted: the token file is
- *                             written, then the promote command runs, then the routes are announced.
+ *                             written, the receiver ends the stream at its last complete epoch (POST
+ *                             /promote), the promote command runs, then the routes are announced.
  *   announce / withdraw       every route, through ExaBGP; a command that fails leaves the routes as
  *                             they were sent, so the next tick tries again (and reports it)
  *   hook                      the state hook, with STATE, AUTHORITY and TOKEN in its environment
@@ -21,7 +22,7 @@ import {
   initialState,
   step,
 } from './controller.js';
-import { type DaemonView, observeDaemon } from './daemon-view.js';
+import { type DaemonView, observeDaemon, promoteDaemon } from './daemon-view.js';
 import { announceCommand, type Route, withdrawCommand } from './routes.js';
 import { askWitness, readToken, requestPromotion, type WitnessView, writeToken } from './witness.js';
 
@@ -40,7 +41,10 @@ export interface RunnerOptions {
   /** Run by `sh -c`; exit 0 = healthy. */
   checkCommand?: string;
   disableFile?: string;
-  /** Run by `sh -c` on promotion (start the service from the replica), REMUS_FAILOVER_TOKEN set. */
+  /**
+   * Run by `sh -c` on promotion (start the service from the replica), with REMUS_FAILOVER_TOKEN and
+   * REMUS_FAILOVER_EPOCH (the replica's epoch) set.
+   */
   promoteCommand?: string;
   /** Run by `sh -c` on every change of phase or authority, with STATE, AUTHORITY and TOKEN set. */
   hookCommand?: string;
@@ -123,8 +127,17 @@ export class Runner {
         }
         await writeToken(o.tokenFile, a.token);
       } else if (a.kind === 'promote') {
+        // the receiver first: the replica stops at its last complete epoch before the service starts
+        const ended = await promoteDaemon(o.daemonUrl, a.token, o.timeoutMs);
+        reasons.push(
+          ended.ok
+            ? `the replication daemon ended the stream at epoch ${ended.epoch ?? 'none'}`
+            : `the replication daemon could not be told to end the stream: ${ended.reason}`,
+        );
         if (o.promoteCommand !== undefined) {
-          const code = await sh(o.promoteCommand, { REMUS_FAILOVER_TOKEN: String(a.token) }, o.timeoutMs);
+          const env: Record<string, string> = { REMUS_FAILOVER_TOKEN: String(a.token) };
+          if (ended.ok && ended.epoch !== null) env.REMUS_FAILOVER_EPOCH = String(ended.epoch);
+          const code = await sh(o.promoteCommand, env, o.timeoutMs);
           reasons.push(`promote command exited ${code ?? 'by timeout'}`);
         }
       } else if (a.kind === 'announce' || a.kind === 'withdraw') {

@@ -165,6 +165,8 @@ export const WireErrorCode = {
   TIMEOUT: 11,
   /** An orderly shutdown; not a fault. */
   SHUTDOWN: 12,
+  /** The receiver was promoted (failover): the stream ended at its last complete epoch; the sender stops. */
+  PROMOTED: 13,
   /** A bug in the peer. */
   INTERNAL: 0xffff,
 } as const;

@@ -181,6 +181,7 @@ export class ReceiverSession extends EventEmitter {
   private closed = false;
   private closing: Promise<void> | undefined;
   private cacheBytes: number;
+  private promotion: { token: number; epoch: number | null } | undefined;
   /** Counters for metrics and status. */
   readonly counters = {
     epochs: 0,
@@ -265,6 +266,42 @@ export class ReceiverSession extends EventEmitter {
   /** Round trip on the first channel, ms. */
   get rttMs(): number | undefined {
     return this.channels[0]?.stats.rttMs;
+  }
+
+  /** The promotion, once {@link promote} was called: its fencing token and the replica's last epoch. */
+  get promoted(): { token: number; epoch: number | null } | null {
+    return this.promotion ?? null;
+  }
+
+  /**
+   * The failover controller promoted this site (fencing token `token`): end the stream at the last
+   * complete epoch. The epoch being committed (if any) finishes, staged epochs are dropped, every
+   * channel is closed with ERROR PROMOTED, and from now on every sender is refused with it: the
+   * replica stays exactly epoch {@link lastEpoch}, for the service to start from. Called again, it
+   * keeps the highest token. Resolves with the promotion.
+   */
+  async promote(token: number): Promise<{ token: number; epoch: number | null }> {
+    if (!Number.isSafeInteger(token) || token < 1)
+      throw new RwanError('RWAN_ERR_INVALID_VALUE', `fencing token ${token}: expected an integer ≥ 1`);
+    if (this.promotion === undefined) {
+      this.hold = true; // no further epoch starts
+      try {
+        await this.idle();
+      } finally {
+        this.hold = false;
+      }
+      if (this.promotion === undefined) {
+        this.promotion = { token, epoch: this.lastEpoch };
+        const why = new RwanError('RWAN_ERR_PEER', `the backup was promoted (fencing token ${token})`);
+        for (const ch of this.channels) ch?.close(why, WireErrorCode.PROMOTED);
+        this.channels = [];
+        this.dropStaging();
+        await this.drained();
+        this.o.log.warn({ token, epoch: this.promotion.epoch }, 'promoted: the stream ended');
+      }
+    }
+    this.promotion.token = Math.max(this.promotion.token, token);
+    return { ...this.promotion };
   }
 
   /** A new secured connection from a sender. */
@@ -478,6 +515,12 @@ export class ReceiverSession extends EventEmitter {
       );
     }
     if (theirs.role !== Role.SENDER) refuse('the peer is not a sender', WireErrorCode.INCOMPATIBLE);
+    if (this.promotion !== undefined) {
+      refuse(
+        `the backup was promoted (fencing token ${this.promotion.token}) at epoch ${this.promotion.epoch}`,
+        WireErrorCode.PROMOTED,
+      );
+    }
     if (theirs.pageSize !== this.o.pageSize) {
       refuse(`page size ${theirs.pageSize}, the replica's is ${this.o.pageSize}`, WireErrorCode.INCOMPATIBLE);
     }
@@ -690,7 +733,7 @@ export class ReceiverSession extends EventEmitter {
   /** Decode and commit every complete epoch, in order. */
   private async processLoop(): Promise<void> {
     for (;;) {
-      if (this.closed || this.hold || this.staging.size === 0) return;
+      if (this.closed || this.hold || this.promotion || this.staging.size === 0) return;
       const epoch = Math.min(...this.staging.keys());
       const s = this.staging.get(epoch) as Staged;
       if (!s.begin || !s.end || s.chunks.size < s.end.chunkCount) return;

@@ -717,7 +717,8 @@ const TRANSIENT_TLS_REASONS: ReadonlySet<unknown> = new Set(['closed', 'handshak
 
 /**
  * Errors after which reconnecting cannot help: the receiver refuses this sender (its certificate, its
- * name, its key, its protocol version or page size). The session stops with the error.
+ * name, its key, its protocol version or page size), or was promoted (failover). The session stops
+ * with the error.
  */
 function isFatalPeerError(e: RwanError): boolean {
   const wire = e.details.wireCode;
@@ -725,6 +726,7 @@ function isFatalPeerError(e: RwanError): boolean {
     (e.code === 'RWAN_ERR_TLS' && !TRANSIENT_TLS_REASONS.has(e.details.reason)) ||
     wire === WireErrorCode.UNSUPPORTED_VERSION ||
     wire === WireErrorCode.INCOMPATIBLE ||
+    wire === WireErrorCode.PROMOTED ||
     (e.code === 'RWAN_ERR_PEER' && e.details.fatalHello === true)
   );
 }

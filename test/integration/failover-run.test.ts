@@ -143,6 +143,15 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
       (e.actions as Array<{ kind: string }>).some((a) => a.kind === 'promote'),
     );
     expect(((promoteLog?.reasons ?? []) as string[]).join(' ')).toMatch(/witness cannot reach it either/);
+    // the receiver ended the stream at its last complete epoch, and says so
+    const rx = (await (await fetch(`${rxUrl}/status`)).json()) as {
+      promoted: { token: number; epoch: number } | null;
+      lastCommittedEpoch: number;
+    };
+    expect(rx.promoted).toEqual({ token: 1, epoch: rx.lastCommittedEpoch });
+    expect((promoteLog?.reasons as string[]).join(' ')).toContain(
+      `the replication daemon ended the stream at epoch ${rx.lastCommittedEpoch}`,
+    );
   }, 90_000);
 
   it('a partition between the sites only (the witness still reaches A): B does not announce', async () => {

@@ -428,4 +428,37 @@ describe('sender ⇄ receiver over loopback', () => {
     expect(events).toEqual(['primary-lost']);
     expect(rx.receiver.lastEpoch).toBe(80);
   }, 60_000);
+
+  it('promote(): the stream ends at the last complete epoch, the replica is that epoch, the sender stops', async () => {
+    const dir = sessionDir();
+    const rx = await startReceiver(dir, 0, 5000, 2 ** 30);
+    cleanups.push(rx.stop);
+    const source = new MemorySource(1024, 11);
+    keepWriting(source, 30);
+    const sender = startSender(rx.port, source);
+    const { sent, got } = record(sender, rx.receiver);
+    const done = sender.run();
+    cleanups.push(() => sender.stop());
+    await until(() => got.length >= 20);
+    await expect(rx.receiver.promote(0)).rejects.toMatchObject({ code: 'RWAN_ERR_INVALID_VALUE' });
+    const p = await rx.receiver.promote(3);
+    expect(p).toEqual({ token: 3, epoch: rx.receiver.lastEpoch });
+    // the sender learns it and stops (reconnecting cannot help), with the receiver's reason
+    await done;
+    expect(sender.error).toMatchObject({ code: 'RWAN_ERR_PEER', details: { wireCode: 13 } });
+    expect(sender.error?.message).toMatch(/promoted \(fencing token 3\)/);
+    // nothing was committed after the promotion; the replica file is exactly that epoch
+    expect(got.at(-1)?.epoch).toBe(p.epoch);
+    expect(rx.store.retainedPages).toBe(0);
+    const byEpoch = expectReplicaAtEachEpoch(sent, got);
+    expect(await digestFile(rx.store.replicaPath)).toBe(byEpoch.get(p.epoch as number));
+    // a new sender session is refused too; a second call keeps the highest token
+    const again = startSender(rx.port, new MemorySource(1024, 12));
+    await again.run();
+    expect(again.error?.message).toMatch(/promoted \(fencing token 3\) at epoch/);
+    expect(await rx.receiver.promote(2)).toEqual({ token: 3, epoch: p.epoch });
+    expect(await rx.receiver.promote(5)).toEqual({ token: 5, epoch: p.epoch });
+    expect(rx.receiver.promoted).toEqual({ token: 5, epoch: p.epoch });
+    expect(rx.receiver.lastEpoch).toBe(p.epoch);
+  }, 60_000);
 });
