@@ -9,6 +9,9 @@
  *                                                                  on every session up, withdraw on SIGTERM
  *   remus-failover witness --primary HOST:PORT --token-file F       the third site's arbiter (HTTP)
  *   remus-failover run --role backup --daemon URL --witness URL …   the controller: observe, decide, act
+ *                                                                  (through the pipe, or --api process:
+ *                                                                  run by ExaBGP); ExaBGP down is
+ *                                                                  reported and retried, never fatal
  *
  * Routes come from flags (one route) or `--routes FILE` (a JSON array of routes: docs/failover.md).
  * Every route is checked (routes.ts) before the pipe is even opened: a refused attribute writes nothing.
@@ -21,7 +24,7 @@ import { createServer, type Server } from 'node:http';
 import { Command } from 'commander';
 import { RwanError } from '../errors.js';
 import { type ControllerConfig, timingProblem } from '../failover/controller.js';
-import { ExaBgpPipe, findPipes, pipeDirectories } from '../failover/exabgp-pipe.js';
+import { ExaBgpPipe, findPipes, pipeDirectories, ReopeningPipe } from '../failover/exabgp-pipe.js';
 import { ExaBgpProcess } from '../failover/exabgp-process.js';
 import {
   announceCommand,
@@ -129,7 +132,12 @@ async function routesOf(o: RouteOptions): Promise<Route[]> {
 }
 
 /** The pipe client the options name. */
-async function openPipe(o: TargetOptions): Promise<ExaBgpPipe> {
+function openPipe(o: TargetOptions): Promise<ExaBgpPipe> {
+  return pipeOpener(o)();
+}
+
+/** The options checked, and a function that opens the pipe client they name (each call anew). */
+function pipeOpener(o: TargetOptions): () => Promise<ExaBgpPipe> {
   const timeoutMs = Number(o.timeout);
   if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
     throw new RwanError(
@@ -140,18 +148,20 @@ async function openPipe(o: TargetOptions): Promise<ExaBgpPipe> {
   if ((o.pipeIn === undefined) !== (o.pipeOut === undefined)) {
     throw new RwanError('RWAN_ERR_USAGE', '--pipe-in and --pipe-out go together');
   }
-  const paths =
-    o.pipeIn !== undefined && o.pipeOut !== undefined
-      ? { in: o.pipeIn, out: o.pipeOut }
-      : findPipes(o.pipe ?? 'exabgp');
-  if (paths === undefined) {
-    throw new RwanError(
-      'RWAN_ERR_EXABGP',
-      `no ExaBGP pipe named ${o.pipe ?? 'exabgp'} in ${pipeDirectories().join(', ')} (mkfifo NAME.in NAME.out there before starting ExaBGP)`,
-      { details: { reason: 'missing' } },
-    );
-  }
-  return ExaBgpPipe.open({ ...paths, timeoutMs });
+  return async () => {
+    const paths =
+      o.pipeIn !== undefined && o.pipeOut !== undefined
+        ? { in: o.pipeIn, out: o.pipeOut }
+        : findPipes(o.pipe ?? 'exabgp');
+    if (paths === undefined) {
+      throw new RwanError(
+        'RWAN_ERR_EXABGP',
+        `no ExaBGP pipe named ${o.pipe ?? 'exabgp'} in ${pipeDirectories().join(', ')} (mkfifo NAME.in NAME.out there before starting ExaBGP)`,
+        { details: { reason: 'missing' } },
+      );
+    }
+    return ExaBgpPipe.open({ ...paths, timeoutMs });
+  };
 }
 
 async function sendRoutes(kind: 'announce' | 'withdraw', o: RouteOptions, io: Io): Promise<void> {
@@ -312,6 +322,8 @@ interface RunOptions extends RouteOptions {
   fenceAfter: string;
   deadTime: string;
   metrics?: string;
+  api: string;
+  refresh: string;
 }
 
 /** An HTTP server answering GET `path` with `answer(path)` (404 when undefined). */
@@ -387,13 +399,28 @@ async function run(o: RunOptions, io: Io): Promise<void> {
     marginMs: 250,
   });
   if (problem !== undefined) throw new RwanError('RWAN_ERR_INVALID_VALUE', `unsafe timings: ${problem}`);
+  const refreshMs = whole(o.refresh, '--refresh', 0);
+  if (o.api !== 'pipe' && o.api !== 'process')
+    throw new RwanError('RWAN_ERR_USAGE', `--api ${o.api}: expected pipe or process`);
   const routes = await routesOf(o); // checked before anything is opened
-  const pipe = await openPipe(o);
+  // ExaBGP may be down now or later: commands then fail, are reported and retried at the next ticks
+  const resync = { to: undefined as Runner | undefined }; // the runner, once made
+  let exabgp: { command(line: string): Promise<string[]>; close(): void };
+  let exabgpGone: Promise<void> | undefined;
+  if (o.api === 'process') {
+    const api = new ExaBgpProcess(process.stdin, process.stdout, timeoutMs);
+    api.neighborUp((peer) => resync.to?.resync(`the BGP session with ${peer} came up`));
+    exabgp = api;
+    exabgpGone = api.ended;
+  } else {
+    exabgp = new ReopeningPipe(pipeOpener(o), () => resync.to?.resync('ExaBGP answers again'));
+  }
   const runner = await Runner.create({
     cfg,
     site: o.site,
     routes,
-    exabgp: pipe,
+    exabgp,
+    refreshMs,
     daemonUrl: o.daemon,
     witnessUrl: o.witness ?? null,
     tokenFile: o.tokenFile,
@@ -404,6 +431,7 @@ async function run(o: RunOptions, io: Io): Promise<void> {
     ...(o.promoteCommand === undefined ? {} : { promoteCommand: o.promoteCommand }),
     ...(o.hook === undefined ? {} : { hookCommand: o.hook }),
   });
+  resync.to = runner;
   // metrics and the last decision over HTTP (--metrics)
   let last: Record<string, unknown> = {};
   const m = failoverMetrics({
@@ -429,6 +457,12 @@ async function run(o: RunOptions, io: Io): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  void exabgpGone?.then(() => {
+    io.err(
+      `${JSON.stringify({ time: new Date().toISOString(), msg: 'ExaBGP closed the process API: stopping' })}\n`,
+    );
+    stop();
+  });
   try {
     const tick = async (exit = false) => {
       const d = await runner.tick(exit);
@@ -452,7 +486,7 @@ async function run(o: RunOptions, io: Io): Promise<void> {
     }
     await tick(true); // withdraw everything before leaving
   } finally {
-    pipe.close();
+    exabgp.close();
     if (http) await new Promise<void>((r) => http.close(() => r()));
   }
 }
@@ -532,6 +566,16 @@ export function createProgram(io: Io): Command {
       '3000',
     )
     .option('--metrics <host:port>', 'serve Prometheus metrics (/metrics) and the last decision (/status)')
+    .option(
+      '--api <api>',
+      'pipe: ExaBGP’s named pipes (--pipe…); process: run by ExaBGP as its process (commands on stdout)',
+      'pipe',
+    )
+    .option(
+      '--refresh <ms>',
+      'send the routes again after this long without sending (an ExaBGP restart forgets them); 0: never',
+      '10000',
+    )
     .action((o: RunOptions) => run(o, io));
   targetOptions(
     program.command('status').description("ExaBGP's version, its neighbors and what it announces"),

@@ -248,3 +248,67 @@ export class ExaBgpPipe {
     }
   }
 }
+
+/**
+ * The pipe client for a long-running controller: opened at the first command, and again after a
+ * failure that may be ExaBGP's (not running, pipes missing, I/O, no answer in time, its shutdown;
+ * not an `error` answer, which is about the command). So the controller keeps running while ExaBGP is
+ * down: each command fails with its reason, for the controller to report and retry. `reopened` runs
+ * after each open that follows a failure: an ExaBGP that restarted has forgotten every route sent to
+ * it, which the controller then sends again.
+ */
+export class ReopeningPipe {
+  private pipe: ExaBgpPipe | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private failed = false;
+  private closed = false;
+
+  constructor(
+    private readonly open: () => Promise<ExaBgpPipe>,
+    private readonly reopened: () => void = () => undefined,
+  ) {}
+
+  /** The version ExaBGP answered at the last open ('' before any). */
+  get version(): string {
+    return this.pipe?.version ?? '';
+  }
+
+  /** One command, after the ones before it (as {@link ExaBgpPipe.command}); opens the pipes if needed. */
+  command(line: string): Promise<string[]> {
+    const run = this.queue.then(() => this.send(line));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async send(line: string): Promise<string[]> {
+    if (this.closed) throw exabgpError('io', 'the ExaBGP pipe client is closed');
+    if (this.pipe === undefined) {
+      try {
+        this.pipe = await this.open();
+      } catch (err) {
+        this.failed = true;
+        throw err;
+      }
+      if (this.failed) {
+        this.failed = false;
+        this.reopened();
+      }
+    }
+    try {
+      return await this.pipe.command(line);
+    } catch (err) {
+      if ((err as RwanError).details?.reason !== 'error') {
+        this.pipe.close();
+        this.pipe = undefined;
+        this.failed = true;
+      }
+      throw err;
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.pipe?.close();
+    this.pipe = undefined;
+  }
+}

@@ -51,7 +51,7 @@ export class ExaBgpProcess {
    * @param output our stdout (nothing else may write to it: every line is a command to ExaBGP)
    */
   constructor(
-    input: Readable,
+    private readonly input: Readable,
     private readonly output: Writable,
     private readonly timeoutMs = 2000,
   ) {
@@ -71,6 +71,11 @@ export class ExaBgpProcess {
       input.on('close', end);
       input.on('error', end);
     });
+  }
+
+  /** Stop reading ExaBGP (so that a process whose work is done can exit): commands then fail. */
+  close(): void {
+    this.input.destroy();
   }
 
   /** Calls `fn` with the peer's address each time a BGP session comes up. */

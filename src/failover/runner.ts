@@ -50,6 +50,11 @@ export interface RunnerOptions {
   hookCommand?: string;
   /** Each probe and command's limit, ms. */
   timeoutMs: number;
+  /**
+   * Re-send what is advertised when nothing was sent for this long, ms (0: never): an ExaBGP that
+   * restarted between two commands has forgotten the routes, and the pipe cannot tell.
+   */
+  refreshMs?: number;
   /** One JSON-able entry per decision. */
   log: (entry: Record<string, unknown>) => void;
 }
@@ -68,10 +73,23 @@ function sh(command: string, env: Record<string, string>, timeoutMs: number): Pr
 }
 
 export class Runner {
+  /** Why the routes must be sent again at the next tick (resync()), or undefined. */
+  private resend: string | undefined;
+  /** When routes were last sent with success (performance.now()). */
+  private sentAt = performance.now();
+
   private constructor(
     private readonly o: RunnerOptions,
     public state: ControllerState,
   ) {}
+
+  /**
+   * Send what is advertised again at the next tick, because `why` (a BGP session came up, ExaBGP came
+   * back): ExaBGP forgets routes sent to an earlier instance of it.
+   */
+  resync(why: string): void {
+    this.resend = why;
+  }
 
   /** A runner starting from the token in its file. */
   static async create(o: RunnerOptions): Promise<Runner> {
@@ -102,8 +120,22 @@ export class Runner {
       witnessSeesPrimary: witness?.witnessSeesPrimary ?? null,
       knownToken: witness?.knownToken ?? null,
     });
-    const done: Action[] = [];
     const reasons = [...d.reasons];
+    const now = performance.now();
+    const refresh =
+      this.resend ??
+      (o.refreshMs && now - this.sentAt >= o.refreshMs ? `nothing sent for ${o.refreshMs} ms` : undefined);
+    const sends = d.actions.some((a) => a.kind === 'announce' || a.kind === 'withdraw');
+    if (refresh !== undefined && !sends) {
+      const adv = d.state.advertised;
+      if (adv.kind === 'none')
+        this.resend = undefined; // nothing was ever sent
+      else {
+        d.actions.push(adv.kind === 'announced' ? { kind: 'announce', med: adv.med } : { kind: 'withdraw' });
+        reasons.push(`sending the routes again: ${refresh}`);
+      }
+    }
+    const done: Action[] = [];
     let failed = false;
     let state = d.state;
     for (const a of d.actions) {
@@ -148,11 +180,15 @@ export class Runner {
             );
           }
         } catch (err) {
+          // a change is made again at the next tick (the state says it was not), a resync too
           reasons.push(`ExaBGP: ${(err as Error).message}; retrying at the next tick`);
           state = { ...state, advertised: before.advertised };
           failed = true;
           continue;
         }
+        // everything advertised went out, to whichever ExaBGP answers now (a reopen during it included)
+        this.sentAt = performance.now();
+        this.resend = undefined;
       } else if (a.kind === 'hook' && o.hookCommand !== undefined) {
         void sh(
           o.hookCommand,

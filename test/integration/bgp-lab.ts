@@ -43,6 +43,8 @@ export interface BgpLab {
    * process API (encoder json, neighbor changes); ExaBGP passes its stderr on to `<dir>/exabgp<n>.err`.
    */
   speaker(n: number, o?: { process?: string[] }): Promise<Speaker>;
+  /** The pipe name of speaker `n` (its pipes are made by the first speaker(n), and kept for restarts). */
+  pipeName(n: number): string;
   /** Make the pipes of a pipe name without starting ExaBGP. */
   fifos(name: string): { in: string; out: string };
   stop(): Promise<void>;
@@ -114,9 +116,11 @@ protocol bgp site${n} {
       }
       return p;
     },
+    pipeName: (n) => `${tag}s${n}`,
     async speaker(n, o = {}) {
-      const name = `${tag}s${n}`;
-      const p = lab.fifos(name);
+      const name = lab.pipeName(n);
+      const made = { in: join(RUN, `${name}.in`), out: join(RUN, `${name}.out`) };
+      const p = pipes.includes(made.in) ? made : lab.fifos(name);
       const conf = join(dir, `exabgp${n}.conf`);
       const proc = o.process ? `process hook {\n  run ${o.process.join(' ')};\n  encoder json;\n}\n` : '';
       writeFileSync(

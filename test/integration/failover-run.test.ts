@@ -149,7 +149,7 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
       lastCommittedEpoch: number;
     };
     expect(rx.promoted).toEqual({ token: 1, epoch: rx.lastCommittedEpoch });
-    expect((promoteLog?.reasons as string[]).join(' ')).toContain(
+    expect(((promoteLog?.reasons ?? []) as string[]).join(' ')).toContain(
       `the replication daemon ended the stream at epoch ${rx.lastCommittedEpoch}`,
     );
   }, 90_000);
@@ -278,5 +278,54 @@ describe('remus-failover controller, backup site, real daemons, witness, ExaBGP 
     expect(await ctl.exited).toMatchObject({ code: 0 });
     await waitFor('the prefix withdrawn', 5000, () => !lab.routeAt('192.0.2.0/24').present);
     expect(ctl.tail()).toMatch(/"msg":"decision".*"promote"/);
+  }, 90_000);
+
+  it('remus-failover run --api process, run by ExaBGP: announces through its stdout, sends again when the session comes back, stops with ExaBGP', async () => {
+    const { aPort } = await pair('q');
+    const txUrl = `http://127.0.0.1:${aPort}`; // the primary's daemon: its sender
+    const cli = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'failover.js');
+    const [ctlHttp] = (await freePorts(1)) as [number];
+    const state = async () => {
+      try {
+        return (await (await fetch(`http://127.0.0.1:${ctlHttp}/status`)).json()) as { reasons?: string[] };
+      } catch {
+        return {};
+      }
+    };
+    const site = await lab.speaker(2, {
+      process: [
+        process.execPath,
+        cli,
+        ...['run', '--api', 'process', '--role', 'primary', '--site', 'a', '--daemon', txUrl],
+        ...['--token-file', join(dir, 'q.token'), '--prefix', '198.18.0.0/24', '--rise', '1'],
+        ...['--interval', '100', '--metrics', `127.0.0.1:${ctlHttp}`],
+      ],
+    });
+    await waitFor(
+      'the prefix at BIRD from A',
+      15_000,
+      () => lab.routeAt('198.18.0.0/24').from === site.address,
+    );
+    const t0 = performance.now();
+    lab.birdc('restart', 'site2'); // the session drops and comes back
+    await waitFor('the routes sent again after the session came up', 15_000, async () =>
+      /the BGP session with 127\.0\.0\.1 came up/.test(((await state()).reasons ?? []).join(' ')),
+    );
+    console.log(
+      `process API: routes sent again ${(performance.now() - t0).toFixed(0)} ms after the session restart`,
+    );
+    await waitFor('the prefix at BIRD again', 5000, () => lab.routeAt('198.18.0.0/24').from === site.address);
+    // ExaBGP stops: it ends the controller, whose last tick cannot reach it any more
+    site.child.kill('SIGTERM');
+    await new Promise((r) => site.child.once('exit', r));
+    await waitFor('the controller gone', 10_000, async () => {
+      try {
+        await fetch(`http://127.0.0.1:${ctlHttp}/status`);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    await waitFor('the prefix gone from BIRD', 5000, () => !lab.routeAt('198.18.0.0/24').present);
   }, 90_000);
 });
