@@ -557,7 +557,7 @@ export function createProgram(io: Io): Command {
     .option('--withdraw-on-down', 'withdraw when DOWN or DISABLED instead of a worse MED')
     .option(
       '--fence-after <ms>',
-      'primary: withdraw after losing both the backup and the witness this long',
+      'primary: withdraw after this long without the backup and without the witness reaching this site',
       '500',
     )
     .option(

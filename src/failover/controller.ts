@@ -13,9 +13,10 @@
  *   authority  whether this site may announce at all:
  *                active      the primary, or a backup that was promoted;
  *                standby     a backup that was not: it never announces;
- *                fenced      a primary that lost both the backup and the witness for `fenceAfterMs`:
- *                            it withdraws before the backup may promote (see checkTimings), and comes
- *                            back only when the backup or the witness vouches that nothing was promoted;
+ *                fenced      a primary that lost the backup, and whose witness did not answer or could
+ *                            not reach it, for `fenceAfterMs`: it withdraws before the backup may
+ *                            promote (see timingProblem), and comes back only when the backup is heard
+ *                            or the witness reaches it again, either vouching that nothing was promoted;
  *                superseded  a primary that learnt of a higher fencing token: someone else was
  *                            promoted; it withdraws and never announces again.
  *
@@ -47,7 +48,7 @@ export interface ControllerConfig {
   med: { up: number; down: number; disabled: number };
   /** Withdraw when DOWN or DISABLED instead of announcing a worse MED. */
   withdrawOnDown: boolean;
-  /** Primary: withdraw after losing both the backup and the witness for this long, ms. */
+  /** Primary: withdraw after losing the backup and the witness’s backing for this long, ms. */
   fenceAfterMs: number;
 }
 
@@ -60,7 +61,10 @@ export interface ControllerState {
   token: number;
   /** Since when the replication peer has been unreachable (ms), or null. */
   peerDownSince: number | null;
-  /** Since when the witness has been unreachable (ms), or null. */
+  /**
+   * Since when the witness has not vouched for the primary (ms), or null: it did not answer, or it
+   * answered that it cannot reach the primary (then it would grant the backup's promotion).
+   */
   witnessDownSince: number | null;
   advertised: Advertised;
 }
@@ -165,7 +169,8 @@ export function step(cfg: ControllerConfig, s: ControllerState, o: Observation):
   const actions: Action[] = [];
   let { authority, token } = s;
   const peerDownSince = o.peerUp ? null : (s.peerDownSince ?? o.now);
-  const witnessDownSince = o.witnessUp ? null : (s.witnessDownSince ?? o.now);
+  const witnessDownSince =
+    o.witnessUp && o.witnessSeesPrimary !== false ? null : (s.witnessDownSince ?? o.now);
 
   // -- authority ---------------------------------------------------------------------------------
   if (o.knownToken !== null && o.knownToken > token && authority !== 'standby') {
@@ -209,16 +214,23 @@ export function step(cfg: ControllerConfig, s: ControllerState, o: Observation):
     if (lostBoth) {
       authority = 'fenced';
       reasons.push(
-        `the backup and the witness have both been silent for ${cfg.fenceAfterMs} ms: withdrawing before the backup may promote`,
+        `for ${cfg.fenceAfterMs} ms the backup has been silent and the witness has not vouched for this site ` +
+          `(${o.witnessUp ? 'it cannot reach it' : 'no answer'}): withdrawing before the backup may promote`,
       );
     }
   } else if (authority === 'fenced') {
     if (o.peerUp && (o.knownToken === null || o.knownToken <= token)) {
       authority = 'active';
       reasons.push('the backup is heard again and was not promoted: active again');
-    } else if (o.witnessUp && o.knownToken !== null && o.knownToken <= token) {
+    } else if (
+      o.witnessUp &&
+      o.witnessSeesPrimary === true &&
+      o.knownToken !== null &&
+      o.knownToken <= token
+    ) {
+      // reaching this site, the witness refuses any promotion from now on
       authority = 'active';
-      reasons.push(`the witness answers and knows no promotion past token ${token}: active again`);
+      reasons.push(`the witness reaches this site and knows no promotion past token ${token}: active again`);
     } else {
       reasons.push('fenced: waiting for the backup or the witness to vouch that nothing was promoted');
     }

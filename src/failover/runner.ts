@@ -101,6 +101,7 @@ export class Runner {
     exit = false,
   ): Promise<Decision & { daemon: DaemonView; witness: WitnessView | null; failed: boolean }> {
     const o = this.o;
+    const started = performance.now();
     const [daemon, witness, check] = await Promise.all([
       observeDaemon(o.daemonUrl, o.timeoutMs),
       o.witnessUrl === null ? Promise.resolve(null) : askWitness(o.witnessUrl, o.timeoutMs),
@@ -209,6 +210,8 @@ export class Runner {
       reasons,
       daemon: daemon.detail,
       witness: witness,
+      /** How long the tick took, observation included, ms. */
+      ms: Math.round((performance.now() - started) * 10) / 10,
     });
     return { ...d, state, actions: done, reasons, daemon, witness, failed };
   }

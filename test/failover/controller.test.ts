@@ -200,13 +200,30 @@ describe('a primary fences itself when it loses both the backup and the witness'
     rows.push([{ peerUp: false, witnessUp: false }, { authority: 'fenced' }, []]);
     // the witness is back but reports no token: not enough to know nothing was promoted
     rows.push([{ peerUp: false }, { authority: 'fenced' }, []]);
-    // the witness vouches: no promotion past our token
+    // the witness knows no promotion past our token, but cannot reach us: it could still grant one
+    rows.push([{ peerUp: false, knownToken: 0, witnessSeesPrimary: false }, { authority: 'fenced' }, []]);
+    // the witness reaches us and vouches: no promotion past our token (and none while it reaches us)
     rows.push([
-      { peerUp: false, knownToken: 0 },
+      { peerUp: false, knownToken: 0, witnessSeesPrimary: true },
       { authority: 'active' },
       [{ kind: 'announce', med: 100 }, hook('UP', 'active')],
     ]);
     play(primary, rows);
+  });
+
+  it('a witness that answers but cannot reach this site does not vouch for it: the backup lost too, it withdraws', () => {
+    // its own replication died: no backup, and the witness probes the sender in vain
+    const alone = { peerUp: false, witnessSeesPrimary: false };
+    const rows: Row[] = [up];
+    for (let i = 0; i < 5; i++) rows.push([alone, { authority: 'active' }, []]);
+    rows.push([alone, { authority: 'fenced' }, [{ kind: 'withdraw' }, hook('UP', 'fenced')]]);
+    const d = play(primary, rows);
+    expect(d.witnessDownSince).toBe(200);
+    // the backup alone lost, the witness reaching us: no fence
+    const partition = { peerUp: false, witnessSeesPrimary: true };
+    const kept: Row[] = [up];
+    for (let i = 0; i < 10; i++) kept.push([partition, { authority: 'active', witnessDownSince: null }, []]);
+    play(primary, kept);
   });
 
   it('the backup heard again un-fences; a higher token supersedes for good', () => {
