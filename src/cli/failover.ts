@@ -24,6 +24,7 @@ import { createServer, type Server } from 'node:http';
 import { Command } from 'commander';
 import { RwanError } from '../errors.js';
 import { type ControllerConfig, timingProblem } from '../failover/controller.js';
+import { PEER_SILENCE_MS } from '../failover/daemon-view.js';
 import { ExaBgpPipe, findPipes, pipeDirectories, ReopeningPipe } from '../failover/exabgp-pipe.js';
 import { ExaBgpProcess } from '../failover/exabgp-process.js';
 import {
@@ -61,7 +62,7 @@ interface RouteOptions extends TargetOptions {
 
 const collect = (v: string, prev: string[] = []) => [...prev, ...v.split(',').map((s) => s.trim())];
 
-function targetOptions(cmd: Command): Command {
+function targetOptions(cmd: Command, timeoutMs = 2000): Command {
   return cmd
     .option(
       '--pipe <name>',
@@ -70,12 +71,12 @@ function targetOptions(cmd: Command): Command {
     )
     .option('--pipe-in <path>', 'path of the command pipe (<name>.in), instead of --pipe')
     .option('--pipe-out <path>', 'path of the answer pipe (<name>.out), instead of --pipe')
-    .option('--timeout <ms>', 'longest wait for ExaBGP to answer a command, ms', '2000')
+    .option('--timeout <ms>', 'longest wait for ExaBGP to answer a command, ms', String(timeoutMs))
     .option('--json', 'print one JSON object');
 }
 
-function routeOptions(cmd: Command): Command {
-  return targetOptions(cmd)
+function routeOptions(cmd: Command, timeoutMs?: number): Command {
+  return targetOptions(cmd, timeoutMs)
     .option('--routes <file>', 'a JSON array of routes (docs/failover.md); instead of the flags below')
     .option('--prefix <cidr>', 'the service prefix, e.g. 203.0.113.0/24 or 2001:db8:10::/48')
     .option('--next-hop <addr>', 'self (default) or an address of the prefix’s family')
@@ -392,6 +393,7 @@ async function run(o: RunOptions, io: Io): Promise<void> {
   const fastMs = whole(o.fastInterval, '--fast-interval');
   const timeoutMs = whole(o.timeout, '--timeout');
   const problem = timingProblem({
+    peerSilenceMs: PEER_SILENCE_MS,
     fenceAfterMs: cfg.fenceAfterMs,
     primaryIntervalMs: intervalMs,
     commandTimeoutMs: timeoutMs,
@@ -531,6 +533,7 @@ export function createProgram(io: Io): Command {
       .description(
         'the controller: observe the daemon, the witness and the checks; announce or withdraw; promote',
       ),
+    1000, // also each probe's limit; counted by the start-up timing check
   )
     .option('--role <role>', 'primary or backup')
     .option('--site <name>', 'this site’s name (for the witness and the log)', 'site')

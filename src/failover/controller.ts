@@ -275,7 +275,9 @@ export function step(cfg: ControllerConfig, s: ControllerState, o: Observation):
 
 /** The timings whose order keeps two primaries from announcing at once. */
 export interface FailoverTimings {
-  /** The primary withdraws after losing both the backup and the witness this long (ms). */
+  /** The primary's view counts the backup lost after this much silence (ms; daemon-view.ts). */
+  peerSilenceMs: number;
+  /** The primary withdraws after losing the backup and the witness's backing this long (ms). */
   fenceAfterMs: number;
   /** The primary's controller loop interval (ms): a loss is noticed up to this late. */
   primaryIntervalMs: number;
@@ -289,15 +291,17 @@ export interface FailoverTimings {
 
 /**
  * The invariant checked at start-up: a primary cut off from both the backup and the witness has
- * withdrawn (fence time, plus a loop interval to notice, plus the command's acknowledgement) before
- * the backup can declare it lost, with a margin. Returns why not, or undefined when it holds.
+ * withdrawn (silence before it counts the backup lost, fence time, a loop interval to notice, the
+ * command's acknowledgement) before the backup can declare it lost, with a margin. Returns why not,
+ * or undefined when it holds.
  */
 export function timingProblem(t: FailoverTimings): string | undefined {
-  const withdrawnBy = t.fenceAfterMs + t.primaryIntervalMs + t.commandTimeoutMs + t.marginMs;
+  const withdrawnBy =
+    t.peerSilenceMs + t.fenceAfterMs + t.primaryIntervalMs + t.commandTimeoutMs + t.marginMs;
   if (withdrawnBy < t.deadTimeMs) return undefined;
   return (
-    `the primary would withdraw only after ${withdrawnBy} ms (fence ${t.fenceAfterMs} + interval ${t.primaryIntervalMs} ` +
-    `+ command timeout ${t.commandTimeoutMs} + margin ${t.marginMs}), not before the backup's dead time of ` +
-    `${t.deadTimeMs} ms: two sites could announce at once`
+    `the primary would withdraw only after ${withdrawnBy} ms (silence ${t.peerSilenceMs} + fence ${t.fenceAfterMs} ` +
+    `+ interval ${t.primaryIntervalMs} + command timeout ${t.commandTimeoutMs} + margin ${t.marginMs}), not ` +
+    `before the backup's dead time of ${t.deadTimeMs} ms: two sites could announce at once`
   );
 }

@@ -4,11 +4,19 @@
  *
  *   receive (the backup)  peerUp: the primary is heard (`primary` alive, or suspect: a blip so far);
  *                         primaryLost: `primary` is `lost` (silent for the daemon's whole dead time)
- *   send (the primary)    peerUp: `state` is `replicating` (the backup acknowledges)
+ *   send (the primary)    peerUp: `state` is `replicating` and a channel heard the backup within
+ *                         PEER_SILENCE_MS (the sender itself drops a connection only after its idle
+ *                         timeout, 5 s by default: longer than the backup's dead time)
  *
  * A daemon that does not answer says nothing about the other site: peerUp is false and primaryLost
  * false (a backup whose own receiver is down must not promote on that alone).
  */
+
+/**
+ * The primary counts the backup lost after this much silence on every channel, ms: three of the
+ * daemons' default 200 ms heartbeats. The start-up timing check (controller.ts timingProblem) counts it.
+ */
+export const PEER_SILENCE_MS = 600;
 
 export interface DaemonView {
   /** The daemon answered its /status. */
@@ -50,13 +58,18 @@ export function daemonView(status: unknown): DaemonView {
   }
   if (s.role === 'send') {
     const state = String(s.state);
+    const silences = (Array.isArray(s.peers) ? s.peers : [])
+      .map((p) => (p as { silentMs?: unknown }).silentMs)
+      .filter((ms): ms is number => typeof ms === 'number');
+    const silentMs = silences.length > 0 ? Math.min(...silences) : null;
+    const heard = silentMs !== null && silentMs < PEER_SILENCE_MS;
     return {
       daemonUp: true,
       role: 'send',
-      peerUp: state === 'replicating',
+      peerUp: state === 'replicating' && heard,
       primaryLost: false,
       lastEpoch: epoch(s.lastAckedEpoch),
-      detail: `sender: ${state}`,
+      detail: `sender: ${state}${silentMs === null ? ', no channel' : heard ? '' : `, the backup silent for ${silentMs} ms`}`,
     };
   }
   return { ...DOWN, detail: `the daemon answered an unknown role ${JSON.stringify(s.role)}` };

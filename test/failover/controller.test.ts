@@ -296,7 +296,8 @@ describe('invariants over random observation sequences', () => {
 
 describe('timingProblem', () => {
   const t = {
-    fenceAfterMs: 1500,
+    peerSilenceMs: 600,
+    fenceAfterMs: 900,
     primaryIntervalMs: 200,
     commandTimeoutMs: 500,
     deadTimeMs: 3000,
@@ -304,9 +305,10 @@ describe('timingProblem', () => {
   };
   it('holds when the primary withdraws before the backup’s dead time, and says why not otherwise', () => {
     expect(timingProblem(t)).toBeUndefined();
-    expect(timingProblem({ ...t, fenceAfterMs: 2100 })).toMatch(
-      /2100.*3000 ms: two sites could announce at once/,
+    expect(timingProblem({ ...t, fenceAfterMs: 1500 })).toMatch(
+      /silence 600 \+ fence 1500.*3000 ms: two sites could announce at once/,
     );
     expect(timingProblem({ ...t, deadTimeMs: 2450 })).toMatch(/after 2450 ms/);
+    expect(timingProblem({ ...t, deadTimeMs: 2451 })).toBeUndefined();
   });
 });

@@ -80,10 +80,15 @@ export class Proc {
     readonly args: readonly string[],
     readonly logPath: string,
     cwd: string,
+    o: { command?: string; env?: NodeJS.ProcessEnv } = {},
   ) {
     const fd = openSync(logPath, 'a');
     try {
-      this.child = spawn(process.execPath, args, { cwd, stdio: ['ignore', fd, fd] });
+      this.child = spawn(o.command ?? process.execPath, args, {
+        cwd,
+        stdio: ['ignore', fd, fd],
+        ...(o.env === undefined ? {} : { env: o.env }),
+      });
     } finally {
       closeSync(fd);
     }
@@ -187,9 +192,12 @@ export class Procs {
 
   constructor(private readonly dir: string) {}
 
-  /** Start `node <args>`, its output in `<dir>/<name>.log` (appended: a restarted daemon adds to it). */
-  start(name: string, args: readonly string[]): Proc {
-    const p = new Proc(name, args, join(this.dir, `${name}.log`), this.dir);
+  /**
+   * Start `node <args>` (or `command <args>`), its output in `<dir>/<name>.log` (appended: a restarted
+   * daemon adds to it).
+   */
+  start(name: string, args: readonly string[], o: { command?: string; env?: NodeJS.ProcessEnv } = {}): Proc {
+    const p = new Proc(name, args, join(this.dir, `${name}.log`), this.dir, o);
     this.all.push(p);
     return p;
   }

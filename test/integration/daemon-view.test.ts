@@ -1,13 +1,19 @@
 /**
  * The failover controller's view of the replication daemons, read from real ones: a receiver waiting
- * for its primary, both sides while replicating, the receiver after kill -9 of the sender (suspect,
+ * for its primary, both sides while replicating, the sender while the receiver is frozen (silent: not
+ * replicating for the controller, whatever the sender's own state), the receiver after kill -9 of the sender (suspect,
  * then lost after the dead time), and a daemon that is gone. Plus the reading of odd /status bodies.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type DaemonView, daemonView, observeDaemon } from '../../src/failover/daemon-view.js';
+import {
+  type DaemonView,
+  daemonView,
+  observeDaemon,
+  PEER_SILENCE_MS,
+} from '../../src/failover/daemon-view.js';
 import { assertFreshBuild, Procs, startPlainReceiver, startPlainSender, waitFor } from './daemon-harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rwan-daemon-view-'));
@@ -24,11 +30,19 @@ describe('daemonView', () => {
     expect(rx('alive')).toMatchObject({ peerUp: true, primaryLost: false });
     expect(rx('suspect')).toMatchObject({ peerUp: true, primaryLost: false });
     expect(rx('lost')).toMatchObject({ peerUp: false, primaryLost: true });
-    expect(daemonView({ role: 'send', state: 'replicating', lastAckedEpoch: 3 })).toMatchObject({
-      role: 'send',
-      peerUp: true,
-      lastEpoch: 3,
+    const tx = (silentMs: number[]) =>
+      daemonView({
+        role: 'send',
+        state: 'replicating',
+        lastAckedEpoch: 3,
+        peers: silentMs.map((ms) => ({ silentMs: ms })),
+      });
+    expect(tx([40, 900])).toMatchObject({ role: 'send', peerUp: true, lastEpoch: 3 }); // one channel heard
+    expect(tx([PEER_SILENCE_MS, 900])).toMatchObject({
+      peerUp: false,
+      detail: `sender: replicating, the backup silent for ${PEER_SILENCE_MS} ms`,
     });
+    expect(tx([])).toMatchObject({ peerUp: false, detail: 'sender: replicating, no channel' });
     expect(daemonView({ role: 'send', state: 'reconnecting' })).toMatchObject({
       peerUp: false,
       lastEpoch: null,
@@ -69,6 +83,22 @@ describe('observeDaemon against real daemons', () => {
       daemonUp: true,
       detail: 'sender: replicating',
     });
+
+    // a frozen backup: the sender still says replicating (its idle timeout is 5 s), the view does not
+    receiver.signal('SIGSTOP');
+    try {
+      await waitFor(
+        'the backup counted silent',
+        5000,
+        async () => !(await observeDaemon(txUrl, 1000)).peerUp,
+      );
+      expect((await observeDaemon(txUrl, 1000)).detail).toMatch(
+        /^sender: replicating, the backup silent for \d+ ms$/,
+      );
+    } finally {
+      receiver.signal('SIGCONT');
+    }
+    await waitFor('the backup heard again', 10_000, async () => (await observeDaemon(txUrl, 1000)).peerUp);
 
     sender.signal('SIGKILL');
     await sender.exited;

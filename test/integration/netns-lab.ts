@@ -1,0 +1,217 @@
+/**
+ * A two-site BGP lab in network namespaces, built by the test and removed after it (nothing is added
+ * to the host's own namespace: each veth is created with both ends already in lab namespaces):
+ *
+ *                         ┌──────────── <tag>net ────────────┐
+ *                         │  BIRD 2 (AS 65001): "the Internet" │
+ *                         │  the witness (third site)          │
+ *                         └─ n1 10.77.1.1 ──── 10.77.2.1 n2 ──┘
+ *                              │                      │
+ *            a0 10.77.1.2 ─────┘                      └───── b0 10.77.2.2
+ *     ┌── <tag>a: site A (AS 65002) ──┐      ┌── <tag>b: site B (AS 65003) ──┐
+ *     │ ExaBGP, sender, controller     │      │ ExaBGP, receiver, controller   │
+ *     └─ a1 10.77.3.1 ─────────────────┴──────┴────────────── 10.77.3.2 b1 ─────┘
+ *                       the replication link (A–B), which `cut()` takes down
+ *
+ * BGP sessions are directly connected eBGP, so BIRD resolves each site's next hop: a route is
+ * `unicast … via 10.77.x.2`, reachable, not just present. ExaBGP's pipes are /run/exabgp/<tag><site>.
+ * Only the processes started here are stopped (by PID), then the namespaces are deleted.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Proc, Procs, waitFor } from './daemon-harness.js';
+
+export type SiteName = 'a' | 'b';
+
+export interface LabSite {
+  ns: string;
+  /** Its address on its link to the router: its BGP next hop. */
+  address: string;
+  /** The router's address on that link (where the site reaches the router and the witness). */
+  router: string;
+  /** Its address on the A–B replication link. */
+  linkAddress: string;
+  asn: number;
+  pipes: { in: string; out: string };
+  pipeName: string;
+}
+
+export interface BgpRoute {
+  /** BIRD's protocol: `sitea` or `siteb`. */
+  protocol: string;
+  best: boolean;
+  via: string | undefined;
+}
+
+export interface NetnsLab {
+  dir: string;
+  net: string;
+  site: Record<SiteName, LabSite>;
+  /** Run `args` in namespace `ns`; its stdout. */
+  exec(ns: string, args: readonly string[]): string;
+  birdc(...args: string[]): string;
+  /** BIRD's routes for `prefix`, best first as BIRD lists them. */
+  routes(prefix: string): BgpRoute[];
+  /** Start a site's ExaBGP; resolves once its session is Established and it reads its pipe. */
+  exabgp(site: SiteName): Promise<Proc>;
+  /** Take the A–B link down (a partition between the sites) or up again. */
+  cut(down: boolean): void;
+  stop(): Promise<void>;
+}
+
+const RUN = '/run/exabgp';
+
+/** Whether this process can make network namespaces (root, iproute2). */
+export function canMakeNamespaces(): boolean {
+  return process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;
+}
+
+export async function startNetnsLab(): Promise<NetnsLab> {
+  const dir = mkdtempSync(join(tmpdir(), 'rwan-netns-lab-'));
+  const tag = `rw${process.pid % 100000}x${Math.floor(Math.random() * 1000)}`;
+  const net = `${tag}net`;
+  const made: string[] = [];
+  const procs = new Procs(dir);
+  const pipes: string[] = [];
+  const ip = (...args: string[]) => execFileSync('ip', args, { encoding: 'utf8', timeout: 10_000 });
+  const site = (name: SiteName, n: number): LabSite => ({
+    ns: `${tag}${name}`,
+    address: `10.77.${n}.2`,
+    router: `10.77.${n}.1`,
+    linkAddress: `10.77.3.${n}`,
+    asn: 65001 + n,
+    pipeName: `${tag}${name}`,
+    pipes: { in: join(RUN, `${tag}${name}.in`), out: join(RUN, `${tag}${name}.out`) },
+  });
+  const sites: Record<SiteName, LabSite> = { a: site('a', 1), b: site('b', 2) };
+  const lab: NetnsLab = {
+    dir,
+    net,
+    site: sites,
+    exec: (ns, args) =>
+      execFileSync('ip', ['netns', 'exec', ns, ...args], { encoding: 'utf8', timeout: 10_000 }),
+    birdc: (...args) =>
+      execFileSync('birdc', ['-s', join(dir, 'bird.ctl'), ...args], { encoding: 'utf8', timeout: 5000 }),
+    routes(prefix) {
+      const r = spawnSync('birdc', ['-s', join(dir, 'bird.ctl'), 'show', 'route', prefix], {
+        encoding: 'utf8',
+        timeout: 5000,
+      });
+      const out = r.stdout ?? '';
+      if (out.includes('Network not found')) return [];
+      if (r.status !== 0) throw new Error(`birdc: ${out}${r.stderr ?? ''}`);
+      return [...out.matchAll(/\[(site[ab])\b[^\]]*\]\s*(\*)?[^\n]*\n\s*(?:via (\S+))?/g)].map((m) => ({
+        protocol: m[1] as string,
+        best: m[2] === '*',
+        via: m[3],
+      }));
+    },
+    async exabgp(name) {
+      const s = sites[name];
+      const conf = join(dir, `exabgp-${name}.conf`);
+      writeFileSync(
+        conf,
+        `neighbor ${s.router} {
+  router-id ${s.address};
+  local-address ${s.address};
+  local-as ${s.asn};
+  peer-as 65001;
+  hold-time 9;
+  family { ipv4 unicast; }
+}
+`,
+      );
+      const p = procs.start(`exabgp-${name}`, ['netns', 'exec', s.ns, '/usr/sbin/exabgp', conf], {
+        command: 'ip',
+        env: {
+          ...process.env,
+          'exabgp.daemon.user': 'root',
+          'exabgp.api.pipename': s.pipeName,
+          'exabgp.log.destination': join(dir, `exabgp-${name}.trace`),
+        },
+      });
+      await waitFor(
+        `ExaBGP ${name} Established`,
+        15_000,
+        () => {
+          if (!p.alive) throw new Error(`ExaBGP ${name} exited: ${p.tail()}`);
+          return /\s+up\s+\S+\s+Established/.test(lab.birdc('show', 'protocols', `site${name}`));
+        },
+        () => lab.birdc('show', 'protocols', 'all', `site${name}`),
+      );
+      // its CLI helper opens the command pipe a little after the session is up
+      await waitFor(`ExaBGP ${name} reading its pipe`, 5000, () => {
+        try {
+          closeSync(openSync(s.pipes.in, constants.O_WRONLY | constants.O_NONBLOCK));
+          return true;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENXIO') throw err;
+          return false;
+        }
+      });
+      return p;
+    },
+    cut(down) {
+      ip('-n', sites.a.ns, 'link', 'set', 'a1', down ? 'down' : 'up');
+      ip('-n', sites.b.ns, 'link', 'set', 'b1', down ? 'down' : 'up');
+    },
+    async stop() {
+      await procs.killAll();
+      for (const ns of made.reverse()) spawnSync('ip', ['netns', 'del', ns]);
+      for (const f of pipes) rmSync(f, { force: true });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  try {
+    for (const ns of [net, sites.a.ns, sites.b.ns]) {
+      ip('netns', 'add', ns);
+      made.push(ns);
+      ip('-n', ns, 'link', 'set', 'lo', 'up');
+    }
+    const link = (a: string, aNs: string, aAddr: string, b: string, bNs: string, bAddr: string) => {
+      ip('link', 'add', 'name', a, 'netns', aNs, 'type', 'veth', 'peer', 'name', b, 'netns', bNs);
+      ip('-n', aNs, 'addr', 'add', `${aAddr}/24`, 'dev', a);
+      ip('-n', bNs, 'addr', 'add', `${bAddr}/24`, 'dev', b);
+      ip('-n', aNs, 'link', 'set', a, 'up');
+      ip('-n', bNs, 'link', 'set', b, 'up');
+    };
+    link('n1', net, sites.a.router, 'a0', sites.a.ns, sites.a.address);
+    link('n2', net, sites.b.router, 'b0', sites.b.ns, sites.b.address);
+    link('a1', sites.a.ns, sites.a.linkAddress, 'b1', sites.b.ns, sites.b.linkAddress);
+    const peer = (name: SiteName) => `
+protocol bgp site${name} {
+  local ${sites[name].router} as 65001;
+  neighbor ${sites[name].address} as ${sites[name].asn};
+  passive on;
+  hold time 9;
+  ipv4 { import all; export none; };
+}`;
+    writeFileSync(
+      join(dir, 'bird.conf'),
+      `log "${join(dir, 'bird.log')}" all;\nrouter id ${sites.a.router};\nprotocol device { scan time 10; }\n${peer('a')}\n${peer('b')}\n`,
+    );
+    const bird = procs.start(
+      'bird',
+      ['netns', 'exec', net, 'bird', '-f', '-c', join(dir, 'bird.conf'), '-s', join(dir, 'bird.ctl')],
+      { command: 'ip' },
+    );
+    await waitFor('BIRD', 10_000, () => {
+      if (!bird.alive) throw new Error(`BIRD exited: ${bird.tail()}`);
+      return spawnSync('birdc', ['-s', join(dir, 'bird.ctl'), 'show', 'status']).status === 0;
+    });
+    mkdirSync(RUN, { recursive: true });
+    for (const s of Object.values(sites)) {
+      for (const f of [s.pipes.in, s.pipes.out]) {
+        rmSync(f, { force: true });
+        execFileSync('mkfifo', ['-m', '600', f]);
+        pipes.push(f);
+      }
+    }
+  } catch (err) {
+    await lab.stop();
+    throw err;
+  }
+  return lab;
+}
