@@ -59,6 +59,8 @@ export interface RunnerOptions {
   log: (entry: Record<string, unknown>) => void;
 }
 
+const round = (ms: number) => Math.round(ms * 10) / 10;
+
 /** `sh -c command` with `env`, resolved with its exit code (null: killed at the timeout). */
 function sh(command: string, env: Record<string, string>, timeoutMs: number): Promise<number | null> {
   return new Promise((resolve) => {
@@ -109,6 +111,7 @@ export class Runner {
         ? Promise.resolve(null)
         : sh(o.checkCommand, {}, o.timeoutMs).then((c) => c === 0),
     ]);
+    const observed = performance.now();
     const before = this.state;
     const d = step(o.cfg, before, {
       now: performance.now(),
@@ -139,6 +142,14 @@ export class Runner {
     const done: Action[] = [];
     let failed = false;
     let state = d.state;
+    /** ms per step of the tick (observe, grant, token, promote, routes), for the log. */
+    const steps: Record<string, number> = { observe: round(observed - started) };
+    let at = performance.now();
+    const timed = (name: string) => {
+      const now = performance.now();
+      steps[name] = round((steps[name] ?? 0) + now - at);
+      at = now;
+    };
     for (const a of d.actions) {
       if (a.kind === 'persist-token') {
         if (d.actions.some((x) => x.kind === 'promote')) {
@@ -157,8 +168,10 @@ export class Runner {
             if (state.token > before.token) await writeToken(o.tokenFile, state.token);
             break;
           }
+          timed('grant');
         }
         await writeToken(o.tokenFile, a.token);
+        timed('token');
       } else if (a.kind === 'promote') {
         // the receiver first: the replica stops at its last complete epoch before the service starts
         const ended = await promoteDaemon(o.daemonUrl, a.token, o.timeoutMs);
@@ -173,6 +186,7 @@ export class Runner {
           const code = await sh(o.promoteCommand, env, o.timeoutMs);
           reasons.push(`promote command exited ${code ?? 'by timeout'}`);
         }
+        timed('promote');
       } else if (a.kind === 'announce' || a.kind === 'withdraw') {
         try {
           for (const r of o.routes) {
@@ -187,6 +201,7 @@ export class Runner {
           failed = true;
           continue;
         }
+        timed('routes');
         // everything advertised went out, to whichever ExaBGP answers now (a reopen during it included)
         this.sentAt = performance.now();
         this.resend = undefined;
@@ -211,7 +226,8 @@ export class Runner {
       daemon: daemon.detail,
       witness: witness,
       /** How long the tick took, observation included, ms. */
-      ms: Math.round((performance.now() - started) * 10) / 10,
+      ms: round(performance.now() - started),
+      ...(done.length > 0 ? { steps } : {}),
     });
     return { ...d, state, actions: done, reasons, daemon, witness, failed };
   }

@@ -1,0 +1,266 @@
+/**
+ * Failover across network namespaces (netns-lab.ts): BIRD as the upstream router, site A (ExaBGP,
+ * remus-wan send, remus-failover run --role primary) and site B (ExaBGP, remus-wan receive,
+ * remus-failover run --role backup), the witness on the router's side. Every part is the real
+ * program, each in its namespace; the test only kills, cuts links, reads logs and asks BIRD.
+ *
+ * - site A's host dies (every process of A killed): the prefix moves from A to B at BIRD, reachable
+ *   via B; the time from the receiver's "primary lost" and from the promoting decision to the route
+ *   at BIRD is measured.
+ * - site A's replication dies (its sender killed; A's ExaBGP and controller live on): A withdraws
+ *   first (the backup is silent and the witness cannot reach A), then B promotes; the two routes are
+ *   never at BIRD at once.
+ * - a partition between A and B with the witness still reaching A: B never announces, A keeps the
+ *   route; healed, replication goes on.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { haveBgpTools } from './bgp-lab.js';
+import { assertFreshBuild, type Proc, Procs, WAN, waitFor } from './daemon-harness.js';
+import { canMakeNamespaces, type NetnsLab, startNetnsLab } from './netns-lab.js';
+
+const FAILOVER = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'failover.js');
+const PREFIX = '203.0.113.0/24';
+const dir = mkdtempSync(join(tmpdir(), 'rwan-failover-netns-'));
+const procs = new Procs(dir);
+let lab: NetnsLab;
+/** What the current test started (stopped after it, whether it passed or not). */
+const started: Proc[] = [];
+
+beforeAll(async () => {
+  expect(haveBgpTools(), 'bird2 and exabgp are needed (tools/system-deps.sh)').toBe(true);
+  expect(canMakeNamespaces(), 'network namespaces are needed (root and iproute2)').toBe(true);
+  assertFreshBuild();
+  lab = await startNetnsLab();
+}, 60_000);
+afterAll(async () => {
+  await procs.killAll();
+  await lab?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Sites {
+  exaA: Proc;
+  exaB: Proc;
+  sender: Proc;
+  receiver: Proc;
+  witness: Proc;
+  ctlA: Proc;
+  ctlB: Proc;
+}
+
+/** `node <args>` in namespace `ns`. */
+const inNs = (name: string, ns: string, args: string[]) =>
+  procs.start(name, ['netns', 'exec', ns, process.execPath, ...args], { command: 'ip' });
+
+/** The JSON lines of a process's log with this `msg`. */
+function records(p: Proc, msg: string): Array<Record<string, unknown>> {
+  return p.logRecords().filter((r) => r.msg === msg);
+}
+
+/** Decisions whose actions include `kind`. */
+function decisionsWith(p: Proc, kind: string): Array<Record<string, unknown>> {
+  return records(p, 'decision').filter((r) =>
+    (r.actions as Array<{ kind: string }>).some((a) => a.kind === kind),
+  );
+}
+
+/**
+ * Both sites, replicating, A's prefix at BIRD. Timings: dead time 2 s, fence 300 ms, ticks 100 ms
+ * (checked by the controllers: 600 + 300 + 100 + 500 + 250 = 1750 ms < 2000).
+ */
+async function startSites(run: string): Promise<Sites> {
+  const { a, b } = lab.site;
+  const image = join(dir, `${run}.img`);
+  writeFileSync(image, Buffer.alloc(256 * 4096, 5));
+  const [exaA, exaB] = await Promise.all([lab.exabgp('a'), lab.exabgp('b')]);
+  started.push(exaA, exaB);
+  const receiver = inNs(`${run}-receiver`, b.ns, [
+    WAN,
+    ...['receive', '--listen', `${b.linkAddress}:7000`, '--store', join(dir, `${run}-store`), '--insecure'],
+    ...['--dead-time', '2s', '--metrics', '127.0.0.1:9465'],
+  ]);
+  // its metrics port is what the witness probes: A's host and its replication, alive
+  const sender = inNs(`${run}-sender`, a.ns, [
+    WAN,
+    ...['send', '--connect', `${b.linkAddress}:7000`, '--image', image, '--insecure', '--epoch', '50ms'],
+    ...['--metrics', '0.0.0.0:9464'],
+  ]);
+  started.push(receiver, sender);
+  const witness = inNs(`${run}-witness`, lab.net, [
+    FAILOVER,
+    ...['witness', '--listen', '0.0.0.0:7900', '--primary', `${a.address}:9464`],
+    ...['--token-file', join(dir, `${run}-witness.token`), '--probe-timeout', '300'],
+  ]);
+  started.push(witness);
+  const controller = (site: 'a' | 'b', role: string, daemon: string) =>
+    inNs(`${run}-ctl-${site}`, lab.site[site].ns, [
+      FAILOVER,
+      ...['run', '--role', role, '--site', site, '--daemon', daemon],
+      ...[
+        '--witness',
+        `http://${lab.site[site].router}:7900`,
+        '--token-file',
+        join(dir, `${run}-${site}.token`),
+      ],
+      ...['--pipe', lab.site[site].pipeName, '--prefix', PREFIX, '--rise', '1'],
+      ...['--interval', '100', '--fence-after', '300', '--timeout', '500', '--dead-time', '2000'],
+    ]);
+  await waitFor(
+    'the receiver and the sender replicating',
+    20_000,
+    () => records(receiver, 'sender connected').length > 0,
+  );
+  const ctlA = controller('a', 'primary', 'http://127.0.0.1:9464');
+  const ctlB = controller('b', 'backup', 'http://127.0.0.1:9465');
+  started.push(ctlA, ctlB);
+  const report = () => started.map((p) => `── ${p.name}\n${p.tail(8)}`).join('\n');
+  await waitFor(
+    'A’s prefix at BIRD, B standing by with the primary alive',
+    20_000,
+    () => {
+      const r = lab.routes(PREFIX);
+      const last = records(ctlB, 'decision').at(-1);
+      return (
+        r.length === 1 &&
+        r[0]?.protocol === 'sitea' &&
+        last?.authority === 'standby' &&
+        last.daemon === 'receiver: primary alive'
+      );
+    },
+    report,
+  );
+  return { exaA, exaB, sender, receiver, witness, ctlA, ctlB };
+}
+
+afterEach(async () => {
+  await Promise.all(started.splice(0).map((p) => p.kill9()));
+  lab.cut(false);
+  await waitFor('no route left at BIRD', 5000, () => lab.routes(PREFIX).length === 0);
+});
+
+/** Polls BIRD every 2 ms until `cond` holds on its routes; the wall-clock time it held first. */
+async function untilRoutes(
+  what: string,
+  ms: number,
+  cond: (r: ReturnType<NetnsLab['routes']>) => boolean,
+  seen?: (r: ReturnType<NetnsLab['routes']>) => void,
+): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    const r = lab.routes(PREFIX);
+    seen?.(r);
+    if (cond(r)) return Date.now();
+    if (performance.now() - t0 > ms)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}: ${JSON.stringify(r)}`);
+    await sleep(2);
+  }
+}
+
+describe('remus-failover across network namespaces: BIRD, sites A and B with ExaBGP, the witness', () => {
+  it('site A’s host dies: the prefix moves from A to B at BIRD, reachable via B, promoted once', async () => {
+    const s = await startSites('host');
+    const killedAt = Date.now();
+    await Promise.all([s.exaA, s.sender, s.ctlA].map((p) => p.kill9()));
+    const atBird = await untilRoutes(
+      'the prefix from B',
+      15_000,
+      (r) => r.length === 1 && r[0]?.protocol === 'siteb',
+    );
+    const [route] = lab.routes(PREFIX);
+    expect(route).toEqual({ protocol: 'siteb', best: true, via: lab.site.b.address });
+    // the receiver declared the primary lost; the backup's first tick that saw it promoted
+    const lost = records(s.receiver, 'primary lost')[0];
+    expect(lost, s.receiver.tail()).toBeDefined();
+    const promoted = decisionsWith(s.ctlB, 'promote');
+    expect(promoted).toHaveLength(1);
+    const p = promoted[0] as Record<string, unknown>;
+    expect(p.token).toBe(1);
+    expect((p.reasons as string[]).join(' ')).toMatch(
+      /witness cannot reach it either.*ended the stream at epoch \d+/,
+    );
+    const decidedAt = Date.parse(p.time as string) - (p.ms as number);
+    const lostAt = Date.parse(lost?.time as string);
+    console.log(
+      `netns failover: A killed → "primary lost" ${lostAt - killedAt} ms (dead time 2000) → promoting tick ` +
+        `${(decidedAt - lostAt).toFixed(0)} ms → route from B at BIRD ${(atBird - decidedAt).toFixed(0)} ms ` +
+        `(from "primary lost": ${atBird - lostAt} ms); the tick's steps: ${JSON.stringify(p.steps)}`,
+    );
+    expect(atBird).toBeGreaterThanOrEqual(decidedAt);
+    // the receiver ended the stream where the replica is; B's token file and the witness agree
+    const ended = records(s.receiver, 'promoted: the stream ended')[0];
+    expect(ended).toMatchObject({ token: 1 });
+    expect((p.reasons as string[]).join(' ')).toContain(`ended the stream at epoch ${ended?.epoch}`);
+    expect(readFileSync(join(dir, 'host-b.token'), 'utf8')).toBe('1\n');
+    expect(readFileSync(join(dir, 'host-witness.token'), 'utf8')).toBe('1\n');
+    await sleep(500);
+    expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
+  }, 120_000);
+
+  it('site A’s replication dies: A withdraws first, then B announces; never both at BIRD', async () => {
+    const s = await startSites('repl');
+    let both = 0;
+    let none = 0;
+    const killedAt = Date.now();
+    await s.sender.kill9();
+    const goneAt = await untilRoutes(
+      'A’s route withdrawn',
+      10_000,
+      (r) => r.length === 0 || r.some((x) => x.protocol === 'siteb'),
+    );
+    const atBird = await untilRoutes(
+      'the prefix from B',
+      15_000,
+      (r) => r.length === 1 && r[0]?.protocol === 'siteb',
+      (r) => {
+        if (r.length === 2) both++;
+        if (r.length === 0) none++;
+      },
+    );
+    expect(both).toBe(0);
+    expect(none).toBeGreaterThan(0);
+    const fenced = decisionsWith(s.ctlA, 'withdraw')[0];
+    expect((fenced?.reasons as string[]).join(' ')).toMatch(
+      /witness has not vouched for this site \(it cannot reach it\)/,
+    );
+    expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
+    console.log(
+      `netns, A's sender killed: A withdrew after ${goneAt - killedAt} ms (fence 300), B's route at BIRD after ${atBird - killedAt} ms (dead time 2000)`,
+    );
+    // A learns the promotion from the witness and is superseded for good
+    await waitFor('A superseded', 5000, () => records(s.ctlA, 'decision').at(-1)?.authority === 'superseded');
+  }, 120_000);
+
+  it('a partition between A and B, the witness still reaching A: B never announces, A keeps the route', async () => {
+    const s = await startSites('part');
+    lab.cut(true);
+    const t0 = performance.now();
+    while (performance.now() - t0 < 4000) {
+      const r = lab.routes(PREFIX);
+      expect(r).toEqual([{ protocol: 'sitea', best: true, via: lab.site.a.address }]);
+      await sleep(50);
+    }
+    expect(records(s.receiver, 'primary lost')).toHaveLength(1);
+    expect(decisionsWith(s.ctlB, 'promote')).toEqual([]);
+    expect(decisionsWith(s.ctlB, 'announce')).toEqual([]);
+    expect(
+      records(s.ctlB, 'decision')
+        .flatMap((d) => d.reasons as string[])
+        .join('\n'),
+    ).toMatch(/witness still reaches it: a partition/);
+    const lastA = records(s.ctlA, 'decision').at(-1);
+    expect(lastA).toMatchObject({ authority: 'active', phase: 'UP' });
+    expect(lastA?.daemon).not.toBe('sender: replicating'); // it hears the backup no more
+    // healed: replication resumes, B hears the primary again
+    lab.cut(false);
+    await waitFor(
+      'B hears the primary again',
+      20_000,
+      () => records(s.ctlB, 'decision').at(-1)?.daemon === 'receiver: primary alive',
+    );
+    expect(lab.routes(PREFIX)).toEqual([{ protocol: 'sitea', best: true, via: lab.site.a.address }]);
+  }, 120_000);
+});
