@@ -12,6 +12,8 @@
  *   never at BIRD at once.
  * - a partition between A and B with the witness still reaching A: B never announces, A keeps the
  *   route; healed, replication goes on.
+ * - site A cut off from both B and the witness, its BGP session still up: A withdraws its route
+ *   itself (self-fence) before B's dead time ends, then B promotes; never both at BIRD.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -92,7 +94,7 @@ async function startSites(run: string): Promise<Sites> {
   started.push(receiver, sender);
   const witness = inNs(`${run}-witness`, lab.net, [
     FAILOVER,
-    ...['witness', '--listen', '0.0.0.0:7900', '--primary', `${a.address}:9464`],
+    ...['witness', '--listen', '0.0.0.0:7900', '--primary', `${a.witnessSide}:9464`],
     ...['--token-file', join(dir, `${run}-witness.token`), '--probe-timeout', '300'],
   ]);
   started.push(witness);
@@ -102,7 +104,7 @@ async function startSites(run: string): Promise<Sites> {
       ...['run', '--role', role, '--site', site, '--daemon', daemon],
       ...[
         '--witness',
-        `http://${lab.site[site].router}:7900`,
+        `http://${lab.site[site].witness}:7900`,
         '--token-file',
         join(dir, `${run}-${site}.token`),
       ],
@@ -138,7 +140,7 @@ async function startSites(run: string): Promise<Sites> {
 
 afterEach(async () => {
   await Promise.all(started.splice(0).map((p) => p.kill9()));
-  lab.cut(false);
+  lab.cut(['ab', 'aw'], false);
   await waitFor('no route left at BIRD', 5000, () => lab.routes(PREFIX).length === 0);
 });
 
@@ -236,7 +238,7 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
 
   it('a partition between A and B, the witness still reaching A: B never announces, A keeps the route', async () => {
     const s = await startSites('part');
-    lab.cut(true);
+    lab.cut(['ab'], true);
     const t0 = performance.now();
     while (performance.now() - t0 < 4000) {
       const r = lab.routes(PREFIX);
@@ -255,12 +257,45 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     expect(lastA).toMatchObject({ authority: 'active', phase: 'UP' });
     expect(lastA?.daemon).not.toBe('sender: replicating'); // it hears the backup no more
     // healed: replication resumes, B hears the primary again
-    lab.cut(false);
+    lab.cut(['ab'], false);
     await waitFor(
       'B hears the primary again',
       20_000,
       () => records(s.ctlB, 'decision').at(-1)?.daemon === 'receiver: primary alive',
     );
     expect(lab.routes(PREFIX)).toEqual([{ protocol: 'sitea', best: true, via: lab.site.a.address }]);
+  }, 120_000);
+
+  it('site A cut off from B and from the witness, its BGP session up: A withdraws itself before B announces', async () => {
+    const s = await startSites('iso');
+    let both = 0;
+    const cutAt = Date.now();
+    lab.cut(['ab', 'aw'], true);
+    const goneAt = await untilRoutes(
+      'A’s route withdrawn by A',
+      10_000,
+      (r) => !r.some((x) => x.protocol === 'sitea'),
+    );
+    const atBird = await untilRoutes(
+      'the prefix from B',
+      15_000,
+      (r) => r.length === 1 && r[0]?.protocol === 'siteb',
+      (r) => {
+        if (r.length === 2) both++;
+      },
+    );
+    expect(both).toBe(0);
+    // A's session with BIRD never dropped: A's own decision took its route away
+    expect(lab.birdc('show', 'protocols', 'sitea')).toMatch(/Established/);
+    const fenced = decisionsWith(s.ctlA, 'withdraw')[0];
+    expect(fenced).toMatchObject({ authority: 'fenced' });
+    expect((fenced?.reasons as string[]).join(' ')).toMatch(
+      /the witness has not vouched for this site \(no answer\)/,
+    );
+    expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
+    console.log(
+      `netns, A isolated from B and the witness: A withdrew after ${goneAt - cutAt} ms ` +
+        `(silence 600 + fence 300 + tick), B's route at BIRD after ${atBird - cutAt} ms (dead time 2000)`,
+    );
   }, 120_000);
 });

@@ -11,7 +11,11 @@
  *     ┌── <tag>a: site A (AS 65002) ──┐      ┌── <tag>b: site B (AS 65003) ──┐
  *     │ ExaBGP, sender, controller     │      │ ExaBGP, receiver, controller   │
  *     └─ a1 10.77.3.1 ─────────────────┴──────┴────────────── 10.77.3.2 b1 ─────┘
- *                       the replication link (A–B), which `cut()` takes down
+ *                       the replication link (A–B): `cut(['ab'])` takes it down
+ *
+ * Site A reaches the witness over a link of its own, a2 10.77.4.2 ── n3 10.77.4.1 (`cut(['aw'])`),
+ * so that A can be cut off from the backup and the witness while its BGP session stays up: what BIRD
+ * then shows of A is what A's controller decides.
  *
  * BGP sessions are directly connected eBGP, so BIRD resolves each site's next hop: a route is
  * `unicast … via 10.77.x.2`, reachable, not just present. ExaBGP's pipes are /run/exabgp/<tag><site>.
@@ -33,6 +37,9 @@ export interface LabSite {
   router: string;
   /** Its address on the A–B replication link. */
   linkAddress: string;
+  /** Where it reaches the witness, and (site A) where the witness reaches it. */
+  witness: string;
+  witnessSide: string;
   asn: number;
   pipes: { in: string; out: string };
   pipeName: string;
@@ -56,8 +63,11 @@ export interface NetnsLab {
   routes(prefix: string): BgpRoute[];
   /** Start a site's ExaBGP; resolves once its session is Established and it reads its pipe. */
   exabgp(site: SiteName): Promise<Proc>;
-  /** Take the A–B link down (a partition between the sites) or up again. */
-  cut(down: boolean): void;
+  /**
+   * Take links down (or up again): `ab` the A–B replication link (a partition between the sites),
+   * `aw` site A's link to the witness.
+   */
+  cut(links: ReadonlyArray<'ab' | 'aw'>, down: boolean): void;
   stop(): Promise<void>;
 }
 
@@ -81,6 +91,9 @@ export async function startNetnsLab(): Promise<NetnsLab> {
     address: `10.77.${n}.2`,
     router: `10.77.${n}.1`,
     linkAddress: `10.77.3.${n}`,
+    // A has a link of its own to the witness; B reaches it on its link to the router
+    witness: n === 1 ? '10.77.4.1' : `10.77.${n}.1`,
+    witnessSide: n === 1 ? '10.77.4.2' : `10.77.${n}.2`,
     asn: 65001 + n,
     pipeName: `${tag}${name}`,
     pipes: { in: join(RUN, `${tag}${name}.in`), out: join(RUN, `${tag}${name}.out`) },
@@ -153,9 +166,17 @@ export async function startNetnsLab(): Promise<NetnsLab> {
       });
       return p;
     },
-    cut(down) {
-      ip('-n', sites.a.ns, 'link', 'set', 'a1', down ? 'down' : 'up');
-      ip('-n', sites.b.ns, 'link', 'set', 'b1', down ? 'down' : 'up');
+    cut(links, down) {
+      const state = down ? 'down' : 'up';
+      for (const l of links) {
+        if (l === 'ab') {
+          ip('-n', sites.a.ns, 'link', 'set', 'a1', state);
+          ip('-n', sites.b.ns, 'link', 'set', 'b1', state);
+        } else {
+          ip('-n', sites.a.ns, 'link', 'set', 'a2', state);
+          ip('-n', net, 'link', 'set', 'n3', state);
+        }
+      }
     },
     async stop() {
       await procs.killAll();
@@ -180,6 +201,7 @@ export async function startNetnsLab(): Promise<NetnsLab> {
     link('n1', net, sites.a.router, 'a0', sites.a.ns, sites.a.address);
     link('n2', net, sites.b.router, 'b0', sites.b.ns, sites.b.address);
     link('a1', sites.a.ns, sites.a.linkAddress, 'b1', sites.b.ns, sites.b.linkAddress);
+    link('n3', net, sites.a.witness, 'a2', sites.a.ns, sites.a.witnessSide);
     const peer = (name: SiteName) => `
 protocol bgp site${name} {
   local ${sites[name].router} as 65001;
