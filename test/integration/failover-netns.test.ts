@@ -63,6 +63,14 @@ function records(p: Proc, msg: string): Array<Record<string, unknown>> {
   return p.logRecords().filter((r) => r.msg === msg);
 }
 
+/** The decision (logged once its tick is over) that promoted B, waited for. */
+async function promotion(ctlB: Proc): Promise<Record<string, unknown>> {
+  await waitFor('B’s promoting decision in its log', 5000, () => decisionsWith(ctlB, 'promote').length > 0);
+  const all = decisionsWith(ctlB, 'promote');
+  expect(all).toHaveLength(1);
+  return all[0] as Record<string, unknown>;
+}
+
 /** Decisions whose actions include `kind`. */
 function decisionsWith(p: Proc, kind: string): Array<Record<string, unknown>> {
   return records(p, 'decision').filter((r) =>
@@ -177,9 +185,7 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     // the receiver declared the primary lost; the backup's first tick that saw it promoted
     const lost = records(s.receiver, 'primary lost')[0];
     expect(lost, s.receiver.tail()).toBeDefined();
-    const promoted = decisionsWith(s.ctlB, 'promote');
-    expect(promoted).toHaveLength(1);
-    const p = promoted[0] as Record<string, unknown>;
+    const p = await promotion(s.ctlB);
     expect(p.token).toBe(1);
     expect((p.reasons as string[]).join(' ')).toMatch(
       /witness cannot reach it either.*ended the stream at epoch \d+/,
@@ -228,7 +234,7 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     expect((fenced?.reasons as string[]).join(' ')).toMatch(
       /witness has not vouched for this site \(it cannot reach it\)/,
     );
-    expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
+    await promotion(s.ctlB);
     console.log(
       `netns, A's sender killed: A withdrew after ${goneAt - killedAt} ms (fence 300), B's route at BIRD after ${atBird - killedAt} ms (dead time 2000)`,
     );
@@ -292,7 +298,7 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     expect((fenced?.reasons as string[]).join(' ')).toMatch(
       /the witness has not vouched for this site \(no answer\)/,
     );
-    expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
+    await promotion(s.ctlB);
     console.log(
       `netns, A isolated from B and the witness: A withdrew after ${goneAt - cutAt} ms ` +
         `(silence 600 + fence 300 + tick), B's route at BIRD after ${atBird - cutAt} ms (dead time 2000)`,
