@@ -268,11 +268,6 @@ export class ReopeningPipe {
     private readonly reopened: () => void = () => undefined,
   ) {}
 
-  /** The version ExaBGP answered at the last open ('' before any). */
-  get version(): string {
-    return this.pipe?.version ?? '';
-  }
-
   /** One command, after the ones before it (as {@link ExaBgpPipe.command}); opens the pipes if needed. */
   command(line: string): Promise<string[]> {
     const run = this.queue.then(() => this.send(line));

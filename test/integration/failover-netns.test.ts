@@ -231,7 +231,7 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     expect(both).toBe(0);
     expect(none).toBeGreaterThan(0);
     const fenced = decisionsWith(s.ctlA, 'withdraw')[0];
-    expect((fenced?.reasons as string[]).join(' ')).toMatch(
+    expect(((fenced?.reasons ?? []) as string[]).join(' ')).toMatch(
       /witness has not vouched for this site \(it cannot reach it\)/,
     );
     await promotion(s.ctlB);
@@ -295,7 +295,7 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     expect(lab.birdc('show', 'protocols', 'sitea')).toMatch(/Established/);
     const fenced = decisionsWith(s.ctlA, 'withdraw')[0];
     expect(fenced).toMatchObject({ authority: 'fenced' });
-    expect((fenced?.reasons as string[]).join(' ')).toMatch(
+    expect(((fenced?.reasons ?? []) as string[]).join(' ')).toMatch(
       /the witness has not vouched for this site \(no answer\)/,
     );
     await promotion(s.ctlB);
