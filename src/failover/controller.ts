@@ -108,11 +108,15 @@ export interface Decision {
   reasons: string[];
 }
 
-/** The state a controller starts in: a primary active, a backup standby, token as persisted. */
+/**
+ * The state a controller starts in: a backup standby, a primary fenced (it announces once the backup
+ * answers, or the witness reaches it and knows no promotion past its token: a primary restarted
+ * while cut off must not announce over a backup promoted meanwhile), token as persisted.
+ */
 export function initialState(cfg: ControllerConfig, token: number): ControllerState {
   return {
     phase: 'INIT',
-    authority: cfg.role === 'primary' ? 'active' : 'standby',
+    authority: cfg.role === 'primary' ? 'fenced' : 'standby',
     count: 0,
     token,
     peerDownSince: null,
@@ -219,9 +223,10 @@ export function step(cfg: ControllerConfig, s: ControllerState, o: Observation):
       );
     }
   } else if (authority === 'fenced') {
+    const again = s.phase === 'INIT' ? '' : ' again';
     if (o.peerUp && (o.knownToken === null || o.knownToken <= token)) {
       authority = 'active';
-      reasons.push('the backup is heard again and was not promoted: active again');
+      reasons.push(`the backup is heard${again} and was not promoted: active${again}`);
     } else if (
       o.witnessUp &&
       o.witnessSeesPrimary === true &&
@@ -230,9 +235,13 @@ export function step(cfg: ControllerConfig, s: ControllerState, o: Observation):
     ) {
       // reaching this site, the witness refuses any promotion from now on
       authority = 'active';
-      reasons.push(`the witness reaches this site and knows no promotion past token ${token}: active again`);
+      reasons.push(
+        `the witness reaches this site and knows no promotion past token ${token}: active${again}`,
+      );
     } else {
-      reasons.push('fenced: waiting for the backup or the witness to vouch that nothing was promoted');
+      reasons.push(
+        `fenced${s.phase === 'INIT' ? ' at start-up' : ''}: waiting for the backup or the witness to vouch that nothing was promoted`,
+      );
     }
   }
 

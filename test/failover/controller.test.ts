@@ -185,6 +185,30 @@ describe('a primary fences itself when it loses both the backup and the witness'
     [{ kind: 'announce', med: 100 }, hook('UP', 'active')],
   ];
 
+  it('starts fenced: announces only once the backup answers or the witness reaches it', () => {
+    const cut = { peerUp: false, witnessUp: false };
+    const rows: Row[] = [
+      [cut, { authority: 'fenced', phase: 'UP' }, [{ kind: 'withdraw' }, hook('UP', 'fenced')]],
+      [cut, { authority: 'fenced' }, []],
+      [
+        { peerUp: false, knownToken: 0, witnessSeesPrimary: true },
+        { authority: 'active' },
+        [{ kind: 'announce', med: 100 }, hook('UP', 'active')],
+      ],
+    ];
+    play(primary, rows);
+    const first = step(primary, initialState(primary, 0), obs(0, cut));
+    expect(first.reasons.join(' ')).toMatch(/^fenced at start-up: waiting/);
+    // restarted after a promotion it did not see: superseded at once, never announces
+    play(primary, [
+      [
+        { peerUp: false, knownToken: 1, witnessSeesPrimary: true },
+        { authority: 'superseded', token: 1 },
+        [{ kind: 'withdraw' }, hook('UP', 'superseded')],
+      ],
+    ]);
+  });
+
   it('losing one of them changes nothing; losing both for fenceAfterMs withdraws', () => {
     // rows are 200 ms apart; fenceAfterMs is 1000
     const rows: Row[] = [up, [{ peerUp: false }, { authority: 'active' }, []]];

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControllerConfig } from '../../src/failover/controller.js';
+import { observeDaemon } from '../../src/failover/daemon-view.js';
 import { ExaBgpPipe, ReopeningPipe } from '../../src/failover/exabgp-pipe.js';
 import { parseRoute } from '../../src/failover/routes.js';
 import { Runner } from '../../src/failover/runner.js';
@@ -35,6 +36,8 @@ beforeAll(async () => {
   const { port } = await startPlainReceiver(procs, dir, 'd');
   const { txUrl: url } = await startPlainSender(procs, dir, 'd', port);
   txUrl = url;
+  // the primary's controller announces once its backup answers (it starts fenced)
+  await waitFor('the pair replicating', 20_000, async () => (await observeDaemon(txUrl, 1000)).peerUp);
 }, 60_000);
 afterAll(async () => {
   await procs.killAll();
