@@ -6,7 +6,8 @@
  *
  * - site A's host dies (every process of A killed): the prefix moves from A to B at BIRD, reachable
  *   via B; the time from the receiver's "primary lost" and from the promoting decision to the route
- *   at BIRD is measured.
+ *   at BIRD is measured. A comes back: its sender is refused (PROMOTED), its controller is
+ *   superseded and never announces.
  * - site A's replication dies (its sender killed; A's ExaBGP and controller live on): A withdraws
  *   first (the backup is silent and the witness cannot reach A), then B promotes; the two routes are
  *   never at BIRD at once.
@@ -79,13 +80,41 @@ function decisionsWith(p: Proc, kind: string): Array<Record<string, unknown>> {
 }
 
 /**
+ * Site A's sender (`<run>-sender<again>`: a restart logs apart); its metrics port is what the witness
+ * probes: A, alive.
+ */
+function startSender(run: string, again = ''): Proc {
+  const p = inNs(`${run}-sender${again}`, lab.site.a.ns, [
+    WAN,
+    ...['send', '--connect', `${lab.site.b.linkAddress}:7000`, '--image', join(dir, `${run}.img`)],
+    ...['--insecure', '--epoch', '50ms', '--metrics', '0.0.0.0:9464'],
+  ]);
+  started.push(p);
+  return p;
+}
+
+/** A site's controller (`<run>-ctl-<site><again>`): A primary, B backup, each with its token file. */
+function controller(run: string, site: 'a' | 'b', again = ''): Proc {
+  const p = inNs(`${run}-ctl-${site}${again}`, lab.site[site].ns, [
+    FAILOVER,
+    ...['run', '--role', site === 'a' ? 'primary' : 'backup', '--site', site],
+    ...['--daemon', `http://127.0.0.1:${site === 'a' ? 9464 : 9465}`],
+    ...['--witness', `http://${lab.site[site].witness}:7900`],
+    ...['--token-file', join(dir, `${run}-${site}.token`)],
+    ...['--pipe', lab.site[site].pipeName, '--prefix', PREFIX, '--rise', '1'],
+    ...['--interval', '100', '--fence-after', '300', '--timeout', '500', '--dead-time', '2000'],
+  ]);
+  started.push(p);
+  return p;
+}
+
+/**
  * Both sites, replicating, A's prefix at BIRD. Timings: dead time 2 s, fence 300 ms, ticks 100 ms
  * (checked by the controllers: 600 + 300 + 100 + 500 + 250 = 1750 ms < 2000).
  */
 async function startSites(run: string): Promise<Sites> {
   const { a, b } = lab.site;
-  const image = join(dir, `${run}.img`);
-  writeFileSync(image, Buffer.alloc(256 * 4096, 5));
+  writeFileSync(join(dir, `${run}.img`), Buffer.alloc(256 * 4096, 5));
   const [exaA, exaB] = await Promise.all([lab.exabgp('a'), lab.exabgp('b')]);
   started.push(exaA, exaB);
   const receiver = inNs(`${run}-receiver`, b.ns, [
@@ -93,40 +122,21 @@ async function startSites(run: string): Promise<Sites> {
     ...['receive', '--listen', `${b.linkAddress}:7000`, '--store', join(dir, `${run}-store`), '--insecure'],
     ...['--dead-time', '2s', '--metrics', '127.0.0.1:9465'],
   ]);
-  // its metrics port is what the witness probes: A's host and its replication, alive
-  const sender = inNs(`${run}-sender`, a.ns, [
-    WAN,
-    ...['send', '--connect', `${b.linkAddress}:7000`, '--image', image, '--insecure', '--epoch', '50ms'],
-    ...['--metrics', '0.0.0.0:9464'],
-  ]);
-  started.push(receiver, sender);
+  const sender = startSender(run);
+  started.push(receiver);
   const witness = inNs(`${run}-witness`, lab.net, [
     FAILOVER,
     ...['witness', '--listen', '0.0.0.0:7900', '--primary', `${a.witnessSide}:9464`],
     ...['--token-file', join(dir, `${run}-witness.token`), '--probe-timeout', '300'],
   ]);
   started.push(witness);
-  const controller = (site: 'a' | 'b', role: string, daemon: string) =>
-    inNs(`${run}-ctl-${site}`, lab.site[site].ns, [
-      FAILOVER,
-      ...['run', '--role', role, '--site', site, '--daemon', daemon],
-      ...[
-        '--witness',
-        `http://${lab.site[site].witness}:7900`,
-        '--token-file',
-        join(dir, `${run}-${site}.token`),
-      ],
-      ...['--pipe', lab.site[site].pipeName, '--prefix', PREFIX, '--rise', '1'],
-      ...['--interval', '100', '--fence-after', '300', '--timeout', '500', '--dead-time', '2000'],
-    ]);
   await waitFor(
     'the receiver and the sender replicating',
     20_000,
     () => records(receiver, 'sender connected').length > 0,
   );
-  const ctlA = controller('a', 'primary', 'http://127.0.0.1:9464');
-  const ctlB = controller('b', 'backup', 'http://127.0.0.1:9465');
-  started.push(ctlA, ctlB);
+  const ctlA = controller(run, 'a');
+  const ctlB = controller(run, 'b');
   const report = () => started.map((p) => `── ${p.name}\n${p.tail(8)}`).join('\n');
   await waitFor(
     'A’s prefix at BIRD, B standing by with the primary alive',
@@ -206,6 +216,24 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
     expect(readFileSync(join(dir, 'host-witness.token'), 'utf8')).toBe('1\n');
     await sleep(500);
     expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
+
+    // site A comes back (its ExaBGP, sender and controller restarted): the receiver refuses the old
+    // primary's sender (it stops), and A's controller, starting fenced, learns token 1 from the
+    // witness and never announces
+    const exaA = await lab.exabgp('a');
+    started.push(exaA);
+    const sender = startSender('host', '-again');
+    const ctlA = controller('host', 'a', '-again');
+    expect(await sender.exited).toMatchObject({ code: 8 });
+    expect(sender.log()).toMatch(/the backup was promoted \(fencing token 1\)/);
+    await waitFor('A superseded', 10_000, () => records(ctlA, 'decision').at(-1)?.authority === 'superseded');
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1000) {
+      expect(lab.routes(PREFIX)).toEqual([{ protocol: 'siteb', best: true, via: lab.site.b.address }]);
+      await sleep(20);
+    }
+    expect(decisionsWith(ctlA, 'announce')).toEqual([]);
+    expect(records(ctlA, 'decision')[0]?.authority).not.toBe('active');
   }, 120_000);
 
   it('site A’s replication dies: A withdraws first, then B announces; never both at BIRD', async () => {
