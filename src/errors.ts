@@ -77,6 +77,14 @@ export const ErrorCodes = {
   RWAN_ERR_ROUTE: 2,
   /** Failover: ExaBGP cannot be told (pipe missing or not a FIFO, ExaBGP not running, answered `error`, no answer in time). */
   RWAN_ERR_EXABGP: 11,
+  /** Xen stream: a bad xl, libxl or libxc header (magic, byte order, ident, marker, version), or a legacy pre-v2 stream. */
+  RWAN_ERR_XEN_HEADER: 12,
+  /** Xen stream: a record over 128 MiB, non-zero padding, an unknown mandatory type, a body where none belongs, a record out of place. */
+  RWAN_ERR_XEN_RECORD: 12,
+  /** Xen stream: a PAGE_DATA record whose length does not match its pfns, with no pfn, or with a reserved page type. */
+  RWAN_ERR_XEN_PAGE_DATA: 12,
+  /** Xen stream: the bytes end inside a header or a record. */
+  RWAN_ERR_XEN_TRUNCATED: 12,
   /** A bug: something the code believed impossible happened. */
   RWAN_ERR_INTERNAL: 70,
 } as const;
