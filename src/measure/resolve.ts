@@ -249,7 +249,7 @@ async function toSpec(
         : parseRate(str(entry.diskWrite), { what: `${path}.diskWrite`, allowZero: true }),
     deviceStateBytes:
       entry.deviceState === undefined
-        ? 0
+        ? (loaded.find((g) => g.deviceStateBytes !== undefined)?.deviceStateBytes ?? 0)
         : parseBytes(str(entry.deviceState), { what: `${path}.deviceState`, allowZero: true }),
     memoryCompression,
     diskCompression:

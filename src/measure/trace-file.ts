@@ -10,6 +10,8 @@
  *     `window` (a duration string such as `100ms`) or `window_ms`/`windowMs`/`window_s`/`epochMs`.
  *     remus-wan's per-epoch stats file is this shape; its `rawBytes`/`wireBytes` give the compression,
  *     and its full-copy rows (`full: true`: every page, at session start or a resync) are left out.
+ *     A `deviceStateBytes` column (`remus-plan measure xen-stream`) gives the state each checkpoint
+ *     carries besides memory: its median over the dirty-rate rows.
  *
  * A comment line `# duration: 10s` declares the trace length (default: the last write's time).
  */
@@ -336,6 +338,8 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     col('wireBytes'),
   ];
   const fullCol = col('full');
+  const stateCol = col('deviceStateBytes');
+  const states: number[] = [];
   let skippedFull = 0;
   rows.each((field, num, line) => {
     // a daemon's full copy (session start, resync) is every page, not what the guest dirtied
@@ -358,6 +362,8 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
         },
       );
     }
+    const state = stateCol < 0 ? Number.NaN : num(stateCol);
+    if (Number.isFinite(state) && state >= 0) states.push(state);
     const list = byWindow.get(windowS) ?? [];
     list.push(pages);
     byWindow.set(windowS, list);
@@ -389,6 +395,10 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   };
   if (epochs > 0 && raw > 0) {
     guest.compression = { ratio: wire / raw, source: `${source} (measured over ${epochs} epochs)` };
+  }
+  if (states.length > 0) {
+    // the state besides memory each checkpoint carries (a Xen stream's vCPU and device-model records)
+    guest.deviceStateBytes = [...states].sort((a, b) => a - b)[Math.floor(states.length / 2)] as number;
   }
   return guest;
 }

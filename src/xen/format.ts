@@ -179,6 +179,22 @@ export function paddingOf(length: number): number {
   return (8 - (length % 8)) % 8;
 }
 
+/** An item's size in the stream, bytes (a record's header and padding included). */
+export function itemBytes(item: XenItem): number {
+  switch (item.kind) {
+    case 'xl-header':
+      return XL_HEADER_BYTES + item.optionalData.length;
+    case 'libxl-header':
+      return LIBXL_HEADER_BYTES;
+    case 'libxc-header':
+      return LIBXC_IMAGE_HEADER_BYTES + LIBXC_DOMAIN_HEADER_BYTES;
+    case 'trailer':
+      return item.bytes.length;
+    default:
+      return RECORD_HEADER_BYTES + item.body.length + paddingOf(item.body.length);
+  }
+}
+
 /** A record type's name, for messages (`PAGE_DATA`, `optional 0x80000001`, `0x13`). */
 export function recordName(kind: XenRecord['kind'], type: number): string {
   const table: Record<string, number> = kind === 'libxc-record' ? LibxcRecord : LibxlRecord;
