@@ -8,6 +8,8 @@ import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { RwanError } from '../../src/errors.js';
+import { XenStreamStats } from '../../src/measure/xen-stream.js';
+import { joinCheckpoint, type XenCheckpoint, XenCheckpointer } from '../../src/xen/checkpoint.js';
 import {
   LibxcRecord,
   LibxlRecord,
@@ -430,5 +432,47 @@ describe('the generator', () => {
     const a = writeXenStream(generateXenStream({ ...small, seed: 7 }));
     expect(writeXenStream(generateXenStream({ ...small, seed: 7 })).equals(a)).toBe(true);
     expect(writeXenStream(generateXenStream({ ...small, seed: 8 })).equals(a)).toBe(false);
+  });
+});
+
+describe('checkpoints: pages for the codec, the rest opaque, joined back byte for byte', () => {
+  it.each<[string, GenerateOptions]>([
+    ['HVM', { guest: 'hvm', pages: 1500, checkpoints: 6, dirtyPages: 120, seed: 21 }],
+    ['PV big-endian', { guest: 'pv', pages: 1300, checkpoints: 4, dirtyPages: 70, endian: 'be', seed: 22 }],
+    [
+      'a migration with closing bytes',
+      { guest: 'hvm', pages: 400, checkpoints: 0, dirtyPages: 0, end: 'migration' },
+    ],
+  ])('%s', (_name, o) => {
+    const tail =
+      o.end === 'migration' ? Buffer.from('domain is yours, you are cleared to unpause\0') : Buffer.alloc(0);
+    const bytes = Buffer.concat([writeXenStream(generateXenStream(o)), tail]);
+    const cp = new XenCheckpointer();
+    const got: XenCheckpoint[] = [];
+    // fed as a capture would come: in uneven chunks
+    const r = new XenStreamReader();
+    for (let at = 0; at < bytes.length; at += 65_536 + 7)
+      got.push(...cp.push(r.push(bytes.subarray(at, at + 65_536 + 7))));
+    expect(got.map((c) => c.end)).toEqual(
+      o.end === 'migration'
+        ? ['migration', 'trailer']
+        : Array.from({ length: o.checkpoints + 1 }, () => 'checkpoint'),
+    );
+    expect(Buffer.concat(got.map((c) => joinCheckpoint(c))).equals(bytes)).toBe(true);
+    for (const c of got) {
+      expect(c.pages.length).toBe(4096 * c.pfns.length);
+      expect(c.cuts.reduce((s, x) => s + x.pages, 0)).toBe(c.pfns.length);
+    }
+    // the pages with data, as the per-checkpoint statistics count them
+    const stats = new XenStreamStats(100);
+    for (const item of readXenStream(bytes).items) stats.add(item);
+    expect(got.filter((c) => c.end !== 'trailer').map((c) => c.pfns.length)).toEqual(
+      [...stats.rows, ...(o.end === 'migration' ? [stats.pending] : [])].map((x) => x.dirtyPages),
+    );
+    for (const c of got.slice(1).filter((x) => x.end === 'checkpoint')) {
+      expect(c.pfns).toHaveLength(o.dirtyPages);
+      // what is not pages is small: pfn lists, vCPU and device state
+      expect(c.skeleton.length).toBeLessThan(40_000);
+    }
   });
 });
