@@ -32,8 +32,14 @@ export interface GenerateOptions {
   pages: number;
   /** Checkpoints after the first pass. */
   checkpoints: number;
-  /** Distinct pages dirtied per checkpoint. */
+  /** Distinct pages dirtied per checkpoint (and per live iteration). */
   dirtyPages: number;
+  /**
+   * Iterations of the first pass after the full one, before the first CHECKPOINT, each resending
+   * the pages dirtied meanwhile (xl remus starts with a live migration): pfns then repeat within
+   * the first checkpoint. Default 0.
+   */
+  liveIterations?: number;
   /** Zipf exponent of the dirty sets over the pages (a fixed random rank order); default 1. */
   zipf?: number;
   seed?: number;
@@ -294,7 +300,23 @@ export function* generateXenStream(o: GenerateOptions): Generator<XenItem> {
     yield xc(LibxcRecord.X86_PV_P2M_FRAMES, p2m);
   }
   if (optional) yield xc(optionalType(0x7f), blob(rng, 40));
+  const dataPfns = Array.from({ length: o.pages }, (_, i) => i).filter((p) => pageHasData(typeOf(p)));
+  for (let i = dataPfns.length - 1; i > 0; i--) {
+    const j = rng.u32() % (i + 1);
+    [dataPfns[i], dataPfns[j]] = [dataPfns[j] as number, dataPfns[i] as number];
+  }
+  const zipf = new Zipf(dataPfns.length, o.zipf ?? 1, rng);
+  /** A Zipf set of `dirtyPages` pages, written once more each, in pfn order. */
+  const dirty = () => {
+    const set = zipf
+      .draw(o.dirtyPages)
+      .map((r) => dataPfns[r] as number)
+      .sort((a, b) => a - b);
+    for (const p of set) version[p] = (version[p] as number) + 1;
+    return set;
+  };
   yield* pageData(Array.from({ length: o.pages }, (_, i) => i));
+  for (let i = 0; i < (o.liveIterations ?? 0); i++) yield* pageData(dirty());
   if (end === 'migration') {
     yield* endOfCheckpoint();
     yield xc(LibxcRecord.END);
@@ -304,12 +326,6 @@ export function* generateXenStream(o: GenerateOptions): Generator<XenItem> {
   }
 
   // -- checkpoints ----------------------------------------------------------------------------------
-  const dataPfns = Array.from({ length: o.pages }, (_, i) => i).filter((p) => pageHasData(typeOf(p)));
-  for (let i = dataPfns.length - 1; i > 0; i--) {
-    const j = rng.u32() % (i + 1);
-    [dataPfns[i], dataPfns[j]] = [dataPfns[j] as number, dataPfns[i] as number];
-  }
-  const zipf = new Zipf(dataPfns.length, o.zipf ?? 1, rng);
   for (;;) {
     yield* endOfCheckpoint();
     yield xc(LibxcRecord.CHECKPOINT);
@@ -318,11 +334,6 @@ export function* generateXenStream(o: GenerateOptions): Generator<XenItem> {
     yield xl(LibxlRecord.CHECKPOINT_END);
     if (checkpoint === o.checkpoints) return;
     checkpoint++;
-    const dirty = zipf
-      .draw(o.dirtyPages)
-      .map((r) => dataPfns[r] as number)
-      .sort((a, b) => a - b);
-    for (const p of dirty) version[p] = (version[p] as number) + 1;
-    yield* pageData(dirty);
+    yield* pageData(dirty());
   }
 }
