@@ -4,6 +4,8 @@
  *
  *   remus-wan send     --connect HOST:PORT --image FILE …   on the primary: replicate FILE epoch by epoch
  *   remus-wan receive  --listen HOST:PORT --store DIR …     on the backup: keep the replica, detect loss
+ *   remus-wan tunnel   [options] HOST xl migrate-receive -r   run by xl remus -s: the Xen stream to the backup
+ *   remus-wan xen-receive --listen HOST:PORT …              on the backup: the tunnel's stream to xl
  *   remus-wan status   --url http://127.0.0.1:9464          what a daemon is doing (its /status)
  *   remus-wan rate     --url … --rate 50Mbit/s | --off      change a sender's bandwidth cap while it runs
  *   remus-wan certs    --out DIR --host NAME …              a CA and host certificates for mutual TLS
@@ -17,7 +19,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import { type ConfigFile, DEFAULTS, merge, receiveSettings, sendSettings } from '../daemon/config.js';
+import {
+  type ConfigFile,
+  DEFAULTS,
+  merge,
+  receiveSettings,
+  sendSettings,
+  tunnelSettings,
+  xenReceiveSettings,
+} from '../daemon/config.js';
 import { runReceive, runSend } from '../daemon/run.js';
 import { RwanError } from '../errors.js';
 import { packageVersion } from '../package-root.js';
@@ -69,6 +79,49 @@ function common(cmd: Command): Command {
       'compute image digests at every epoch on both ends (a full read each time: checks, tests)',
     )
     .option('--name <name>', "a name for this daemon in logs, status and the peer's HELLO");
+}
+
+/** Options both senders (send, tunnel) take. */
+function senderOptions(cmd: Command): Command {
+  return cmd
+    .option(
+      '--window <n>',
+      `epochs in flight, unacknowledged (default ${DEFAULTS.window}; 1 = stop and wait)`,
+    )
+    .option('--channels <n>', `parallel connections (default ${DEFAULTS.channels})`)
+    .option('--chunk <size>', `chunk size before compression (default ${DEFAULTS.chunk})`)
+    .option('--zstd-level <n|off>', `zstd level (default ${DEFAULTS.zstdLevel})`)
+    .option(
+      '--rate <rate|off>',
+      'bandwidth cap, e.g. 100Mbit/s (default none; change it live with `remus-wan rate`)',
+    )
+    .option('--burst <size>', `burst allowed by the cap (default ${DEFAULTS.burst})`)
+    .addOption(
+      new Option(
+        '--encoder <where>',
+        'encode on the event loop with zstd on the thread pool (pool, the default: needs the native addon, else worker), on a worker thread (worker), or all on the event loop (inline)',
+      )
+        .choices(['worker', 'pool', 'inline'])
+        .default(undefined, 'pool'),
+    );
+}
+
+/** The command xl gives the tunnel after HOST: `xl migrate-receive -r [-e]`; whether `-e` is there. */
+function xlReceiveCommand(words: readonly string[]): boolean {
+  const [xl, verb, ...flags] = words;
+  const ok =
+    xl === 'xl' &&
+    verb === 'migrate-receive' &&
+    flags.includes('-r') &&
+    flags.every((f) => f === '-r' || f === '-e') &&
+    new Set(flags).size === flags.length;
+  if (!ok) {
+    throw new RwanError(
+      'RWAN_ERR_USAGE',
+      `remus-wan tunnel carries what xl remus runs: HOST xl migrate-receive -r [-e]; got ${JSON.stringify(words.join(' '))} (COLO and plain migration need a back channel the tunnel does not carry)`,
+    );
+  }
+  return flags.includes('-e');
 }
 
 async function settingsFrom(o: Record<string, unknown>): Promise<ConfigFile> {
@@ -125,9 +178,10 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
     .version(packageVersion(), '-V, --version', 'print the version')
     .description('Remus-style replication over a WAN: the daemon pair (send, receive) and its tools')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .enablePositionalOptions() // the tunnel passes what follows HOST through (xl's -r, -e)
     .showHelpAfterError();
 
-  common(
+  const send = common(
     program
       .command('send')
       .description(
@@ -145,27 +199,8 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
       'pause this process (SIGSTOP/SIGCONT) around each capture: a consistent epoch',
     )
     .option('--epoch <duration>', `capture interval (default ${DEFAULTS.epoch})`)
-    .option(
-      '--window <n>',
-      `epochs in flight, unacknowledged (default ${DEFAULTS.window}; 1 = stop and wait)`,
-    )
-    .option('--channels <n>', `parallel connections (default ${DEFAULTS.channels})`)
-    .option('--chunk <size>', `chunk size before compression (default ${DEFAULTS.chunk})`)
-    .option('--zstd-level <n|off>', `zstd level (default ${DEFAULTS.zstdLevel})`)
-    .option(
-      '--rate <rate|off>',
-      'bandwidth cap, e.g. 100Mbit/s (default none; change it live with `remus-wan rate`)',
-    )
-    .option('--burst <size>', `burst allowed by the cap (default ${DEFAULTS.burst})`)
-    .option('--max-epochs <n>', 'stop after this many acknowledged epochs')
-    .addOption(
-      new Option(
-        '--encoder <where>',
-        'encode on the event loop with zstd on the thread pool (pool, the default: needs the native addon, else worker), on a worker thread (worker), or all on the event loop (inline)',
-      )
-        .choices(['worker', 'pool', 'inline'])
-        .default(undefined, 'pool'),
-    )
+    .option('--max-epochs <n>', 'stop after this many acknowledged epochs');
+  senderOptions(send)
     .addHelpText(
       'after',
       `
@@ -243,6 +278,62 @@ Example:
         ),
       });
       io.out(`${JSON.stringify(r, null, o.json ? 2 : 0)}\n`);
+    });
+
+  senderOptions(
+    common(
+      program
+        .command('tunnel')
+        .description(
+          'on the primary, run by xl: xl remus -s "remus-wan tunnel [options]" DOMAIN HOST carries the stream to remus-wan xen-receive on HOST',
+        ),
+    ),
+  )
+    .argument('<host>', 'the backup (xl passes it): HOST or HOST:PORT')
+    .argument('<command...>', 'what xl would run there: xl migrate-receive -r [-e]')
+    .option('--port <port>', `the backup's port when HOST has none (default ${DEFAULTS.port})`)
+    .passThroughOptions()
+    .addHelpText(
+      'after',
+      `
+Example (on the primary; the backup runs remus-wan xen-receive):
+  xl remus -i 100 -s "remus-wan tunnel --tls-ca /etc/remus-wan/ca.pem --tls-cert /etc/remus-wan/primary.pem \\
+    --tls-key /etc/remus-wan/primary.key --peer-name backup --rate 200Mbit/s" web1 backup.example.net
+Standard output is xl's: only the receiver's banner goes there; logs go to standard error.`,
+    )
+    .action(async (host: string, words: string[], o: Record<string, unknown>) => {
+      const detach = xlReceiveCommand(words);
+      const { runTunnel } = await import('../daemon/xen.js');
+      exit(await runTunnel(tunnelSettings(await settingsFrom(o), host, detach)));
+    });
+
+  common(
+    program
+      .command('xen-receive')
+      .description(
+        'on the backup: receive a remus-wan tunnel and feed the stream to xl migrate-receive -r, byte for byte',
+      ),
+  )
+    .option('--listen <host:port>', `where to listen (default 0.0.0.0:${DEFAULTS.port})`)
+    .option(
+      '--dead-time <duration>',
+      `silence after which the primary is declared lost (default ${DEFAULTS.deadTime}); the stream ends only on POST /promote`,
+    )
+    .option(
+      '--receive-command <command>',
+      `run by sh -c "exec COMMAND [-e]" for the stream (default ${DEFAULTS.receiveCommand})`,
+    )
+    .addHelpText(
+      'after',
+      `
+Example:
+  remus-wan xen-receive --listen 0.0.0.0:7800 --tls-ca /etc/remus-wan/ca.pem \\
+    --tls-cert /etc/remus-wan/backup.pem --tls-key /etc/remus-wan/backup.key --peer-name primary \\
+    --dead-time 3s --metrics 127.0.0.1:9465`,
+    )
+    .action(async (o: Record<string, unknown>) => {
+      const { runXenReceive } = await import('../daemon/xen.js');
+      exit(await runXenReceive(xenReceiveSettings(await settingsFrom(o))));
     });
 
   registerCerts(program, io);

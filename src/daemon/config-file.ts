@@ -40,6 +40,8 @@ const fileSchema = z
     stats: z.string(),
     metrics: z.string(),
     onPrimaryLost: z.string(),
+    receiveCommand: z.string(),
+    port: z.union([z.number().int(), z.string()]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     verify: z.boolean(),
     maxEpochs: z.union([z.number(), z.string()]),

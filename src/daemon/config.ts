@@ -54,6 +54,26 @@ export interface SendSettings extends CommonSettings {
   encoder: 'worker' | 'pool' | 'inline';
 }
 
+/** What both senders (send, tunnel) take: the transport, the window, the codec, the cap. */
+export type SenderCommonSettings = Omit<
+  SendSettings,
+  'image' | 'dirtyLog' | 'pausePid' | 'epochMs' | 'maxEpochs'
+>;
+
+/** `remus-wan tunnel`: what `send` takes but the image, its capture and its limit. */
+export interface TunnelSettings extends SenderCommonSettings {
+  /** xl's `-e`: the backup's receive command does not wait for the domain's death. */
+  detach: boolean;
+}
+
+/** `remus-wan xen-receive`. */
+export interface XenReceiveSettings extends CommonSettings {
+  listen: { host: string; port: number };
+  deadTimeMs: number;
+  /** Run by `sh -c "exec COMMAND [-e]"`. */
+  receiveCommand: string;
+}
+
 /** `remus-wan receive`. */
 export interface ReceiveSettings extends CommonSettings {
   listen: { host: string; port: number };
@@ -82,6 +102,7 @@ export const DEFAULTS = {
   checkpoint: '256MiB',
   logLevel: 'info',
   port: 7800,
+  receiveCommand: 'xl migrate-receive -r',
 } as const;
 
 /** `host:port`, `[v6]:port` or `port` alone (then `fallbackHost`). */
@@ -185,20 +206,12 @@ function required<T>(v: T | undefined, flag: string): T {
   return v;
 }
 
-/** Settings of `remus-wan send`. */
-export function sendSettings(m: Merged): SendSettings {
-  const c = common(m);
+function senderCommon(m: Merged, connect: string): SenderCommonSettings {
   const rate = m.rate === undefined || m.rate === 'off' ? null : parseRate(m.rate, { what: '--rate' });
   const level = m.zstdLevel === 'off' ? null : (num(m.zstdLevel, '--zstd-level') ?? DEFAULTS.zstdLevel);
-  const pausePid = num(m.pausePid, '--pause-pid');
-  const maxEpochs = num(m.maxEpochs, '--max-epochs');
   return {
-    ...c,
-    connect: parseAddress(required(m.connect, '--connect'), '--connect', '127.0.0.1'),
-    image: required(m.image, '--image'),
-    ...(m.dirtyLog === undefined ? {} : { dirtyLog: m.dirtyLog }),
-    ...(pausePid === undefined ? {} : { pausePid }),
-    epochMs: 1000 * parseDuration(m.epoch ?? DEFAULTS.epoch, { what: '--epoch' }),
+    ...common(m),
+    connect: parseAddress(connect, '--connect', '127.0.0.1'),
     window: num(m.window, '--window') ?? DEFAULTS.window,
     channels: num(m.channels, '--channels') ?? DEFAULTS.channels,
     chunkBytes: parseBytes(m.chunk ?? DEFAULTS.chunk, { what: '--chunk' }),
@@ -207,8 +220,43 @@ export function sendSettings(m: Merged): SendSettings {
       rate === null
         ? null
         : { bytesPerSecond: rate, burstBytes: parseBytes(m.burst ?? DEFAULTS.burst, { what: '--burst' }) },
-    ...(maxEpochs === undefined ? {} : { maxEpochs }),
     encoder: m.encoder ?? 'pool',
+  };
+}
+
+/** Settings of `remus-wan send`. */
+export function sendSettings(m: Merged): SendSettings {
+  const pausePid = num(m.pausePid, '--pause-pid');
+  const maxEpochs = num(m.maxEpochs, '--max-epochs');
+  return {
+    ...senderCommon(m, required(m.connect, '--connect')),
+    image: required(m.image, '--image'),
+    ...(m.dirtyLog === undefined ? {} : { dirtyLog: m.dirtyLog }),
+    ...(pausePid === undefined ? {} : { pausePid }),
+    epochMs: 1000 * parseDuration(m.epoch ?? DEFAULTS.epoch, { what: '--epoch' }),
+    ...(maxEpochs === undefined ? {} : { maxEpochs }),
+  };
+}
+
+/**
+ * Settings of `remus-wan tunnel`: `host` is the HOST xl passes (the backup; `host:port`, the port
+ * `--port` or 7800 when it has none), `detach` whether xl asked for `-e`.
+ */
+export function tunnelSettings(m: Merged, host: string, detach: boolean): TunnelSettings {
+  const port = num(m.port, '--port') ?? DEFAULTS.port;
+  const connect = /^\[.*\]:\d+$|^[^:]+:\d+$/.test(host)
+    ? host
+    : `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return { ...senderCommon(m, connect), detach };
+}
+
+/** Settings of `remus-wan xen-receive`. */
+export function xenReceiveSettings(m: Merged): XenReceiveSettings {
+  return {
+    ...common(m),
+    listen: parseAddress(m.listen ?? `0.0.0.0:${DEFAULTS.port}`, '--listen', '0.0.0.0'),
+    deadTimeMs: 1000 * parseDuration(m.deadTime ?? DEFAULTS.deadTime, { what: '--dead-time' }),
+    receiveCommand: m.receiveCommand ?? DEFAULTS.receiveCommand,
   };
 }
 

@@ -19,12 +19,12 @@ import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, receiverMetrics, senderMetrics } from '../observability/metrics.js';
 import { type EncoderPort, InlineEncoder, PoolEncoder, WorkerEncoder } from '../replication/encoder-port.js';
 import { type ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
-import { type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
+import { type EpochSource, type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
 import { ImageSource } from '../replication/source-image.js';
 import { checkRate } from '../transport/rate-limit.js';
 import { connect, listen, type Security } from '../transport/security.js';
 import { parseBytes, parseRate } from '../units.js';
-import type { ReceiveSettings, SecuritySettings, SendSettings } from './config.js';
+import type { ReceiveSettings, SecuritySettings, SenderCommonSettings, SendSettings } from './config.js';
 
 /** Read key files: the transport's {@link Security} from the settings. */
 export async function loadSecuritySettings(s: SecuritySettings): Promise<Security> {
@@ -46,7 +46,7 @@ export async function loadSecuritySettings(s: SecuritySettings): Promise<Securit
 }
 
 /** Appends one JSON line per epoch. */
-class StatsFile {
+export class StatsFile {
   private readonly out: WriteStream;
   constructor(path: string) {
     this.out = createWriteStream(path, { flags: 'a' });
@@ -82,10 +82,10 @@ class Rates {
 }
 
 /** A POST handler of the HTTP endpoint: the JSON body in, the JSON answer out. */
-type PostHandler = (body: Record<string, unknown>) => object | Promise<object>;
+export type PostHandler = (body: Record<string, unknown>) => object | Promise<object>;
 
 /** The HTTP endpoint: /metrics, /status and the POST handlers (sender /rate, receiver /promote). */
-async function serveHttp(
+export async function serveHttp(
   where: { host: string; port: number },
   registry: Registry,
   status: () => object,
@@ -144,7 +144,7 @@ async function serveHttp(
 }
 
 /** Resolves on the first SIGTERM or SIGINT. */
-function untilSignal(): Promise<string> {
+export function untilSignal(): Promise<string> {
   return new Promise((resolve) => {
     const on = (sig: string) => {
       process.off('SIGTERM', on);
@@ -156,17 +156,17 @@ function untilSignal(): Promise<string> {
   });
 }
 
-/** Run `remus-wan send` until stopped (signal, --max-epochs, or a fatal error). Returns the exit status. */
-export async function runSend(s: SendSettings): Promise<number> {
-  const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
-  const security = await loadSecuritySettings(s.security);
-  const source = await ImageSource.open({
-    path: s.image,
-    pageSize: s.pageSize,
-    dirty: s.dirtyLog ? { kind: 'log', path: s.dirtyLog } : { kind: 'hash' },
-    ...(s.pausePid === undefined ? {} : { pausePid: s.pausePid }),
-    verify: s.verify,
-  });
+/**
+ * A sender session over the settings' transport, codec and encoder (send and tunnel share it).
+ * `o`: the capture interval (0: the source's pace), a limit, HELLO capability bits.
+ */
+export function makeSenderSession(
+  s: SenderCommonSettings,
+  security: Security,
+  source: EpochSource,
+  log: Log,
+  o: { epochMs: number; maxEpochs?: number; capabilities?: number },
+): { session: SenderSession; encoder: EncoderPort } {
   const codec = {
     pageSize: s.pageSize,
     cacheBytes: s.cacheBytes,
@@ -192,7 +192,7 @@ export async function runSend(s: SendSettings): Promise<number> {
     pageSize: s.pageSize,
     channels: s.channels,
     window: s.window,
-    epochMs: s.epochMs,
+    epochMs: o.epochMs,
     codec: { cacheBytes: s.cacheBytes, chunkBytes: s.chunkBytes, zstdLevel: s.zstdLevel },
     rate: s.rate,
     heartbeatMs: s.heartbeatMs,
@@ -201,9 +201,28 @@ export async function runSend(s: SendSettings): Promise<number> {
     // a link that comes back must be used well within the receiver's dead time (default 3 s): with
     // retries up to 5 s apart, a 1.5 s cut could stay silent for 3.6 s and be declared a lost primary
     reconnect: { initialMs: 100, maxMs: 500 },
-    ...(s.maxEpochs === undefined ? {} : { maxEpochs: s.maxEpochs }),
+    ...(o.maxEpochs === undefined ? {} : { maxEpochs: o.maxEpochs }),
+    ...(o.capabilities === undefined ? {} : { capabilities: o.capabilities }),
     peerName: s.name,
     log,
+  });
+  return { session, encoder };
+}
+
+/** Run `remus-wan send` until stopped (signal, --max-epochs, or a fatal error). Returns the exit status. */
+export async function runSend(s: SendSettings): Promise<number> {
+  const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
+  const security = await loadSecuritySettings(s.security);
+  const source = await ImageSource.open({
+    path: s.image,
+    pageSize: s.pageSize,
+    dirty: s.dirtyLog ? { kind: 'log', path: s.dirtyLog } : { kind: 'hash' },
+    ...(s.pausePid === undefined ? {} : { pausePid: s.pausePid }),
+    verify: s.verify,
+  });
+  const { session, encoder } = makeSenderSession(s, security, source, log, {
+    epochMs: s.epochMs,
+    ...(s.maxEpochs === undefined ? {} : { maxEpochs: s.maxEpochs }),
   });
   const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
   const rates = new Rates();
@@ -289,7 +308,7 @@ export async function runSend(s: SendSettings): Promise<number> {
  * (malloc_trim; the receiver held ~20 MiB it no longer used without it). A trim takes well under a
  * millisecond here.
  */
-function trimEverySecond(): NodeJS.Timeout {
+export function trimEverySecond(): NodeJS.Timeout {
   fixMmapThreshold(128 * 1024);
   return setInterval(() => trimHeap(), 1000).unref();
 }

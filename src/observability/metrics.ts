@@ -7,6 +7,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
 import type { SenderEpochStats, SenderSession } from '../replication/sender.js';
+import type { XenReceiverSession } from '../xen/xen-receiver.js';
 
 /** The event-loop delay monitor (ms percentiles), shared by metrics and status. */
 export class LoopDelay {
@@ -143,6 +144,22 @@ export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
     'event-loop delay, 99th percentile',
     () => loop.snapshot().p99Ms / 1000,
   );
+  detectorMetrics(r, s);
+  const commit = new Histogram({
+    name: 'remus_wan_commit_seconds',
+    help: 'decode + durable commit per epoch',
+    buckets: latencyBuckets,
+    registers: [r],
+  });
+  s.on('epoch', (e: ReceiverEpochStats) => commit.observe((e.decodeMs + e.commitMs) / 1000));
+  return r;
+}
+
+/** The failure detector's state (1 for the current one) and the primary losses it declared. */
+function detectorMetrics(
+  r: Registry,
+  s: { readonly detectorState: string; on(ev: 'detector', fn: (ev: string) => void): unknown },
+): void {
   const states = ['waiting', 'alive', 'suspect', 'lost'] as const;
   new Gauge({
     name: 'remus_wan_primary_state',
@@ -161,13 +178,44 @@ export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
   s.on('detector', (ev: string) => {
     if (ev === 'primary-lost') lost.inc();
   });
-  const commit = new Histogram({
-    name: 'remus_wan_commit_seconds',
-    help: 'decode + durable commit per epoch',
-    buckets: latencyBuckets,
-    registers: [r],
-  });
-  s.on('epoch', (e: ReceiverEpochStats) => commit.observe((e.decodeMs + e.commitMs) / 1000));
+}
+
+/** Metrics of a Xen receiving daemon (`remus-wan xen-receive`). */
+export function xenReceiverMetrics(s: XenReceiverSession, loop: LoopDelay): Registry {
+  const r = new Registry();
+  collectDefaultMetrics({ register: r });
+  const g = gauges(r);
+  g('remus_wan_epochs_committed_total', 'epochs handed to the receive command', () => s.counters.epochs);
+  g('remus_wan_last_committed_epoch', 'last epoch handed to the receive command', () => s.lastEpoch);
+  g(
+    'remus_wan_xen_checkpoints_total',
+    'checkpoints handed whole to the receive command',
+    () => s.counters.checkpoints,
+  );
+  g(
+    'remus_wan_xen_last_checkpoint',
+    'last checkpoint handed whole to the receive command',
+    () => s.lastCompleteCheckpoint,
+  );
+  g(
+    'remus_wan_xen_stream_bytes_total',
+    'stream bytes written to the receive command',
+    () => s.counters.streamBytes,
+  );
+  g('remus_wan_wire_bytes_received_total', 'compressed chunk bytes received', () => s.counters.wireBytes);
+  g('remus_wan_resumes_total', 'tunnel reconnections that resumed the stream', () => s.counters.resumes);
+  g(
+    'remus_wan_refused_connections_total',
+    'connections refused (handshake, protocol)',
+    () => s.counters.refused,
+  );
+  g('remus_wan_connected_channels', 'tunnel channels connected', () => s.connectedChannels);
+  g(
+    'remus_wan_event_loop_delay_p99_seconds',
+    'event-loop delay, 99th percentile',
+    () => loop.snapshot().p99Ms / 1000,
+  );
+  detectorMetrics(r, s);
   return r;
 }
 

@@ -77,6 +77,13 @@ export const Capability = {
   RESUME: 1 << 3,
   /** CHUNK kind 1 (extra, non-page records such as device state). */
   EXTRA: 1 << 4,
+  /**
+   * The epochs are segments of a Xen migration stream (docs/xen-stream.md): the receiver feeds them
+   * to a receive command instead of a replica. A sender and a receiver must agree on it.
+   */
+  XEN_STREAM: 1 << 5,
+  /** With XEN_STREAM: xl's `-e` (the backup's receive command does not wait for the domain's death). */
+  XEN_DETACH: 1 << 6,
 } as const;
 
 /** HELLO role. */

@@ -515,6 +515,12 @@ export class ReceiverSession extends EventEmitter {
       );
     }
     if (theirs.role !== Role.SENDER) refuse('the peer is not a sender', WireErrorCode.INCOMPATIBLE);
+    if (theirs.capabilities & Capability.XEN_STREAM) {
+      refuse(
+        'the sender carries a Xen stream (remus-wan tunnel): it needs remus-wan xen-receive, not a replica receiver',
+        WireErrorCode.INCOMPATIBLE,
+      );
+    }
     if (this.promotion !== undefined) {
       refuse(
         `the backup was promoted (fencing token ${this.promotion.token}) at epoch ${this.promotion.epoch}`,

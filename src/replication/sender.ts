@@ -114,8 +114,10 @@ export interface SenderOptions {
   channels: number;
   /** Most epochs sent and not yet acknowledged (1: stop and wait). */
   window: number;
-  /** Capture interval, ms. */
+  /** Capture interval, ms (0: capture as soon as the source has an epoch and the window allows). */
   epochMs: number;
+  /** HELLO capability bits besides the ones the session speaks (Capability.XEN_STREAM …). */
+  capabilities?: number;
   codec?: Partial<Omit<CodecOptions, 'pageSize'>>;
   /** Where epochs are encoded (default: on this thread, {@link InlineEncoder} with `codec`). */
   encoder?: EncoderPort;
@@ -389,7 +391,7 @@ export class SenderSession extends EventEmitter {
         const mine = hello({
           minVersion: PROTOCOL_VERSION,
           maxVersion: PROTOCOL_VERSION,
-          capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME,
+          capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME | (this.o.capabilities ?? 0),
           sessionId: this.sessionId,
           pageSize: this.o.pageSize,
           role: Role.SENDER,
