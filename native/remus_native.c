@@ -19,6 +19,15 @@
  *                                     -> the encoder's per-page pass: hash into hashOut[0..1]; -2 for a
  *                                        zero page; else -1 without a base, or encodeDelta(base, page)
  *                                        and then base := page
+ *   setPipeSize(fd, bytes)           -> Linux fcntl F_SETPIPE_SZ: the pipe's capacity becomes at least
+ *                                        `bytes` (rounded up to a page; one page at the least); returns
+ *                                        the capacity, or -errno (not a pipe, above pipe-max-size)
+ *   waitReadable(fd, timeoutMs, callback)
+ *                                     -> poll(fd, POLLIN) on the thread pool for at most timeoutMs;
+ *                                        callback(revents) on the main thread (0: timed out; POLLIN,
+ *                                        POLLHUP…: a read will not block), or callback(-errno). A
+ *                                        bounded wait, so that no pool thread stays blocked on a fd
+ *                                        nobody writes (the process could not exit)
  *   trimHeap()                       -> glibc's malloc_trim(0): the C heap's free pages (all arenas)
  *                                        back to the system; true when some were; false elsewhere
  *   fixMmapThreshold(bytes)          -> glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD: blocks
@@ -59,16 +68,21 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* pread under -std=c11 */
 #endif
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE 1 /* F_SETPIPE_SZ */
+#endif
 #if defined(__linux__) && !defined(_DEFAULT_SOURCE)
 #define _DEFAULT_SOURCE 1 /* madvise, MADV_DONTNEED */
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #ifndef _WIN32
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -884,6 +898,29 @@ static napi_value js_encode_page(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* setPipeSize(fd, bytes): see the header. */
+static napi_value js_set_pipe_size(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int64_t fd = -1, bytes = -1;
+  if (argc < 2 || napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], &bytes) != napi_ok) {
+    return throw_type(env, "setPipeSize(fd, bytes): numbers expected");
+  }
+  if (fd < 0 || fd > INT32_MAX || bytes < 1 || bytes > INT32_MAX) {
+    return throw_range(env, "setPipeSize(fd, bytes): fd or bytes out of range");
+  }
+  int64_t r = -ENOSYS;
+#if defined(__linux__) && defined(F_SETPIPE_SZ)
+  r = fcntl((int)fd, F_SETPIPE_SZ, (int)bytes);
+  if (r < 0) r = -errno;
+#endif
+  napi_value result;
+  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* trimHeap(): see the header. */
 static napi_value js_trim_heap(napi_env env, napi_callback_info info) {
   (void)info;
@@ -1045,6 +1082,66 @@ static napi_value js_read_pages_async(napi_env env, napi_callback_info info) {
 #endif
 
 #ifndef _WIN32
+/* waitReadable(fd, timeoutMs, callback): see the header. */
+typedef struct {
+  napi_async_work work;
+  napi_ref callback_ref;
+  int fd, timeout_ms, rc;
+} poll_job;
+
+static void poll_job_execute(napi_env env, void *data) {
+  (void)env;
+  poll_job *j = data;
+  struct pollfd p = {.fd = j->fd, .events = POLLIN, .revents = 0};
+  int r;
+  do r = poll(&p, 1, j->timeout_ms);
+  while (r < 0 && errno == EINTR);
+  j->rc = r < 0 ? -errno : r == 0 ? 0 : p.revents;
+}
+
+static void poll_job_complete(napi_env env, napi_status status, void *data) {
+  poll_job *j = data;
+  napi_value callback, global, arg;
+  bool ok = napi_get_reference_value(env, j->callback_ref, &callback) == napi_ok &&
+            napi_get_global(env, &global) == napi_ok &&
+            napi_create_int32(env, status == napi_ok ? j->rc : -ECANCELED, &arg) == napi_ok;
+  napi_delete_reference(env, j->callback_ref);
+  napi_delete_async_work(env, j->work);
+  free(j);
+  if (ok) napi_call_function(env, global, callback, 1, &arg, NULL);
+}
+
+static napi_value js_wait_readable(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int64_t fd = -1, timeout = -1;
+  napi_valuetype t;
+  if (argc < 3 || napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], &timeout) != napi_ok || napi_typeof(env, argv[2], &t) != napi_ok ||
+      t != napi_function) {
+    return throw_type(env, "waitReadable(fd, timeoutMs, callback): a number, a number and a function expected");
+  }
+  if (fd < 0 || fd > INT32_MAX || timeout < 0 || timeout > 60000) {
+    return throw_range(env, "waitReadable(fd, timeoutMs, callback): fd or timeoutMs out of range");
+  }
+  poll_job *j = calloc(1, sizeof *j);
+  if (j == NULL) {
+    napi_throw_error(env, "ERR_MEMORY", "waitReadable: out of memory");
+    return NULL;
+  }
+  j->fd = (int)fd;
+  j->timeout_ms = (int)timeout;
+  napi_value name;
+  if (napi_create_reference(env, argv[2], 1, &j->callback_ref) != napi_ok ||
+      napi_create_string_utf8(env, "remus-wan:waitReadable", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, poll_job_execute, poll_job_complete, j, &j->work) != napi_ok ||
+      napi_queue_async_work(env, j->work) != napi_ok) {
+    return NULL;
+  }
+  return NULL;
+}
+
 /* mapFile(fd, length, writable): see the header. */
 static napi_value js_map_file(napi_env env, napi_callback_info info) {
   size_t argc = 3;
@@ -1133,6 +1230,10 @@ NAPI_MODULE_INIT() {
       {"classifyPage", NULL, js_classify_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"encodePage", NULL, js_encode_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimHeap", NULL, js_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setPipeSize", NULL, js_set_pipe_size, NULL, NULL, NULL, napi_enumerable, NULL},
+#ifndef _WIN32
+      {"waitReadable", NULL, js_wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
+#endif
       {"fixMmapThreshold", NULL, js_fix_mmap_threshold, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"readPages", NULL, js_read_pages, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -292,6 +292,12 @@ Example:
     .argument('<host>', 'the backup (xl passes it): HOST or HOST:PORT')
     .argument('<command...>', 'what xl would run there: xl migrate-receive -r [-e]')
     .option('--port <port>', `the backup's port when HOST has none (default ${DEFAULTS.port})`)
+    .addOption(
+      new Option(
+        '--gate <on|off>',
+        "hold each checkpoint's last write (xl then keeps the guest's output) until the backup has the checkpoint but its device-model tail (default on; docs/xen-stream.md)",
+      ).choices(['on', 'off']),
+    )
     .passThroughOptions()
     .addHelpText(
       'after',

@@ -137,6 +137,8 @@ interface NativeAddon {
   ): number;
   /** glibc's malloc_trim(0); false elsewhere. */
   trimHeap(): boolean;
+  setPipeSize?(fd: number, bytes: number): number;
+  waitReadable?(fd: number, timeoutMs: number, done: (revents: number) => void): void;
   /** glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false elsewhere. */
   fixMmapThreshold(bytes: number): boolean;
   /** The workload generator's epoch loop (native/workload.c; {@link WorkloadNative}). */
@@ -429,6 +431,8 @@ function selfCheck(loops: HotLoops): string | undefined {
 interface Loaded {
   loops?: HotLoops;
   trimHeap?: () => boolean;
+  setPipeSize?: ((fd: number, bytes: number) => number) | undefined;
+  waitReadable?: ((fd: number, timeoutMs: number) => Promise<number>) | undefined;
   fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
   releaseMemory?: ((view: Uint8Array) => number) | undefined;
@@ -486,6 +490,11 @@ function loadNative(): Loaded {
       ? {
           loops,
           trimHeap: addon.trimHeap,
+          setPipeSize: addon.setPipeSize,
+          waitReadable: addon.waitReadable
+            ? (fd: number, timeoutMs: number) =>
+                new Promise<number>((resolve) => addon.waitReadable?.(fd, timeoutMs, resolve))
+            : undefined,
           fixMmapThreshold: addon.fixMmapThreshold,
           mapFile: mapper(addon),
           releaseMemory: addon.releaseMemory,
@@ -523,6 +532,22 @@ export const hot: HotLoops = native ?? fallback;
  * buffers come and go (chunks, frames, reads) otherwise keeps tens of MiB it no longer uses.
  */
 export const trimHeap: () => boolean = loaded.trimHeap ?? (() => false);
+
+/**
+ * Set a pipe's capacity (Linux fcntl F_SETPIPE_SZ, through the addon): at least `bytes`, rounded up
+ * to a page, one page at the least. Returns the capacity, or −errno (EBADF, not a pipe: EBADF or
+ * EINVAL; above /proc/sys/fs/pipe-max-size: EPERM); undefined without the addon.
+ */
+export const setPipeSize: ((fd: number, bytes: number) => number) | undefined = loaded.setPipeSize;
+
+/**
+ * Wait, on the thread pool, at most `timeoutMs` for `fd` to have something to read (poll POLLIN).
+ * Resolves with poll's revents (0: timed out; POLLIN or POLLHUP: a read will not block), or −errno;
+ * undefined without the addon. Bounded, unlike a blocking read on the pool, which would keep the
+ * process from exiting while nobody writes to the fd.
+ */
+export const waitReadable: ((fd: number, timeoutMs: number) => Promise<number>) | undefined =
+  loaded.waitReadable;
 
 /**
  * Make every C heap block of at least `bytes` a memory mapping of its own, unmapped when freed (glibc's

@@ -41,6 +41,7 @@ const fileSchema = z
     metrics: z.string(),
     onPrimaryLost: z.string(),
     receiveCommand: z.string(),
+    gate: z.enum(['on', 'off']),
     port: z.union([z.number().int(), z.string()]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     verify: z.boolean(),

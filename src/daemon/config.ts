@@ -64,6 +64,8 @@ export type SenderCommonSettings = Omit<
 export interface TunnelSettings extends SenderCommonSettings {
   /** xl's `-e`: the backup's receive command does not wait for the domain's death. */
   detach: boolean;
+  /** Hold xl's checkpoint writes until the backup acknowledges (docs/xen-stream.md). */
+  gate: boolean;
 }
 
 /** `remus-wan xen-receive`. */
@@ -247,7 +249,10 @@ export function tunnelSettings(m: Merged, host: string, detach: boolean): Tunnel
   const connect = /^\[.*\]:\d+$|^[^:]+:\d+$/.test(host)
     ? host
     : `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  return { ...senderCommon(m, connect), detach };
+  const gate = m.gate ?? 'on';
+  if (gate !== 'on' && gate !== 'off')
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `--gate ${gate}: on or off`);
+  return { ...senderCommon(m, connect), detach, gate: gate === 'on' };
 }
 
 /** Settings of `remus-wan xen-receive`. */

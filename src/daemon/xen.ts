@@ -10,6 +10,7 @@
  *                 the receive command does
  */
 import { writeSync } from 'node:fs';
+import { nativeLoadError, setPipeSize } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
 import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, senderMetrics, xenReceiverMetrics } from '../observability/metrics.js';
@@ -18,7 +19,7 @@ import type { SenderEpochStats } from '../replication/sender.js';
 import { listen } from '../transport/security.js';
 import { XL_BANNER } from '../xen/format.js';
 import { ReceiveCommand } from '../xen/receive-command.js';
-import { XenStreamSource } from '../xen/stream-source.js';
+import { fdInput, XenStreamSource } from '../xen/stream-source.js';
 import { type XenEpochStats, XenReceiverSession } from '../xen/xen-receiver.js';
 import type { TunnelSettings, XenReceiveSettings } from './config.js';
 import {
@@ -34,7 +35,18 @@ import {
 export async function runTunnel(s: TunnelSettings): Promise<number> {
   const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
   const security = await loadSecuritySettings(s.security);
-  const source = new XenStreamSource(process.stdin);
+  // the output-commit gate needs xl's pipe at one page (docs/xen-stream.md, Output commit)
+  let gate: { pipeBytes: number } | undefined;
+  if (s.gate) {
+    const bytes = setPipeSize?.(0, 4096);
+    if (bytes !== undefined && bytes > 0) gate = { pipeBytes: bytes };
+    else
+      log.warn(
+        { reason: bytes === undefined ? nativeLoadError : `errno ${-bytes}` },
+        'cannot shrink the stdin pipe: checkpoints are not held until the backup acknowledges them',
+      );
+  }
+  const source = new XenStreamSource(fdInput(0), gate ? { gate } : {});
   const { session, encoder } = makeSenderSession(s, security, source, log, {
     epochMs: 0, // the stream sets the pace
     capabilities: Capability.XEN_STREAM | (s.detach ? Capability.XEN_DETACH : 0),
@@ -51,8 +63,14 @@ export async function runTunnel(s: TunnelSettings): Promise<number> {
   const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
   const trim = trimEverySecond();
   session.on('epoch', (e: SenderEpochStats) => {
+    source.acked(e.epoch);
     const x = source.epochs.get(e.epoch);
-    stats?.write({ ...e, checkpoint: x?.checkpoint, checkpointEnd: x?.last });
+    stats?.write({
+      ...e,
+      checkpoint: x?.checkpoint,
+      checkpointEnd: x?.last,
+      ...(x?.last ? { gated: source.wasGated(x.checkpoint) } : {}),
+    });
     source.epochs.delete(e.epoch);
   });
   const http = s.metrics
@@ -67,13 +85,15 @@ export async function runTunnel(s: TunnelSettings): Promise<number> {
           lastAckedEpoch: session.lastAckedEpoch,
           epochsInFlight: session.inFlight,
           streamBytes: source.position,
+          gate: gate ?? null,
+          checkpoints: source.counters,
           counters: session.counters,
         }),
         {},
         log,
       )
     : undefined;
-  log.info({ backup: `${s.connect.host}:${s.connect.port}`, detach: s.detach }, 'tunnel');
+  log.info({ backup: `${s.connect.host}:${s.connect.port}`, detach: s.detach, gate }, 'tunnel');
   // the stream ended (xl stopped): stop once every epoch of it is acknowledged
   const finished = source.drained.then(async (end) => {
     log.info({ end, epochs: source.captured }, 'the stream ended');
@@ -88,7 +108,7 @@ export async function runTunnel(s: TunnelSettings): Promise<number> {
   http?.close();
   await stats?.close();
   await encoder.close();
-  process.stdin.destroy();
+  source.close();
   const err = session.error;
   if (err) {
     log.error({ code: err.code, err: err.message }, 'stopped on error');

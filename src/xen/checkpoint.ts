@@ -26,6 +26,8 @@ export interface XenCheckpoint {
   pages: Buffer;
   /** How it ends: at CHECKPOINT_END, at a migration's libxl END, or it is the bytes after that END. */
   end: 'checkpoint' | 'migration' | 'trailer';
+  /** A first part of the checkpoint, cut before its end (cut()): the rest comes in a later one. */
+  partial?: boolean;
 }
 
 /** Groups a reader's items into checkpoints and splits each (XenStreamReader → XenCheckpointer). */
@@ -93,6 +95,30 @@ export class XenCheckpointer {
       }
     }
     return done;
+  }
+
+  /**
+   * What was added since the last checkpoint ended (or the last cut), as a part of the checkpoint in
+   * progress; undefined when nothing was. The rest of that checkpoint comes in the part or
+   * checkpoint that follows.
+   */
+  cut(): XenCheckpoint | undefined {
+    if (this.skeletonBytes === 0 && this.pages.length === 0) return undefined;
+    const c: XenCheckpoint = {
+      index: this.index,
+      skeleton: Buffer.concat(this.skeleton),
+      cuts: this.cuts,
+      pfns: this.pfns,
+      pages: Buffer.concat(this.pages),
+      end: 'checkpoint',
+      partial: true,
+    };
+    this.skeleton = [];
+    this.skeletonBytes = 0;
+    this.cuts = [];
+    this.pfns = [];
+    this.pages = [];
+    return c;
   }
 
   private add(b: Buffer): void {

@@ -132,6 +132,56 @@ export class XenStreamReader {
     return this.checkpoint;
   }
 
+  /**
+   * Bytes still needed to complete the next item (at least 1): exact for headers and records (a
+   * record's header first, then its body and padding), a fixed read size after libxl END.
+   */
+  need(): number {
+    const have = this.q.length;
+    switch (this.state) {
+      case 'xl-header': {
+        if (have < XL_HEADER_BYTES) return XL_HEADER_BYTES - have;
+        const h = this.q.peek(XL_HEADER_BYTES);
+        const big = h.readUInt32LE(32) === 0x04030201;
+        const optional = big ? h.readUInt32BE(44) : h.readUInt32LE(44);
+        return Math.max(1, XL_HEADER_BYTES + Math.min(optional, REC_LENGTH_MAX) - have);
+      }
+      case 'libxl-header':
+        return Math.max(1, LIBXL_HEADER_BYTES - have);
+      case 'libxc-header':
+        return Math.max(1, LIBXC_IMAGE_HEADER_BYTES + LIBXC_DOMAIN_HEADER_BYTES - have);
+      case 'libxl':
+      case 'libxc': {
+        const r = this.nextRecord();
+        if (r === undefined) return RECORD_HEADER_BYTES - have;
+        return Math.max(
+          1,
+          RECORD_HEADER_BYTES + Math.min(r.length, REC_LENGTH_MAX) + paddingOf(r.length) - have,
+        );
+      }
+      case 'done':
+        return 65_536;
+    }
+  }
+
+  /**
+   * The record being read, once its header is here: its layer, type and body length, and whether it
+   * is in a checkpoint's libxl tail (after libxc CHECKPOINT: the guest runs again, xl writes the
+   * emulator records and CHECKPOINT_END).
+   */
+  nextRecord(): { layer: 'libxl' | 'libxc'; type: number; length: number; inTail: boolean } | undefined {
+    if ((this.state !== 'libxl' && this.state !== 'libxc') || this.q.length < RECORD_HEADER_BYTES)
+      return undefined;
+    const endian = this.state === 'libxl' ? this.libxlEndian : this.libxcEndian;
+    const h = this.q.peek(RECORD_HEADER_BYTES);
+    return {
+      layer: this.state,
+      type: endian === 'le' ? h.readUInt32LE(0) : h.readUInt32BE(0),
+      length: endian === 'le' ? h.readUInt32LE(4) : h.readUInt32BE(4),
+      inTail: this.state === 'libxl' && this.libxlAfter === 'checkpoint',
+    };
+  }
+
   /** Feed bytes; returns the items they complete, in order. */
   push(chunk: Buffer): XenItem[] {
     this.q.push(chunk);

@@ -87,7 +87,7 @@ export function segmentCheckpoint(c: XenCheckpoint, maxPages = 16384): XenSegmen
     cuts.push(cut);
     pageAt += cut.pages;
   }
-  close(c.skeleton.length, true);
+  close(c.skeleton.length, c.partial !== true);
   return out;
 }
 

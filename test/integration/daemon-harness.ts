@@ -326,14 +326,15 @@ export class Relay {
   private constructor(
     private readonly target: number,
     server: Server,
+    private readonly delayMs = 0,
   ) {
     this.server = server;
   }
 
-  /** Listen on a free port of 127.0.0.1, forwarding to `targetPort`. */
-  static async start(targetPort: number): Promise<Relay> {
+  /** Listen on a free port of 127.0.0.1, forwarding to `targetPort` (each way `delayMs` late). */
+  static async start(targetPort: number, o: { delayMs?: number } = {}): Promise<Relay> {
     const server = createServer({ noDelay: true });
-    const relay = new Relay(targetPort, server);
+    const relay = new Relay(targetPort, server, o.delayMs ?? 0);
     server.on('connection', (a) => relay.onConnection(a));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -363,8 +364,17 @@ export class Relay {
     const pair = { a, b };
     this.pairs.add(pair);
     this.counts.forwarded++;
-    a.pipe(b);
-    b.pipe(a);
+    if (this.delayMs > 0) {
+      // a delay line: every byte leaves delayMs after it came, in order (timers of one delay fire
+      // in the order they were set)
+      const late = (from: Socket, to: Socket) =>
+        from.on('data', (d: Buffer) => setTimeout(() => to.writable && to.write(d), this.delayMs));
+      late(a, b);
+      late(b, a);
+    } else {
+      a.pipe(b);
+      b.pipe(a);
+    }
     const drop = () => {
       this.pairs.delete(pair);
       a.destroy();

@@ -11,7 +11,9 @@
  *        [--interval 100] [--log FILE] [--end close|wait]
  *
  * The pipes are FIFOs in a temporary directory (Node has no pipe(2)); to the child they are pipes.
- * One JSON line per checkpoint goes to --log (or stdout): { checkpoint, returnedMs, writeMs, bytes }.
+ * One JSON line per checkpoint goes to --log (or stdout): { checkpoint, returnedMs (since the stream
+ * began), tailMs (from libxc CHECKPOINT, when xl resumes the guest, to the return of CHECKPOINT_END's
+ * write, when it releases the output), bytes }.
  * Exit 0 when the stream was written, 3 on a wrong banner, 4 when the child closed its stdin early.
  * Needs `npm run build` (it reads the stream with dist/src/xen).
  */
@@ -29,7 +31,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { LibxlRecord, XL_BANNER } from '../../dist/src/xen/format.js';
+import { LibxcRecord, LibxlRecord, XL_BANNER } from '../../dist/src/xen/format.js';
 import { readXenStream } from '../../dist/src/xen/reader.js';
 import { XenStreamWriter } from '../../dist/src/xen/writer.js';
 
@@ -93,18 +95,21 @@ const { items } = readXenStream(readFileSync(o.stream));
 const w = new XenStreamWriter();
 const t0 = performance.now();
 let written = 0;
+let resumedAt = 0;
 try {
   for (const item of items) {
     const bytes = w.encode(item);
-    const started = performance.now();
     for (let at = 0; at < bytes.length; ) at += writeSync(out, bytes, at);
     written += bytes.length;
+    // xl resumes the guest after libxc's CHECKPOINT; the libxl tail (emulator records and
+    // CHECKPOINT_END) follows, and the output is released when its last write returns
+    if (item.kind === 'libxc-record' && item.type === LibxcRecord.CHECKPOINT) resumedAt = performance.now();
     if (item.kind === 'libxl-record' && item.type === LibxlRecord.CHECKPOINT_END) {
       const now = performance.now();
       say({
         checkpoint: item.checkpoint,
         returnedMs: +(now - t0).toFixed(3),
-        writeMs: +(now - started).toFixed(3),
+        tailMs: +(now - resumedAt).toFixed(3),
         bytes: written,
       });
       sleep(Number(o.interval));
