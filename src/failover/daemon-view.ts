@@ -2,7 +2,8 @@
  * What the failover controller reads from the replication daemon of its own site: its `/status`
  * (docs/daemon.md), turned into the controller's observation fields.
  *
- *   receive (the backup)  peerUp: the primary is heard (`primary` alive, or suspect: a blip so far);
+ *   receive (the backup; xen-receive too)
+ *                         peerUp: the primary is heard (`primary` alive, or suspect: a blip so far);
  *                         primaryLost: `primary` is `lost` (silent for the daemon's whole dead time)
  *   send (the primary)    peerUp: `state` is `replicating` and a channel heard the backup within
  *                         PEER_SILENCE_MS (the sender itself drops a connection only after its idle
@@ -45,7 +46,8 @@ export function daemonView(status: unknown): DaemonView {
     return { ...DOWN, detail: 'the daemon answered no status object' };
   const s = status as Record<string, unknown>;
   const epoch = (v: unknown) => (Number.isSafeInteger(v) ? (v as number) : null);
-  if (s.role === 'receive') {
+  if (s.role === 'receive' || s.role === 'xen-receive') {
+    // a replica receiver, or a Xen one (remus-wan xen-receive): the same failure detector
     const primary = String(s.primary);
     return {
       daemonUp: true,

@@ -30,6 +30,11 @@ describe('daemonView', () => {
     expect(rx('alive')).toMatchObject({ peerUp: true, primaryLost: false });
     expect(rx('suspect')).toMatchObject({ peerUp: true, primaryLost: false });
     expect(rx('lost')).toMatchObject({ peerUp: false, primaryLost: true });
+    expect(daemonView({ role: 'xen-receive', primary: 'lost', lastCommittedEpoch: 9 })).toMatchObject({
+      role: 'receive',
+      primaryLost: true,
+      lastEpoch: 9,
+    });
     const tx = (silentMs: number[]) =>
       daemonView({
         role: 'send',
