@@ -51,13 +51,30 @@ export async function runTunnel(s: TunnelSettings): Promise<number> {
     epochMs: 0, // the stream sets the pace
     capabilities: Capability.XEN_STREAM | (s.detach ? Capability.XEN_DETACH : 0),
   });
-  // the banner goes to xl once the backup has checked its receive command's (it answers HELLO then)
+  // the banner goes to xl once the backup has checked its receive command's (it answers HELLO then),
+  // and after it what that command writes (xl's back channel), each byte once
   let bannerGiven = false;
+  let backWritten = 0;
+  const early: Array<[number, Buffer]> = [];
+  const toXl = (offset: number, data: Buffer) => {
+    if (offset > backWritten) {
+      log.error({ offset, written: backWritten }, 'back channel bytes lost: the backup kept too few');
+      backWritten = offset;
+    }
+    const from = backWritten - offset;
+    if (from < data.length) writeSync(1, data.subarray(from));
+    backWritten = Math.max(backWritten, offset + data.length);
+  };
+  session.on('stream-data', (offset: number, data: Buffer) => {
+    if (bannerGiven) toXl(offset, data);
+    else early.push([offset, data]);
+  });
   session.on('state', (st: string) => {
     log.info({ state: st }, 'state');
     if (st === 'replicating' && !bannerGiven) {
       bannerGiven = true;
       writeSync(1, XL_BANNER);
+      for (const [offset, data] of early.splice(0)) toXl(offset, data);
     }
   });
   const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;

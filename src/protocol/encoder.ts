@@ -26,6 +26,7 @@ import {
   PROTOCOL_VERSION,
   type ProtocolLimits,
   type ResumeFrame,
+  type StreamDataFrame,
   U64_NONE,
   WireErrorCode,
 } from './frames.js';
@@ -80,6 +81,9 @@ export function encodeFrame(frame: Frame, limits: ProtocolLimits = DEFAULT_LIMIT
         .u8(frame.fatal ? 1 : 0)
         .text(frame.message);
       break;
+    case FrameType.STREAM_DATA:
+      w.u64(frame.offset).bytes(frame.data);
+      break;
     default: {
       const never: never = frame;
       return never;
@@ -101,6 +105,8 @@ function payloadLength(frame: Frame): number {
       return FIXED_PAYLOAD[frame.type] + frame.data.length;
     case FrameType.ERROR:
       return FIXED_PAYLOAD[frame.type] + Buffer.byteLength(frame.message, 'utf8');
+    case FrameType.STREAM_DATA:
+      return FIXED_PAYLOAD[frame.type] + frame.data.length;
     default:
       return FIXED_PAYLOAD[frame.type];
   }
@@ -275,6 +281,11 @@ export function errorFrame(f: Partial<Fields<ErrorFrame>>): ErrorFrame {
     fatal: f.fatal ?? true,
     message: truncateUtf8(f.message ?? '', MAX_ERROR_MESSAGE_BYTES),
   };
+}
+
+/** A STREAM_DATA frame. */
+export function streamData(f: Fields<StreamDataFrame>): StreamDataFrame {
+  return { type: FrameType.STREAM_DATA, offset: f.offset, data: f.data };
 }
 
 /** `s` cut to at most `maxBytes` of UTF-8, never inside a character. */

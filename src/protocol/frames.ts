@@ -45,6 +45,8 @@ export const FrameType = {
   HEARTBEAT: 6,
   RESUME: 7,
   ERROR: 8,
+  /** Receiver → sender, with Capability.XEN_STREAM: bytes of the receive command's output. */
+  STREAM_DATA: 9,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -58,11 +60,12 @@ export const FRAME_TYPE_NAMES: Readonly<Record<FrameType, string>> = {
   6: 'HEARTBEAT',
   7: 'RESUME',
   8: 'ERROR',
+  9: 'STREAM_DATA',
 };
 
 /** True when `t` is a frame type this version knows. */
 export function isFrameType(t: number): t is FrameType {
-  return Number.isInteger(t) && t >= FrameType.HELLO && t <= FrameType.ERROR;
+  return Number.isInteger(t) && t >= FrameType.HELLO && t <= FrameType.STREAM_DATA;
 }
 
 /** HELLO capability bits. Unknown bits are legal: each side uses the intersection of both sets. */
@@ -200,11 +203,20 @@ export const FIXED_PAYLOAD: Readonly<Record<FrameType, number>> = {
   6: 21, // HEARTBEAT
   7: 25, // RESUME
   8: 5, // ERROR, then the message
+  9: 8, // STREAM_DATA, then the data
 };
+
+/** Largest data of a STREAM_DATA frame, bytes (within the control payload cap). */
+export const MAX_STREAM_DATA_BYTES = MAX_CONTROL_PAYLOAD - 8;
 
 /** True for frame types whose payload is exactly `FIXED_PAYLOAD` bytes. */
 export function isFixedSize(type: FrameType): boolean {
-  return type !== FrameType.HELLO && type !== FrameType.CHUNK && type !== FrameType.ERROR;
+  return (
+    type !== FrameType.HELLO &&
+    type !== FrameType.CHUNK &&
+    type !== FrameType.ERROR &&
+    type !== FrameType.STREAM_DATA
+  );
 }
 
 /** Caps that bound every allocation of a decoder (and what an encoder may produce). */
@@ -357,6 +369,18 @@ export interface ErrorFrame {
   readonly message: string;
 }
 
+/**
+ * Receiver → sender (Xen streams): bytes the backup's receive command wrote after its banner (xl's
+ * back channel), in order; `offset` counts the bytes before them, so that a sender given them again
+ * after a reconnect writes each byte once.
+ */
+export interface StreamDataFrame {
+  readonly type: typeof FrameType.STREAM_DATA;
+  readonly offset: number;
+  /** At most {@link MAX_STREAM_DATA_BYTES}. */
+  readonly data: Buffer;
+}
+
 /** Any frame. */
 export type Frame =
   | HelloFrame
@@ -366,4 +390,5 @@ export type Frame =
   | AckFrame
   | HeartbeatFrame
   | ResumeFrame
-  | ErrorFrame;
+  | ErrorFrame
+  | StreamDataFrame;

@@ -115,6 +115,9 @@ export function parsePayload(type: FrameType, payload: Buffer, limits: ProtocolL
       frame = { type, code, fatal: fatal === 1, message: r.text('message', MAX_ERROR_MESSAGE_BYTES) };
       break;
     }
+    case FrameType.STREAM_DATA:
+      frame = { type, offset: r.u64('offset'), data: Buffer.from(r.rest()) };
+      break;
     default: {
       const never: never = type;
       throw protocolError('RWAN_ERR_PROTOCOL_UNKNOWN_TYPE', `unknown frame type ${String(never)}`);

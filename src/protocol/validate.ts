@@ -19,6 +19,7 @@ import {
   MAX_ERROR_MESSAGE_BYTES,
   MAX_PAGE_SIZE,
   MAX_PEER_NAME_BYTES,
+  MAX_STREAM_DATA_BYTES,
   MIN_CHUNK_CAP,
   MIN_PAGE_SIZE,
   type ProtocolLimits,
@@ -146,6 +147,11 @@ export function validateFrame(frame: Frame, limits: ProtocolLimits, direction: D
       c.uint('code', frame.code, U16);
       c.rule('fatal', frame.fatal, typeof frame.fatal === 'boolean', 'a boolean');
       c.text('message', frame.message, MAX_ERROR_MESSAGE_BYTES);
+      return;
+    case FrameType.STREAM_DATA:
+      c.uint('offset', frame.offset, Number.MAX_SAFE_INTEGER);
+      c.rule('data', frame.data, Buffer.isBuffer(frame.data), 'a Buffer');
+      c.uint('data length', frame.data.length, MAX_STREAM_DATA_BYTES);
       return;
     default: {
       const never: never = frame;

@@ -204,7 +204,8 @@ export type SenderState = 'connecting' | 'replicating' | 'reconnecting' | 'stopp
 /**
  * Events: `'epoch'` (SenderEpochStats, once acknowledged), `'state'` (SenderState), `'progress'`
  * ({ epoch, sentBytes, totalBytes } about once a second while a full copy is sent), `'fatal'` (a
- * RwanError that stops the session: the receiver refused it for good).
+ * RwanError that stops the session: the receiver refused it for good), `'stream-data'` (offset, bytes:
+ * with Capability.XEN_STREAM, the backup's receive command's output).
  */
 export class SenderSession extends EventEmitter {
   readonly sessionId = randomBytes(16);
@@ -480,6 +481,8 @@ export class SenderSession extends EventEmitter {
       this.connected = false;
       this.wakeWindow();
       this.scheduleReconnect();
+    } else if (f.type === FrameType.STREAM_DATA && (this.o.capabilities ?? 0) & Capability.XEN_STREAM) {
+      this.emit('stream-data', f.offset, f.data);
     } else {
       const err = new RwanError('RWAN_ERR_PEER', `unexpected ${FRAME_TYPE_NAMES[f.type]} from the receiver`);
       this.channels[0]?.close(err, WireErrorCode.UNEXPECTED_FRAME);

@@ -1,8 +1,8 @@
 /**
  * The backup's receive command as a sink for the Xen receiver (xen-receiver.ts): `sh -c "exec
  * COMMAND [-e]"` (by default `xl migrate-receive -r`), its banner checked byte for byte as xl's
- * sender does, then the stream written to its stdin. Whatever it prints after the banner goes to the
- * log, line by line.
+ * sender does, then the stream written to its stdin. Whatever it prints after the banner (xl's back
+ * channel) goes to `onOutput`, for the tunnel.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { RwanError } from '../errors.js';
@@ -11,6 +11,8 @@ import { XL_BANNER } from './format.js';
 import type { XenSink } from './xen-receiver.js';
 
 export class ReceiveCommand implements XenSink {
+  private output: ((bytes: Buffer) => void) | undefined;
+
   private child: ChildProcess | undefined;
   private exited: { code: number | null; signal: string | null } | undefined;
   private readonly exit: Promise<void>;
@@ -30,6 +32,11 @@ export class ReceiveCommand implements XenSink {
   /** Resolves when the command has exited. */
   get done(): Promise<void> {
     return this.exit;
+  }
+
+  /** Where what the command prints after its banner (xl's back channel) goes. */
+  onOutput(fn: (bytes: Buffer) => void): void {
+    this.output = fn;
   }
 
   open(detach: boolean): Promise<void> {
@@ -64,13 +71,14 @@ export class ReceiveCommand implements XenSink {
           `exited (${code ?? signal}) before its banner${got.length ? `, after printing ${JSON.stringify(got.toString())}` : ''}`,
         ),
       );
-      const lines = (b: Buffer) => {
-        for (const line of b.toString().split('\n'))
-          if (line.trim()) this.o.log.info({ line }, 'receive command says');
+      // after the banner its stdout is xl's back channel: passed on to the tunnel as it is
+      const passOn = (b: Buffer) => {
+        this.output?.(b);
+        this.o.log.info({ bytes: b.length }, 'receive command output, passed on');
       };
       child.stdout?.on('data', (chunk: Buffer) => {
         if (answered) {
-          lines(chunk);
+          passOn(chunk);
           return;
         }
         got = Buffer.concat([got, chunk]);
@@ -81,7 +89,7 @@ export class ReceiveCommand implements XenSink {
         }
         answered = true;
         clearTimeout(timer);
-        if (got.length > banner.length) lines(got.subarray(banner.length));
+        if (got.length > banner.length) passOn(got.subarray(banner.length));
         resolve();
       });
     });

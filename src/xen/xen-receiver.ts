@@ -11,7 +11,8 @@
  * ```
  *
  * One stream per receiver: the first session's HELLO opens the sink (the receive command is started
- * and its banner checked, before the HELLO is answered: the tunnel then gives xl the banner), later
+ * and its banner checked, before the HELLO is answered: the tunnel then gives xl the banner; what the
+ * command writes after it goes back to the tunnel in STREAM_DATA frames, for xl), later
  * connections of that session resume it (the tunnel resends what was not acknowledged), and any
  * other session is refused. A link blip never touches the sink: only the end of the stream (a
  * migration's libxl END) or a promotion (promote(): the failover controller declared the primary
@@ -21,7 +22,7 @@ import { EventEmitter } from 'node:events';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { asRwanError, RwanError } from '../errors.js';
-import { ack, hello } from '../protocol/encoder.js';
+import { ack, hello, streamData } from '../protocol/encoder.js';
 import {
   Capability,
   type ChunkFrame,
@@ -32,6 +33,7 @@ import {
   FRAME_TYPE_NAMES,
   type Frame,
   FrameType,
+  MAX_STREAM_DATA_BYTES,
   PROTOCOL_VERSION,
   Role,
   WireErrorCode,
@@ -49,7 +51,12 @@ export interface XenSink {
   write(bytes: Buffer): Promise<void>;
   /** End the stream (the command's stdin closes). */
   end(): Promise<void>;
+  /** Where the command's output after its banner (xl's back channel) goes. */
+  onOutput?(fn: (bytes: Buffer) => void): void;
 }
+
+/** Back-channel bytes kept for a tunnel that reconnects, at most (the oldest go first). */
+const BACK_CHANNEL_KEPT = 1 << 20;
 
 export interface XenReceiverOptions {
   sink: XenSink;
@@ -101,6 +108,9 @@ export class XenReceiverSession extends EventEmitter {
   private readonly detector: FailureDetector;
   private readonly timer: NodeJS.Timeout;
   private promotion: { token: number; epoch: number | null } | undefined;
+  /** The back channel: bytes the receive command wrote after its banner, from offset `backFrom`. */
+  private back = Buffer.alloc(0);
+  private backFrom = 0;
   readonly counters = {
     epochs: 0,
     checkpoints: 0,
@@ -119,6 +129,25 @@ export class XenReceiverSession extends EventEmitter {
       () => this.report(this.detector.tick(performance.now())),
       Math.min(100, o.deadTimeMs / 4),
     ).unref();
+    o.sink.onOutput?.((bytes) => this.backChannel(bytes));
+  }
+
+  /** The receive command wrote `bytes` after its banner: to the tunnel, which gives them to xl. */
+  private backChannel(bytes: Buffer): void {
+    const offset = this.backFrom + this.back.length;
+    this.back = Buffer.concat([this.back, bytes]);
+    if (this.back.length > BACK_CHANNEL_KEPT) {
+      this.backFrom += this.back.length - BACK_CHANNEL_KEPT;
+      this.back = this.back.subarray(this.back.length - BACK_CHANNEL_KEPT);
+    }
+    this.sendBack(offset, bytes);
+  }
+
+  private sendBack(offset: number, bytes: Buffer, ch = this.channels.find((c) => c && !c.isClosed)): void {
+    if (!ch) return; // sent again when the tunnel reconnects
+    for (let at = 0; at < bytes.length; at += MAX_STREAM_DATA_BYTES) {
+      ch.send(streamData({ offset: offset + at, data: bytes.subarray(at, at + MAX_STREAM_DATA_BYTES) }));
+    }
   }
 
   /** The last epoch handed to the receive command (what a reconnecting tunnel resumes after). */
@@ -311,6 +340,8 @@ export class XenReceiverSession extends EventEmitter {
       { channel: theirs.channelIndex, of: theirs.channelCount, lastEpochHeld: this.last },
       'tunnel connected',
     );
+    // the back channel so far, again: the tunnel writes each byte once (by offset)
+    if (theirs.channelIndex === 0 && this.back.length > 0) this.sendBack(this.backFrom, this.back, ch);
   }
 
   private onFrame(ch: Channel, f: Frame): void {

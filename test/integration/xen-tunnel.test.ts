@@ -5,7 +5,8 @@
  *     ──(TCP, through a relay the test can cut)──► remus-wan xen-receive ──► xl-receiver.mjs
  *
  * - the banner dance through the tunnel, the stream byte for byte at the backup's receive command,
- *   each checkpoint's write-return time recorded, the compression reported;
+ *   what it writes after its banner back to xl (once, across reconnects), each checkpoint's
+ *   write-return time recorded, the compression reported;
  * - connections cut in the middle of checkpoints: the receive command's stdin stays open, the tunnel
  *   resumes, the bytes stay identical; only POST /promote ends the stream, at a complete checkpoint;
  * - what is refused: a command vector that is not xl remus's, a tunnel to a replica receiver, a
@@ -62,7 +63,7 @@ async function backup(
     ...['--dead-time', '10s', '--stats', join(dir, `${name}-rx.stats`)],
     ...[
       '--receive-command',
-      `${process.execPath} ${tool('xl-receiver.mjs')} --expect ${expect} --times ${report}`,
+      `${process.execPath} ${tool('xl-receiver.mjs')} --expect ${expect} --times ${report} --say back-channel-${name}`,
     ],
   ]);
   await rx.waitForLine(/"msg":"listening"/, 15_000);
@@ -134,6 +135,8 @@ describe('remus-wan tunnel → xen-receive, with xl stand-ins', () => {
     const log = join(dir, 'a-sender.log');
     const sent = await xlSender(file, b.port, { log, tunnel: ['--stats', join(dir, 'a-tunnel.stats')] });
     expect(sent.code, `${sent.err}\n${b.rx.tail()}`).toBe(0);
+    // what the receive command wrote after its banner reached xl, once
+    expect(sent.err).toContain('{"backChannel":"back-channel-a"}');
     const commits = readJsonl<{ checkpoint: number; returnedMs: number }>(log);
     expect(commits.map((c) => c.checkpoint)).toEqual(Array.from({ length: 13 }, (_, i) => i));
     // every checkpoint is at the backup's receive command before the stream is ended there
@@ -183,6 +186,7 @@ describe('remus-wan tunnel → xen-receive, with xl stand-ins', () => {
     }
     const sent = await done;
     expect(sent.code, `${sent.err}\n${b.rx.tail()}`).toBe(0);
+    expect(sent.err).toContain('{"backChannel":"back-channel-b"}'); // sent again on each reconnect, written once
     const st = await status<{ counters: { resumes: number }; lastCompleteCheckpoint: number; ended: null }>(
       b.http,
     );

@@ -216,7 +216,7 @@ describe('violations: one code each, with the wire code for the peer', () => {
     ['version 2', 'UNSUPPORTED_VERSION', [patch(a, [[2, [2]]])], WireErrorCode.UNSUPPORTED_VERSION],
     ['version 0', 'UNSUPPORTED_VERSION', [patch(a, [[2, [0]]])], 2],
     ['type 0', 'UNKNOWN_TYPE', [patch(a, [[3, [0]]])], 1],
-    ['type 9', 'UNKNOWN_TYPE', [patch(a, [[3, [9]]])], 1],
+    ['type 10', 'UNKNOWN_TYPE', [patch(a, [[3, [10]]])], 1],
     ['header flags', 'RESERVED', [patch(a, [[4, [1]]])], 1],
     ['reserved u8', 'RESERVED', [patch(a, [[5, [0x80]]])], 1],
     ['reserved u16', 'RESERVED', [patch(a, [[7, [1]]])], 1],

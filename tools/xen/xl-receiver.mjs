@@ -5,7 +5,10 @@
  * what a Remus receiver would restore: the bytes, the checkpoints complete, where the stream stopped
  * (xenstream reader), and with --expect FILE whether the bytes are the expected ones.
  *
- *   node tools/xen/xl-receiver.mjs [--expect FILE] [--out FILE] [ignored: HOST xl migrate-receive -r -e]
+ *   node tools/xen/xl-receiver.mjs [--expect FILE] [--out FILE] [--times FILE] [--say TEXT]
+ *        [ignored: HOST xl migrate-receive -r -e]
+ *
+ * --say writes TEXT on stdout (the back channel) once the stream has begun.
  *
  * It also writes one JSON line per CHECKPOINT_END received to --times FILE, with the time it came.
  * Exit 0 when the stream read cleanly (and matches --expect), 1 otherwise.
@@ -17,7 +20,12 @@ import { LibxlRecord, XL_BANNER } from '../../dist/src/xen/format.js';
 import { XenStreamReader } from '../../dist/src/xen/reader.js';
 
 const { values: o } = parseArgs({
-  options: { expect: { type: 'string' }, out: { type: 'string' }, times: { type: 'string' } },
+  options: {
+    expect: { type: 'string' },
+    out: { type: 'string' },
+    times: { type: 'string' },
+    say: { type: 'string' },
+  },
   allowPositionals: true,
   strict: false, // xl's own arguments (HOST xl migrate-receive -r -e) follow and are not ours
 });
@@ -28,6 +36,8 @@ const times = [];
 let error = null;
 const t0 = Date.now();
 for await (const chunk of process.stdin) {
+  // --say: something on the back channel (stdout after the banner), once the stream has begun
+  if (o.say && chunks.length === 0) writeSync(1, o.say);
   chunks.push(chunk);
   if (error) continue;
   try {

@@ -125,7 +125,15 @@ if (o.end === 'wait') sleep(2 ** 31 - 1);
 closeSync(out); // the primary stops: the receiver sees the end of the stream
 const waitExit = () =>
   new Promise((r) => (childExit ? r(childExit) : child.once('exit', (code, signal) => r({ code, signal }))));
+// what the receiver wrote after its banner (xl's back channel), to its end
+const backChannel = [];
+for (;;) {
+  const n = readSync(back, got, 0, got.length, null);
+  if (n === 0) break;
+  backChannel.push(Buffer.from(got.subarray(0, n)));
+}
 const exit = await waitExit();
 closeSync(back);
+process.stderr.write(`${JSON.stringify({ backChannel: Buffer.concat(backChannel).toString() })}\n`);
 process.stderr.write(`xl-sender: ${written} bytes written; the command exited ${JSON.stringify(exit)}\n`);
 process.exit(0);
