@@ -84,6 +84,13 @@ class Rates {
 /** A POST handler of the HTTP endpoint: the JSON body in, the JSON answer out. */
 export type PostHandler = (body: Record<string, unknown>) => object | Promise<object>;
 
+/** POST /promote of a receiving daemon: `{"token": N}` in, `{"promoted": {token, epoch}}` out. */
+export function promoteHandler(session: {
+  promote(token: number): Promise<{ token: number; epoch: number | null }>;
+}): Record<string, PostHandler> {
+  return { '/promote': (b) => session.promote(Number(b.token)).then((promoted) => ({ promoted })) };
+}
+
 /** The HTTP endpoint: /metrics, /status and the POST handlers (sender /rate, receiver /promote). */
 export async function serveHttp(
   where: { host: string; port: number },
@@ -414,13 +421,7 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     eventLoopDelay: loop.snapshot(),
   });
   const http = s.metrics
-    ? await serveHttp(
-        s.metrics,
-        receiverMetrics(session, loop),
-        status,
-        { '/promote': (b) => session.promote(Number(b.token)).then((promoted) => ({ promoted })) },
-        log,
-      )
+    ? await serveHttp(s.metrics, receiverMetrics(session, loop), status, promoteHandler(session), log)
     : undefined;
   log.info({ listen: `${s.listen.host}:${listener.port}`, security: s.security.kind }, 'listening');
   const stopped = new Promise<void>((resolve) => session.once('fatal', () => resolve()));

@@ -25,6 +25,7 @@ import type { TunnelSettings, XenReceiveSettings } from './config.js';
 import {
   loadSecuritySettings,
   makeSenderSession,
+  promoteHandler,
   StatsFile,
   serveHttp,
   trimEverySecond,
@@ -179,13 +180,7 @@ export async function runXenReceive(s: XenReceiveSettings): Promise<number> {
     counters: session.counters,
   });
   const http = s.metrics
-    ? await serveHttp(
-        s.metrics,
-        xenReceiverMetrics(session, loop),
-        status,
-        { '/promote': (b) => session.promote(Number(b.token)).then((promoted) => ({ promoted })) },
-        log,
-      )
+    ? await serveHttp(s.metrics, xenReceiverMetrics(session, loop), status, promoteHandler(session), log)
     : undefined;
   log.info({ listen: `${s.listen.host}:${listener.port}`, command: s.receiveCommand }, 'listening');
   const why = await Promise.race([untilSignal(), sink.done.then(() => 'the receive command exited')]);

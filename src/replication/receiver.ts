@@ -39,7 +39,7 @@ import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { PageCache } from '../codec/page-cache.js';
 import { asRwanError, RwanError } from '../errors.js';
 import { FrameDecoder } from '../protocol/decoder.js';
-import { ack, encodeFrame, hello, resume } from '../protocol/encoder.js';
+import { ack, encodeFrame, resume } from '../protocol/encoder.js';
 import {
   Capability,
   type ChunkFrame,
@@ -55,7 +55,7 @@ import {
   Role,
   WireErrorCode,
 } from '../protocol/frames.js';
-import { awaitHello, Channel } from '../transport/channel.js';
+import { answerHello, awaitHello, Channel } from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
 import { getU64, pad8, putU64 } from './journal.js';
 import type { Log } from './sender.js';
@@ -590,33 +590,27 @@ export class ReceiverSession extends EventEmitter {
     old?.close(new RwanError('RWAN_ERR_PEER', 'replaced by a new connection'));
     this.channels[theirs.channelIndex] = ch;
     const held = this.decoderValid && this.store.state.sessionId === sid ? this.lastEpoch : null;
-    ch.send(
-      hello({
-        minVersion: PROTOCOL_VERSION,
-        maxVersion: PROTOCOL_VERSION,
+    answerHello(
+      ch,
+      theirs,
+      {
         capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME,
-        sessionId: theirs.sessionId,
         pageSize: this.o.pageSize,
-        role: Role.RECEIVER,
         lastEpochHeld: held,
-        channelIndex: theirs.channelIndex,
-        channelCount: theirs.channelCount,
         maxChunkBytes: max,
         cacheBytes: this.cacheBytes,
         peerName: this.o.peerName ?? '',
-      }),
+      },
+      {
+        heard: () => this.heard(),
+        onFrame: (f) => this.onFrame(ch, f),
+        onClose: (why) => {
+          if (this.channels[theirs.channelIndex] === ch) delete this.channels[theirs.channelIndex];
+          if (!this.closed)
+            this.o.log.warn({ channel: theirs.channelIndex, err: why?.message }, 'channel closed');
+        },
+      },
     );
-    this.heard();
-    ch.on('frame', (f: Frame) => {
-      this.heard();
-      this.onFrame(ch, f);
-    });
-    ch.on('heartbeat', () => this.heard());
-    ch.on('close', (why: RwanError | undefined) => {
-      if (this.channels[theirs.channelIndex] === ch) delete this.channels[theirs.channelIndex];
-      if (!this.closed)
-        this.o.log.warn({ channel: theirs.channelIndex, err: why?.message }, 'channel closed');
-    });
     this.o.log.info(
       { channel: theirs.channelIndex, of: theirs.channelCount, lastEpochHeld: held },
       'sender connected',

@@ -18,14 +18,16 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { asRwanError, RwanError } from '../errors.js';
 import { FrameDecoder, type FrameDecoderOptions } from '../protocol/decoder.js';
-import { encodeFrame, errorFrame, heartbeat } from '../protocol/encoder.js';
+import { encodeFrame, errorFrame, heartbeat, hello } from '../protocol/encoder.js';
 import {
   FRAME_TYPE_NAMES,
   type Frame,
   FrameType,
   HeartbeatFlags,
   type HelloFrame,
+  PROTOCOL_VERSION,
   type ProtocolLimits,
+  Role,
   WireErrorCode,
 } from '../protocol/frames.js';
 
@@ -302,4 +304,47 @@ export function handshake(ch: Channel, mine: HelloFrame, timeoutMs: number): Pro
   const theirs = awaitHello(ch, timeoutMs);
   ch.send(mine);
   return theirs;
+}
+
+/**
+ * The receiver's side of a handshake, once it accepted `theirs`: answer with its own HELLO, then
+ * hand every frame (`onFrame`) and heartbeat to the session, each a sign of life (`heard`), and
+ * report the channel's close (`onClose`).
+ */
+export function answerHello(
+  ch: Channel,
+  theirs: HelloFrame,
+  mine: {
+    capabilities: number;
+    pageSize: number;
+    lastEpochHeld: number | null;
+    maxChunkBytes: number;
+    cacheBytes: number;
+    peerName: string;
+  },
+  on: { heard(): void; onFrame(f: Frame): void; onClose(why: RwanError | undefined): void },
+): void {
+  ch.send(
+    hello({
+      minVersion: PROTOCOL_VERSION,
+      maxVersion: PROTOCOL_VERSION,
+      capabilities: mine.capabilities,
+      sessionId: theirs.sessionId,
+      pageSize: mine.pageSize,
+      role: Role.RECEIVER,
+      lastEpochHeld: mine.lastEpochHeld,
+      channelIndex: theirs.channelIndex,
+      channelCount: theirs.channelCount,
+      maxChunkBytes: mine.maxChunkBytes,
+      cacheBytes: mine.cacheBytes,
+      peerName: mine.peerName,
+    }),
+  );
+  on.heard();
+  ch.on('frame', (f: Frame) => {
+    on.heard();
+    on.onFrame(f);
+  });
+  ch.on('heartbeat', () => on.heard());
+  ch.on('close', (why: RwanError | undefined) => on.onClose(why));
 }

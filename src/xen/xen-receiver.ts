@@ -22,7 +22,7 @@ import { EventEmitter } from 'node:events';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { asRwanError, RwanError } from '../errors.js';
-import { ack, hello, streamData } from '../protocol/encoder.js';
+import { ack, streamData } from '../protocol/encoder.js';
 import {
   Capability,
   type ChunkFrame,
@@ -40,7 +40,7 @@ import {
 } from '../protocol/frames.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from '../replication/failure-detector.js';
 import type { Log } from '../replication/sender.js';
-import { awaitHello, Channel } from '../transport/channel.js';
+import { answerHello, awaitHello, Channel } from '../transport/channel.js';
 import { joinSegment } from './segment.js';
 
 /** Where the stream goes: the receive command's stdin. */
@@ -310,32 +310,26 @@ export class XenReceiverSession extends EventEmitter {
     }
     this.channels[theirs.channelIndex]?.close(new RwanError('RWAN_ERR_PEER', 'replaced by a new connection'));
     this.channels[theirs.channelIndex] = ch;
-    ch.send(
-      hello({
-        minVersion: PROTOCOL_VERSION,
-        maxVersion: PROTOCOL_VERSION,
+    answerHello(
+      ch,
+      theirs,
+      {
         capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME | Capability.XEN_STREAM,
-        sessionId: theirs.sessionId,
         pageSize: this.o.pageSize,
-        role: Role.RECEIVER,
         lastEpochHeld: this.last,
-        channelIndex: theirs.channelIndex,
-        channelCount: theirs.channelCount,
         maxChunkBytes: max,
         cacheBytes: this.o.cacheBytes,
         peerName: this.o.peerName ?? '',
-      }),
+      },
+      {
+        heard: () => this.heard(),
+        onFrame: (f) => this.onFrame(ch, f),
+        onClose: (why) => {
+          if (this.channels[theirs.channelIndex] === ch) delete this.channels[theirs.channelIndex];
+          this.o.log.warn({ channel: theirs.channelIndex, err: why?.message }, 'channel closed');
+        },
+      },
     );
-    this.heard();
-    ch.on('frame', (f: Frame) => {
-      this.heard();
-      this.onFrame(ch, f);
-    });
-    ch.on('heartbeat', () => this.heard());
-    ch.on('close', (why: RwanError | undefined) => {
-      if (this.channels[theirs.channelIndex] === ch) delete this.channels[theirs.channelIndex];
-      this.o.log.warn({ channel: theirs.channelIndex, err: why?.message }, 'channel closed');
-    });
     this.o.log.info(
       { channel: theirs.channelIndex, of: theirs.channelCount, lastEpochHeld: this.last },
       'tunnel connected',
