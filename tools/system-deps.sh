@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the integration tests need, when they are missing (runs before npm test).
 # A real QEMU guest is booted by test/integration: qemu-system-x86, a kernel (linux-image-amd64) and
-# a static busybox for its initramfs. The failover tests run a real BGP lab: exabgp and bird2.
+# a static busybox for its initramfs. The failover tests run a real BGP lab: exabgp and bird2. The WAN
+# lab (tools/wanlab) drops packets with nftables and measures its round trip with ping.
 # Nothing is installed when everything is present.
 set -euo pipefail
-packages=(qemu-system-x86 linux-image-amd64 busybox-static exabgp bird2)
+packages=(qemu-system-x86 linux-image-amd64 busybox-static exabgp bird2 nftables iputils-ping)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
