@@ -199,7 +199,17 @@ export function createProgram(io: Io = processIo, exit: (code: number) => void =
       'pause this process (SIGSTOP/SIGCONT) around each capture: a consistent epoch',
     )
     .option('--epoch <duration>', `capture interval (default ${DEFAULTS.epoch})`)
-    .option('--max-epochs <n>', 'stop after this many acknowledged epochs');
+    .option('--max-epochs <n>', 'stop after this many acknowledged epochs')
+    .addOption(
+      new Option(
+        '--proxy <listen=service>',
+        "output commit: clients connect to LISTEN; the service's answers reach them only once the backup has the state they came from (repeatable)",
+      ).argParser((v: string, prev: string[] = []) => [...prev, v]),
+    )
+    .option(
+      '--proxy-buffer <size>',
+      'bytes a proxy holds before it stops reading from the service (default 16MiB)',
+    );
   senderOptions(send)
     .addHelpText(
       'after',

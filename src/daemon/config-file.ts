@@ -42,6 +42,8 @@ const fileSchema = z
     onPrimaryLost: z.string(),
     receiveCommand: z.string(),
     gate: z.enum(['on', 'off']),
+    proxy: z.union([z.string(), z.array(z.string())]),
+    proxyBuffer: z.string(),
     port: z.union([z.number().int(), z.string()]),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
     verify: z.boolean(),

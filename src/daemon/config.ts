@@ -52,12 +52,16 @@ export interface SendSettings extends CommonSettings {
    * worker thread without it), on a worker thread, or all on the event loop.
    */
   encoder: 'worker' | 'pool' | 'inline';
+  /** Output-commit proxies (`--proxy LISTEN=SERVICE`): the service's answers wait for the backup. */
+  proxies?: Array<{ listen: { host: string; port: number }; service: { host: string; port: number } }>;
+  /** Bytes a proxy holds before it stops reading from the service. */
+  proxyBufferBytes?: number;
 }
 
 /** What both senders (send, tunnel) take: the transport, the window, the codec, the cap. */
 export type SenderCommonSettings = Omit<
   SendSettings,
-  'image' | 'dirtyLog' | 'pausePid' | 'epochMs' | 'maxEpochs'
+  'image' | 'dirtyLog' | 'pausePid' | 'epochMs' | 'maxEpochs' | 'proxies' | 'proxyBufferBytes'
 >;
 
 /** `remus-wan tunnel`: what `send` takes but the image, its capture and its limit. */
@@ -237,6 +241,23 @@ export function sendSettings(m: Merged): SendSettings {
     ...(pausePid === undefined ? {} : { pausePid }),
     epochMs: 1000 * parseDuration(m.epoch ?? DEFAULTS.epoch, { what: '--epoch' }),
     ...(maxEpochs === undefined ? {} : { maxEpochs }),
+    ...(m.proxy === undefined
+      ? {}
+      : {
+          proxies: (Array.isArray(m.proxy) ? m.proxy : [m.proxy]).map((p) => {
+            const [listen, service] = p.split('=');
+            if (!listen || !service)
+              throw new RwanError(
+                'RWAN_ERR_INVALID_VALUE',
+                `--proxy ${p}: expected LISTEN=SERVICE (host:port=host:port)`,
+              );
+            return {
+              listen: parseAddress(listen, '--proxy', '127.0.0.1'),
+              service: parseAddress(service, '--proxy', '127.0.0.1'),
+            };
+          }),
+          proxyBufferBytes: parseBytes(m.proxyBuffer ?? '16MiB', { what: '--proxy-buffer' }),
+        }),
   };
 }
 

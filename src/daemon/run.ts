@@ -18,6 +18,7 @@ import { RwanError } from '../errors.js';
 import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, receiverMetrics, senderMetrics } from '../observability/metrics.js';
 import { type EncoderPort, InlineEncoder, PoolEncoder, WorkerEncoder } from '../replication/encoder-port.js';
+import { startProxy } from '../replication/proxy.js';
 import { type ReceiverEpochStats, ReceiverSession } from '../replication/receiver.js';
 import { type EpochSource, type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
 import { ImageSource } from '../replication/source-image.js';
@@ -231,6 +232,14 @@ export async function runSend(s: SendSettings): Promise<number> {
     epochMs: s.epochMs,
     ...(s.maxEpochs === undefined ? {} : { maxEpochs: s.maxEpochs }),
   });
+  // output commit: each proxy's answers wait for the epoch captured after them
+  const proxies = await Promise.all(
+    (s.proxies ?? []).map((p) => startProxy({ ...p, maxHeldBytes: s.proxyBufferBytes ?? 16 * 2 ** 20, log })),
+  );
+  for (const p of proxies) {
+    session.on('capture-start', (epoch: number) => p.gate.captureStarting(epoch));
+    session.on('epoch', (e: SenderEpochStats) => p.gate.acked(e.epoch));
+  }
   const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
   const rates = new Rates();
   const loop = new LoopDelay();
@@ -265,6 +274,12 @@ export async function runSend(s: SendSettings): Promise<number> {
     ...rates.get(),
     rateLimit: session.rate.settings,
     counters: session.counters,
+    proxies: proxies.map((p) => ({
+      port: p.port,
+      heldBytes: p.gate.heldBytes,
+      waitsFor: p.gate.waitsFor,
+      ...p.counters,
+    })),
     eventLoopDelay: loop.snapshot(),
   });
   const onRate = (b: { rate?: unknown; burst?: unknown }) => {
@@ -292,6 +307,7 @@ export async function runSend(s: SendSettings): Promise<number> {
   });
   await Promise.race([session.run(), signal]);
   await session.stop();
+  for (const p of proxies) await p.close();
   loop.stop();
   clearInterval(trim);
   http?.close();

@@ -204,7 +204,8 @@ export type SenderState = 'connecting' | 'replicating' | 'reconnecting' | 'stopp
 /**
  * Events: `'epoch'` (SenderEpochStats, once acknowledged), `'state'` (SenderState), `'progress'`
  * ({ epoch, sentBytes, totalBytes } about once a second while a full copy is sent), `'fatal'` (a
- * RwanError that stops the session: the receiver refused it for good), `'stream-data'` (offset, bytes:
+ * RwanError that stops the session: the receiver refused it for good), `'capture-start'` (the epoch
+ * about to be captured), `'stream-data'` (offset, bytes:
  * with Capability.XEN_STREAM, the backup's receive command's output).
  */
 export class SenderSession extends EventEmitter {
@@ -533,6 +534,7 @@ export class SenderSession extends EventEmitter {
       const epochMs = this.lastCaptureStart === 0 ? 0 : started - this.lastCaptureStart;
       this.lastCaptureStart = started;
       const full = this.needFull;
+      this.emit('capture-start', this.lastEpoch + 1); // output commit: what comes later waits for the next
       const cap = await this.o.source.capture({ full });
       if (!this.running) return;
       this.needFull = false;
