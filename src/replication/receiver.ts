@@ -55,7 +55,7 @@ import {
   Role,
   WireErrorCode,
 } from '../protocol/frames.js';
-import { answerHello, awaitHello, Channel } from '../transport/channel.js';
+import { acceptedChannel, answerHello, awaitHello, type Channel } from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
 import { getU64, pad8, putU64 } from './journal.js';
 import type { Log } from './sender.js';
@@ -314,13 +314,7 @@ export class ReceiverSession extends EventEmitter {
       return;
     }
     const max = this.o.maxChunkBytes ?? DEFAULT_MAX_RAW_LENGTH;
-    const ch = new Channel(socket, {
-      name: `${peer.remoteAddress}:${peer.remotePort}`,
-      limits: { maxChunkData: max, maxRawLength: max },
-      heartbeatMs: this.o.heartbeatMs,
-      idleTimeoutMs: this.o.idleTimeoutMs,
-      lastAcked: () => this.lastEpoch,
-    });
+    const ch = acceptedChannel(socket, peer, { ...this.o, maxChunkBytes: max }, () => this.lastEpoch);
     this.handshake(ch, max).catch((err: unknown) => {
       const e = asRwanError(err);
       this.noteRefusal(e.code === 'RWAN_ERR_PEER' ? `hello:${e.details.wireCode ?? 'closed'}` : e.code);

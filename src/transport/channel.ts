@@ -348,3 +348,19 @@ export function answerHello(
   ch.on('heartbeat', () => on.heard());
   ch.on('close', (why: RwanError | undefined) => on.onClose(why));
 }
+
+/** A receiver's channel on a connection it accepted: chunks up to `maxChunkBytes`, its heartbeats. */
+export function acceptedChannel(
+  socket: ConstructorParameters<typeof Channel>[0],
+  peer: { remoteAddress: string; remotePort: number },
+  o: { maxChunkBytes: number; heartbeatMs: number; idleTimeoutMs: number },
+  lastAcked: () => number | null,
+): Channel {
+  return new Channel(socket, {
+    name: `${peer.remoteAddress}:${peer.remotePort}`,
+    limits: { maxChunkData: o.maxChunkBytes, maxRawLength: o.maxChunkBytes },
+    heartbeatMs: o.heartbeatMs,
+    idleTimeoutMs: o.idleTimeoutMs,
+    lastAcked,
+  });
+}

@@ -40,7 +40,7 @@ import {
 } from '../protocol/frames.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from '../replication/failure-detector.js';
 import type { Log } from '../replication/sender.js';
-import { answerHello, awaitHello, Channel } from '../transport/channel.js';
+import { acceptedChannel, answerHello, awaitHello, type Channel } from '../transport/channel.js';
 import { joinSegment } from './segment.js';
 
 /** Where the stream goes: the receive command's stdin. */
@@ -187,13 +187,7 @@ export class XenReceiverSession extends EventEmitter {
     peer: { remoteAddress: string; remotePort: number },
   ): void {
     const max = this.o.maxChunkBytes ?? DEFAULT_MAX_RAW_LENGTH;
-    const ch = new Channel(socket, {
-      name: `${peer.remoteAddress}:${peer.remotePort}`,
-      limits: { maxChunkData: max, maxRawLength: max },
-      heartbeatMs: this.o.heartbeatMs,
-      idleTimeoutMs: this.o.idleTimeoutMs,
-      lastAcked: () => this.last,
-    });
+    const ch = acceptedChannel(socket, peer, { ...this.o, maxChunkBytes: max }, () => this.last);
     this.handshake(ch, max).catch((err: unknown) => {
       const e = asRwanError(err);
       this.counters.refused++;
