@@ -4,6 +4,7 @@
  * asked, the throughput at most the rate cap, a 2 % loss shows in 300 pings.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
@@ -47,6 +48,9 @@ describe('wanlab', () => {
     expect(list()).toContain(`wl-${name}-a`);
     expect(wanlab('down')).toEqual({ name, down: true });
     expect(list()).not.toContain(`wl-${name}-`);
+    expect(existsSync(`/run/wanlab/${name}.json`) || existsSync(`/run/wanlab/${name}.delayline.log`)).toBe(
+      false,
+    );
     // the delay line has ended (a zombie at most: detached, it is its init's to reap)
     const stat = spawnSync('ps', ['-o', 'stat=', '-p', String(r.pid)], { encoding: 'utf8' }).stdout.trim();
     expect(stat === '' || stat.startsWith('Z')).toBe(true);

@@ -179,6 +179,7 @@ async function down(o) {
   }
   for (const ns of state.namespaces) spawnSync('ip', ['netns', 'del', ns]);
   rmSync(n.state, { force: true });
+  rmSync(join(RUN, `${o.name}.delayline.log`), { force: true });
   return { name: o.name, down: true };
 }
 
