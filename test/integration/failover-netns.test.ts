@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { haveBgpTools } from './bgp-lab.js';
-import { assertFreshBuild, type Proc, Procs, WAN, waitFor } from './daemon-harness.js';
+import { assertFreshBuild, type Proc, Procs, readJsonl, WAN, waitFor } from './daemon-harness.js';
 import { type BgpRoute, canMakeNamespaces, type NetnsLab, startNetnsLab } from './netns-lab.js';
 
 const FAILOVER = join(import.meta.dirname, '..', '..', 'dist', 'src', 'cli', 'failover.js');
@@ -88,6 +88,7 @@ function startSender(run: string, again = ''): Proc {
     WAN,
     ...['send', '--connect', `${lab.site.b.linkAddress}:7000`, '--image', join(dir, `${run}.img`)],
     ...['--insecure', '--epoch', '50ms', '--metrics', '0.0.0.0:9464'],
+    ...['--stats', join(dir, `${run}-tx${again}.jsonl`), '--verify'],
   ]);
   started.push(p);
   return p;
@@ -121,6 +122,7 @@ async function startSites(run: string): Promise<Sites> {
     WAN,
     ...['receive', '--listen', `${b.linkAddress}:7000`, '--store', join(dir, `${run}-store`), '--insecure'],
     ...['--dead-time', '2s', '--metrics', '127.0.0.1:9465'],
+    ...['--stats', join(dir, `${run}-rx.jsonl`), '--verify'],
   ]);
   const sender = startSender(run);
   started.push(receiver);
@@ -315,5 +317,36 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
       `netns, A isolated from B and the witness: A withdrew after ${goneAt - cutAt} ms ` +
         `(silence 600 + fence 300 + tick), B's route at BIRD after ${atBird - cutAt} ms (dead time 2000)`,
     );
+  }, 120_000);
+});
+
+describe('over a WAN (the delay line of tools/wanlab between A and B, 20 ms each way)', () => {
+  beforeAll(async () => {
+    await lab.stop();
+    lab = await startNetnsLab({ wan: { oneWayMs: 20 } });
+  }, 60_000);
+
+  it('A cut off longer than the dead time, the witness agreeing: failover once, the prefix at BIRD from B, the replica at the last acknowledged epoch', async () => {
+    const s = await startSites('wan');
+    await sleep(1000); // epochs flowing over the WAN
+    const cutAt = Date.now();
+    lab.cut(['ab', 'aw'], true);
+    const { goneAt, atBird } = await handover();
+    const promote = await promotion(s.ctlB);
+    expect(promote.token).toBe(1);
+    const ended = records(s.receiver, 'promoted: the stream ended')[0] as { epoch: number };
+    // every epoch the primary saw acknowledged is in the replica, byte for byte
+    const tx = readJsonl<{ epoch: number; digest: string }>(join(dir, 'wan-tx.jsonl'));
+    const rx = readJsonl<{ epoch: number; replicaDigest: string }>(join(dir, 'wan-rx.jsonl'));
+    const lastAcked = tx.at(-1) as { epoch: number; digest: string };
+    expect(ended.epoch).toBeGreaterThanOrEqual(lastAcked.epoch);
+    expect(rx.map((r) => r.epoch)).toEqual(Array.from({ length: rx.length }, (_, i) => i + 1));
+    expect(rx.find((r) => r.epoch === lastAcked.epoch)?.replicaDigest).toBe(lastAcked.digest);
+    console.log(
+      `over a 40 ms round trip: A withdrew ${goneAt - cutAt} ms, B's route at BIRD ${atBird - cutAt} ms after the cut; ` +
+        `${tx.length} epochs acknowledged, the replica at epoch ${ended.epoch}`,
+    );
+    await sleep(500);
+    expect(decisionsWith(s.ctlB, 'promote')).toHaveLength(1);
   }, 120_000);
 });

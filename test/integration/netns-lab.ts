@@ -22,7 +22,17 @@
  * Only the processes started here are stopped (by PID), then the namespaces are deleted.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Proc, Procs, waitFor } from './daemon-harness.js';
@@ -78,7 +88,23 @@ export function canMakeNamespaces(): boolean {
   return process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;
 }
 
-export async function startNetnsLab(): Promise<NetnsLab> {
+/** The delay line (tools/wanlab/delayline.c), built when missing or older than its source. */
+function delayline(): string {
+  const dir = join(import.meta.dirname, '..', '..', 'tools', 'wanlab');
+  const bin = join(dir, 'build', 'delayline');
+  const src = join(dir, 'delayline.c');
+  if (!existsSync(bin) || statSync(bin).mtimeMs < statSync(src).mtimeMs) {
+    mkdirSync(join(dir, 'build'), { recursive: true });
+    execFileSync('cc', ['-O2', '-Wall', '-o', bin, src]);
+  }
+  return bin;
+}
+
+/**
+ * `wan`: the A–B replication link is a WAN instead of a veth: the delay line of tools/wanlab between
+ * TUN devices a1 and b1, `oneWayMs` each way.
+ */
+export async function startNetnsLab(o: { wan?: { oneWayMs: number } } = {}): Promise<NetnsLab> {
   const dir = mkdtempSync(join(tmpdir(), 'rwan-netns-lab-'));
   const tag = `rw${process.pid % 100000}x${Math.floor(Math.random() * 1000)}`;
   const net = `${tag}net`;
@@ -200,7 +226,22 @@ export async function startNetnsLab(): Promise<NetnsLab> {
     };
     link('n1', net, sites.a.router, 'a0', sites.a.ns, sites.a.address);
     link('n2', net, sites.b.router, 'b0', sites.b.ns, sites.b.address);
-    link('a1', sites.a.ns, sites.a.linkAddress, 'b1', sites.b.ns, sites.b.linkAddress);
+    if (o.wan) {
+      const dl = procs.start('delayline', [sites.a.ns, 'a1', sites.b.ns, 'b1', String(o.wan.oneWayMs)], {
+        command: delayline(),
+      });
+      await waitFor('the delay line', 10_000, () => {
+        if (!dl.alive) throw new Error(`the delay line exited: ${dl.tail()}`);
+        return dl.log().includes('ready');
+      });
+      for (const [ns, dev, me, peer] of [
+        [sites.a.ns, 'a1', sites.a.linkAddress, sites.b.linkAddress],
+        [sites.b.ns, 'b1', sites.b.linkAddress, sites.a.linkAddress],
+      ] as const) {
+        ip('-n', ns, 'addr', 'add', me, 'peer', peer, 'dev', dev);
+        ip('-n', ns, 'link', 'set', dev, 'up');
+      }
+    } else link('a1', sites.a.ns, sites.a.linkAddress, 'b1', sites.b.ns, sites.b.linkAddress);
     link('n3', net, sites.a.witness, 'a2', sites.a.ns, sites.a.witnessSide);
     const peer = (name: SiteName) => `
 protocol bgp site${name} {
