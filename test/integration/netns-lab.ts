@@ -22,17 +22,7 @@
  * Only the processes started here are stopped (by PID), then the namespaces are deleted.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import {
-  closeSync,
-  constants,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Proc, Procs, waitFor } from './daemon-harness.js';
@@ -88,16 +78,10 @@ export function canMakeNamespaces(): boolean {
   return process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;
 }
 
-/** The delay line (tools/wanlab/delayline.c), built when missing or older than its source. */
+/** The delay line of tools/wanlab (built there when missing or older than its source): its path. */
 function delayline(): string {
-  const dir = join(import.meta.dirname, '..', '..', 'tools', 'wanlab');
-  const bin = join(dir, 'build', 'delayline');
-  const src = join(dir, 'delayline.c');
-  if (!existsSync(bin) || statSync(bin).mtimeMs < statSync(src).mtimeMs) {
-    mkdirSync(join(dir, 'build'), { recursive: true });
-    execFileSync('cc', ['-O2', '-Wall', '-o', bin, src]);
-  }
-  return bin;
+  const wanlab = join(import.meta.dirname, '..', '..', 'tools', 'wanlab', 'wanlab.mjs');
+  return execFileSync(process.execPath, [wanlab, 'build'], { encoding: 'utf8' }).trim();
 }
 
 /**

@@ -10,6 +10,7 @@
  *   node tools/wanlab/wanlab.mjs up --name NAME --rtt 25ms --rate 100mbit --loss 0.1% [--jitter 1ms] [--json]
  *   node tools/wanlab/wanlab.mjs measure --name NAME [--bytes 20MB] [--pings 50] [--json]
  *   node tools/wanlab/wanlab.mjs down --name NAME
+ *   node tools/wanlab/wanlab.mjs build                 (the delay line's binary: built if needed, its path)
  *
  * `up` builds the lab, then measures it (ping for the round trip and loss, a TCP bulk transfer for
  * the throughput): what the lab gives, not what was asked. Run commands in it with
@@ -255,10 +256,11 @@ const { values: o } = parseArgs({
     json: { type: 'boolean', default: false },
   },
 });
-if (process.getuid?.() !== 0) fail('needs root (network namespaces)');
+if (process.getuid?.() !== 0 && cmd !== 'build') fail('needs root (network namespaces)');
 const say = (x) =>
   process.stdout.write(o.json ? `${JSON.stringify(x)}\n` : `${JSON.stringify(x, null, 2)}\n`);
-if (cmd === 'up') {
+if (cmd === 'build') process.stdout.write(`${delayline()}\n`);
+else if (cmd === 'up') {
   const state = await up(o);
   say({ ...state, measured: await measure(o) });
 } else if (cmd === 'measure') say(await measure(o));
