@@ -58,6 +58,7 @@ import {
 import { acceptedChannel, answerHello, awaitHello, type Channel } from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
 import { getU64, pad8, putU64 } from './journal.js';
+import { KickedLoop } from './kicked-loop.js';
 import type { Log } from './sender.js';
 import { type RecoveryReport, type Replayer, ReplicaStore, type StoreOptions } from './store.js';
 
@@ -167,8 +168,11 @@ export class ReceiverSession extends EventEmitter {
   private readonly staging = new Map<number, Staged>();
   private stagedBytes = 0;
   private spill: { fd: number; path: string; end: number } | undefined;
-  private processing: Promise<void> | undefined;
-  private pendingKick = false;
+  /** The processing loop: decodes and commits complete epochs, one run at a time. */
+  private readonly work = new KickedLoop(
+    () => this.processLoop(),
+    () => this.closed,
+  );
   /** Set while a HELLO waits for the epoch being committed: no further epoch starts. */
   private hold = false;
   /** Channels of the current session (its channel-0 HELLO says). */
@@ -232,7 +236,7 @@ export class ReceiverSession extends EventEmitter {
    * replica is then exactly epoch {@link lastEpoch} (while the sender is silent, it stays so).
    */
   async drained(): Promise<void> {
-    while (this.processing) await this.processing;
+    while (this.work.current) await this.work.current;
     if (!this.storeFailed && !this.closed) this.store.flushRetained();
   }
 
@@ -341,7 +345,7 @@ export class ReceiverSession extends EventEmitter {
     for (const ch of this.channels) {
       ch?.close(new RwanError('RWAN_ERR_PEER', 'receiver shutting down'), WireErrorCode.SHUTDOWN);
     }
-    await this.processing;
+    await this.work.current;
     if (this.decoderValid && !this.storeFailed && this.store.state.committedEpoch !== null) {
       try {
         await this.store.checkpoint(encodeSidecar(this.decoder, this.o.pageSize));
@@ -703,25 +707,12 @@ export class ReceiverSession extends EventEmitter {
   }
 
   private idle(): Promise<void> {
-    return this.processing ?? Promise.resolve();
+    return this.work.current ?? Promise.resolve();
   }
 
-  /**
-   * Run the processing loop, or make the running one look again: frames arrive in bursts within one
-   * tick, so a loop that found its epoch incomplete must see the END that came right after.
-   */
+  /** Run the processing loop, or make the running one look again (kicked-loop.ts). */
   private kick(): void {
-    this.pendingKick = true;
-    if (this.processing) return;
-    this.processing = (async () => {
-      while (this.pendingKick) {
-        this.pendingKick = false;
-        await this.processLoop();
-      }
-    })().finally(() => {
-      this.processing = undefined;
-      if (this.pendingKick && !this.closed) this.kick();
-    });
+    this.work.kick();
   }
 
   /** Decode and commit every complete epoch, in order. */

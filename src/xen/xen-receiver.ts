@@ -39,6 +39,7 @@ import {
   WireErrorCode,
 } from '../protocol/frames.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from '../replication/failure-detector.js';
+import { KickedLoop } from '../replication/kicked-loop.js';
 import type { Log } from '../replication/sender.js';
 import { acceptedChannel, answerHello, awaitHello, type Channel } from '../transport/channel.js';
 import { joinSegment } from './segment.js';
@@ -100,8 +101,11 @@ export class XenReceiverSession extends EventEmitter {
   private channels: Channel[] = [];
   private channelCount = 0;
   private readonly staging = new Map<number, Staged>();
-  private processing: Promise<void> | undefined;
-  private pendingKick = false;
+  /** The processing loop: hands complete epochs over, one run at a time. */
+  private readonly work = new KickedLoop(
+    () => this.processLoop(),
+    () => this.promotion !== undefined || this.finished !== undefined,
+  );
   private last: number | null = null;
   private lastCheckpoint: number | null = null;
   private finished: string | undefined;
@@ -210,7 +214,7 @@ export class XenReceiverSession extends EventEmitter {
       for (const ch of this.channels) ch?.close(why, WireErrorCode.PROMOTED);
       this.channels = [];
       this.staging.clear();
-      while (this.processing) await this.processing;
+      while (this.work.current) await this.work.current;
       this.promotion.epoch = this.last;
       await this.finish(`promoted (fencing token ${token})`);
       this.o.log.warn(
@@ -295,7 +299,7 @@ export class XenReceiverSession extends EventEmitter {
       this.staging.clear();
       this.channelCount = theirs.channelCount;
       if (this.last !== null) this.counters.resumes++;
-      while (this.processing) await this.processing;
+      while (this.work.current) await this.work.current;
     } else if (theirs.channelCount !== this.channelCount) {
       refuse(
         `channel ${theirs.channelIndex} of ${theirs.channelCount}: the session has ${this.channelCount}`,
@@ -357,16 +361,7 @@ export class XenReceiverSession extends EventEmitter {
   }
 
   private kick(): void {
-    this.pendingKick = true;
-    if (this.processing) return;
-    this.processing = (async () => {
-      while (this.pendingKick) {
-        this.pendingKick = false;
-        await this.processLoop();
-      }
-    })().finally(() => {
-      this.processing = undefined;
-    });
+    this.work.kick();
   }
 
   private async processLoop(): Promise<void> {
