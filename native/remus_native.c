@@ -1037,18 +1037,29 @@ static void read_job_execute(napi_env env, void *data) {
   j->rc = do_read_pages(&j->args);
 }
 
+/*
+ * The end of an async job that answers with an int: callback(rc, or -ECANCELED when the job did not
+ * run) on the main thread; the callback's reference and the work are deleted first.
+ */
+static void call_back_int(napi_env env, napi_status status, int rc, napi_ref callback_ref, napi_async_work work) {
+  napi_value callback, global, arg;
+  bool ok = napi_get_reference_value(env, callback_ref, &callback) == napi_ok &&
+            napi_get_global(env, &global) == napi_ok &&
+            napi_create_int32(env, status == napi_ok ? rc : -ECANCELED, &arg) == napi_ok;
+  napi_delete_reference(env, callback_ref);
+  napi_delete_async_work(env, work);
+  if (ok) napi_call_function(env, global, callback, 1, &arg, NULL); /* a throw surfaces as uncaught */
+}
+
 static void read_job_complete(napi_env env, napi_status status, void *data) {
   read_job *j = data;
-  napi_value callback, global, arg;
-  bool ok = napi_get_reference_value(env, j->callback_ref, &callback) == napi_ok &&
-            napi_get_global(env, &global) == napi_ok &&
-            napi_create_int32(env, status == napi_ok ? j->rc : -ECANCELED, &arg) == napi_ok;
+  napi_ref callback_ref = j->callback_ref;
+  napi_async_work work = j->work;
+  int rc = j->rc;
   napi_delete_reference(env, j->pfns_ref);
   napi_delete_reference(env, j->out_ref);
-  napi_delete_reference(env, j->callback_ref);
-  napi_delete_async_work(env, j->work);
   free(j);
-  if (ok) napi_call_function(env, global, callback, 1, &arg, NULL); /* a throw surfaces as uncaught */
+  call_back_int(env, status, rc, callback_ref, work);
 }
 
 static napi_value js_read_pages_async(napi_env env, napi_callback_info info) {
@@ -1101,14 +1112,11 @@ static void poll_job_execute(napi_env env, void *data) {
 
 static void poll_job_complete(napi_env env, napi_status status, void *data) {
   poll_job *j = data;
-  napi_value callback, global, arg;
-  bool ok = napi_get_reference_value(env, j->callback_ref, &callback) == napi_ok &&
-            napi_get_global(env, &global) == napi_ok &&
-            napi_create_int32(env, status == napi_ok ? j->rc : -ECANCELED, &arg) == napi_ok;
-  napi_delete_reference(env, j->callback_ref);
-  napi_delete_async_work(env, j->work);
+  napi_ref callback_ref = j->callback_ref;
+  napi_async_work work = j->work;
+  int rc = j->rc;
   free(j);
-  if (ok) napi_call_function(env, global, callback, 1, &arg, NULL);
+  call_back_int(env, status, rc, callback_ref, work);
 }
 
 static napi_value js_wait_readable(napi_env env, napi_callback_info info) {
