@@ -78,20 +78,8 @@ export class XenCheckpointer {
         item.kind === 'libxl-record' &&
         (item.type === LibxlRecord.CHECKPOINT_END || item.type === LibxlRecord.END)
       ) {
-        const c: XenCheckpoint = {
-          index: this.index++,
-          skeleton: Buffer.concat(this.skeleton),
-          cuts: this.cuts,
-          pfns: this.pfns,
-          pages: Buffer.concat(this.pages),
-          end: item.type === LibxlRecord.END ? 'migration' : 'checkpoint',
-        };
-        done.push(c);
-        this.skeleton = [];
-        this.skeletonBytes = 0;
-        this.cuts = [];
-        this.pfns = [];
-        this.pages = [];
+        done.push(this.take(item.type === LibxlRecord.END ? 'migration' : 'checkpoint'));
+        this.index++;
       }
     }
     return done;
@@ -104,14 +92,18 @@ export class XenCheckpointer {
    */
   cut(): XenCheckpoint | undefined {
     if (this.skeletonBytes === 0 && this.pages.length === 0) return undefined;
+    return { ...this.take('checkpoint'), partial: true };
+  }
+
+  /** What was buffered, as checkpoint `index` ending so; the buffers start empty again. */
+  private take(end: XenCheckpoint['end']): XenCheckpoint {
     const c: XenCheckpoint = {
       index: this.index,
       skeleton: Buffer.concat(this.skeleton),
       cuts: this.cuts,
       pfns: this.pfns,
       pages: Buffer.concat(this.pages),
-      end: 'checkpoint',
-      partial: true,
+      end,
     };
     this.skeleton = [];
     this.skeletonBytes = 0;
