@@ -114,7 +114,7 @@ export class Runner {
     const observed = performance.now();
     const before = this.state;
     const d = step(o.cfg, before, {
-      now: performance.now(),
+      now: observed,
       check,
       disabled: o.disableFile !== undefined && existsSync(o.disableFile),
       exit,
@@ -125,10 +125,11 @@ export class Runner {
       knownToken: witness?.knownToken ?? null,
     });
     const reasons = [...d.reasons];
-    const now = performance.now();
     const refresh =
       this.resend ??
-      (o.refreshMs && now - this.sentAt >= o.refreshMs ? `nothing sent for ${o.refreshMs} ms` : undefined);
+      (o.refreshMs && observed - this.sentAt >= o.refreshMs
+        ? `nothing sent for ${o.refreshMs} ms`
+        : undefined);
     const sends = d.actions.some((a) => a.kind === 'announce' || a.kind === 'withdraw');
     if (refresh !== undefined && !sends) {
       const adv = d.state.advertised;
@@ -144,7 +145,7 @@ export class Runner {
     let state = d.state;
     /** ms per step of the tick (observe, grant, token, promote, routes), for the log. */
     const steps: Record<string, number> = { observe: round(observed - started) };
-    let at = performance.now();
+    let at = observed;
     const timed = (name: string) => {
       const now = performance.now();
       steps[name] = round((steps[name] ?? 0) + now - at);
