@@ -93,25 +93,33 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { DIRTY_LOG_RECORD_BYTES } from '../../src/replication/dirty-log.js';
+import {
+  alive,
+  cpuSeconds,
+  freePort,
+  httpText,
+  ioCounter,
+  live,
+  machineBusySeconds,
+  median,
+  percentile,
+  promValue,
+  removeDir,
+  runQueueSeconds,
+  spawnNode,
+  statusBytes,
+  stop,
+  Tail,
+  tempDir,
+  track,
+  until,
+} from './harness.js';
 
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WAN = join(DIST, 'src', 'cli', 'wan.js');
@@ -132,8 +140,6 @@ const MiB = 2 ** 20;
 /** The page cache cap both daemons use by default (src/daemon/config.ts). */
 const CACHE_MIB = 64;
 const TARGET_MBPS = 500;
-/** /proc/PID/stat times are in clock ticks (USER_HZ, 100 on Linux). */
-const TICK = 100;
 
 const args = process.argv.slice(2);
 const has = (name: string) => args.includes(name);
@@ -177,193 +183,6 @@ if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
 const log = (s = '') => {
   if (!json) process.stdout.write(`${s}\n`);
 };
-
-// ---------------------------------------------------------------------------------------------------
-// /proc
-
-function statFields(pid: number): string[] {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-}
-
-/** utime + stime of all threads, seconds. */
-function cpuSeconds(pid: number): number {
-  const f = statFields(pid);
-  return (Number(f[11]) + Number(f[12])) / TICK;
-}
-
-/** Seconds the threads of `pid` spent waiting for a CPU (/proc/PID/task/TID/schedstat). */
-function runQueueSeconds(pid: number): number {
-  let wait = 0;
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      wait += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ')[1]);
-    } catch {
-      // the thread ended
-    }
-  }
-  return wait / 1e9;
-}
-
-/** A `kB` field of /proc/PID/status, in bytes. */
-function statusBytes(pid: number, field: string): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
-  return m ? Number(m[1]) * 1024 : Number.NaN;
-}
-
-function ioCounter(pid: number, field: string): number {
-  const m = new RegExp(`^${field}: (\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/io`, 'latin1'));
-  return m ? Number(m[1]) : Number.NaN;
-}
-
-/** Busy CPU seconds of the whole machine so far (all cores): /proc/stat without idle and iowait. */
-function machineBusySeconds(): number {
-  const first = readFileSync('/proc/stat', 'latin1').split('\n')[0] ?? '';
-  const f = first.trim().split(/\s+/).slice(1, 9).map(Number);
-  return (f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0)) / TICK;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// processes
-
-/** What an interrupted benchmark must clean up: the processes it started and its directories. */
-const live = { children: new Set<ChildProcess>(), dirs: new Set<string>() };
-
-function tempDir(root: string, prefix: string): string {
-  const d = mkdtempSync(join(root, prefix));
-  live.dirs.add(d);
-  return d;
-}
-
-function removeDir(d: string): void {
-  rmSync(d, { recursive: true, force: true });
-  live.dirs.delete(d);
-}
-
-function track(c: ChildProcess): ChildProcess {
-  live.children.add(c);
-  c.once('exit', () => live.children.delete(c));
-  return c;
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    for (const c of live.children) c.kill('SIGKILL');
-    for (const d of live.dirs) rmSync(d, { recursive: true, force: true });
-    process.exit(130);
-  });
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
-}
-
-function spawnNode(script: string, argv: string[], logPath: string, nodeFlags: string[] = []): ChildProcess {
-  const fd = openSync(logPath, 'a');
-  try {
-    return track(spawn(process.execPath, [...nodeFlags, script, ...argv], { stdio: ['ignore', fd, fd] }));
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function alive(c: ChildProcess): boolean {
-  return c.exitCode === null && c.signalCode === null;
-}
-
-/** SIGTERM, then SIGKILL after `ms`; resolves when the process has exited. */
-async function stop(c: ChildProcess, ms = 15_000): Promise<void> {
-  if (!alive(c)) return;
-  const gone = once(c, 'exit');
-  c.kill('SIGTERM');
-  const t = setTimeout(() => c.kill('SIGKILL'), ms);
-  await gone;
-  clearTimeout(t);
-}
-
-async function until<T>(
-  what: string,
-  ms: number,
-  f: () => Promise<T | undefined> | T | undefined,
-): Promise<T> {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    try {
-      const v = await f();
-      if (v !== undefined) return v;
-    } catch {
-      // not there yet
-    }
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-async function httpText(url: string): Promise<string> {
-  return (await fetch(url)).text();
-}
-
-/** A sample of a Prometheus text exposition, or NaN. */
-function promValue(text: string, name: string): number {
-  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : Number.NaN;
-}
-
-/** The lines appended to a JSONL file, each with the time it was first seen. */
-class Tail {
-  private at = 0;
-  private rest = '';
-  readonly lines: Array<{ t: number; row: Record<string, unknown> }> = [];
-  constructor(private readonly path: string) {}
-  /** Read what was appended; returns the number of new lines. */
-  poll(): number {
-    if (!existsSync(this.path)) return 0;
-    const size = statSync(this.path).size;
-    if (size <= this.at) return 0;
-    const buf = Buffer.alloc(size - this.at);
-    const fd = openSync(this.path, 'r');
-    try {
-      readSync(fd, buf, 0, buf.length, this.at);
-    } finally {
-      closeSync(fd);
-    }
-    this.at = size;
-    const parts = (this.rest + buf.toString('utf8')).split('\n');
-    this.rest = parts.pop() ?? '';
-    const t = performance.now();
-    let n = 0;
-    for (const p of parts) {
-      if (p.trim() === '') continue;
-      this.lines.push({ t, row: JSON.parse(p) as Record<string, unknown> });
-      n++;
-    }
-    return n;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// statistics
-
-function median(xs: number[]): number {
-  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
-
-/** Nearest-rank percentile. */
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))] as number;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // one run
