@@ -27,7 +27,7 @@
  * input), so the last bytes of a checkpoint would wait behind it for an acknowledgement that cannot
  * come.
  *
- * Stats (--stats, JSONL, one line per checkpoint): { epoch, full, pages, rawBytes, wireBytes (what
+ * Stats (--stats, JSONL, one line per checkpoint): { epoch, full, dirtyPages, rawBytes, wireBytes (what
  * left the sender: after zstd when it compresses), epochMs (from the previous capture's start),
  * captureMs, pausedMs, sendMs (capture's end → last byte handed to the transport), ackMs (capture's
  * end → acknowledgement) }: the fields and meanings of `remus-wan send --stats` that apply.
@@ -187,7 +187,7 @@ async function send(o: Record<string, string | undefined>): Promise<void> {
       `${JSON.stringify({
         epoch,
         full: c.full,
-        pages: n,
+        dirtyPages: n,
         rawBytes: n * PAGE,
         wireBytes: wireBytes - before,
         epochMs: Number.isNaN(prevStart) ? null : +(start - prevStart).toFixed(3),
