@@ -20,6 +20,8 @@ export function guest(measurements: Measurement[], extra: Partial<GuestSpec> = {
     memoryCompression: 1,
     diskCompression: 1,
     compressionSource: 'given',
+    processingPerPageS: 0,
+    processingSource: 'none',
     model: 'auto',
     ...extra,
   };

@@ -59,3 +59,25 @@ export function isEntryPoint(moduleUrl: string): boolean {
     return false;
   }
 }
+
+/**
+ * When the module at `moduleUrl` is the process's entry point: run `main` on the command line and exit
+ * with its status. A reader that closes stdout early (`remus-plan --help | head`) ends the program
+ * quietly instead of with an EPIPE stack. `exitAfterMs`: exit that long after `main` returns even if
+ * a handle is still open (daemons must leave nothing running).
+ */
+export function runIfEntryPoint(
+  moduleUrl: string,
+  main: (argv: readonly string[]) => Promise<number>,
+  options: { exitAfterMs?: number } = {},
+): void {
+  if (!isEntryPoint(moduleUrl)) return;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+  });
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+    if (options.exitAfterMs !== undefined) setTimeout(() => process.exit(code), options.exitAfterMs).unref();
+  });
+}

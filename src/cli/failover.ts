@@ -38,7 +38,7 @@ import { Runner } from '../failover/runner.js';
 import { Witness, witnessServer } from '../failover/witness.js';
 import { failoverMetrics } from '../observability/metrics.js';
 import { packageVersion } from '../package-root.js';
-import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
+import { type Io, processIo, runIfEntryPoint, runProgram } from './entry.js';
 
 interface TargetOptions {
   pipe?: string;
@@ -592,8 +592,4 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
   return runProgram('remus-failover', createProgram(io).exitOverride(), argv, io);
 }
 
-if (isEntryPoint(import.meta.url)) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
-}
+runIfEntryPoint(import.meta.url, (argv) => main(argv));

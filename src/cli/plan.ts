@@ -23,7 +23,7 @@ import {
   parseRatio,
   splitAt,
 } from '../units.js';
-import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
+import { type Io, processIo, runIfEntryPoint, runProgram } from './entry.js';
 import { addMeasureCommand } from './measure.js';
 import { renderCsv, renderText } from './render-text.js';
 
@@ -426,8 +426,4 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
   return runProgram('remus-plan', createProgram(io).exitOverride(), argv, io);
 }
 
-if (isEntryPoint(import.meta.url)) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-  });
-}
+runIfEntryPoint(import.meta.url, (argv) => main(argv));

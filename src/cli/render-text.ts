@@ -72,7 +72,10 @@ export function renderText(result: PlanResult): string {
   const p = result.policy;
   for (const g of result.guests) {
     out.push(
-      `guest ${g.name} — ${describeModel(g)}; compression ${num(g.compression.memory)} (${g.compression.source})`,
+      `guest ${g.name} — ${describeModel(g)}; compression ${num(g.compression.memory)} (${g.compression.source})` +
+        (g.processing.perPageUs > 0
+          ? `; processing ${num(g.processing.perPageUs)} µs/page at each end (${g.processing.source})`
+          : ''),
       ...table([COLUMNS.map((c) => c.head), ...g.plans.map((plan) => COLUMNS.map((c) => c.cell(plan)))]),
     );
     const rec = g.recommended;
@@ -135,6 +138,8 @@ const CSV_FIELDS = [
   'peakWireBytes',
   'pauseMs',
   'transferMs',
+  'processingMs',
+  'ackMs',
   'bandwidthMbps',
   'peakBandwidthMbps',
   'utilisation',

@@ -31,7 +31,7 @@ import {
 import { runReceive, runSend } from '../daemon/run.js';
 import { RwanError } from '../errors.js';
 import { packageVersion } from '../package-root.js';
-import { type Io, isEntryPoint, processIo, runProgram } from './entry.js';
+import { type Io, processIo, runIfEntryPoint, runProgram } from './entry.js';
 import { registerCerts } from './wan-certs.js';
 
 /** Options both daemons take. */
@@ -365,10 +365,5 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
   return runProgram('remus-wan', program, argv, io, () => code);
 }
 
-if (isEntryPoint(import.meta.url)) {
-  main(process.argv.slice(2)).then((code) => {
-    process.exitCode = code;
-    // daemons leave nothing running after they stop; a stuck handle must not keep the process alive
-    setTimeout(() => process.exit(code), 2000).unref();
-  });
-}
+// daemons leave nothing running after they stop; a stuck handle must not keep the process alive
+runIfEntryPoint(import.meta.url, (argv) => main(argv), { exitAfterMs: 2000 });

@@ -257,6 +257,8 @@ async function toSpec(
         ? 1
         : parseRatio(str(entry.diskCompression), { what: `${path}.diskCompression` }),
     compressionSource,
+    processingPerPageS: loaded.find((g) => g.processing)?.processing?.perPageS ?? 0,
+    processingSource: loaded.find((g) => g.processing)?.processing?.source ?? 'none',
     model: entry.model ?? 'auto',
   };
   if (memoryBytes !== undefined) spec.memoryBytes = memoryBytes;

@@ -10,6 +10,7 @@
  *     `window` (a duration string such as `100ms`) or `window_ms`/`windowMs`/`window_s`/`epochMs`.
  *     remus-wan's per-epoch stats file is this shape; its `rawBytes`/`wireBytes` give the compression,
  *     and its full-copy rows (`full: true`: every page, at session start or a resync) are left out.
+ *     An `encodeMs` column (the daemon's) gives the per-page processing time (planner: ack latency).
  *     A `deviceStateBytes` column (`remus-plan measure xen-stream`) gives the state each checkpoint
  *     carries besides memory: its median over the dirty-rate rows.
  *
@@ -340,6 +341,8 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   const fullCol = col('full');
   const stateCol = col('deviceStateBytes');
   const states: number[] = [];
+  const encodeCol = col('encodeMs');
+  const perPage: number[] = [];
   let skippedFull = 0;
   rows.each((field, num, line) => {
     // a daemon's full copy (session start, resync) is every page, not what the guest dirtied
@@ -362,6 +365,8 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
         },
       );
     }
+    const encodeMs = encodeCol < 0 ? Number.NaN : num(encodeCol);
+    if (Number.isFinite(encodeMs) && encodeMs >= 0 && pages > 0) perPage.push(encodeMs / 1000 / pages);
     const state = stateCol < 0 ? Number.NaN : num(stateCol);
     if (Number.isFinite(state) && state >= 0) states.push(state);
     const list = byWindow.get(windowS) ?? [];
@@ -395,6 +400,12 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   };
   if (epochs > 0 && raw > 0) {
     guest.compression = { ratio: wire / raw, source: `${source} (measured over ${epochs} epochs)` };
+  }
+  if (perPage.length > 0) {
+    guest.processing = {
+      perPageS: [...perPage].sort((a, b) => a - b)[Math.floor(perPage.length / 2)] as number,
+      source: `${source} (encodeMs per page, median of ${perPage.length} epochs)`,
+    };
   }
   if (states.length > 0) {
     // the state besides memory each checkpoint carries (a Xen stream's vCPU and device-model records)

@@ -54,6 +54,8 @@ export interface GuestMeasurements {
   compression?: CompressionSample;
   /** Observed device-state / non-page bytes per checkpoint (daemon stats). */
   deviceStateBytes?: number;
+  /** Encoding time per dirty page at the primary, seconds (daemon stats: `encodeMs` / `dirtyPages`). */
+  processing?: { perPageS: number; source: string };
   notes: string[];
 }
 

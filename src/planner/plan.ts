@@ -113,6 +113,7 @@ export function planGuest(
       disk: guest.diskCompression,
       source: guest.compressionSource,
     },
+    processing: { perPageUs: sig(guest.processingPerPageS * 1e6), source: guest.processingSource },
     plans,
     recommended: best
       ? {
@@ -139,6 +140,8 @@ function toEpochPlan(ev: EpochEval, ceilingS: number | null): EpochPlan {
     peakWireBytes: Math.round(ev.peakWireBytes),
     pauseMs: sig(ev.pauseS * 1000),
     transferMs: sig(ev.transferS * 1000),
+    processingMs: sig(ev.processingS * 1000),
+    ackMs: sig(ev.ackS * 1000),
     bandwidthMbps: sig(toMbps(ev.avgBps)),
     peakBandwidthMbps: Number.isFinite(ev.peakBps) ? sig(toMbps(ev.peakBps)) : null,
     utilisation: sig(ev.utilisation, 3),

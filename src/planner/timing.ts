@@ -7,17 +7,20 @@
  *   wire(E)   = pages·(P + f)·c_m + W_d·E·c_d + device state
  *   pause(E)  = s0 + s1·pages
  *   x(E)      = wire(E) / goodput            goodput = min(link, channels × one TCP flow)
+ *   proc(E)   = 2·p·pages                    p: processing per page at each end (measured by the
+ *                                            daemon: encoding; decoding and committing as long again)
+ *   ack(E)    = proc + x + RTT               from the end of the pause to the backup's acknowledgement
  *
- *   xl         E = T + pause + x + RTT                  (libxl re-arms its timer after the commit)
- *   periodic   E = max(T, pause + x + RTT)              (paper Remus: one checkpoint in flight)
- *   pipelined  E = max(T, pause + x, (pause + x + RTT) / W)   (W epochs in flight)
+ *   xl         E = T + pause + ack                      (libxl re-arms its timer after the commit)
+ *   periodic   E = max(T, pause + ack)                  (paper Remus: one checkpoint in flight)
+ *   pipelined  E = max(T, pause + x, (pause + ack) / W) (W epochs in flight)
  *
  * E feeds back into D(E); the smallest fixed point ≥ T is found by monotone iteration (the map is
  * non-decreasing in E, so iterating from T climbs towards it), accelerated with Aitken's Δ² and closed
  * by regula falsi. No fixed point below {@link MAX_EPOCH_S} means the guest dirties faster than the
  * link carries.
  *
- *   latency mean = E/2 + pause + x + RTT,   max = E + pause + x + RTT
+ *   latency mean = E/2 + pause + ack,   max = E + pause + ack
  */
 import type { DirtyCurve } from './dirty-model.js';
 import { type FlowLimit, flowCeiling, linkGoodputBps } from './tcp.js';
@@ -47,6 +50,9 @@ export interface EpochEval {
   peakWireBytes: number;
   pauseS: number;
   transferS: number;
+  processingS: number;
+  /** processing + transfer + RTT: from the end of the pause to the acknowledgement. */
+  ackS: number;
   goodputBps: number;
   flowBps: number;
   flowLimit: FlowLimit;
@@ -78,18 +84,24 @@ export function bytesFor(ctx: GuestContext, e: number, pages: number): { raw: nu
   };
 }
 
+/** Encoding at the primary, decoding and committing at the backup, of a checkpoint of `pages` pages. */
+function processingFor(ctx: GuestContext, pages: number): number {
+  return 2 * ctx.guest.processingPerPageS * pages;
+}
+
 /** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */
 function need(ctx: GuestContext, t: number, e: number, rtt: number, goodput: number): number {
   const pages = ctx.curve.pagesAt(e);
   const pause = ctx.policy.pause.baseS + ctx.policy.pause.perPageS * pages;
   const x = bytesFor(ctx, e, pages).wire / goodput;
+  const ack = processingFor(ctx, pages) + x + rtt;
   switch (ctx.policy.mode) {
     case 'xl':
-      return t + pause + x + rtt;
+      return t + pause + ack;
     case 'periodic':
-      return pause + x + rtt;
+      return pause + ack;
     case 'pipelined':
-      return Math.max(pause + x, (pause + x + rtt) / ctx.policy.inFlight);
+      return Math.max(pause + x, (pause + ack) / ctx.policy.inFlight);
   }
 }
 
@@ -179,6 +191,8 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const peakWire = bytesFor(ctx, e, peakPages).wire;
   const pauseS = policy.pause.baseS + policy.pause.perPageS * pages;
   const transferS = wire / goodput;
+  const processingS = processingFor(ctx, pages);
+  const ackS = processingS + transferS + rtt;
   const avgBps = wire / e;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
@@ -186,8 +200,8 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const peakBps = slot > 0 ? peakWire / slot : peakWire > 0 ? Number.POSITIVE_INFINITY : 0;
   const usable = goodput * (1 - policy.headroom);
   const utilisation = avgBps / goodput;
-  const latencyMeanS = e / 2 + pauseS + transferS + rtt;
-  const latencyMaxS = e + pauseS + transferS + rtt;
+  const latencyMeanS = e / 2 + pauseS + ackS;
+  const latencyMaxS = e + pauseS + ackS;
   // Rate that holds the configured epoch T (not the stretched one): what the channels must carry.
   const pagesT = curve.peakPagesAt(t);
   const wireT = bytesFor(ctx, t, pagesT).wire;
@@ -263,6 +277,8 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     peakWireBytes: peakWire,
     pauseS,
     transferS,
+    processingS,
+    ackS,
     goodputBps: goodput,
     flowBps: flow.bps,
     flowLimit: flow.limit,

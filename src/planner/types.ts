@@ -35,6 +35,13 @@ export interface GuestSpec {
   diskCompression: number;
   /** How the memory compression figure was obtained, echoed in the output. */
   compressionSource: string;
+  /**
+   * Time to process one dirty page at each end, seconds: encoding at the primary, and as long again
+   * for decoding and committing at the backup (0: not measured, left out). From a daemon's stats.
+   */
+  processingPerPageS: number;
+  /** Where `processingPerPageS` came from ('none' when 0). */
+  processingSource: string;
   model: ModelName;
   /** Lower numbers are admitted to a shared link first (fleet). Default: file order. */
   priority?: number;
@@ -121,6 +128,10 @@ export interface EpochPlan {
   peakWireBytes: number;
   pauseMs: number;
   transferMs: number;
+  /** Encoding at the primary plus decoding and committing at the backup (0 when not measured). */
+  processingMs: number;
+  /** From the end of the pause to the backup's acknowledgement: processing + transfer + RTT. */
+  ackMs: number;
   /** Mean wire bandwidth, decimal Mbit/s. */
   bandwidthMbps: number;
   /** Bandwidth needed to land a percentile checkpoint in its slot, decimal Mbit/s; null when the
@@ -153,6 +164,8 @@ export interface GuestResult {
   pageSize: number;
   dirtyModel: DirtyModelInfo;
   compression: { memory: number; disk: number; source: string };
+  /** Processing per dirty page at each end (0 when not measured), and where it came from. */
+  processing: { perPageUs: number; source: string };
   plans: EpochPlan[];
   /** Lowest-latency feasible plan, or null with `cannotProtect` explaining why. */
   recommended: Recommendation | null;

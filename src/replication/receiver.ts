@@ -39,7 +39,7 @@ import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { PageCache } from '../codec/page-cache.js';
 import { asRwanError, RwanError } from '../errors.js';
 import { FrameDecoder } from '../protocol/decoder.js';
-import { ack, encodeFrame, resume } from '../protocol/encoder.js';
+import { encodeFrame, resume } from '../protocol/encoder.js';
 import {
   Capability,
   type ChunkFrame,
@@ -55,7 +55,13 @@ import {
   Role,
   WireErrorCode,
 } from '../protocol/frames.js';
-import { acceptedChannel, answerHello, awaitHello, type Channel } from '../transport/channel.js';
+import {
+  acceptedChannel,
+  answerHello,
+  awaitHello,
+  type Channel,
+  sendDurableAck,
+} from '../transport/channel.js';
 import { type DetectorEvent, type DetectorState, FailureDetector } from './failure-detector.js';
 import { getU64, pad8, putU64 } from './journal.js';
 import { KickedLoop } from './kicked-loop.js';
@@ -829,7 +835,7 @@ export class ReceiverSession extends EventEmitter {
     const commitMs = performance.now() - t0 - decodeMs;
     this.counters.epochs++;
     this.counters.pages += end.pageCount;
-    this.control()?.send(ack({ epoch, flags: 1, receivedBytes: 0 }));
+    sendDurableAck(this.channels, epoch);
     const ackMs = performance.now() - (s.endAt ?? t0);
     if (this.store.checkpointDue) {
       // the decoder's cache goes into a sidecar file now, and with it the retained pages (the cache

@@ -18,8 +18,9 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { asRwanError, RwanError } from '../errors.js';
 import { FrameDecoder, type FrameDecoderOptions } from '../protocol/decoder.js';
-import { encodeFrame, errorFrame, heartbeat, hello } from '../protocol/encoder.js';
+import { ack, encodeFrame, errorFrame, heartbeat, hello } from '../protocol/encoder.js';
 import {
+  AckFlags,
   FRAME_TYPE_NAMES,
   type Frame,
   FrameType,
@@ -258,6 +259,17 @@ export class Channel extends EventEmitter {
   private lost(why: string): RwanError {
     return new RwanError('RWAN_ERR_PEER', `${this.options.name}: ${why}`);
   }
+}
+
+/**
+ * An epoch's durable ACK, sent on every open channel of a session: a segment lost on one (and its
+ * retransmission a round trip, or a timeout of 200 ms or more at the tail of a quiet connection,
+ * later) does not hold the epoch's release. The sender acts on the first copy; ACKs are cumulative
+ * and it ignores the others.
+ */
+export function sendDurableAck(channels: ReadonlyArray<Channel | undefined>, epoch: number): void {
+  const frame = ack({ epoch, flags: AckFlags.DURABLE, receivedBytes: 0 });
+  for (const ch of channels) if (ch && !ch.isClosed) ch.send(frame);
 }
 
 /**

@@ -22,7 +22,7 @@ import { EventEmitter } from 'node:events';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { EpochDecoder } from '../codec/epoch-decoder.js';
 import { asRwanError, RwanError } from '../errors.js';
-import { ack, streamData } from '../protocol/encoder.js';
+import { streamData } from '../protocol/encoder.js';
 import {
   Capability,
   type ChunkFrame,
@@ -41,7 +41,13 @@ import {
 import { type DetectorEvent, type DetectorState, FailureDetector } from '../replication/failure-detector.js';
 import { KickedLoop } from '../replication/kicked-loop.js';
 import type { Log } from '../replication/sender.js';
-import { acceptedChannel, answerHello, awaitHello, type Channel } from '../transport/channel.js';
+import {
+  acceptedChannel,
+  answerHello,
+  awaitHello,
+  type Channel,
+  sendDurableAck,
+} from '../transport/channel.js';
 import { joinSegment } from './segment.js';
 
 /** Where the stream goes: the receive command's stdin. */
@@ -423,7 +429,7 @@ export class XenReceiverSession extends EventEmitter {
     this.counters.epochs++;
     this.counters.pages += end.pageCount;
     this.counters.streamBytes += seg.bytes.length;
-    this.channels.find((c) => c && !c.isClosed)?.send(ack({ epoch, flags: 1, receivedBytes: 0 }));
+    sendDurableAck(this.channels, epoch);
     const stats: XenEpochStats = {
       epoch,
       checkpoint: seg.checkpoint,

@@ -29,6 +29,8 @@ function plan(
     peakWireBytes: Math.round(wireBytes * 1.6),
     pauseMs,
     transferMs,
+    processingMs: 0,
+    ackMs: transferMs + 20,
     bandwidthMbps,
     peakBandwidthMbps,
     utilisation: bandwidthMbps / usableMbps,
@@ -52,6 +54,7 @@ function guest(name: string, plans: EpochPlan[], recommendIndex: number | null =
     pageSize: 4096,
     dirtyModel: { model: 'power-law', alpha: 0.6, fitError: 0.02, windowsMs: [100, 1000], notes: [] },
     compression: { memory: 0.5, disk: 1, source: 'measured' },
+    processing: { perPageUs: 0, source: 'none' },
     plans,
     recommended:
       recPlan === undefined

@@ -116,6 +116,20 @@ describe('traces', () => {
     expect(g?.notes.join()).toMatch(/1 full-copy epoch/);
     expect(g?.compression?.ratio).toBeCloseTo(0.05, 9); // the full copy is not in the ratio either
   });
+  it('remus-wan stats: the encoding time per page (median, full copies left out) for the ack latency', () => {
+    const rows = [
+      { epoch: 1, full: true, epochMs: 0, dirtyPages: 8192, wireBytes: 9e6, encodeMs: 900 },
+      { epoch: 2, full: false, epochMs: 100, dirtyPages: 200, wireBytes: 6e4, encodeMs: 1 },
+      { epoch: 3, full: false, epochMs: 100, dirtyPages: 400, wireBytes: 6e4, encodeMs: 1.6 },
+      { epoch: 4, full: false, epochMs: 100, dirtyPages: 100, wireBytes: 6e4, encodeMs: 0.8 },
+    ];
+    const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'stats.jsonl');
+    // 5, 4 and 8 µs per page: the median is 5
+    expect(g?.processing?.perPageS).toBeCloseTo(5e-6, 12);
+    expect(g?.processing?.source).toMatch(/median of 3 epochs/);
+    const [plain] = parseInput('pages,window_ms\n300,100\n', 4096, 'counts.csv');
+    expect(plain?.processing).toBeUndefined();
+  });
   it('refuses bad rows, short rows, empty traces and missing columns', async () => {
     expect(await codeOfAsync(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
     expect(await codeOfAsync(loadInput(fixture('trace/short-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');

@@ -48,6 +48,21 @@ describe('evaluateEpoch — periodic (paper Remus)', () => {
   });
 });
 
+describe('evaluateEpoch — processing at both ends', () => {
+  it('adds 2 × per-page time × pages to the ack, the latency and the periodic cycle', () => {
+    const c = ctx(guest([m(1, 1000)], { processingPerPageS: 50e-6 }), link(B, 0.025), policy());
+    const ev = evaluateEpoch(c, 0.1);
+    const x = 410_400 / B;
+    expect(ev.processingS).toBeCloseTo(2 * 50e-6 * 100, 12); // 10 ms
+    expect(ev.ackS).toBeCloseTo(0.01 + x + 0.025, 12);
+    expect(ev.latencyMeanS).toBeCloseTo(0.05 + 0.001 + 0.01 + x + 0.025, 12);
+    expect(evaluateEpoch(base(), 0.1).ackS).toBeCloseTo(x + 0.025, 12);
+    // at 20 ms the cycle stretches: E = 1 ms + 25 ms + 1000·E pages × (4104 B / B + 2 × 50 µs)
+    const e = evaluateEpoch(c, 0.02).effectiveS;
+    expect(e).toBeCloseTo(0.026 / (1 - (1000 * 4104) / B - 2 * 50e-6 * 1000), 9);
+  });
+});
+
 describe('evaluateEpoch — xl (gap after commit)', () => {
   it('E = T + pause + transfer + RTT, solved with D(E)', () => {
     const c = ctx(guest([m(1, 1000)]), link(B, 0.025), policy({ mode: 'xl' }));

@@ -350,7 +350,7 @@ describe('reset while a writer process appends (O_APPEND)', () => {
     },
   );
 
-  it('loses no record and reads no garbage over 40 pause / read / reset / resume rounds', async () => {
+  it('loses no record and reads no garbage over 40 pause / read / reset / resume rounds that find records', async () => {
     const image = tmp('img');
     const logPath = tmp();
     const pages = 512;
@@ -371,7 +371,9 @@ describe('reset while a writer process appends (O_APPEND)', () => {
     expect((await lines.next()).value).toBe(`ready ${child.pid}`);
     const r = track(await DirtyLogReader.open(logPath, 4096));
     let nonEmpty = 0;
-    for (let round = 0; round < 40; round++) {
+    // rounds go on until 40 of them found records (a loaded machine may leave the writer no time
+    // between two rounds: such a round proves nothing), at most 400
+    for (let round = 0; nonEmpty < 40 && round < 400; round++) {
       await sleep(3);
       const resume = await pauseProcess(child.pid as number);
       try {
@@ -393,6 +395,6 @@ describe('reset while a writer process appends (O_APPEND)', () => {
     await r.read();
     // with one record per page write, every record written was read exactly once
     expect(r.recordsRead).toBe(Number(m?.[2]));
-    expect(nonEmpty).toBeGreaterThan(30);
+    expect(nonEmpty).toBe(40);
   });
 });

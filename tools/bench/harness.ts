@@ -71,8 +71,15 @@ export function machineBusySeconds(): number {
 // ---------------------------------------------------------------------------------------------------
 // processes
 
-/** What an interrupted benchmark must clean up: the processes it started and its directories. */
-export const live = { children: new Set<ChildProcess>(), dirs: new Set<string>() };
+/**
+ * What an interrupted benchmark must clean up: the processes it started, its directories, and
+ * anything else it set up (`undo`: synchronous, run last, e.g. taking a network lab down).
+ */
+export const live = {
+  children: new Set<ChildProcess>(),
+  dirs: new Set<string>(),
+  undo: new Set<() => void>(),
+};
 
 export function tempDir(root: string, prefix: string): string {
   const d = mkdtempSync(join(root, prefix));
@@ -95,8 +102,21 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     for (const c of live.children) c.kill('SIGKILL');
     for (const d of live.dirs) rmSync(d, { recursive: true, force: true });
+    for (const f of live.undo) f();
     process.exit(130);
   });
+}
+
+/**
+ * The Node flags on the first line of a CLI script (`#!/usr/bin/env -S node FLAGS`): to run it as
+ * installed.
+ */
+export function nodeFlagsOf(script: string): string[] {
+  const first = readFileSync(script, 'utf8').split('\n')[0] ?? '';
+  return (/^#!\/usr\/bin\/env -S node(.*)$/.exec(first)?.[1] ?? '')
+    .trim()
+    .split(/\s+/)
+    .filter((f) => f !== '');
 }
 
 export function freePort(): Promise<number> {

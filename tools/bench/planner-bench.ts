@@ -62,6 +62,8 @@ const base = (name: string): GuestSpec => ({
   memoryCompression: 0.4,
   diskCompression: 0.6,
   compressionSource: 'given',
+  processingPerPageS: 0,
+  processingSource: 'none',
   model: 'auto',
 });
 

@@ -108,6 +108,7 @@ import {
   live,
   machineBusySeconds,
   median,
+  nodeFlagsOf,
   percentile,
   promValue,
   removeDir,
@@ -124,12 +125,7 @@ import {
 const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WAN = join(DIST, 'src', 'cli', 'wan.js');
 /** The Node flags of the remus-wan command's first line (`#!/usr/bin/env -S node FLAGS`): the daemons run as installed. */
-const DAEMON_FLAGS = (
-  /^#!\/usr\/bin\/env -S node(.*)$/m.exec(readFileSync(WAN, 'utf8').split('\n')[0] ?? '')?.[1] ?? ''
-)
-  .trim()
-  .split(/\s+/)
-  .filter((f) => f !== '');
+const DAEMON_FLAGS = nodeFlagsOf(WAN);
 const WRITER = join(DIST, 'tools', 'workload', 'writer.js');
 const PAGE = 4096;
 /** Pages per dirty-log append of the writer (see writerArgs). */

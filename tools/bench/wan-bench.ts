@@ -1,0 +1,948 @@
+/**
+ * WAN benchmark (npm run bench:wan [-- --json] [--quick] [--links NAME,…] [--contenders NAME,…]
+ * [--seconds S] [--pages N] [--svg FILE] [--keep] [--log-level L]).
+ *
+ * Side by side, on the emulated WAN of tools/wanlab (two network namespaces: a user-space delay line,
+ * tbf for the rate, nftables for the loss), the same workload and the same link for every contender:
+ *
+ *   tcp         the page stream a stock Remus primary sends (page-stream.ts: PAGE_DATA records, one
+ *               checkpoint in flight, stop and wait on an acknowledgement) over plain TCP
+ *   ssh-c       the same through `ssh -C` (xl's transport: `xl remus -s "ssh -C"`), to an sshd in the
+ *               backup's namespace
+ *   zstd-socat  the same compressed with zstd level 1, flushed at each checkpoint's end, through socat
+ *               on both sides (the zstd command itself holds its output until its input ends, which
+ *               deadlocks a stream that waits for acknowledgements: page-stream.ts)
+ *   remus-wan   `remus-wan send` / `receive` with their defaults (TLS, delta + zstd, 4 epochs in
+ *               flight, 2 channels)
+ *   remus-wan-w1, remus-wan-1ch, remus-wan-4ch
+ *               the defaults with --window 1 (stop and wait), --channels 1, --channels 4
+ *
+ * Links (--links): 25ms-100mbit (25 ms RTT, 100 Mbit/s, 0.1 % loss) and 80ms-1gbit (80 ms RTT,
+ * 1 Gbit/s, 0.5 % loss). Each is built once (`wanlab up`, which measures the round trip and a bulk
+ * transfer: the table shows what the lab gave) and taken down at the end. TCP runs with the
+ * namespaces' defaults (congestion control and buffers as a fresh namespace has them: the table says
+ * which).
+ *
+ * Workload: the workload writer (tools/workload/writer.ts) plays the generator's default workload
+ * (seed 7) onto a 64 MiB image on tmpfs (--pages), logging its pages in a dirty log, at a fixed rate
+ * of page writes per second. Every contender captures the same way (the dirty log, the writer stopped
+ * during the capture: src/replication/source-image.ts) at a 100 ms epoch. The writer runs outside the
+ * lab's namespaces; its CPU is not counted for either side.
+ *
+ * A run: writer → receiver (in B) → sender (in A) → the first full copy acknowledged → a warm-up of 2 s
+ * → the steady window (--seconds, default 8; 4 with --quick), from one acknowledged epoch to another.
+ * Per contender and link a ladder of writer rates: doubling from the link's first rate (2k page
+ * writes/s on 100 Mbit/s, 8k on 1 Gbit/s) until a rate is not kept up with, then two bisection steps
+ * (one with --quick); halving instead when the first rate is not kept up with.
+ *
+ * Figures of a run:
+ *   dirty MB/s    pages captured per second of the window × 4096: distinct pages per epoch (a page
+ *                 written several times in an epoch counts once), what a Remus replicator must ship
+ *   kept up       the median epoch (capture to capture) is at most 1.2 × 100 ms: the checkpoints do
+ *                 not fall behind the epoch
+ *   wire B/epoch  bytes the A side's device sent in the window (IP, TCP and TLS or ssh overhead
+ *                 included) per epoch
+ *   ack p50/p99   from the end of each capture to its acknowledgement (the daemon's `ackMs`: durable at
+ *                 the backup; the page stream's: written into the replica file)
+ *   CPU s/GB      CPU seconds of every process in A's namespace (sender, ssh, socat) and in B's
+ *                 (receiver, sshd, socat) per GB of dirty pages
+ * A contender's figure is its highest kept-up run (by dirty MB/s).
+ *
+ * Checks, on 25ms-100mbit (the issue's targets) and reported for every link:
+ *   - remus-wan's defaults sustain ≥ 3× the dirty rate of the best baseline;
+ *   - in that run, ack p99 ≤ epoch + transfer + RTT + 10 ms (transfer: the run's wire bytes per epoch
+ *     at the lab's measured throughput; RTT: the lab's measured mean);
+ *   - planner: `remus-plan` fed that run's stats file (and the link) predicts its wire bandwidth and
+ *     its mean ack latency within ±15 %.
+ *
+ * --svg FILE writes a chart of the highest dirty rate per contender and link (Vega-Lite, as
+ * remus-plan --svg draws).
+ *
+ * JSON (--json): { machine, workload, links: [{ name, asked, measured, cc, contenders: [{ name, label,
+ * best: Run | null, runs: [Run] }] }], checks: [{ link, name, value, target, met }] }, where a Run is
+ * { rate, keptUp, dirtyMBps, dirtyPagesPerS, epochs, epochMsMedian, wireBytesPerEpoch, wireMBps,
+ * ackP50Ms, ackP99Ms, ackMeanMs, cpuPerGB: { a, b }, windowS, fullCopyS, plan?: { wireMbps, ackMs,
+ * measuredWireMbps, measuredAckMs }, error? }.
+ */
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import {
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import * as vega from 'vega';
+import { compile, type TopLevelSpec } from 'vega-lite';
+import {
+  alive,
+  cpuSeconds,
+  live,
+  median,
+  nodeFlagsOf,
+  percentile,
+  removeDir,
+  stop,
+  Tail,
+  tempDir,
+  track,
+  until,
+} from './harness.js';
+
+const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = resolve(DIST, '..');
+const WAN = join(DIST, 'src', 'cli', 'wan.js');
+const PLAN = join(DIST, 'src', 'cli', 'plan.js');
+const WRITER = join(DIST, 'tools', 'workload', 'writer.js');
+const PAGE_STREAM = join(DIST, 'tools', 'bench', 'page-stream.js');
+const WANLAB = join(ROOT, 'tools', 'wanlab', 'wanlab.mjs');
+const DAEMON_FLAGS = nodeFlagsOf(WAN);
+const PAGE = 4096;
+const SEED = 7;
+const EPOCH_MS = 100;
+/** A run keeps up when its median epoch is at most this many times the setting (and its acks do not queue). */
+const KEPT_UP = 1.2;
+/** Epochs within KEPT_UP × the epoch in a row that end the warm-up. */
+const SETTLE = 5;
+/** The lab's addresses (wanlab.mjs): site A, site B. */
+const A = '10.203.0.1';
+const B = '10.203.0.2';
+const MAX_RATE = 1_024_000;
+
+const args = process.argv.slice(2);
+const has = (name: string) => args.includes(name);
+const opt = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const json = has('--json');
+const quick = has('--quick');
+/** --rates N,N…: exactly these writer rates (page writes/s) instead of the ladders. */
+const fixedRates = opt('--rates')?.split(',').map(Number);
+if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
+  throw new Error(`--rates takes page writes per second, comma-separated, got "${opt('--rates')}"`);
+}
+/** Progress and tables: on stdout, or on stderr when stdout carries the JSON. */
+const log = (s = '') => {
+  (json ? process.stderr : process.stdout).write(`${s}\n`);
+};
+
+interface LinkSpec {
+  name: string;
+  rtt: string;
+  rate: string;
+  loss: string;
+  rttMs: number;
+  bitsPerS: number;
+  /** The ladder's first writer rate, page writes/s. */
+  fromRate: number;
+}
+const LINKS: LinkSpec[] = [
+  {
+    name: '25ms-100mbit',
+    rtt: '25ms',
+    rate: '100mbit',
+    loss: '0.1%',
+    rttMs: 25,
+    bitsPerS: 100e6,
+    fromRate: 2000,
+  },
+  { name: '80ms-1gbit', rtt: '80ms', rate: '1gbit', loss: '0.5%', rttMs: 80, bitsPerS: 1e9, fromRate: 8000 },
+];
+
+type Contender =
+  | { name: string; label: string; kind: 'page-stream'; via: 'tcp' | 'ssh' | 'zstd' }
+  | { name: string; label: string; kind: 'remus-wan'; flags: string[]; window: number; channels: number };
+/** The daemon's defaults (docs/daemon.md): what `remus-wan send` runs without --window and --channels. */
+const DEFAULT_WINDOW = 4;
+const DEFAULT_CHANNELS = 2;
+const CONTENDERS: Contender[] = [
+  { name: 'tcp', label: 'page stream, plain TCP', kind: 'page-stream', via: 'tcp' },
+  { name: 'ssh-c', label: 'page stream, ssh -C', kind: 'page-stream', via: 'ssh' },
+  { name: 'zstd-socat', label: 'page stream, zstd -1 + socat', kind: 'page-stream', via: 'zstd' },
+  {
+    name: 'remus-wan',
+    label: 'remus-wan defaults (W 4, 2 channels)',
+    kind: 'remus-wan',
+    flags: [],
+    window: DEFAULT_WINDOW,
+    channels: DEFAULT_CHANNELS,
+  },
+  {
+    name: 'remus-wan-w1',
+    label: 'remus-wan W 1 (stop and wait)',
+    kind: 'remus-wan',
+    flags: ['--window', '1'],
+    window: 1,
+    channels: DEFAULT_CHANNELS,
+  },
+  {
+    name: 'remus-wan-1ch',
+    label: 'remus-wan 1 channel',
+    kind: 'remus-wan',
+    flags: ['--channels', '1'],
+    window: DEFAULT_WINDOW,
+    channels: 1,
+  },
+  {
+    name: 'remus-wan-4ch',
+    label: 'remus-wan 4 channels',
+    kind: 'remus-wan',
+    flags: ['--channels', '4'],
+    window: DEFAULT_WINDOW,
+    channels: 4,
+  },
+];
+const BASELINES = CONTENDERS.filter((c) => c.kind === 'page-stream').map((c) => c.name);
+
+function pick<T extends { name: string }>(all: T[], list: string | undefined, what: string): T[] {
+  if (list === undefined) return all;
+  const names = list.split(',');
+  const unknown = names.filter((n) => !all.some((x) => x.name === n));
+  if (unknown.length > 0) {
+    throw new Error(`${what}: unknown ${unknown.join(', ')} (known: ${all.map((x) => x.name).join(', ')})`);
+  }
+  return all.filter((x) => names.includes(x.name));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the lab
+
+interface Lab {
+  spec: LinkSpec;
+  a: string;
+  b: string;
+  measured: { rttMs: number; pingLoss: number; throughputMbps: number };
+  cc: string;
+  sshd?: { dir: string; port: number; proc: ChildProcess };
+  /** Takes the lab down (once). */
+  down: () => void;
+}
+
+function wanlab(args: string[]): string {
+  return execFileSync(process.execPath, [WANLAB, ...args], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+async function labUp(spec: LinkSpec): Promise<Lab> {
+  const name = `bench${process.pid % 10000}`;
+  const undo = () => {
+    spawnSync(process.execPath, [WANLAB, 'down', '--name', name], { stdio: 'ignore' });
+  };
+  live.undo.add(undo);
+  const state = JSON.parse(
+    wanlab(['up', '--name', name, '--rtt', spec.rtt, '--rate', spec.rate, '--loss', spec.loss, '--json']),
+  ) as {
+    namespaces: [string, string];
+    measured: { rttMs: { avg: number } | null; pingLoss: number; throughputMbps: number };
+  };
+  const [a, b] = state.namespaces;
+  const cc = execFileSync('ip', ['netns', 'exec', a, 'sysctl', '-n', 'net.ipv4.tcp_congestion_control'], {
+    encoding: 'utf8',
+  }).trim();
+  return {
+    spec,
+    a,
+    b,
+    cc,
+    measured: {
+      rttMs: state.measured.rttMs?.avg ?? Number.NaN,
+      pingLoss: state.measured.pingLoss,
+      throughputMbps: state.measured.throughputMbps,
+    },
+    down: () => {
+      undo();
+      live.undo.delete(undo);
+    },
+  };
+}
+
+/** An sshd in B's namespace that lets A's root in with a key made for the run (for ssh -C). */
+async function sshdUp(lab: Lab): Promise<NonNullable<Lab['sshd']>> {
+  const dir = tempDir(tmpdir(), 'remus-wan-bench-ssh-');
+  for (const k of ['host', 'client']) {
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(dir, k)]);
+  }
+  writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client.pub')));
+  const port = 2222;
+  writeFileSync(
+    join(dir, 'sshd_config'),
+    [
+      `Port ${port}`,
+      `ListenAddress ${B}`,
+      `HostKey ${join(dir, 'host')}`,
+      `PidFile ${join(dir, 'sshd.pid')}`,
+      `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      'StrictModes no',
+      'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'UsePAM no',
+      '',
+    ].join('\n'),
+  );
+  mkdirSync('/run/sshd', { recursive: true });
+  const proc = track(
+    spawn('ip', ['netns', 'exec', lab.b, '/usr/sbin/sshd', '-D', '-e', '-f', join(dir, 'sshd_config')], {
+      stdio: ['ignore', 'ignore', openSync(join(dir, 'sshd.log'), 'a')],
+    }),
+  );
+  await listening(lab.b, port, proc);
+  return { dir, port, proc };
+}
+
+/** Resolves once something listens on `port` in namespace `ns`. */
+async function listening(ns: string, port: number, proc?: ChildProcess): Promise<void> {
+  await until(`a listener on port ${port}`, 30_000, () => {
+    if (proc && !alive(proc)) throw new Error(`the listener for port ${port} exited (${proc.exitCode})`);
+    const out = execFileSync('ip', ['netns', 'exec', ns, 'ss', '-Hltn', `sport = :${port}`], {
+      encoding: 'utf8',
+    });
+    return out.trim() !== '' ? true : undefined;
+  });
+}
+
+/** The namespace's inode: what /proc/PID/ns/net links to for its processes. */
+function nsLink(ns: string): string {
+  return `net:[${statSync(`/run/netns/${ns}`).ino}]`;
+}
+
+/** CPU seconds of every process in a namespace. */
+function nsCpuSeconds(link: string): number {
+  let s = 0;
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readlinkSync(`/proc/${e}/ns/net`) === link) s += cpuSeconds(Number(e));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return s;
+}
+
+/** TCP segments a namespace has retransmitted so far. */
+function retransSegs(ns: string): number {
+  const out = execFileSync('ip', ['netns', 'exec', ns, 'nstat', '-asz', '-j', 'TcpRetransSegs'], {
+    encoding: 'utf8',
+  });
+  return Number((JSON.parse(out) as { kernel: Record<string, number> }).kernel.TcpRetransSegs);
+}
+
+/**
+ * The issue's latency bound on an epoch's acknowledgement: epoch + transfer (the epoch's wire bytes at
+ * the lab's measured throughput) + RTT (measured) + 10 ms.
+ */
+function ackBound(lab: Lab, wireBytesPerEpoch: number) {
+  const transfer = ((wireBytesPerEpoch * 8) / (lab.measured.throughputMbps * 1e6)) * 1000;
+  const rtt = lab.measured.rttMs;
+  return { epoch: EPOCH_MS, transfer, rtt, total: EPOCH_MS + transfer + rtt + 10 };
+}
+
+/** Bytes a device of a namespace has sent. */
+function txBytes(ns: string, dev: string): number {
+  const out = execFileSync('ip', ['-n', ns, '-j', '-s', 'link', 'show', 'dev', dev], { encoding: 'utf8' });
+  return Number((JSON.parse(out) as Array<{ stats64: { tx: { bytes: number } } }>)[0]?.stats64.tx.bytes);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// one run
+
+interface Env {
+  pages: number;
+  pki: string;
+  imageRoot: string;
+  storeRoot: string;
+  seconds: number;
+  warmS: number;
+  minEpochs: number;
+  logLevel: string;
+}
+
+interface Run {
+  rate: number;
+  keptUp: boolean;
+  withinP99: boolean;
+  ackBoundMs: number;
+  retransmitted: number;
+  dirtyMBps: number;
+  dirtyPagesPerS: number;
+  epochs: number;
+  epochMsMedian: number;
+  wireBytesPerEpoch: number;
+  wireMBps: number;
+  ackP50Ms: number;
+  ackP99Ms: number;
+  ackMeanMs: number;
+  cpuPerGB: { a: number; b: number };
+  windowS: number;
+  fullCopyS: number;
+  plan?: { wireMbps: number; ackMs: number; measuredWireMbps: number; measuredAckMs: number };
+  error?: string;
+}
+
+let nextPort = 7400;
+
+/** A process in a namespace, its output to a log file. */
+function spawnIn(ns: string, argv: string[], logPath: string): ChildProcess {
+  const fd = openSync(logPath, 'a');
+  return track(spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', fd, fd] }));
+}
+
+async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<Run> {
+  const ram = tempDir(env.imageRoot, 'remus-wan-bench-');
+  const dir = tempDir(env.storeRoot, 'remus-wan-bench-');
+  const children: ChildProcess[] = [];
+  const node = process.execPath;
+  try {
+    const img = join(ram, 'image');
+    const dlog = join(ram, 'dirty.log');
+    const writer = track(
+      spawn(
+        node,
+        [WRITER, '--image', img, '--pages', String(env.pages), '--seed', String(SEED)].concat([
+          '--io',
+          'map',
+          '--dirty-log',
+          dlog,
+          '--log-batch',
+          '16',
+          '--rate',
+          String(rate),
+        ]),
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      ),
+    );
+    children.push(writer);
+    let out = '';
+    writer.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+    });
+    const wpid = await until('the writer', 120_000, () => {
+      const m = /ready (\d+)/.exec(out);
+      return m ? Number(m[1]) : undefined;
+    });
+    const port = nextPort++;
+    const stats = join(dir, 'send.jsonl');
+    const capture = ['--image', img, '--dirty-log', dlog, '--pause-pid', String(wpid)];
+    if (c.kind === 'remus-wan') {
+      const tls = (me: string, peer: string) => [
+        ...['--tls-ca', join(env.pki, 'ca.pem'), '--tls-cert', join(env.pki, `${me}.pem`)],
+        ...['--tls-key', join(env.pki, `${me}.key`), '--peer-name', peer],
+      ];
+      mkdirSync(join(dir, 'store'));
+      const recv = spawnIn(
+        lab.b,
+        [
+          node,
+          ...DAEMON_FLAGS,
+          WAN,
+          'receive',
+          '--listen',
+          `${B}:${port}`,
+          '--store',
+          join(dir, 'store'),
+        ].concat(tls('backup', 'primary'), ['--stats', join(dir, 'recv.jsonl'), '--log-level', env.logLevel]),
+        join(dir, 'recv.log'),
+      );
+      children.push(recv);
+      await listening(lab.b, port, recv);
+      children.push(
+        spawnIn(
+          lab.a,
+          [node, ...DAEMON_FLAGS, WAN, 'send', '--connect', `${B}:${port}`, ...capture].concat(
+            tls('primary', 'backup'),
+            ['--epoch', `${EPOCH_MS}ms`, ...c.flags, '--stats', stats, '--log-level', env.logLevel],
+          ),
+          join(dir, 'send.log'),
+        ),
+      );
+    } else {
+      const replica = join(dir, 'replica');
+      const send = [node, PAGE_STREAM, 'send', ...capture, '--epoch-ms', String(EPOCH_MS), '--stats', stats];
+      const recvArgv = [node, PAGE_STREAM, 'recv', '--replica', replica];
+      let transport: string[];
+      if (c.via === 'ssh') {
+        const sshd = lab.sshd as NonNullable<Lab['sshd']>;
+        const ssh = ['ssh', '-C', '-p', String(sshd.port), '-i', join(sshd.dir, 'client')].concat(
+          ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'],
+          ['-o', 'BatchMode=yes', `root@${B}`, ...recvArgv],
+        );
+        transport = ['--command', ssh.join(' ')];
+      } else {
+        const recv =
+          c.via === 'tcp'
+            ? spawnIn(lab.b, [...recvArgv, '--listen', `${B}:${port}`], join(dir, 'recv.log'))
+            : spawnIn(
+                lab.b,
+                [
+                  'socat',
+                  `TCP-LISTEN:${port},bind=${B},reuseaddr`,
+                  `EXEC:${[...recvArgv, '--zstd'].join(' ')}`,
+                ],
+                join(dir, 'recv.log'),
+              );
+        children.push(recv);
+        await listening(lab.b, port, recv);
+        transport =
+          c.via === 'tcp'
+            ? ['--connect', `${B}:${port}`]
+            : ['--command', `socat - TCP:${B}:${port}`, '--zstd-level', '1'];
+      }
+      children.push(spawnIn(lab.a, [...send, ...transport], join(dir, 'send.log')));
+    }
+    const died = () => {
+      for (const p of children) {
+        if (!alive(p)) {
+          const tail = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8').slice(-400) : '');
+          throw new Error(
+            `a process exited (${p.exitCode ?? p.signalCode}): ${p.spawnargs.slice(3, 6).join(' ')} ${tail(join(dir, 'send.log'))} ${tail(join(dir, 'recv.log'))}`,
+          );
+        }
+      }
+    };
+    const tail = new Tail(stats);
+    const t0 = performance.now();
+    // the full copy: until its line, then a warm-up, then the window starts at the next acknowledged epoch
+    for (;;) {
+      died();
+      tail.poll();
+      if (tail.lines.length > 0) break;
+      if (performance.now() - t0 > 600_000) throw new Error('no full copy after 600 s');
+      await sleep(20);
+    }
+    const fullCopyS = (performance.now() - t0) / 1000;
+    const warmEnd = performance.now() + env.warmS * 1000;
+    const nsA = nsLink(lab.a);
+    const nsB = nsLink(lab.b);
+    const snapshot = () => ({
+      t: performance.now(),
+      line: tail.lines.length - 1,
+      cpuA: nsCpuSeconds(nsA),
+      cpuB: nsCpuSeconds(nsB),
+      tx: txBytes(lab.a, 'wla'),
+      retrans: retransSegs(lab.a),
+    });
+    const waitLine = async (after: number, deadline: number): Promise<boolean> => {
+      for (;;) {
+        died();
+        if (tail.poll() > 0 && performance.now() >= after) return true;
+        if (performance.now() > deadline) return false;
+        await sleep(5);
+      }
+    };
+    // the full copy leaves a backlog (everything written meanwhile): the window starts once the last
+    // SETTLE epochs each took at most KEPT_UP × the epoch, or after 3 × --seconds of warm-up at most
+    const settled = () => {
+      const last = tail.lines.slice(-SETTLE).map((l) => Number(l.row.epochMs));
+      return last.length === SETTLE && last.every((x) => x <= KEPT_UP * EPOCH_MS);
+    };
+    const warmLimit = warmEnd + 3 * env.seconds * 1000;
+    while ((await waitLine(warmEnd, warmLimit)) && !settled()) {
+      // not settled yet
+    }
+    const a = snapshot();
+    const end = a.t + env.seconds * 1000;
+    const deadline = a.t + 4 * env.seconds * 1000;
+    while ((await waitLine(end, deadline)) && tail.lines.length - 1 - a.line < env.minEpochs) {
+      // at least minEpochs epochs in the window
+    }
+    const b = snapshot();
+    const retrans = retransSegs(lab.a) - a.retrans;
+    for (const p of children.slice(1).reverse()) await stop(p, 5000);
+    await stop(writer, 5000);
+    tail.poll();
+    const rows = tail.lines.slice(a.line + 1, b.line + 1).map((l) => l.row);
+    const num = (k: string) => rows.map((r) => Number(r[k])).filter((x) => Number.isFinite(x));
+    const sum = (xs: number[]) => xs.reduce((x, y) => x + y, 0);
+    const windowS = (b.t - a.t) / 1000;
+    const pages = sum(num('dirtyPages'));
+    const gb = (pages * PAGE) / 1e9;
+    const acks = rows.map((r) => r.ackMs).filter((x): x is number => typeof x === 'number');
+    const epochMsMedian = median(num('epochMs'));
+    const wireBytesPerEpoch = rows.length > 0 ? (b.tx - a.tx) / rows.length : Number.NaN;
+    const bound = ackBound(lab, wireBytesPerEpoch);
+    const ackP50Ms = percentile(acks, 0.5);
+    const ackP99Ms = percentile(acks, 0.99);
+    const run: Run = {
+      rate,
+      keptUp:
+        rows.length >= env.minEpochs &&
+        epochMsMedian <= KEPT_UP * EPOCH_MS &&
+        ackP50Ms <= bound.epoch + bound.transfer + bound.rtt,
+      withinP99: ackP99Ms <= bound.total,
+      ackBoundMs: bound.total,
+      dirtyMBps: (pages * PAGE) / 1e6 / windowS,
+      dirtyPagesPerS: pages / windowS,
+      epochs: rows.length,
+      epochMsMedian,
+      wireBytesPerEpoch,
+      wireMBps: (b.tx - a.tx) / 1e6 / windowS,
+      retransmitted: retrans,
+      ackP50Ms,
+      ackP99Ms,
+      ackMeanMs: acks.length > 0 ? sum(acks) / acks.length : Number.NaN,
+      cpuPerGB: { a: (b.cpuA - a.cpuA) / gb, b: (b.cpuB - a.cpuB) / gb },
+      windowS,
+      fullCopyS,
+    };
+    const plan = c.kind === 'remus-wan' ? planCheck(lab, c, stats, run) : undefined;
+    if (plan) run.plan = plan;
+    return run;
+  } finally {
+    for (const p of children.reverse()) await stop(p, 5000).catch(() => undefined);
+    removeDir(ram);
+    if (has('--keep')) {
+      live.dirs.delete(dir);
+      log(`    (kept ${dir})`);
+    } else removeDir(dir);
+  }
+}
+
+/**
+ * What remus-plan predicts from the run's stats file and the link: the wire bandwidth at the 100 ms
+ * epoch and the ack latency (the checkpoint's transfer + RTT), against what the run measured.
+ */
+function planCheck(
+  lab: Lab,
+  c: Extract<Contender, { kind: 'remus-wan' }>,
+  stats: string,
+  run: Run,
+): Run['plan'] {
+  const plan = JSON.parse(
+    execFileSync(
+      process.execPath,
+      [
+        PLAN,
+        '--input',
+        stats,
+        '--bandwidth',
+        `${lab.spec.bitsPerS}bit/s`,
+        '--rtt',
+        `${lab.measured.rttMs}ms`,
+      ].concat(
+        ['--loss', lab.spec.loss, '--cc', lab.cc === 'bbr' ? 'bbr' : lab.cc === 'reno' ? 'reno' : 'cubic'],
+        ['--channels', String(c.channels), '--mode', c.window > 1 ? 'pipelined' : 'periodic'],
+        ['--in-flight', String(c.window), '--epoch', `${EPOCH_MS}ms`, '--json'],
+      ),
+      { encoding: 'utf8' },
+    ),
+  ) as { guests: Array<{ plans: Array<{ bandwidthMbps: number; ackMs?: number; transferMs: number }> }> };
+  const p = plan.guests[0]?.plans[0];
+  if (!p) return undefined;
+  return {
+    wireMbps: p.bandwidthMbps,
+    ackMs: p.ackMs ?? p.transferMs + lab.measured.rttMs,
+    measuredWireMbps: (run.wireMBps * 8) / 1,
+    measuredAckMs: run.ackMeanMs,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// ladders and output
+
+const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '—');
+const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '—');
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : '—');
+/** A writer rate in thousands: 1.5k, 16k. */
+const kRate = (rate: number) => `${+(rate / 1000).toFixed(2)}k`;
+
+function runLine(r: Run): string {
+  if (r.error) return `    ${kRate(r.rate)} writes/s: failed: ${r.error.slice(0, 300)}`;
+  return [
+    `    ${kRate(r.rate).padStart(6)} writes/s`,
+    `${r.keptUp ? 'kept up' : 'BEHIND '}${r.keptUp && !r.withinP99 ? ' (p99 > bound)' : ''}`,
+    `dirty ${f1(r.dirtyMBps).padStart(6)} MB/s`,
+    `epoch ${f0(r.epochMsMedian).padStart(5)} ms`,
+    `wire ${f0(r.wireBytesPerEpoch / 1000).padStart(6)} kB/epoch`,
+    `ack p50/p99 ${f0(r.ackP50Ms)}/${f0(r.ackP99Ms)} ms (bound ${f0(r.ackBoundMs)})`,
+    `retrans ${r.retransmitted}`,
+    `CPU s/GB ${f1(r.cpuPerGB.a)}/${f1(r.cpuPerGB.b)}`,
+  ].join('  ');
+}
+
+async function ladder(lab: Lab, c: Contender, env: Env): Promise<Run[]> {
+  const runs: Run[] = [];
+  const tryRate = async (rate: number): Promise<Run> => {
+    let r: Run;
+    try {
+      r = await runOnce(lab, c, rate, env);
+    } catch (err) {
+      r = { rate, keptUp: false, error: (err as Error).message } as Run;
+    }
+    runs.push(r);
+    log(runLine(r));
+    return r;
+  };
+  if (fixedRates) {
+    for (const rate of fixedRates) await tryRate(rate);
+    return runs;
+  }
+  let good: number | undefined;
+  let bad: number | undefined;
+  let rate = lab.spec.fromRate;
+  for (;;) {
+    const r = await tryRate(rate);
+    if (r.keptUp) {
+      good = rate;
+      if (bad !== undefined || rate * 2 > MAX_RATE) break;
+      rate *= 2;
+    } else {
+      bad = rate;
+      if (good !== undefined || rate <= 250) break;
+      rate = Math.round(rate / 2);
+    }
+  }
+  for (let i = 0; i < (quick ? 1 : 2) && good !== undefined && bad !== undefined; i++) {
+    const mid = Math.round((good + bad) / 2 / 250) * 250;
+    if (mid <= good || mid >= bad) break;
+    if ((await tryRate(mid)).keptUp) good = mid;
+    else bad = mid;
+  }
+  return runs;
+}
+
+/** The run with the highest dirty rate among those kept up with (and within the p99 bound, if asked). */
+function bestOf(runs: Run[], withinP99 = false): Run | null {
+  const kept = runs.filter((r) => r.keptUp && !r.error && (!withinP99 || r.withinP99));
+  return kept.length === 0 ? null : kept.reduce((x, y) => (y.dirtyMBps > x.dirtyMBps ? y : x));
+}
+
+interface LinkResult {
+  name: string;
+  asked: { rtt: string; rate: string; loss: string };
+  measured: Lab['measured'];
+  cc: string;
+  contenders: Array<{
+    name: string;
+    label: string;
+    best: Run | null;
+    bestWithinP99: Run | null;
+    runs: Run[];
+  }>;
+}
+
+interface Check {
+  link: string;
+  name: string;
+  value: number;
+  target: string;
+  met: boolean;
+}
+
+/**
+ * The issue's targets, per link: remus-wan's defaults, at their highest rate kept up with whose ack p99
+ * stays within the bound, against the best baseline at its highest rate kept up with (no p99
+ * condition: the comparison favours the baselines); remus-plan's predictions for that run.
+ */
+function checksFor(l: LinkResult): Check[] {
+  const out: Check[] = [];
+  const entry = (n: string) => l.contenders.find((c) => c.name === n);
+  const ours = entry('remus-wan')?.bestWithinP99 ?? null;
+  const baselines = l.contenders.filter((c) => BASELINES.includes(c.name));
+  const top = Math.max(0, ...baselines.map((c) => c.best?.dirtyMBps ?? 0));
+  if (baselines.length > 0 && entry('remus-wan')) {
+    const ratio = ours ? (top > 0 ? ours.dirtyMBps / top : Number.POSITIVE_INFINITY) : 0;
+    out.push({
+      link: l.name,
+      name: 'remus-wan dirty rate (kept up, ack p99 within bound) ÷ best baseline (kept up)',
+      value: ratio,
+      target: `≥ 3 (${f1(ours?.dirtyMBps ?? 0)} ÷ ${f1(top)} MB/s${ours ? `; its ack p99 ${f0(ours.ackP99Ms)} ms ≤ ${f0(ours.ackBoundMs)}` : ''})`,
+      met: ratio >= 3,
+    });
+  }
+  if (ours?.plan) {
+    const err = (p: number, m: number) => (p - m) / m;
+    const { plan } = ours;
+    out.push({
+      link: l.name,
+      name: 'remus-plan wire bandwidth vs measured',
+      value: err(plan.wireMbps, plan.measuredWireMbps),
+      target: `within ±15 % (plan ${f1(plan.wireMbps)}, measured ${f1(plan.measuredWireMbps)} Mbit/s)`,
+      met: Math.abs(err(plan.wireMbps, plan.measuredWireMbps)) <= 0.15,
+    });
+    out.push({
+      link: l.name,
+      name: 'remus-plan ack latency vs measured mean',
+      value: err(plan.ackMs, plan.measuredAckMs),
+      target: `within ±15 % (plan ${f1(plan.ackMs)}, measured ${f1(plan.measuredAckMs)} ms)`,
+      met: Math.abs(err(plan.ackMs, plan.measuredAckMs)) <= 0.15,
+    });
+  }
+  return out;
+}
+
+function table(l: LinkResult): void {
+  log();
+  log(
+    `${l.name}: asked RTT ${l.asked.rtt}, ${l.asked.rate}, loss ${l.asked.loss}; measured RTT ${f1(l.measured.rttMs)} ms, one TCP stream ${f1(l.measured.throughputMbps)} Mbit/s, ping loss ${f1(l.measured.pingLoss * 100)} %; congestion control ${l.cc}`,
+  );
+  log('  highest rate kept up with (and, last column, the highest whose ack p99 is within the bound):');
+  log(
+    '  contender                              writes/s  dirty MB/s  wire kB/epoch  ack p50  ack p99  CPU s/GB A  CPU s/GB B  p99-bound MB/s',
+  );
+  for (const c of l.contenders) {
+    const r = c.best;
+    log(
+      r
+        ? `  ${c.label.padEnd(38)} ${kRate(r.rate).padStart(8)}  ${f1(r.dirtyMBps).padStart(10)}  ${f0(r.wireBytesPerEpoch / 1000).padStart(13)}  ${f0(r.ackP50Ms).padStart(7)}  ${f0(r.ackP99Ms).padStart(7)}  ${f2(r.cpuPerGB.a).padStart(10)}  ${f2(r.cpuPerGB.b).padStart(10)}  ${(c.bestWithinP99 ? f1(c.bestWithinP99.dirtyMBps) : 'none').padStart(14)}`
+        : `  ${c.label.padEnd(38)} never kept up`,
+    );
+  }
+}
+
+/** A bar chart of each contender's highest kept-up dirty rate, one panel per link. */
+async function chart(links: LinkResult[]): Promise<string> {
+  const values = links.flatMap((l) =>
+    l.contenders.map((c) => ({ link: l.name, contender: c.label, dirty: c.best?.dirtyMBps ?? 0 })),
+  );
+  const spec: TopLevelSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: 'Highest dirty rate kept up with at a 100 ms epoch (MB/s)',
+    data: { values },
+    facet: { row: { field: 'link', type: 'nominal', title: null } },
+    spec: {
+      width: 420,
+      height: { step: 18 },
+      layer: [
+        {
+          mark: 'bar',
+          encoding: {
+            y: { field: 'contender', type: 'nominal', sort: null, title: null },
+            x: { field: 'dirty', type: 'quantitative', title: 'dirty MB/s' },
+            color: {
+              condition: { test: "indexof(datum.contender, 'remus-wan') === 0", value: '#1f77b4' },
+              value: '#aaaaaa',
+            },
+          },
+        },
+        {
+          mark: { type: 'text', align: 'left', dx: 3 },
+          encoding: {
+            y: { field: 'contender', type: 'nominal', sort: null },
+            x: { field: 'dirty', type: 'quantitative' },
+            text: { field: 'dirty', type: 'quantitative', format: '.1f' },
+          },
+        },
+      ],
+    },
+    resolve: { scale: { x: 'independent' } },
+    config: { font: 'sans-serif' },
+  };
+  const view = new vega.View(vega.parse(compile(spec).spec), { renderer: 'none' });
+  return view.toSVG();
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('bench:wan needs root (network namespaces)');
+  for (const tool of ['ssh', 'socat', '/usr/sbin/sshd']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) {
+      throw new Error(`bench:wan needs ${tool} (apt-get install openssh-client openssh-server socat)`);
+    }
+  }
+  const links = pick(LINKS, opt('--links'), '--links');
+  const contenders = pick(CONTENDERS, opt('--contenders'), '--contenders');
+  const pages = Number(opt('--pages') ?? 16384);
+  const root = tempDir(tmpdir(), 'remus-wan-bench-pki-');
+  const pki = join(root, 'pki');
+  const certs = spawn(
+    process.execPath,
+    [WAN, 'certs', '--out', pki, '--host', `primary,${A}`, '--host', `backup,${B}`],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const [code] = (await once(certs, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`remus-wan certs exited with ${code}`);
+  const env: Env = {
+    pages,
+    pki,
+    imageRoot: existsSync('/dev/shm') ? '/dev/shm' : tmpdir(),
+    storeRoot: tmpdir(),
+    seconds: Number(opt('--seconds') ?? (quick ? 4 : 8)),
+    warmS: 2,
+    minEpochs: 5,
+    logLevel: opt('--log-level') ?? 'warn',
+  };
+  const commit = spawnSync('git', ['rev-parse', '--short', 'HEAD'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  }).stdout?.trim();
+  const machine = { cores: availableParallelism(), node: process.version, commit: commit || null };
+  log(
+    `remus-wan WAN benchmark: ${(pages * PAGE) / 2 ** 20} MiB image (${pages} pages, the generator's default workload, seed ${SEED}), ${EPOCH_MS} ms epochs; ${machine.cores} cores, node ${machine.node}, commit ${machine.commit ?? '?'}`,
+  );
+  const results: LinkResult[] = [];
+  for (const spec of links) {
+    log();
+    log(`${spec.name}: building the lab …`);
+    const lab = await labUp(spec);
+    try {
+      if (contenders.some((c) => c.kind === 'page-stream' && c.via === 'ssh')) lab.sshd = await sshdUp(lab);
+      const l: LinkResult = {
+        name: spec.name,
+        asked: { rtt: spec.rtt, rate: spec.rate, loss: spec.loss },
+        measured: lab.measured,
+        cc: lab.cc,
+        contenders: [],
+      };
+      log(
+        `  measured: RTT ${f1(lab.measured.rttMs)} ms, one TCP stream ${f1(lab.measured.throughputMbps)} Mbit/s, congestion control ${lab.cc}`,
+      );
+      for (const c of contenders) {
+        log(`  ${c.label}`);
+        const runs = await ladder(lab, c, env);
+        l.contenders.push({
+          name: c.name,
+          label: c.label,
+          best: bestOf(runs),
+          bestWithinP99: bestOf(runs, true),
+          runs,
+        });
+      }
+      results.push(l);
+    } finally {
+      if (lab.sshd) {
+        await stop(lab.sshd.proc, 5000);
+        removeDir(lab.sshd.dir);
+      }
+      lab.down();
+    }
+  }
+  const checks = results.flatMap(checksFor);
+  for (const l of results) table(l);
+  log();
+  for (const c of checks) {
+    log(
+      `${c.met ? 'MET   ' : 'NOT MET'} ${c.link}: ${c.name} = ${c.name.includes('vs') ? `${f1(c.value * 100)} %` : f2(c.value)} (target ${c.target})`,
+    );
+  }
+  const svg = opt('--svg');
+  if (svg) {
+    writeFileSync(svg, await chart(results));
+    log(`chart: ${svg}`);
+  }
+  if (json) {
+    process.stdout.write(
+      `${JSON.stringify({ machine, workload: { pages, pageSize: PAGE, seed: SEED, epochMs: EPOCH_MS }, links: results, checks }, null, 2)}\n`,
+    );
+  }
+  removeDir(root);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench:wan: ${(err as Error).stack ?? err}\n`);
+  for (const c of live.children) c.kill('SIGKILL');
+  for (const f of live.undo) f();
+  process.exit(1);
+});
