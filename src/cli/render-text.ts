@@ -139,6 +139,7 @@ const CSV_FIELDS = [
   'pauseMs',
   'transferMs',
   'processingMs',
+  'recoveryMs',
   'ackMs',
   'bandwidthMbps',
   'peakBandwidthMbps',

@@ -141,6 +141,7 @@ function toEpochPlan(ev: EpochEval, ceilingS: number | null): EpochPlan {
     pauseMs: sig(ev.pauseS * 1000),
     transferMs: sig(ev.transferS * 1000),
     processingMs: sig(ev.processingS * 1000),
+    recoveryMs: sig(ev.recoveryS * 1000),
     ackMs: sig(ev.ackS * 1000),
     bandwidthMbps: sig(toMbps(ev.avgBps)),
     peakBandwidthMbps: Number.isFinite(ev.peakBps) ? sig(toMbps(ev.peakBps)) : null,

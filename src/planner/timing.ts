@@ -9,7 +9,13 @@
  *   x(E)      = wire(E) / goodput            goodput = min(link, channels × one TCP flow)
  *   proc(E)   = 2·p·pages                    p: processing per page at each end (measured by the
  *                                            daemon: encoding; decoding and committing as long again)
- *   ack(E)    = proc + x + RTT               from the end of the pause to the backup's acknowledgement
+ *   rec(E)    = loss·(k·(RTT − min(x, RTT)/2) + 3·ch·RTT)     loss recovery, on average: a segment
+ *                                            lost is sent again about a round trip later, which delays
+ *                                            the checkpoint only for the k = (wire/MSS)·min(x, RTT)/x
+ *                                            segments of its last round trip (by RTT less the time
+ *                                            still left to send); one of the last 3 of a channel's
+ *                                            burst waits for a probe timeout (2 RTT) instead
+ *   ack(E)    = proc + x + RTT + rec         from the end of the pause to the backup's acknowledgement
  *
  *   xl         E = T + pause + ack                      (libxl re-arms its timer after the commit)
  *   periodic   E = max(T, pause + ack)                  (paper Remus: one checkpoint in flight)
@@ -51,7 +57,9 @@ export interface EpochEval {
   pauseS: number;
   transferS: number;
   processingS: number;
-  /** processing + transfer + RTT: from the end of the pause to the acknowledgement. */
+  /** Mean loss-recovery delay of a checkpoint. */
+  recoveryS: number;
+  /** processing + transfer + RTT + recovery: from the end of the pause to the acknowledgement. */
   ackS: number;
   goodputBps: number;
   flowBps: number;
@@ -89,12 +97,28 @@ function processingFor(ctx: GuestContext, pages: number): number {
   return 2 * ctx.guest.processingPerPageS * pages;
 }
 
+/**
+ * The mean delay loss recovery adds to a checkpoint of `wire` bytes sent in `x` seconds. Each segment
+ * is lost with the link's loss probability and sent again about a round trip later (fast retransmit,
+ * RACK), while the rest of the checkpoint goes on: only a segment of the last round trip delays the
+ * end, by the round trip less the sending time still left after it (on average RTT − min(x, RTT)/2).
+ * One of the last three segments of a channel's burst is revealed by no later one and waits for the
+ * probe timeout (2 RTT): one round trip more.
+ */
+function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number): number {
+  const { loss, mssBytes, channels } = ctx.link;
+  if (loss <= 0 || wire <= 0) return 0;
+  const lastTrip = x > 0 ? Math.min(x, rtt) : rtt;
+  const segments = (wire / mssBytes) * (x > 0 ? lastTrip / x : 1);
+  return loss * (segments * (rtt - lastTrip / 2) + 3 * channels * rtt);
+}
+
 /** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */
 function need(ctx: GuestContext, t: number, e: number, rtt: number, goodput: number): number {
   const pages = ctx.curve.pagesAt(e);
   const pause = ctx.policy.pause.baseS + ctx.policy.pause.perPageS * pages;
   const x = bytesFor(ctx, e, pages).wire / goodput;
-  const ack = processingFor(ctx, pages) + x + rtt;
+  const ack = processingFor(ctx, pages) + x + rtt + recoveryFor(ctx, bytesFor(ctx, e, pages).wire, x, rtt);
   switch (ctx.policy.mode) {
     case 'xl':
       return t + pause + ack;
@@ -192,7 +216,8 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const pauseS = policy.pause.baseS + policy.pause.perPageS * pages;
   const transferS = wire / goodput;
   const processingS = processingFor(ctx, pages);
-  const ackS = processingS + transferS + rtt;
+  const recoveryS = recoveryFor(ctx, wire, transferS, rtt);
+  const ackS = processingS + transferS + rtt + recoveryS;
   const avgBps = wire / e;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
@@ -206,11 +231,14 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const pagesT = curve.peakPagesAt(t);
   const wireT = bytesFor(ctx, t, pagesT).wire;
   const pauseT = policy.pause.baseS + policy.pause.perPageS * pagesT;
+  // what the ack waits for besides the transfer: the round trip, processing, and loss recovery (at
+  // the link's full rate: the best the channels can do)
+  const waitT = rtt + processingFor(ctx, pagesT) + recoveryFor(ctx, wireT, wireT / linkOnly, rtt);
   const deadline =
     policy.mode === 'periodic'
-      ? t - pauseT - rtt
+      ? t - pauseT - waitT
       : policy.mode === 'pipelined'
-        ? Math.min(t - pauseT, policy.inFlight * t - pauseT - rtt)
+        ? Math.min(t - pauseT, policy.inFlight * t - pauseT - waitT)
         : Number.POSITIVE_INFINITY; // xl: no deadline, the mean rate alone sizes the channels
   const requiredBps = Math.max(
     avgBps / (1 - policy.headroom),
@@ -278,6 +306,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     pauseS,
     transferS,
     processingS,
+    recoveryS,
     ackS,
     goodputBps: goodput,
     flowBps: flow.bps,

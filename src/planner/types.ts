@@ -130,7 +130,9 @@ export interface EpochPlan {
   transferMs: number;
   /** Encoding at the primary plus decoding and committing at the backup (0 when not measured). */
   processingMs: number;
-  /** From the end of the pause to the backup's acknowledgement: processing + transfer + RTT. */
+  /** Mean delay loss recovery adds (retransmissions a round trip later; tail probes). */
+  recoveryMs: number;
+  /** From the end of the pause to the backup's acknowledgement: processing + transfer + RTT + recovery. */
   ackMs: number;
   /** Mean wire bandwidth, decimal Mbit/s. */
   bandwidthMbps: number;

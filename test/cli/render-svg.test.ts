@@ -30,6 +30,7 @@ function plan(
     pauseMs,
     transferMs,
     processingMs: 0,
+    recoveryMs: 0,
     ackMs: transferMs + 20,
     bandwidthMbps,
     peakBandwidthMbps,

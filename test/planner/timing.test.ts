@@ -63,6 +63,24 @@ describe('evaluateEpoch — processing at both ends', () => {
   });
 });
 
+describe('evaluateEpoch — loss recovery', () => {
+  it('delays the ack by the segments of the last round trip and the tail probes', () => {
+    const c = ctx(
+      guest([m(1, 1000)]),
+      link(B, 0.025, { loss: 1e-3, mssBytes: 1000, channels: 2, cc: 'bbr' }),
+      policy(),
+    );
+    const ev = evaluateEpoch(c, 0.1);
+    const x = ev.transferS; // 32.8 ms (BBR: no loss ceiling): longer than the round trip
+    expect(x).toBeGreaterThan(0.025);
+    const lastTrip = (410.4 * 0.025) / x; // segments sent in its last 25 ms
+    const rec = 1e-3 * (lastTrip * (0.025 - 0.0125) + 3 * 2 * 0.025);
+    expect(ev.recoveryS).toBeCloseTo(rec, 12);
+    expect(ev.ackS).toBeCloseTo(x + 0.025 + rec, 12);
+    expect(evaluateEpoch(base(), 0.1).recoveryS).toBe(0);
+  });
+});
+
 describe('evaluateEpoch — xl (gap after commit)', () => {
   it('E = T + pause + transfer + RTT, solved with D(E)', () => {
     const c = ctx(guest([m(1, 1000)]), link(B, 0.025), policy({ mode: 'xl' }));

@@ -610,8 +610,10 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
 }
 
 /**
- * What remus-plan predicts from the run's stats file and the link: the wire bandwidth at the 100 ms
- * epoch and the ack latency (the checkpoint's transfer + RTT), against what the run measured.
+ * What remus-plan predicts from the run's stats file and the link (the asked rate and loss, the
+ * measured RTT, the namespaces' congestion control, the daemon's channels and window): the link's
+ * bandwidth at the 100 ms epoch and the ack latency, against what the run measured (device bytes per
+ * second, mean ackMs).
  */
 function planCheck(
   lab: Lab,
@@ -637,13 +639,18 @@ function planCheck(
       ),
       { encoding: 'utf8' },
     ),
-  ) as { guests: Array<{ plans: Array<{ bandwidthMbps: number; ackMs?: number; transferMs: number }> }> };
+  ) as {
+    guests: Array<{ plans: Array<{ bandwidthMbps: number; ackMs: number }> }>;
+    link: { bandwidthMbps: number; goodputMbps: number };
+  };
   const p = plan.guests[0]?.plans[0];
   if (!p) return undefined;
   return {
-    wireMbps: p.bandwidthMbps,
-    ackMs: p.ackMs ?? p.transferMs + lab.measured.rttMs,
-    measuredWireMbps: (run.wireMBps * 8) / 1,
+    // the plan's bandwidth is the stream's bytes; the device also carries each segment's headers,
+    // which the plan's link model counts (bandwidth ÷ goodput)
+    wireMbps: (p.bandwidthMbps * plan.link.bandwidthMbps) / plan.link.goodputMbps,
+    ackMs: p.ackMs,
+    measuredWireMbps: run.wireMBps * 8,
     measuredAckMs: run.ackMeanMs,
   };
 }
