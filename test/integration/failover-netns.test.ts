@@ -320,10 +320,10 @@ describe('remus-failover across network namespaces: BIRD, sites A and B with Exa
   }, 120_000);
 });
 
-describe('over a WAN (the delay line of tools/wanlab between A and B, 20 ms each way)', () => {
+describe('over a WAN (tools/wanlab between A and B: 20 ms each way, 100 Mbit/s, 0.1 % loss)', () => {
   beforeAll(async () => {
     await lab.stop();
-    lab = await startNetnsLab({ wan: { oneWayMs: 20 } });
+    lab = await startNetnsLab({ wan: { oneWayMs: 20, rate: '100mbit', loss: '0.1%' } });
   }, 60_000);
 
   it('A cut off longer than the dead time, the witness agreeing: failover once, the prefix at BIRD from B, the replica at the last acknowledged epoch', async () => {

@@ -78,17 +78,21 @@ export function canMakeNamespaces(): boolean {
   return process.getuid?.() === 0 && spawnSync('ip', ['netns', 'list']).status === 0;
 }
 
+const WANLAB = join(import.meta.dirname, '..', '..', 'tools', 'wanlab', 'wanlab.mjs');
+
 /** The delay line of tools/wanlab (built there when missing or older than its source): its path. */
 function delayline(): string {
-  const wanlab = join(import.meta.dirname, '..', '..', 'tools', 'wanlab', 'wanlab.mjs');
-  return execFileSync(process.execPath, [wanlab, 'build'], { encoding: 'utf8' }).trim();
+  return execFileSync(process.execPath, [WANLAB, 'build'], { encoding: 'utf8' }).trim();
 }
 
 /**
  * `wan`: the A–B replication link is a WAN instead of a veth: the delay line of tools/wanlab between
- * TUN devices a1 and b1, `oneWayMs` each way.
+ * TUN devices a1 and b1, `oneWayMs` each way, and with `rate` (`100mbit`) and `loss` (`0.1%`) the
+ * lab's tbf and nftables drops on each end (`wanlab.mjs shape`).
  */
-export async function startNetnsLab(o: { wan?: { oneWayMs: number } } = {}): Promise<NetnsLab> {
+export async function startNetnsLab(
+  o: { wan?: { oneWayMs: number; rate?: string; loss?: string } } = {},
+): Promise<NetnsLab> {
   const dir = mkdtempSync(join(tmpdir(), 'rwan-netns-lab-'));
   const tag = `rw${process.pid % 100000}x${Math.floor(Math.random() * 1000)}`;
   const net = `${tag}net`;
@@ -224,6 +228,16 @@ export async function startNetnsLab(o: { wan?: { oneWayMs: number } } = {}): Pro
       ] as const) {
         ip('-n', ns, 'addr', 'add', me, 'peer', peer, 'dev', dev);
         ip('-n', ns, 'link', 'set', dev, 'up');
+        const { rate, loss } = o.wan;
+        if (rate || loss) {
+          execFileSync(
+            process.execPath,
+            [WANLAB, 'shape', '--ns', ns, '--dev', dev].concat(
+              rate ? ['--rate', rate] : [],
+              loss ? ['--loss', loss] : [],
+            ),
+          );
+        }
       }
     } else link('a1', sites.a.ns, sites.a.linkAddress, 'b1', sites.b.ns, sites.b.linkAddress);
     link('n3', net, sites.a.witness, 'a2', sites.a.ns, sites.a.witnessSide);

@@ -9,8 +9,9 @@
  *
  * What is sent is what xl sends (libxc's send_dirty_pages, docs/xen-stream.md): each checkpoint's dirty pages
  * as libxc PAGE_DATA records of at most 1024 pages (`u32 count, u32 reserved, u64 pfn[count]`, then
- * the pages), then a CHECKPOINT record. The receiver writes each page into its replica file (as
- * xl's receiver fills the guest's memory: no journal, no fsync) and at each CHECKPOINT answers the
+ * the pages), then a CHECKPOINT record. The receiver copies each page into its replica, in memory (as
+ * xl's receiver fills the guest's memory: no journal, no fsync; the file --replica is written when
+ * the stream ends) and at each CHECKPOINT answers the
  * checkpoint's number (u64, little-endian): the acknowledgement at which the primary may release the
  * checkpoint's output. The sender waits for it before the next capture (stop and wait: one
  * checkpoint in flight, as xl's loop has), and captures at most every --epoch-ms. It captures as
@@ -34,7 +35,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { appendFileSync, closeSync, openSync, writeSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
@@ -223,7 +224,9 @@ async function recv(o: { replica?: string; listen?: string; zstd?: boolean }): P
     out = s;
   }
   if (o.zstd) input = input.pipe(new DecompressStream());
-  const fd = openSync(o.replica, 'w');
+  // the replica is memory, as the guest's memory is xl's receiver's: pages are copied in, and the file
+  // is written once the stream ends
+  let replica = Buffer.alloc(0);
   const bytes = new Bytes(input);
   for (let checkpoint = 0; ; ) {
     const h = await bytes.take(RECORD_HEADER_BYTES);
@@ -234,8 +237,15 @@ async function recv(o: { replica?: string; listen?: string; zstd?: boolean }): P
     if (!body) fail('the stream ended inside a record');
     if (type === LibxcRecord.PAGE_DATA) {
       const batch = parsePageData(body.subarray(0, length), 'le', PAGE);
+      const top = (Math.max(...batch.pfns) + 1) * PAGE;
+      if (top > replica.length) {
+        const grown = Buffer.alloc(Math.max(top, 2 * replica.length));
+        replica.copy(grown);
+        replica = grown;
+      }
       batch.pfns.forEach((pfn, i) => {
-        writeSync(fd, batch.data, (batch.slot[i] as number) * PAGE, PAGE, pfn * PAGE);
+        const at = (batch.slot[i] as number) * PAGE;
+        batch.data.copy(replica, pfn * PAGE, at, at + PAGE);
       });
     } else if (type === LibxcRecord.CHECKPOINT) {
       const ack = Buffer.alloc(8);
@@ -243,7 +253,7 @@ async function recv(o: { replica?: string; listen?: string; zstd?: boolean }): P
       await write(out, ack);
     } else fail(`unexpected record type 0x${type.toString(16)}`);
   }
-  closeSync(fd);
+  writeFileSync(o.replica, replica);
   process.exit(0);
 }
 

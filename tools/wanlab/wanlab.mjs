@@ -11,6 +11,8 @@
  *   node tools/wanlab/wanlab.mjs measure --name NAME [--bytes 20MB] [--pings 50] [--json]
  *   node tools/wanlab/wanlab.mjs down --name NAME
  *   node tools/wanlab/wanlab.mjs build                 (the delay line's binary: built if needed, its path)
+ *   node tools/wanlab/wanlab.mjs shape --ns NS --dev DEV [--rate 100mbit] [--loss 0.1%]
+ *                                                      (rate and loss on one device of another lab)
  *
  * `up` builds the lab, then measures it (ping for the round trip and loss, a TCP bulk transfer for
  * the throughput): what the lab gives, not what was asked. Run commands in it with
@@ -71,6 +73,45 @@ function delayline() {
   return bin;
 }
 
+/**
+ * The rate (tbf on the device's egress, bit/s; 0: none) and the loss (nftables dropping that share of
+ * what comes in on the device; 0: none) of one end of a link, in namespace `ns`.
+ */
+function shape(ns, dev, bits, loss) {
+  if (bits > 0) {
+    // a burst of at least one MTU and 1 ms at the rate; the queue holds the rate's 50 ms
+    const burst = Math.max(1600, Math.ceil(bits / 8 / 1000));
+    run('tc', [
+      '-n',
+      ns,
+      'qdisc',
+      'add',
+      'dev',
+      dev,
+      'root',
+      'tbf',
+      'rate',
+      `${Math.round(bits)}bit`,
+      'burst',
+      String(burst),
+      'latency',
+      '50ms',
+    ]);
+  }
+  if (loss > 0) {
+    const script = [
+      'table inet wanlab {',
+      '  chain wanin {',
+      '    type filter hook input priority 0; policy accept;',
+      `    iifname "${dev}" numgen random mod 1000000 < ${Math.round(loss * 1e6)} drop`,
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+    execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script });
+  }
+}
+
 async function up(o) {
   const n = names(o.name);
   if (existsSync(n.state)) fail(`a lab named ${o.name} is up (down it first)`);
@@ -107,38 +148,7 @@ async function up(o) {
     ]) {
       run('ip', ['-n', ns, 'addr', 'add', me, 'peer', peer, 'dev', dev]);
       run('ip', ['-n', ns, 'link', 'set', dev, 'mtu', '1500', 'up']);
-      if (bits > 0) {
-        // a burst of at least one MTU and 1 ms at the rate; the queue holds the rate's 50 ms
-        const burst = Math.max(1600, Math.ceil(bits / 8 / 1000));
-        run('tc', [
-          '-n',
-          ns,
-          'qdisc',
-          'add',
-          'dev',
-          dev,
-          'root',
-          'tbf',
-          'rate',
-          `${Math.round(bits)}bit`,
-          'burst',
-          String(burst),
-          'latency',
-          '50ms',
-        ]);
-      }
-      if (loss > 0) {
-        const script = [
-          'table inet wanlab {',
-          '  chain wanin {',
-          '    type filter hook input priority 0; policy accept;',
-          `    iifname "${dev}" numgen random mod 1000000 < ${Math.round(loss * 1e6)} drop`,
-          '  }',
-          '}',
-          '',
-        ].join('\n');
-        execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], { input: script });
-      }
+      shape(ns, dev, bits, loss);
     }
     const state = {
       name: o.name,
@@ -254,6 +264,8 @@ const { values: o } = parseArgs({
     bytes: { type: 'string' },
     pings: { type: 'string', default: '50' },
     json: { type: 'boolean', default: false },
+    ns: { type: 'string' },
+    dev: { type: 'string' },
   },
 });
 if (process.getuid?.() !== 0 && cmd !== 'build') fail('needs root (network namespaces)');
@@ -264,8 +276,14 @@ else if (cmd === 'up') {
   const state = await up(o);
   say({ ...state, measured: await measure(o) });
 } else if (cmd === 'measure') say(await measure(o));
-else if (cmd === 'down') say(await down(o));
+else if (cmd === 'shape') {
+  if (!o.ns || !o.dev) fail('shape needs --ns and --dev');
+  const bits = o.rate ? rate(o.rate) : 0;
+  const loss = o.loss ? share(o.loss) : 0;
+  shape(o.ns, o.dev, bits, loss);
+  say({ ns: o.ns, dev: o.dev, rateBitsPerSecond: bits, loss });
+} else if (cmd === 'down') say(await down(o));
 else
   fail(
-    'usage: wanlab.mjs up|measure|down --name NAME [--rtt 25ms --rate 100mbit --loss 0.1% --jitter 1ms] [--json]',
+    'usage: wanlab.mjs up|measure|down --name NAME [--rtt 25ms --rate 100mbit --loss 0.1% --jitter 1ms] [--json] | shape --ns NS --dev DEV [--rate R] [--loss L]',
   );
