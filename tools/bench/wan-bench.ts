@@ -54,7 +54,8 @@
  *   ack p50/p99   from the end of each capture to its acknowledgement (the daemon's `ackMs`: durable at
  *                 the backup; the page stream's: copied into its replica, in memory)
  *   CPU s/GB      CPU seconds of every process in A's namespace (sender, ssh, socat) and in B's
- *                 (receiver, sshd, socat) per GB of dirty pages
+ *                 (receiver, sshd, socat) per GB of dirty pages; the lab's delay line, which works in
+ *                 both, is left out
  * A contender's figure is its highest kept-up run (by dirty MB/s); the tables also give the highest
  * kept-up run within the p99 bound.
  *
@@ -234,6 +235,8 @@ interface Lab {
   b: string;
   measured: { rttMs: number; pingLoss: number; throughputMbps: number };
   cc: string;
+  /** The delay line: it works in both namespaces (and shows in the last it entered), not a side's. */
+  delaylinePid: number;
   sshd?: { dir: string; port: number; proc: ChildProcess };
   /** Takes the lab down (once). */
   down: () => void;
@@ -255,6 +258,7 @@ async function labUp(spec: LinkSpec): Promise<Lab> {
   const state = JSON.parse(
     wanlab(['up', '--name', name, '--rtt', spec.rtt, '--rate', spec.rate, '--loss', spec.loss, '--json']),
   ) as {
+    pid: number;
     namespaces: [string, string];
     measured: { rttMs: { avg: number } | null; pingLoss: number; throughputMbps: number };
   };
@@ -267,6 +271,7 @@ async function labUp(spec: LinkSpec): Promise<Lab> {
     a,
     b,
     cc,
+    delaylinePid: state.pid,
     measured: {
       rttMs: state.measured.rttMs?.avg ?? Number.NaN,
       pingLoss: state.measured.pingLoss,
@@ -330,11 +335,11 @@ function nsLink(ns: string): string {
   return `net:[${statSync(`/run/netns/${ns}`).ino}]`;
 }
 
-/** CPU seconds of every process in a namespace. */
-function nsCpuSeconds(link: string): number {
+/** CPU seconds of every process in a namespace but `except`. */
+function nsCpuSeconds(link: string, except: number): number {
   let s = 0;
   for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
+    if (!/^\d+$/.test(e) || Number(e) === except) continue;
     try {
       if (readlinkSync(`/proc/${e}/ns/net`) === link) s += cpuSeconds(Number(e));
     } catch {
@@ -545,8 +550,8 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
     const snapshot = () => ({
       t: performance.now(),
       line: tail.lines.length - 1,
-      cpuA: nsCpuSeconds(nsA),
-      cpuB: nsCpuSeconds(nsB),
+      cpuA: nsCpuSeconds(nsA, lab.delaylinePid),
+      cpuB: nsCpuSeconds(nsB, lab.delaylinePid),
       tx: txBytes(lab.a, 'wla'),
       retrans: retransSegs(lab.a),
     });
