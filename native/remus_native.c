@@ -22,6 +22,10 @@
  *   setPipeSize(fd, bytes)           -> Linux fcntl F_SETPIPE_SZ: the pipe's capacity becomes at least
  *                                        `bytes` (rounded up to a page; one page at the least); returns
  *                                        the capacity, or -errno (not a pipe, above pipe-max-size)
+ *   setTcpRtoMin(fd, microseconds)   -> Linux setsockopt TCP_RTO_MIN_US (6.15 and later): the socket's
+ *                                        lower bound on the retransmission timeout, which also bounds
+ *                                        the tail-loss probe of a lone segment in flight; 0, or -errno
+ *                                        (ENOPROTOOPT on older kernels)
  *   waitReadable(fd, timeoutMs, callback)
  *                                     -> poll(fd, POLLIN) on the thread pool for at most timeoutMs;
  *                                        callback(revents) on the main thread (0: timed out; POLLIN,
@@ -82,8 +86,11 @@
 #include <stdint.h>
 #include <string.h>
 #ifndef _WIN32
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <unistd.h>
 #endif
@@ -898,6 +905,32 @@ static napi_value js_encode_page(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* setTcpRtoMin(fd, microseconds): see the header. TCP_RTO_MIN_US is newer than most C headers. */
+#ifndef TCP_RTO_MIN_US
+#define TCP_RTO_MIN_US 45
+#endif
+static napi_value js_set_tcp_rto_min(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int64_t fd = -1, us = -1;
+  if (argc < 2 || napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], &us) != napi_ok) {
+    return throw_type(env, "setTcpRtoMin(fd, microseconds): numbers expected");
+  }
+  if (fd < 0 || fd > INT32_MAX || us < 1 || us > INT32_MAX) {
+    return throw_range(env, "setTcpRtoMin(fd, microseconds): fd or microseconds out of range");
+  }
+  int64_t r = -ENOSYS;
+#if defined(__linux__)
+  int v = (int)us;
+  r = setsockopt((int)fd, IPPROTO_TCP, TCP_RTO_MIN_US, &v, sizeof v) == 0 ? 0 : -errno;
+#endif
+  napi_value result;
+  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* setPipeSize(fd, bytes): see the header. */
 static napi_value js_set_pipe_size(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -1239,6 +1272,7 @@ NAPI_MODULE_INIT() {
       {"encodePage", NULL, js_encode_page, NULL, NULL, NULL, napi_enumerable, NULL},
       {"trimHeap", NULL, js_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setPipeSize", NULL, js_set_pipe_size, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setTcpRtoMin", NULL, js_set_tcp_rto_min, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"waitReadable", NULL, js_wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
 #endif

@@ -54,6 +54,10 @@ function common(cmd: Command): Command {
     .option('--cache <size>', `page cache for deltas, the same on both ends (default ${DEFAULTS.cache})`)
     .option('--heartbeat <duration>', `heartbeat interval (default ${DEFAULTS.heartbeat})`)
     .option(
+      '--tcp-rto-min <duration|off>',
+      `lower bound on the connections' TCP retransmission timeout, Linux 6.15+ (default ${DEFAULTS.tcpRtoMin}: the kernel's 200 ms)`,
+    )
+    .option(
       '--idle-timeout <duration>',
       `drop a connection that is silent this long (default ${DEFAULTS.idleTimeout})`,
     )

@@ -138,6 +138,7 @@ interface NativeAddon {
   /** glibc's malloc_trim(0); false elsewhere. */
   trimHeap(): boolean;
   setPipeSize?(fd: number, bytes: number): number;
+  setTcpRtoMin?(fd: number, microseconds: number): number;
   waitReadable?(fd: number, timeoutMs: number, done: (revents: number) => void): void;
   /** glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false elsewhere. */
   fixMmapThreshold(bytes: number): boolean;
@@ -432,6 +433,7 @@ interface Loaded {
   loops?: HotLoops;
   trimHeap?: () => boolean;
   setPipeSize?: ((fd: number, bytes: number) => number) | undefined;
+  setTcpRtoMin?: ((fd: number, microseconds: number) => number) | undefined;
   waitReadable?: ((fd: number, timeoutMs: number) => Promise<number>) | undefined;
   fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
@@ -491,6 +493,7 @@ function loadNative(): Loaded {
           loops,
           trimHeap: addon.trimHeap,
           setPipeSize: addon.setPipeSize,
+          setTcpRtoMin: addon.setTcpRtoMin,
           waitReadable: addon.waitReadable
             ? (fd: number, timeoutMs: number) =>
                 new Promise<number>((resolve) => addon.waitReadable?.(fd, timeoutMs, resolve))
@@ -539,6 +542,12 @@ export const trimHeap: () => boolean = loaded.trimHeap ?? (() => false);
  * EINVAL; above /proc/sys/fs/pipe-max-size: EPERM); undefined without the addon.
  */
 export const setPipeSize: ((fd: number, bytes: number) => number) | undefined = loaded.setPipeSize;
+
+/**
+ * Set a TCP socket's lower bound on the retransmission timeout (Linux TCP_RTO_MIN_US, 6.15 and later,
+ * through the addon). Returns 0 or −errno (ENOPROTOOPT: an older kernel); undefined without the addon.
+ */
+export const setTcpRtoMin: ((fd: number, microseconds: number) => number) | undefined = loaded.setTcpRtoMin;
 
 /**
  * Wait, on the thread pool, at most `timeoutMs` for `fd` to have something to read (poll POLLIN).

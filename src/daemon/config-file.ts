@@ -32,6 +32,7 @@ const fileSchema = z
     rate: z.string(),
     burst: z.string(),
     heartbeat: z.string(),
+    tcpRtoMin: z.string(),
     idleTimeout: z.string(),
     handshakeTimeout: z.string(),
     deadTime: z.string(),

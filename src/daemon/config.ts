@@ -25,6 +25,8 @@ export interface CommonSettings {
   pageSize: number;
   cacheBytes: number;
   heartbeatMs: number;
+  /** The lower bound on every connection's TCP retransmission timeout, µs (null: the kernel's, 200 ms). */
+  tcpRtoMinUs: number | null;
   idleTimeoutMs: number;
   handshakeTimeoutMs: number;
   statsFile?: string;
@@ -101,6 +103,7 @@ export const DEFAULTS = {
   zstdLevel: 1,
   burst: '4MiB',
   heartbeat: '200ms',
+  tcpRtoMin: 'off',
   idleTimeout: '5s',
   handshakeTimeout: '10s',
   deadTime: '3s',
@@ -189,6 +192,18 @@ function security(m: Merged): SecuritySettings {
   return { kind: 'insecure' };
 }
 
+/** `--tcp-rto-min`: `off`, or a duration from 1 ms to 1 s, in µs. */
+function rtoMin(text: string): number | null {
+  if (text.trim() === 'off') return null;
+  const us = Math.round(1e6 * parseDuration(text, { what: '--tcp-rto-min' }));
+  if (us < 1000 || us > 1_000_000) {
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `--tcp-rto-min: '${text}' is not off or 1ms..1s`, {
+      details: { what: '--tcp-rto-min' },
+    });
+  }
+  return us;
+}
+
 function common(m: Merged): CommonSettings {
   const pageSize = num(m.pageSize, '--page-size') ?? DEFAULTS.pageSize;
   return {
@@ -196,6 +211,7 @@ function common(m: Merged): CommonSettings {
     pageSize,
     cacheBytes: parseBytes(m.cache ?? DEFAULTS.cache, { what: '--cache' }),
     heartbeatMs: 1000 * parseDuration(m.heartbeat ?? DEFAULTS.heartbeat, { what: '--heartbeat' }),
+    tcpRtoMinUs: rtoMin(m.tcpRtoMin ?? DEFAULTS.tcpRtoMin),
     idleTimeoutMs: 1000 * parseDuration(m.idleTimeout ?? DEFAULTS.idleTimeout, { what: '--idle-timeout' }),
     handshakeTimeoutMs:
       1000 * parseDuration(m.handshakeTimeout ?? DEFAULTS.handshakeTimeout, { what: '--handshake-timeout' }),

@@ -23,7 +23,7 @@ import { type ReceiverEpochStats, ReceiverSession } from '../replication/receive
 import { type EpochSource, type Log, type SenderEpochStats, SenderSession } from '../replication/sender.js';
 import { ImageSource } from '../replication/source-image.js';
 import { checkRate } from '../transport/rate-limit.js';
-import { connect, listen, type Security } from '../transport/security.js';
+import { configureTcp, connect, listen, type Security } from '../transport/security.js';
 import { parseBytes, parseRate } from '../units.js';
 import type { ReceiveSettings, SecuritySettings, SenderCommonSettings, SendSettings } from './config.js';
 
@@ -220,6 +220,7 @@ export function makeSenderSession(
 /** Run `remus-wan send` until stopped (signal, --max-epochs, or a fatal error). Returns the exit status. */
 export async function runSend(s: SendSettings): Promise<number> {
   const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
+  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
   const security = await loadSecuritySettings(s.security);
   const source = await ImageSource.open({
     path: s.image,
@@ -339,6 +340,7 @@ export function trimEverySecond(): NodeJS.Timeout {
 /** Run `remus-wan receive` until SIGTERM/SIGINT (or a fatal store error). Returns the exit status. */
 export async function runReceive(s: ReceiveSettings): Promise<number> {
   const log = makeLogger({ level: s.logLevel, role: 'receive', name: s.name });
+  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
   const security = await loadSecuritySettings(s.security);
   const session = await ReceiverSession.create({
     store: { dir: s.store, checkpointBytes: s.checkpointBytes },

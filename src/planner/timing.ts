@@ -222,7 +222,11 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
   const slot =
-    policy.mode === 'periodic' ? e - pauseS - (ackS - transferS) : policy.mode === 'pipelined' ? e - pauseS : e;
+    policy.mode === 'periodic'
+      ? e - pauseS - (ackS - transferS)
+      : policy.mode === 'pipelined'
+        ? e - pauseS
+        : e;
   const peakBps = slot > 0 ? peakWire / slot : peakWire > 0 ? Number.POSITIVE_INFINITY : 0;
   const usable = goodput * (1 - policy.headroom);
   const utilisation = avgBps / goodput;

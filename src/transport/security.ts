@@ -48,6 +48,7 @@ import {
   Server as TlsServer,
   connect as tlsConnect,
 } from 'node:tls';
+import { setTcpRtoMin } from '../codec/hot-loops.js';
 import { isRwanError, RwanError } from '../errors.js';
 
 /** How a connection is secured. Paths are PEM files. */
@@ -808,9 +809,41 @@ function formatAddress(address: string | undefined, port: number | undefined): s
   return `${a.includes(':') ? `[${a}]` : a}:${port ?? '?'}`;
 }
 
+/** TCP tuning of every connection this process makes or accepts: see {@link configureTcp}. */
+const tcp: { rtoMinUs: number | null; onError?: ((message: string) => void) | undefined } = {
+  rtoMinUs: null,
+};
+
+/**
+ * The lower bound on the TCP retransmission timeout of every connection this process makes or
+ * accepts from now on (Linux 6.15+ TCP_RTO_MIN_US; null: the kernel's, 200 ms). On a WAN the
+ * kernel's bound, not the round trip, sets how long a segment lost at the tail of an epoch's burst
+ * waits (the tail-loss probe of a lone segment in flight waits for it too). `onError` hears, once,
+ * why it could not be set (no addon, an older kernel).
+ */
+export function configureTcp(o: { rtoMinUs: number | null; onError?: (message: string) => void }): void {
+  tcp.rtoMinUs = o.rtoMinUs;
+  tcp.onError = o.onError;
+}
+
 function tune(socket: Socket): void {
   socket.setNoDelay(true);
   socket.setKeepAlive(true, KEEPALIVE_INITIAL_DELAY_MS);
+  if (tcp.rtoMinUs === null) return;
+  // the descriptor of a TCP socket, or of the one under a TLS socket
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  const r =
+    setTcpRtoMin === undefined
+      ? 'the native addon is not loaded'
+      : typeof fd === 'number' && fd >= 0
+        ? setTcpRtoMin(fd, tcp.rtoMinUs)
+        : 'no socket descriptor';
+  if (r !== 0 && tcp.onError) {
+    tcp.onError(
+      `cannot set the TCP retransmission timeout's lower bound: ${typeof r === 'number' ? `errno ${-r}` : r}`,
+    );
+    tcp.onError = undefined;
+  }
 }
 
 /**

@@ -48,6 +48,18 @@ describe('daemon config', () => {
     });
   });
 
+  it('--tcp-rto-min: off by default, a duration from 1 ms to 1 s in µs', () => {
+    const base = { connect: 'b:1', image: 'x', insecure: true };
+    expect(sendSettings(base).tcpRtoMinUs).toBeNull();
+    expect(sendSettings({ ...base, tcpRtoMin: '20ms' }).tcpRtoMinUs).toBe(20_000);
+    expect(receiveSettings({ store: 'd', insecure: true, tcpRtoMin: '1s' }).tcpRtoMinUs).toBe(1_000_000);
+    expect(sendSettings({ ...base, tcpRtoMin: 'off' }).tcpRtoMinUs).toBeNull();
+    for (const bad of ['0.5ms', '2s']) {
+      expect(codeOf(() => sendSettings({ ...base, tcpRtoMin: bad }))).toBe('RWAN_ERR_INVALID_VALUE');
+    }
+    expect(codeOf(() => sendSettings({ ...base, tcpRtoMin: 'soon' }))).toBe('RWAN_ERR_INVALID_UNIT');
+  });
+
   it('refuses what cannot work, with stable codes', () => {
     expect(codeOf(() => parseConfig('{', 'f'))).toBe('RWAN_ERR_INVALID_INPUT');
     expect(codeOf(() => parseConfig('{"windw": 2}', 'f'))).toBe('RWAN_ERR_INVALID_INPUT'); // a typo is not ignored

@@ -1,6 +1,7 @@
 /**
  * WAN benchmark (npm run bench:wan [-- --json] [--quick] [--links NAME,…] [--contenders NAME,…]
- * [--rates N,…] [--seconds S] [--pages N] [--svg FILE] [--from-json FILE] [--keep] [--log-level L]).
+ * [--rates N,…] [--seconds S] [--pages N] [--svg FILE] [--from-json FILE] [--daemon-args "…"] [--keep]
+ * [--log-level L]).
  * Needs root (network namespaces), ssh, sshd and socat (the npm script installs them on Debian).
  *
  * Side by side, on the emulated WAN of tools/wanlab (two network namespaces: a user-space delay line,
@@ -145,6 +146,11 @@ const fixedRates = opt('--rates')?.split(',').map(Number);
 if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
   throw new Error(`--rates takes page writes per second, comma-separated, got "${opt('--rates')}"`);
 }
+/** --daemon-args "…": more arguments for both remus-wan daemons (to try a setting against the defaults). */
+const daemonArgs =
+  opt('--daemon-args')
+    ?.split(/\s+/)
+    .filter((a) => a !== '') ?? [];
 /** Progress and tables: on stdout, or on stderr when stdout carries the JSON. */
 const log = (s = '') => {
   (json ? process.stderr : process.stdout).write(`${s}\n`);
@@ -474,7 +480,11 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
           `${B}:${port}`,
           '--store',
           join(dir, 'store'),
-        ].concat(tls('backup', 'primary'), ['--stats', join(dir, 'recv.jsonl'), '--log-level', env.logLevel]),
+        ].concat(
+          tls('backup', 'primary'),
+          ['--stats', join(dir, 'recv.jsonl'), '--log-level', env.logLevel],
+          daemonArgs,
+        ),
         join(dir, 'recv.log'),
       );
       children.push(recv);
@@ -485,6 +495,7 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
           [node, ...DAEMON_FLAGS, WAN, 'send', '--connect', `${B}:${port}`, ...capture].concat(
             tls('primary', 'backup'),
             ['--epoch', `${EPOCH_MS}ms`, ...c.flags, '--stats', stats, '--log-level', env.logLevel],
+            daemonArgs,
           ),
           join(dir, 'send.log'),
         ),
