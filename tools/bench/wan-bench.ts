@@ -68,8 +68,9 @@
  *     link and its mean ack latency within ±15 %.
  *
  * --svg FILE writes a chart of the highest dirty rate per contender and link (Vega-Lite, as
- * remus-plan --svg draws). --from-json FILE prints the tables and checks (and the chart) of the
- * results a --json run wrote, without running anything.
+ * remus-plan --svg draws). --from-json FILE[,FILE…] prints the tables and checks (and the chart) of
+ * the results --json runs wrote, without running anything; with several files a later file's
+ * contender replaces an earlier one's on the same link (a setting re-run after a change).
  *
  * JSON (--json): { machine, workload, links: [{ name, asked, measured, cc, contenders: [{ name, label,
  * best: Run | null, bestWithinP99: Run | null, runs: [Run] }] }], checks: [{ link, name, value,
@@ -1001,8 +1002,35 @@ async function report(r: Results): Promise<void> {
   }
 }
 
+/**
+ * Results of several --json runs as one: a later file's contender replaces an earlier one's on the
+ * same link (a setting re-run after a change), its links join the others; machines and commits are
+ * listed, one per file.
+ */
+function mergeResults(files: string[]): Results {
+  const all = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as Results);
+  const links: LinkResult[] = [];
+  for (const r of all) {
+    for (const l of r.links) {
+      const mine = links.find((x) => x.name === l.name);
+      if (!mine) {
+        links.push({ ...l, contenders: [...l.contenders] });
+        continue;
+      }
+      for (const c of l.contenders) {
+        const i = mine.contenders.findIndex((x) => x.name === c.name);
+        if (i >= 0) mine.contenders[i] = c;
+        else mine.contenders.push(c);
+      }
+    }
+  }
+  const first = all[0] as Results;
+  const commits = [...new Set(all.map((r) => r.machine.commit ?? '?'))].join(', ');
+  return { ...first, machine: { ...first.machine, commit: commits }, links };
+}
+
 const fromJson = opt('--from-json');
-(fromJson ? report(JSON.parse(readFileSync(fromJson, 'utf8')) as Results) : main()).catch((err) => {
+(fromJson ? report(mergeResults(fromJson.split(','))) : main()).catch((err) => {
   process.stderr.write(`bench:wan: ${(err as Error).stack ?? err}\n`);
   for (const c of live.children) c.kill('SIGKILL');
   for (const f of live.undo) f();
