@@ -55,7 +55,7 @@ function common(cmd: Command): Command {
     .option('--heartbeat <duration>', `heartbeat interval (default ${DEFAULTS.heartbeat})`)
     .option(
       '--tcp-rto-min <duration|off>',
-      `lower bound on the connections' TCP retransmission timeout, Linux 6.15+ (default ${DEFAULTS.tcpRtoMin}: the kernel's 200 ms)`,
+      `lower bound on the connections' TCP retransmission timeout, Linux 6.15+ (default ${DEFAULTS.tcpRtoMin}; off: the kernel's 200 ms)`,
     )
     .option(
       '--idle-timeout <duration>',

@@ -103,7 +103,7 @@ export const DEFAULTS = {
   zstdLevel: 1,
   burst: '4MiB',
   heartbeat: '200ms',
-  tcpRtoMin: 'off',
+  tcpRtoMin: '20ms',
   idleTimeout: '5s',
   handshakeTimeout: '10s',
   deadTime: '3s',

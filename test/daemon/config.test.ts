@@ -48,9 +48,9 @@ describe('daemon config', () => {
     });
   });
 
-  it('--tcp-rto-min: off by default, a duration from 1 ms to 1 s in µs', () => {
+  it('--tcp-rto-min: 20 ms by default, off, or a duration from 1 ms to 1 s, in µs', () => {
     const base = { connect: 'b:1', image: 'x', insecure: true };
-    expect(sendSettings(base).tcpRtoMinUs).toBeNull();
+    expect(sendSettings(base).tcpRtoMinUs).toBe(20_000);
     expect(sendSettings({ ...base, tcpRtoMin: '20ms' }).tcpRtoMinUs).toBe(20_000);
     expect(receiveSettings({ store: 'd', insecure: true, tcpRtoMin: '1s' }).tcpRtoMinUs).toBe(1_000_000);
     expect(sendSettings({ ...base, tcpRtoMin: 'off' }).tcpRtoMinUs).toBeNull();
