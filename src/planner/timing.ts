@@ -9,12 +9,11 @@
  *   x(E)      = wire(E) / goodput            goodput = min(link, channels × one TCP flow)
  *   proc(E)   = 2·p·pages                    p: processing per page at each end (measured by the
  *                                            daemon: encoding; decoding and committing as long again)
- *   rec(E)    = loss·(k·(RTT − min(x, RTT)/2) + 3·ch·RTT)     loss recovery, on average: a segment
- *                                            lost is sent again about a round trip later, which delays
- *                                            the checkpoint only for the k = (wire/MSS)·min(x, RTT)/x
- *                                            segments of its last round trip (by RTT less the time
- *                                            still left to send); one of the last 3 of a channel's
- *                                            burst waits for a probe timeout (2 RTT) instead
+ *   rec(E)    = P(k)·(RTT − min(x, RTT)/2) + P(3·ch)·RTT       P(n) = 1 − (1 − loss)^n
+ *               loss recovery, on average: a lost segment is sent again about a round trip later,
+ *               which delays the checkpoint only for the k = (wire/MSS)·min(x, RTT)/x segments of
+ *               its last round trip (by RTT less the time still left to send); one of the last 3 of
+ *               a channel's burst waits for a probe timeout (2 RTT) instead
  *   ack(E)    = proc + x + RTT + rec         from the end of the pause to the backup's acknowledgement
  *
  *   xl         E = T + pause + ack                      (libxl re-arms its timer after the commit)
@@ -103,14 +102,17 @@ function processingFor(ctx: GuestContext, pages: number): number {
  * RACK), while the rest of the checkpoint goes on: only a segment of the last round trip delays the
  * end, by the round trip less the sending time still left after it (on average RTT − min(x, RTT)/2).
  * One of the last three segments of a channel's burst is revealed by no later one and waits for the
- * probe timeout (2 RTT): one round trip more.
+ * probe timeout (2 RTT): one round trip more. Losses within one round trip are recovered together, so
+ * each term counts the chance of one loss or more, not the number of losses.
  */
 function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number): number {
   const { loss, mssBytes, channels } = ctx.link;
   if (loss <= 0 || wire <= 0) return 0;
   const lastTrip = x > 0 ? Math.min(x, rtt) : rtt;
   const segments = (wire / mssBytes) * (x > 0 ? lastTrip / x : 1);
-  return loss * (segments * (rtt - lastTrip / 2) + 3 * channels * rtt);
+  // losses in one round trip are recovered together (SACK): the chance of one or more, not their sum
+  const some = (n: number) => 1 - (1 - loss) ** n;
+  return some(segments) * (rtt - lastTrip / 2) + some(3 * channels) * rtt;
 }
 
 /** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */

@@ -74,7 +74,8 @@ describe('evaluateEpoch — loss recovery', () => {
     const x = ev.transferS; // 32.8 ms (BBR: no loss ceiling): longer than the round trip
     expect(x).toBeGreaterThan(0.025);
     const lastTrip = (410.4 * 0.025) / x; // segments sent in its last 25 ms
-    const rec = 1e-3 * (lastTrip * (0.025 - 0.0125) + 3 * 2 * 0.025);
+    const some = (n: number) => 1 - (1 - 1e-3) ** n; // one loss or more among n segments
+    const rec = some(lastTrip) * (0.025 - 0.0125) + some(3 * 2) * 0.025;
     expect(ev.recoveryS).toBeCloseTo(rec, 12);
     expect(ev.ackS).toBeCloseTo(x + 0.025 + rec, 12);
     expect(evaluateEpoch(base(), 0.1).recoveryS).toBe(0);
