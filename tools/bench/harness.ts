@@ -20,6 +20,26 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+/** A benchmark's command line: its flags (`has`) and its options with a value (`opt`). */
+export function commandLine(args: readonly string[] = process.argv.slice(2)) {
+  return {
+    has: (name: string) => args.includes(name),
+    opt: (name: string): string | undefined => {
+      const i = args.indexOf(name);
+      return i >= 0 ? args[i + 1] : undefined;
+    },
+  };
+}
+
+/** `--rates N,N…`: writer rates in page writes per second, or undefined when not given. */
+export function ratesOption(text: string | undefined): number[] | undefined {
+  const rates = text?.split(',').map(Number);
+  if (rates?.some((r) => !(Number.isInteger(r) && r > 0))) {
+    throw new Error(`--rates takes page writes per second, comma-separated, got "${text}"`);
+  }
+  return rates;
+}
+
 /** Clock ticks per second of /proc/PID/stat (USER_HZ). */
 const TICK = 100;
 

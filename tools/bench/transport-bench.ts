@@ -101,6 +101,7 @@ import { fileURLToPath } from 'node:url';
 import { DIRTY_LOG_RECORD_BYTES } from '../../src/replication/dirty-log.js';
 import {
   alive,
+  commandLine,
   cpuSeconds,
   freePort,
   httpText,
@@ -111,6 +112,7 @@ import {
   nodeFlagsOf,
   percentile,
   promValue,
+  ratesOption,
   removeDir,
   runQueueSeconds,
   spawnNode,
@@ -137,12 +139,7 @@ const MiB = 2 ** 20;
 const CACHE_MIB = 64;
 const TARGET_MBPS = 500;
 
-const args = process.argv.slice(2);
-const has = (name: string) => args.includes(name);
-const opt = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const { has, opt } = commandLine();
 const json = has('--json');
 /** --epoch-ms 20,100: the epoch lengths of the epochs section (default 20, 50, 100; 20, 100 with --quick). */
 const epochLengths = opt('--epoch-ms')
@@ -172,10 +169,7 @@ if (encoder !== undefined && !['worker', 'pool', 'inline'].includes(encoder)) {
   throw new Error(`--encoder takes worker, pool or inline, got "${encoder}"`);
 }
 /** --rates N,N…: the epochs section runs exactly these writer rates (pages/s). */
-const fixedRates = opt('--rates')?.split(',').map(Number);
-if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
-  throw new Error(`--rates takes pages per second, comma-separated, got "${opt('--rates')}"`);
-}
+const fixedRates = ratesOption(opt('--rates'));
 const log = (s = '') => {
   if (!json) process.stdout.write(`${s}\n`);
 };

@@ -101,11 +101,13 @@ import { compile, type TopLevelSpec } from 'vega-lite';
 import { DEFAULTS } from '../../src/daemon/config.js';
 import {
   alive,
+  commandLine,
   cpuSeconds,
   live,
   median,
   nodeFlagsOf,
   percentile,
+  ratesOption,
   removeDir,
   stop,
   Tail,
@@ -134,19 +136,11 @@ const A = '10.203.0.1';
 const B = '10.203.0.2';
 const MAX_RATE = 1_024_000;
 
-const args = process.argv.slice(2);
-const has = (name: string) => args.includes(name);
-const opt = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const { has, opt } = commandLine();
 const json = has('--json');
 const quick = has('--quick');
 /** --rates N,N…: exactly these writer rates (page writes/s) instead of the ladders. */
-const fixedRates = opt('--rates')?.split(',').map(Number);
-if (fixedRates?.some((r) => !(Number.isInteger(r) && r > 0))) {
-  throw new Error(`--rates takes page writes per second, comma-separated, got "${opt('--rates')}"`);
-}
+const fixedRates = ratesOption(opt('--rates'));
 /** --daemon-args "…": more arguments for both remus-wan daemons (to try a setting against the defaults). */
 const daemonArgs =
   opt('--daemon-args')
