@@ -17,8 +17,9 @@ import {
   statSync,
 } from 'node:fs';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
 
 /** A benchmark's command line: its flags (`has`) and its options with a value (`opt`). */
 export function commandLine(args: readonly string[] = process.argv.slice(2)) {
@@ -254,3 +255,43 @@ export function percentile(xs: number[], p: number): number {
   if (s.length === 0) return Number.NaN;
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))] as number;
 }
+
+/** The workload writer (tools/workload/writer.ts), built beside this file. */
+const WRITER = join(dirname(fileURLToPath(import.meta.url)), '..', 'workload', 'writer.js');
+
+/**
+ * Start the workload writer: the generator's default workload (`seed`) on a `pages`-page image,
+ * written into a shared mapping of the image (`--io map`: a page write is its mutation, as a guest
+ * writes its RAM), `rate` page writes per second (0: as fast as it can); its pages logged in batches
+ * of 16 just before they are written (`--log-batch 16`, batches marked), so the dirty log names what
+ * was written, as a hypervisor's dirty bitmap would, and a capture re-reads at most the 16 pages
+ * whose writes may have been pending (with epoch-sized batches a slow writer's whole batch is read
+ * again at every capture until the next batch, docs/dirty-log.md §5). One append per page costs the
+ * writer a system call per page, half its CPU, which the daemons would then not have. `ready`
+ * resolves with its pid once the image exists.
+ */
+export function startWriter(o: {
+  image: string;
+  dirtyLog: string;
+  pages: number;
+  seed: number;
+  rate: number;
+}): { proc: ChildProcess; ready: Promise<number> } {
+  const args = [WRITER, '--image', o.image, '--pages', String(o.pages), '--seed', String(o.seed)].concat(
+    ['--io', 'map', '--dirty-log', o.dirtyLog, '--log-batch', String(WRITER_LOG_BATCH)],
+    ['--rate', String(o.rate)],
+  );
+  const proc = track(spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] }));
+  let out = '';
+  proc.stdout?.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+  });
+  const ready = until('the writer', 120_000, () => {
+    const m = /ready (\d+)/.exec(out);
+    return m ? Number(m[1]) : undefined;
+  });
+  return { proc, ready };
+}
+
+/** Pages per dirty-log append of the writer (see startWriter). */
+export const WRITER_LOG_BATCH = 16;

@@ -116,11 +116,11 @@ import {
   removeDir,
   runQueueSeconds,
   spawnNode,
+  startWriter,
   statusBytes,
   stop,
   Tail,
   tempDir,
-  track,
   until,
 } from './harness.js';
 
@@ -128,10 +128,7 @@ const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const WAN = join(DIST, 'src', 'cli', 'wan.js');
 /** The Node flags of the remus-wan command's first line (`#!/usr/bin/env -S node FLAGS`): the daemons run as installed. */
 const DAEMON_FLAGS = nodeFlagsOf(WAN);
-const WRITER = join(DIST, 'tools', 'workload', 'writer.js');
 const PAGE = 4096;
-/** Pages per dirty-log append of the writer (see writerArgs). */
-const WRITER_LOG_BATCH = 16;
 const SEED = 7;
 const MB = 1e6;
 const MiB = 2 ** 20;
@@ -241,20 +238,14 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
   try {
     const img = join(ram, 'image');
     const dlog = join(ram, 'dirty.log');
-    const writer = track(
-      spawn(process.execPath, [...writerArgs(env, img, dlog), '--rate', String(s.rate)], {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      }),
-    );
+    const { proc: writer, ready } = startWriter({
+      ...writerOf(env),
+      image: img,
+      dirtyLog: dlog,
+      rate: s.rate,
+    });
     children.push(writer);
-    let out = '';
-    writer.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    const wpid = await until('the writer', 120_000, () => {
-      const m = /ready (\d+)/.exec(out);
-      return m ? Number(m[1]) : undefined;
-    });
+    const wpid = await ready;
     const [port, recvHttp, sendHttp] = [await freePort(), await freePort(), await freePort()];
     const nodeFlags = (who: string) => [
       ...DAEMON_FLAGS,
@@ -447,24 +438,9 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
   }
 }
 
-/**
- * The writer's command line: the generator's default workload, written into a shared mapping of the
- * image (`--io map`: a page write is its mutation, as a guest writes its RAM); its pages logged in
- * batches of 16 just before they are written (`--log-batch 16`, batches marked), so the dirty log
- * names what was written, as a hypervisor's dirty bitmap would, and a capture re-reads at most the 16
- * pages whose writes may have been pending (with epoch-sized batches a slow writer's whole batch is
- * read again at every capture until the next batch, docs/dirty-log.md §5). One append per page costs
- * the writer a system call per page, half its CPU, which the daemons would then not have.
- */
-function writerArgs(env: Env, img: string, dlog: string): string[] {
-  return [WRITER, '--image', img, '--pages', String(env.pages), '--seed', String(SEED)].concat([
-    '--io',
-    'map',
-    '--dirty-log',
-    dlog,
-    '--log-batch',
-    String(WRITER_LOG_BATCH),
-  ]);
+/** The writer's workload: the benchmark's image size and seed. */
+function writerOf(env: Env): { pages: number; seed: number } {
+  return { pages: env.pages, seed: SEED };
 }
 
 /** Page writes behind a growth of the writer's wchar: with --io map it writes only the log records. */
@@ -480,20 +456,14 @@ async function writerAlone(
   seconds: number,
 ): Promise<{ pagesPerS: number; MBps: number; cpuCores: number }> {
   const dir = tempDir(env.imageRoot, 'remus-transport-bench-');
-  const w = track(
-    spawn(process.execPath, [...writerArgs(env, join(dir, 'image'), join(dir, 'dirty.log')), '--rate', '0'], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    }),
-  );
+  const { proc: w, ready } = startWriter({
+    ...writerOf(env),
+    image: join(dir, 'image'),
+    dirtyLog: join(dir, 'dirty.log'),
+    rate: 0,
+  });
   try {
-    let out = '';
-    w.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    const pid = await until('the writer', 120_000, () => {
-      const m = /ready (\d+)/.exec(out);
-      return m ? Number(m[1]) : undefined;
-    });
+    const pid = await ready;
     await sleep(500);
     const a = { t: performance.now(), wchar: ioCounter(pid, 'wchar'), cpu: cpuSeconds(pid) };
     await sleep(seconds * 1000);

@@ -109,6 +109,7 @@ import {
   percentile,
   ratesOption,
   removeDir,
+  startWriter,
   stop,
   Tail,
   tempDir,
@@ -120,7 +121,6 @@ const DIST = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const ROOT = resolve(DIST, '..');
 const WAN = join(DIST, 'src', 'cli', 'wan.js');
 const PLAN = join(DIST, 'src', 'cli', 'plan.js');
-const WRITER = join(DIST, 'tools', 'workload', 'writer.js');
 const PAGE_STREAM = join(DIST, 'tools', 'bench', 'page-stream.js');
 const WANLAB = join(ROOT, 'tools', 'wanlab', 'wanlab.mjs');
 const DAEMON_FLAGS = nodeFlagsOf(WAN);
@@ -430,31 +430,15 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
   try {
     const img = join(ram, 'image');
     const dlog = join(ram, 'dirty.log');
-    const writer = track(
-      spawn(
-        node,
-        [WRITER, '--image', img, '--pages', String(env.pages), '--seed', String(SEED)].concat([
-          '--io',
-          'map',
-          '--dirty-log',
-          dlog,
-          '--log-batch',
-          '16',
-          '--rate',
-          String(rate),
-        ]),
-        { stdio: ['ignore', 'pipe', 'inherit'] },
-      ),
-    );
+    const { proc: writer, ready } = startWriter({
+      image: img,
+      dirtyLog: dlog,
+      pages: env.pages,
+      seed: SEED,
+      rate,
+    });
     children.push(writer);
-    let out = '';
-    writer.stdout?.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-    });
-    const wpid = await until('the writer', 120_000, () => {
-      const m = /ready (\d+)/.exec(out);
-      return m ? Number(m[1]) : undefined;
-    });
+    const wpid = await ready;
     const port = nextPort++;
     const stats = join(dir, 'send.jsonl');
     const capture = ['--image', img, '--dirty-log', dlog, '--pause-pid', String(wpid)];
