@@ -25,7 +25,26 @@ import { ImageSource } from '../replication/source-image.js';
 import { checkRate } from '../transport/rate-limit.js';
 import { configureTcp, connect, listen, type Security } from '../transport/security.js';
 import { parseBytes, parseRate } from '../units.js';
-import type { ReceiveSettings, SecuritySettings, SenderCommonSettings, SendSettings } from './config.js';
+import type {
+  CommonSettings,
+  ReceiveSettings,
+  SecuritySettings,
+  SenderCommonSettings,
+  SendSettings,
+} from './config.js';
+
+/**
+ * What every daemon does first: its logger, the TCP tuning of its connections (a failure to apply it
+ * logged once), and its security settings with their key files read.
+ */
+export async function startDaemon(
+  s: CommonSettings,
+  role: 'send' | 'receive',
+): Promise<{ log: ReturnType<typeof makeLogger>; security: Security }> {
+  const log = makeLogger({ level: s.logLevel, role, name: s.name });
+  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
+  return { log, security: await loadSecuritySettings(s.security) };
+}
 
 /** Read key files: the transport's {@link Security} from the settings. */
 export async function loadSecuritySettings(s: SecuritySettings): Promise<Security> {
@@ -219,9 +238,7 @@ export function makeSenderSession(
 
 /** Run `remus-wan send` until stopped (signal, --max-epochs, or a fatal error). Returns the exit status. */
 export async function runSend(s: SendSettings): Promise<number> {
-  const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
-  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
-  const security = await loadSecuritySettings(s.security);
+  const { log, security } = await startDaemon(s, 'send');
   const source = await ImageSource.open({
     path: s.image,
     pageSize: s.pageSize,
@@ -339,9 +356,7 @@ export function trimEverySecond(): NodeJS.Timeout {
 
 /** Run `remus-wan receive` until SIGTERM/SIGINT (or a fatal store error). Returns the exit status. */
 export async function runReceive(s: ReceiveSettings): Promise<number> {
-  const log = makeLogger({ level: s.logLevel, role: 'receive', name: s.name });
-  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
-  const security = await loadSecuritySettings(s.security);
+  const { log, security } = await startDaemon(s, 'receive');
   const session = await ReceiverSession.create({
     store: { dir: s.store, checkpointBytes: s.checkpointBytes },
     pageSize: s.pageSize,

@@ -12,31 +12,28 @@
 import { writeSync } from 'node:fs';
 import { nativeLoadError, setPipeSize } from '../codec/hot-loops.js';
 import { RwanError } from '../errors.js';
-import { makeLogger } from '../observability/logger.js';
 import { LoopDelay, senderMetrics, xenReceiverMetrics } from '../observability/metrics.js';
 import { Capability } from '../protocol/frames.js';
 import type { SenderEpochStats } from '../replication/sender.js';
-import { configureTcp, listen } from '../transport/security.js';
+import { listen } from '../transport/security.js';
 import { XL_BANNER } from '../xen/format.js';
 import { ReceiveCommand } from '../xen/receive-command.js';
 import { fdInput, XenStreamSource } from '../xen/stream-source.js';
 import { type XenEpochStats, XenReceiverSession } from '../xen/xen-receiver.js';
 import type { TunnelSettings, XenReceiveSettings } from './config.js';
 import {
-  loadSecuritySettings,
   makeSenderSession,
   promoteHandler,
   StatsFile,
   serveHttp,
+  startDaemon,
   trimEverySecond,
   untilSignal,
 } from './run.js';
 
 /** Run `remus-wan tunnel` on xl's stdin and stdout. Returns the exit status. */
 export async function runTunnel(s: TunnelSettings): Promise<number> {
-  const log = makeLogger({ level: s.logLevel, role: 'send', name: s.name });
-  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
-  const security = await loadSecuritySettings(s.security);
+  const { log, security } = await startDaemon(s, 'send');
   // the output-commit gate needs xl's pipe at one page (docs/xen-stream.md, Output commit)
   let gate: { pipeBytes: number } | undefined;
   if (s.gate) {
@@ -138,9 +135,7 @@ export async function runTunnel(s: TunnelSettings): Promise<number> {
 
 /** Run `remus-wan xen-receive` until its receive command exits (or SIGTERM/SIGINT). */
 export async function runXenReceive(s: XenReceiveSettings): Promise<number> {
-  const log = makeLogger({ level: s.logLevel, role: 'receive', name: s.name });
-  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
-  const security = await loadSecuritySettings(s.security);
+  const { log, security } = await startDaemon(s, 'receive');
   const sink = new ReceiveCommand({ command: s.receiveCommand, bannerTimeoutMs: s.handshakeTimeoutMs, log });
   const session = new XenReceiverSession({
     sink,
