@@ -110,17 +110,29 @@ function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number): n
   if (loss <= 0 || wire <= 0) return 0;
   const lastTrip = x > 0 ? Math.min(x, rtt) : rtt;
   const segments = (wire / mssBytes) * (x > 0 ? lastTrip / x : 1);
-  // losses in one round trip are recovered together (SACK): the chance of one or more, not their sum
-  const some = (n: number) => 1 - (1 - loss) ** n;
-  return some(segments) * (rtt - lastTrip / 2) + some(3 * channels) * rtt;
+  // losses in one round trip are recovered together (SACK): the chance of one or more among n
+  // segments, not their sum: 1 − (1 − loss)^n = −expm1(n·log1p(−loss)), without a power on the
+  // planner's hot path (the fixed point and the sweeps evaluate it millions of times)
+  const keep = Math.log1p(-loss);
+  return -Math.expm1(segments * keep) * (rtt - lastTrip / 2) - Math.expm1(3 * channels * keep) * rtt;
+}
+
+/**
+ * A checkpoint of `pages` pages and `wire` bytes at `goodput` bytes/s: its transfer, the processing
+ * at both ends, the loss recovery, and the ack they add up to with the round trip.
+ */
+function ackOf(ctx: GuestContext, pages: number, wire: number, goodput: number, rtt: number) {
+  const transfer = wire / goodput;
+  const processing = processingFor(ctx, pages);
+  const recovery = recoveryFor(ctx, wire, transfer, rtt);
+  return { transfer, processing, recovery, ack: processing + transfer + rtt + recovery };
 }
 
 /** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */
 function need(ctx: GuestContext, t: number, e: number, rtt: number, goodput: number): number {
   const pages = ctx.curve.pagesAt(e);
   const pause = ctx.policy.pause.baseS + ctx.policy.pause.perPageS * pages;
-  const x = bytesFor(ctx, e, pages).wire / goodput;
-  const ack = processingFor(ctx, pages) + x + rtt + recoveryFor(ctx, bytesFor(ctx, e, pages).wire, x, rtt);
+  const { transfer: x, ack } = ackOf(ctx, pages, bytesFor(ctx, e, pages).wire, goodput, rtt);
   switch (ctx.policy.mode) {
     case 'xl':
       return t + pause + ack;
@@ -216,10 +228,12 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const { raw, wire } = bytesFor(ctx, e, pages);
   const peakWire = bytesFor(ctx, e, peakPages).wire;
   const pauseS = policy.pause.baseS + policy.pause.perPageS * pages;
-  const transferS = wire / goodput;
-  const processingS = processingFor(ctx, pages);
-  const recoveryS = recoveryFor(ctx, wire, transferS, rtt);
-  const ackS = processingS + transferS + rtt + recoveryS;
+  const {
+    transfer: transferS,
+    processing: processingS,
+    recovery: recoveryS,
+    ack: ackS,
+  } = ackOf(ctx, pages, wire, goodput, rtt);
   const avgBps = wire / e;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
@@ -240,7 +254,8 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const pauseT = policy.pause.baseS + policy.pause.perPageS * pagesT;
   // what the ack waits for besides the transfer: the round trip, processing, and loss recovery (at
   // the link's full rate: the best the channels can do)
-  const waitT = rtt + processingFor(ctx, pagesT) + recoveryFor(ctx, wireT, wireT / linkOnly, rtt);
+  const atLink = ackOf(ctx, pagesT, wireT, linkOnly, rtt);
+  const waitT = atLink.ack - atLink.transfer;
   const deadline =
     policy.mode === 'periodic'
       ? t - pauseT - waitT
