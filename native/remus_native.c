@@ -26,6 +26,9 @@
  *                                        lower bound on the retransmission timeout, which also bounds
  *                                        the tail-loss probe of a lone segment in flight; 0, or -errno
  *                                        (ENOPROTOOPT on older kernels)
+ *   setTcpCongestion(fd, name)       -> Linux setsockopt TCP_CONGESTION: the socket's congestion
+ *                                        control ("cubic", "bbr", "reno"…); 0, or -errno (ENOENT: not
+ *                                        available; EPERM: not allowed without CAP_NET_ADMIN)
  *   waitReadable(fd, timeoutMs, callback)
  *                                     -> poll(fd, POLLIN) on the thread pool for at most timeoutMs;
  *                                        callback(revents) on the main thread (0: timed out; POLLIN,
@@ -931,6 +934,30 @@ static napi_value js_set_tcp_rto_min(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* setTcpCongestion(fd, name): see the header. */
+static napi_value js_set_tcp_congestion(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int64_t fd = -1;
+  char name[32];
+  size_t len = 0;
+  if (argc < 2 || napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[1], name, sizeof name, &len) != napi_ok) {
+    return throw_type(env, "setTcpCongestion(fd, name): a number and a string expected");
+  }
+  if (fd < 0 || fd > INT32_MAX || len == 0 || len >= sizeof name - 1) {
+    return throw_range(env, "setTcpCongestion(fd, name): fd or name out of range");
+  }
+  int64_t r = -ENOSYS;
+#if defined(__linux__)
+  r = setsockopt((int)fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)len) == 0 ? 0 : -errno;
+#endif
+  napi_value result;
+  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
+  return result;
+}
+
 /* setPipeSize(fd, bytes): see the header. */
 static napi_value js_set_pipe_size(napi_env env, napi_callback_info info) {
   size_t argc = 2;
@@ -1273,6 +1300,7 @@ NAPI_MODULE_INIT() {
       {"trimHeap", NULL, js_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setPipeSize", NULL, js_set_pipe_size, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTcpRtoMin", NULL, js_set_tcp_rto_min, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"setTcpCongestion", NULL, js_set_tcp_congestion, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"waitReadable", NULL, js_wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
 #endif

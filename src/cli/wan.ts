@@ -58,6 +58,10 @@ function common(cmd: Command): Command {
       `lower bound on the connections' TCP retransmission timeout, Linux 6.15+ (default ${DEFAULTS.tcpRtoMin}; off: the kernel's 200 ms)`,
     )
     .option(
+      '--tcp-congestion <name|system>',
+      `the connections' TCP congestion control: cubic, bbr, reno… (default ${DEFAULTS.tcpCongestion}: the kernel's default)`,
+    )
+    .option(
       '--idle-timeout <duration>',
       `drop a connection that is silent this long (default ${DEFAULTS.idleTimeout})`,
     )
@@ -94,6 +98,10 @@ function senderOptions(cmd: Command): Command {
     )
     .option('--channels <n>', `parallel connections (default ${DEFAULTS.channels})`)
     .option('--chunk <size>', `chunk size before compression (default ${DEFAULTS.chunk})`)
+    .option(
+      '--copies-below <size|off>',
+      `send an epoch on two channels at once while the unacknowledged data is at most this size: a loss on one channel then does not delay it (default ${DEFAULTS.copiesBelow})`,
+    )
     .option('--zstd-level <n|off>', `zstd level (default ${DEFAULTS.zstdLevel})`)
     .option(
       '--rate <rate|off>',

@@ -139,6 +139,7 @@ interface NativeAddon {
   trimHeap(): boolean;
   setPipeSize?(fd: number, bytes: number): number;
   setTcpRtoMin?(fd: number, microseconds: number): number;
+  setTcpCongestion?(fd: number, name: string): number;
   waitReadable?(fd: number, timeoutMs: number, done: (revents: number) => void): void;
   /** glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false elsewhere. */
   fixMmapThreshold(bytes: number): boolean;
@@ -434,6 +435,7 @@ interface Loaded {
   trimHeap?: () => boolean;
   setPipeSize?: ((fd: number, bytes: number) => number) | undefined;
   setTcpRtoMin?: ((fd: number, microseconds: number) => number) | undefined;
+  setTcpCongestion?: ((fd: number, name: string) => number) | undefined;
   waitReadable?: ((fd: number, timeoutMs: number) => Promise<number>) | undefined;
   fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
@@ -494,6 +496,7 @@ function loadNative(): Loaded {
           trimHeap: addon.trimHeap,
           setPipeSize: addon.setPipeSize,
           setTcpRtoMin: addon.setTcpRtoMin,
+          setTcpCongestion: addon.setTcpCongestion,
           waitReadable: addon.waitReadable
             ? (fd: number, timeoutMs: number) =>
                 new Promise<number>((resolve) => addon.waitReadable?.(fd, timeoutMs, resolve))
@@ -548,6 +551,13 @@ export const setPipeSize: ((fd: number, bytes: number) => number) | undefined = 
  * through the addon). Returns 0 or −errno (ENOPROTOOPT: an older kernel); undefined without the addon.
  */
 export const setTcpRtoMin: ((fd: number, microseconds: number) => number) | undefined = loaded.setTcpRtoMin;
+
+/**
+ * Set a TCP socket's congestion control (Linux TCP_CONGESTION, through the addon). Returns 0 or −errno
+ * (ENOENT: not available in this kernel; EPERM: not in the allowed list, without CAP_NET_ADMIN);
+ * undefined without the addon.
+ */
+export const setTcpCongestion: ((fd: number, name: string) => number) | undefined = loaded.setTcpCongestion;
 
 /**
  * Wait, on the thread pool, at most `timeoutMs` for `fd` to have something to read (poll POLLIN).

@@ -27,6 +27,8 @@ export interface CommonSettings {
   heartbeatMs: number;
   /** The lower bound on every connection's TCP retransmission timeout, µs (null: the kernel's, 200 ms). */
   tcpRtoMinUs: number | null;
+  /** Every connection's TCP congestion control (null: the system's default). */
+  tcpCongestion: string | null;
   idleTimeoutMs: number;
   handshakeTimeoutMs: number;
   statsFile?: string;
@@ -46,6 +48,8 @@ export interface SendSettings extends CommonSettings {
   window: number;
   channels: number;
   chunkBytes: number;
+  /** Copy an epoch on two channels while the unacknowledged bytes are at most this many (0: off). */
+  copiesBelowBytes: number;
   zstdLevel: number | null;
   rate: { bytesPerSecond: number; burstBytes: number } | null;
   maxEpochs?: number;
@@ -100,10 +104,12 @@ export const DEFAULTS = {
   channels: 2,
   cache: '64MiB',
   chunk: '512KiB',
+  copiesBelow: '256KiB',
   zstdLevel: 1,
   burst: '4MiB',
   heartbeat: '200ms',
   tcpRtoMin: '20ms',
+  tcpCongestion: 'system',
   idleTimeout: '5s',
   handshakeTimeout: '10s',
   deadTime: '3s',
@@ -204,6 +210,18 @@ function rtoMin(text: string): number | null {
   return us;
 }
 
+/** `--tcp-congestion`: `system`, or the name of a congestion control (letters, digits, _ and -). */
+function congestion(text: string): string | null {
+  const name = text.trim();
+  if (name === 'system') return null;
+  if (!/^[A-Za-z0-9_-]{1,15}$/.test(name)) {
+    throw new RwanError('RWAN_ERR_INVALID_VALUE', `--tcp-congestion: '${text}' is not system or a name`, {
+      details: { what: '--tcp-congestion' },
+    });
+  }
+  return name;
+}
+
 function common(m: Merged): CommonSettings {
   const pageSize = num(m.pageSize, '--page-size') ?? DEFAULTS.pageSize;
   return {
@@ -212,6 +230,7 @@ function common(m: Merged): CommonSettings {
     cacheBytes: parseBytes(m.cache ?? DEFAULTS.cache, { what: '--cache' }),
     heartbeatMs: 1000 * parseDuration(m.heartbeat ?? DEFAULTS.heartbeat, { what: '--heartbeat' }),
     tcpRtoMinUs: rtoMin(m.tcpRtoMin ?? DEFAULTS.tcpRtoMin),
+    tcpCongestion: congestion(m.tcpCongestion ?? DEFAULTS.tcpCongestion),
     idleTimeoutMs: 1000 * parseDuration(m.idleTimeout ?? DEFAULTS.idleTimeout, { what: '--idle-timeout' }),
     handshakeTimeoutMs:
       1000 * parseDuration(m.handshakeTimeout ?? DEFAULTS.handshakeTimeout, { what: '--handshake-timeout' }),
@@ -237,6 +256,10 @@ function senderCommon(m: Merged, connect: string): SenderCommonSettings {
     window: num(m.window, '--window') ?? DEFAULTS.window,
     channels: num(m.channels, '--channels') ?? DEFAULTS.channels,
     chunkBytes: parseBytes(m.chunk ?? DEFAULTS.chunk, { what: '--chunk' }),
+    copiesBelowBytes:
+      m.copiesBelow === 'off'
+        ? 0
+        : parseBytes(m.copiesBelow ?? DEFAULTS.copiesBelow, { what: '--copies-below' }),
     zstdLevel: level,
     rate:
       rate === null

@@ -42,7 +42,11 @@ export async function startDaemon(
   role: 'send' | 'receive',
 ): Promise<{ log: ReturnType<typeof makeLogger>; security: Security }> {
   const log = makeLogger({ level: s.logLevel, role, name: s.name });
-  configureTcp({ rtoMinUs: s.tcpRtoMinUs, onError: (message) => log.warn({}, message) });
+  configureTcp({
+    rtoMinUs: s.tcpRtoMinUs,
+    congestion: s.tcpCongestion,
+    onError: (message) => log.warn({}, message),
+  });
   return { log, security: await loadSecuritySettings(s.security) };
 }
 
@@ -218,6 +222,7 @@ export function makeSenderSession(
     source,
     pageSize: s.pageSize,
     channels: s.channels,
+    copiesBelowBytes: s.copiesBelowBytes,
     window: s.window,
     epochMs: o.epochMs,
     codec: { cacheBytes: s.cacheBytes, chunkBytes: s.chunkBytes, zstdLevel: s.zstdLevel },

@@ -61,6 +61,11 @@ export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
   g('remus_wan_wire_bytes_total', 'compressed chunk bytes produced', () => s.counters.wireBytes);
   g('remus_wan_reconnects_total', 'connection attempts after a loss', () => s.counters.reconnects);
   g('remus_wan_resent_epochs_total', 'epochs sent again after a reconnect', () => s.counters.resentEpochs);
+  g(
+    'remus_wan_copy_bytes_total',
+    'chunk bytes sent a second time on another channel (--copies-below)',
+    () => s.counters.copyBytes,
+  );
   g('remus_wan_rtt_seconds', 'heartbeat round trip on channel 0', () =>
     s.rttMs === undefined ? undefined : s.rttMs / 1000,
   );
@@ -118,6 +123,11 @@ export function receiverMetrics(s: ReceiverSession, loop: LoopDelay): Registry {
     'remus_wan_staging_spilled_bytes_total',
     'chunk bytes written to the spill file (epochs staged past --staging)',
     () => s.counters.spilledBytes,
+  );
+  g(
+    'remus_wan_copy_bytes_dropped_total',
+    'chunk bytes received as a later copy of a chunk already taken (dropped)',
+    () => s.counters.copyBytes,
   );
   g('remus_wan_resumes_total', 'sender reconnections that resumed the session', () => s.counters.resumes);
   g(

@@ -87,6 +87,11 @@ export const Capability = {
   XEN_STREAM: 1 << 5,
   /** With XEN_STREAM: xl's `-e` (the backup's receive command does not wait for the domain's death). */
   XEN_DETACH: 1 << 6,
+  /**
+   * The receiver takes the first copy of an epoch's frames and drops the others: a sender may send an
+   * epoch's BEGIN, CHUNKs and END on several channels at once.
+   */
+  COPIES: 1 << 7,
 } as const;
 
 /** HELLO role. */

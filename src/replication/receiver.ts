@@ -202,7 +202,11 @@ export class ReceiverSession extends EventEmitter {
     digestFailures: 0,
     /** Chunk bytes written to the spill file because staging was over its cap. */
     spilledBytes: 0,
+    /** Chunk bytes dropped as later copies of chunks already taken (Capability.COPIES). */
+    copyBytes: 0,
   };
+  /** The last epoch of the session taken out of staging: frames of it and earlier ones are copies. */
+  private taken: number | undefined;
 
   private constructor(private readonly o: ReceiverOptions) {
     super();
@@ -564,6 +568,7 @@ export class ReceiverSession extends EventEmitter {
       // a new sender session (the primary restarted): its first epoch is a full copy
       this.o.log.info({ session: sid, previous: this.sessionHex }, 'new sender session');
       this.sessionHex = sid;
+      this.taken = undefined;
       this.decoderValid = false;
       this.emit('session', sid);
     } else if (theirs.channelIndex === 0) {
@@ -598,7 +603,7 @@ export class ReceiverSession extends EventEmitter {
       ch,
       theirs,
       {
-        capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME,
+        capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME | Capability.COPIES,
         pageSize: this.o.pageSize,
         lastEpochHeld: held,
         maxChunkBytes: max,
@@ -635,38 +640,37 @@ export class ReceiverSession extends EventEmitter {
   }
 
   private onFrame(ch: Channel, f: Frame): void {
-    switch (f.type) {
-      case FrameType.EPOCH_BEGIN:
-        this.stage(f.epoch).begin = f;
-        break;
-      case FrameType.CHUNK: {
-        const s = this.stage(f.epoch);
-        if (s.chunks.has(f.seq)) {
-          ch.close(
-            new RwanError('RWAN_ERR_PEER', `chunk ${f.epoch}/${f.seq} twice`),
-            WireErrorCode.UNEXPECTED_FRAME,
-          );
-          return;
-        }
-        const data = this.keep(f.data);
-        if (Buffer.isBuffer(data)) s.memoryBytes += data.length;
-        s.chunks.set(f.seq, { frame: f, data });
-        s.bytes += f.data.length;
-        this.counters.wireBytes += f.data.length;
-        break;
-      }
-      case FrameType.EPOCH_END: {
-        const s = this.stage(f.epoch);
-        s.end = f;
-        s.endAt = performance.now();
-        break;
-      }
-      default:
-        ch.close(
-          new RwanError('RWAN_ERR_PEER', `unexpected ${FRAME_TYPE_NAMES[f.type]} from the sender`),
-          WireErrorCode.UNEXPECTED_FRAME,
-        );
+    if (f.type !== FrameType.EPOCH_BEGIN && f.type !== FrameType.CHUNK && f.type !== FrameType.EPOCH_END) {
+      ch.close(
+        new RwanError('RWAN_ERR_PEER', `unexpected ${FRAME_TYPE_NAMES[f.type]} from the sender`),
+        WireErrorCode.UNEXPECTED_FRAME,
+      );
+      return;
+    }
+    // this receiver announces Capability.COPIES: the first copy of a frame counts, later ones (on
+    // another channel, or of an epoch already taken) are dropped
+    if (this.taken !== undefined && f.epoch <= this.taken) {
+      if (f.type === FrameType.CHUNK) this.counters.copyBytes += f.data.length;
+      return;
+    }
+    const s = this.stage(f.epoch);
+    if (f.type === FrameType.EPOCH_BEGIN) {
+      if (s.begin) return;
+      s.begin = f;
+    } else if (f.type === FrameType.CHUNK) {
+      if (s.chunks.has(f.seq)) {
+        this.counters.copyBytes += f.data.length;
         return;
+      }
+      const data = this.keep(f.data);
+      if (Buffer.isBuffer(data)) s.memoryBytes += data.length;
+      s.chunks.set(f.seq, { frame: f, data });
+      s.bytes += f.data.length;
+      this.counters.wireBytes += f.data.length;
+    } else {
+      if (s.end) return;
+      s.end = f;
+      s.endAt = performance.now();
     }
     this.kick();
   }
@@ -729,6 +733,7 @@ export class ReceiverSession extends EventEmitter {
       const s = this.staging.get(epoch) as Staged;
       if (!s.begin || !s.end || s.chunks.size < s.end.chunkCount) return;
       this.staging.delete(epoch);
+      this.taken = epoch;
       this.stagedBytes -= s.memoryBytes; // its chunks no longer count against the staging cap
       try {
         await this.apply(epoch, s);

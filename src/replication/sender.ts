@@ -112,6 +112,12 @@ export interface SenderOptions {
   pageSize: number;
   /** Parallel connections; chunks are striped over them. */
   channels: number;
+  /**
+   * Send an epoch on two channels at once while the unacknowledged chunk bytes, its own included, are
+   * at most this many (0: never): see {@link SenderSession.copiesOf}. Needs two channels and a receiver
+   * that announces Capability.COPIES.
+   */
+  copiesBelowBytes?: number;
   /** Most epochs sent and not yet acknowledged (1: stop and wait). */
   window: number;
   /** Capture interval, ms (0: capture as soon as the source has an epoch and the window allows). */
@@ -152,6 +158,8 @@ export interface SenderEpochStats {
   ackMs: number;
   /** Times the epoch's frames were sent again after a reconnect. */
   resent: number;
+  /** Chunk bytes also sent on a second channel ({@link SenderOptions.copiesBelowBytes}). */
+  copyBytes: number;
   kinds: { zero: number; raw: number; delta: number; dup: number };
   /** Image digest at the capture, when the source computes it. */
   digest?: string;
@@ -165,7 +173,9 @@ class OutEpoch {
   end: EpochEndFrame | undefined;
   resent = 0;
   endSentAt = 0;
-  stats: Omit<SenderEpochStats, 'ackMs' | 'resent'> | undefined;
+  stats: Omit<SenderEpochStats, 'ackMs' | 'resent' | 'copyBytes'> | undefined;
+  /** Chunk bytes sent a second time, on another channel. */
+  copyBytes = 0;
   private waiters: Array<() => void> = [];
 
   constructor(
@@ -241,7 +251,11 @@ export class SenderSession extends EventEmitter {
     frameBytesOut: 0,
     reconnects: 0,
     resentEpochs: 0,
+    /** Chunk bytes sent a second time, on another channel ({@link SenderOptions.copiesBelowBytes}). */
+    copyBytes: 0,
   };
+  /** Whether the receiver takes the first of several copies of a frame (Capability.COPIES). */
+  private peerTakesCopies = false;
   /** Last round trip seen on channel 0, ms. */
   rttMs: number | undefined;
 
@@ -393,7 +407,12 @@ export class SenderSession extends EventEmitter {
         const mine = hello({
           minVersion: PROTOCOL_VERSION,
           maxVersion: PROTOCOL_VERSION,
-          capabilities: Capability.ZSTD | Capability.DIGEST | Capability.RESUME | (this.o.capabilities ?? 0),
+          capabilities:
+            Capability.ZSTD |
+            Capability.DIGEST |
+            Capability.RESUME |
+            Capability.COPIES |
+            (this.o.capabilities ?? 0),
           sessionId: this.sessionId,
           pageSize: this.o.pageSize,
           role: Role.SENDER,
@@ -409,6 +428,7 @@ export class SenderSession extends EventEmitter {
       }
       if (!this.running || gen !== this.pumpGen) throw new RwanError('RWAN_ERR_PEER', 'superseded');
       this.channels = channels;
+      this.peerTakesCopies = ((hellos[0] as HelloFrame).capabilities & Capability.COPIES) !== 0;
       for (const ch of channels) {
         ch.on('frame', (f: Frame) => this.onFrame(f));
         ch.on('close', (why: RwanError | undefined) => this.onChannelClosed(gen, why));
@@ -500,6 +520,7 @@ export class SenderSession extends EventEmitter {
           ...out.stats,
           ackMs: fromAck ? now - out.capturedAt : Number.NaN,
           resent: out.resent,
+          copyBytes: out.copyBytes,
         };
         this.counters.epochsAcked++;
         this.emit('epoch', stats);
@@ -666,19 +687,41 @@ export class SenderSession extends EventEmitter {
       this.counters.resentEpochs++;
     }
     const n = this.channels.length;
-    const control = this.channels[0] as Channel;
     const full = (out.begin.flags & EpochFlags.FULL) !== 0;
     let sentRaw = 0;
     let told = performance.now();
-    await this.write(control, out.begin);
+    // while the epoch is small, every frame goes on two channels (the first copy to arrive counts)
+    const pair = this.copiesOf(out);
+    let copying = pair !== undefined;
+    const send = async (f: Frame, ch: Channel) => {
+      if (!copying || !pair) return this.write(ch, f);
+      // a copy does not wait for a slow channel to drain (that is what it is for); a channel with a
+      // backlog of more than the copies' bound gets none
+      // (each frame still goes on one channel at least: the receiver takes each from either)
+      const bound = this.o.copiesBelowBytes ?? 0;
+      const open = pair.filter((c) => !c.isClosed);
+      const ready = open.filter((c) => c.queuedBytes <= bound);
+      if (ready.length === 0) return this.write(open[0] ?? ch, f);
+      for (const c of ready) c.send(f);
+    };
+    await send(out.begin, this.channels[0] as Channel);
+    let bytes = 0;
     for (let i = 0; ; i++) {
       await out.next(i);
       if (!live()) return;
       const c = out.chunks[i];
       if (!c) break;
-      await this.limiter.take(c.data.length + 38);
+      bytes += c.data.length;
+      // the epoch outgrew the bound: its other chunks go once, striped
+      if (copying && this.retainedBytes() - out.bytes + bytes > (this.o.copiesBelowBytes ?? 0))
+        copying = false;
+      await this.limiter.take((c.data.length + 38) * (copying ? 2 : 1));
       if (!live()) return;
-      await this.write(this.channels[i % n] as Channel, c);
+      if (copying) {
+        this.counters.copyBytes += c.data.length;
+        out.copyBytes += c.data.length;
+      }
+      await send(c, this.channels[i % n] as Channel);
       sentRaw += c.rawLength;
       if (full && performance.now() - told > 1000) {
         told = performance.now();
@@ -686,8 +729,25 @@ export class SenderSession extends EventEmitter {
       }
     }
     if (!live() || !out.end) return;
-    await this.write(control, out.end);
+    // the END goes on both channels of the pair whenever the BEGIN did: either may complete the epoch
+    copying = pair !== undefined;
+    await send(out.end, this.channels[0] as Channel);
     out.endSentAt = performance.now();
+  }
+
+  /**
+   * The two channels an epoch is copied on, or undefined: a receiver that takes copies, two channels
+   * or more, and the unacknowledged chunk bytes before this epoch within the bound. An epoch is copied
+   * while its own bytes keep within the bound too. A lost segment or a channel whose congestion control
+   * has slowed (BBR's bandwidth estimate drops after a loss recovery) then delays the epoch only if
+   * the other channel is slow at the same time: the copies cost bandwidth only when the link has room
+   * (a link that falls behind holds more unacknowledged bytes than the bound, and copying stops).
+   */
+  private copiesOf(out: OutEpoch): [Channel, Channel] | undefined {
+    const bound = this.o.copiesBelowBytes ?? 0;
+    if (bound <= 0 || !this.peerTakesCopies || this.channels.length < 2) return undefined;
+    if (this.retainedBytes() - out.bytes > bound) return undefined;
+    return [this.channels[0] as Channel, this.channels[1] as Channel];
   }
 
   private async write(ch: Channel, f: Frame): Promise<void> {

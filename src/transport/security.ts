@@ -48,7 +48,7 @@ import {
   Server as TlsServer,
   connect as tlsConnect,
 } from 'node:tls';
-import { setTcpRtoMin } from '../codec/hot-loops.js';
+import { setTcpCongestion, setTcpRtoMin } from '../codec/hot-loops.js';
 import { isRwanError, RwanError } from '../errors.js';
 
 /** How a connection is secured. Paths are PEM files. */
@@ -810,39 +810,62 @@ function formatAddress(address: string | undefined, port: number | undefined): s
 }
 
 /** TCP tuning of every connection this process makes or accepts: see {@link configureTcp}. */
-const tcp: { rtoMinUs: number | null; onError?: ((message: string) => void) | undefined } = {
-  rtoMinUs: null,
-};
+const tcp: {
+  rtoMinUs: number | null;
+  congestion: string | null;
+  onError?: ((message: string) => void) | undefined;
+} = { rtoMinUs: null, congestion: null };
 
 /**
- * The lower bound on the TCP retransmission timeout of every connection this process makes or
- * accepts from now on (Linux 6.15+ TCP_RTO_MIN_US; null: the kernel's, 200 ms). On a WAN the
- * kernel's bound, not the round trip, sets how long a segment lost at the tail of an epoch's burst
- * waits (the tail-loss probe of a lone segment in flight waits for it too). `onError` hears, once,
- * why it could not be set (no addon, an older kernel).
+ * The TCP tuning of every connection this process makes or accepts from now on:
+ * - `rtoMinUs`: the lower bound on the retransmission timeout (Linux 6.15+ TCP_RTO_MIN_US; null: the
+ *   kernel's, 200 ms). On a WAN the kernel's bound, not the round trip, sets how long a segment lost at
+ *   the tail of an epoch's burst waits (the tail-loss probe of a lone segment in flight waits for it
+ *   too).
+ * - `congestion`: the congestion control (TCP_CONGESTION; null: the system's default).
+ * `onError` hears, once per setting, why it could not be set (no addon, an older kernel, a congestion
+ * control this kernel does not have).
  */
-export function configureTcp(o: { rtoMinUs: number | null; onError?: (message: string) => void }): void {
+export function configureTcp(o: {
+  rtoMinUs: number | null;
+  congestion?: string | null;
+  onError?: (message: string) => void;
+}): void {
   tcp.rtoMinUs = o.rtoMinUs;
+  tcp.congestion = o.congestion ?? null;
   tcp.onError = o.onError;
+  told.clear();
 }
+
+/** The settings whose failure `onError` has heard about. */
+const told = new Set<string>();
 
 function tune(socket: Socket): void {
   socket.setNoDelay(true);
   socket.setKeepAlive(true, KEEPALIVE_INITIAL_DELAY_MS);
-  if (tcp.rtoMinUs === null) return;
+  if (tcp.rtoMinUs === null && tcp.congestion === null) return;
   // the descriptor of a TCP socket, or of the one under a TLS socket
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  const r =
-    setTcpRtoMin === undefined
-      ? 'the native addon is not loaded'
-      : typeof fd === 'number' && fd >= 0
-        ? setTcpRtoMin(fd, tcp.rtoMinUs)
-        : 'no socket descriptor';
-  if (r !== 0 && tcp.onError) {
-    tcp.onError(
-      `cannot set the TCP retransmission timeout's lower bound: ${typeof r === 'number' ? `errno ${-r}` : r}`,
-    );
-    tcp.onError = undefined;
+  const raw = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  const fd = typeof raw === 'number' && raw >= 0 ? raw : undefined;
+  const apply = (what: string, set: ((fd: number) => number) | undefined) => {
+    const r =
+      set === undefined
+        ? 'the native addon is not loaded'
+        : fd === undefined
+          ? 'no socket descriptor'
+          : set(fd);
+    if (r === 0 || told.has(what) || !tcp.onError) return;
+    told.add(what);
+    tcp.onError(`cannot set ${what}: ${typeof r === 'number' ? `errno ${-r}` : r}`);
+  };
+  const { rtoMinUs, congestion } = tcp;
+  if (rtoMinUs !== null) {
+    const set = setTcpRtoMin;
+    apply("the TCP retransmission timeout's lower bound", set && ((f) => set(f, rtoMinUs)));
+  }
+  if (congestion !== null) {
+    const set = setTcpCongestion;
+    apply(`the TCP congestion control ${congestion}`, set && ((f) => set(f, congestion)));
   }
 }
 

@@ -60,6 +60,20 @@ describe('daemon config', () => {
     expect(codeOf(() => sendSettings({ ...base, tcpRtoMin: 'soon' }))).toBe('RWAN_ERR_INVALID_UNIT');
   });
 
+  it('--tcp-congestion: the system default, or a name; --copies-below: a size or off', () => {
+    const base = { connect: 'b:1', image: 'x', insecure: true };
+    expect(sendSettings(base).tcpCongestion).toBeNull();
+    expect(receiveSettings({ store: 'd', insecure: true, tcpCongestion: 'bbr' }).tcpCongestion).toBe('bbr');
+    expect(sendSettings({ ...base, tcpCongestion: 'system' }).tcpCongestion).toBeNull();
+    for (const bad of ['', 'a b', 'x'.repeat(16)]) {
+      expect(codeOf(() => sendSettings({ ...base, tcpCongestion: bad }))).toBe('RWAN_ERR_INVALID_VALUE');
+    }
+    expect(sendSettings(base).copiesBelowBytes).toBe(256 * 1024);
+    expect(sendSettings({ ...base, copiesBelow: '1MiB' }).copiesBelowBytes).toBe(2 ** 20);
+    expect(sendSettings({ ...base, copiesBelow: 'off' }).copiesBelowBytes).toBe(0);
+    expect(codeOf(() => sendSettings({ ...base, copiesBelow: 'lots' }))).toMatch(/^RWAN_ERR_INVALID/);
+  });
+
   it('refuses what cannot work, with stable codes', () => {
     expect(codeOf(() => parseConfig('{', 'f'))).toBe('RWAN_ERR_INVALID_INPUT');
     expect(codeOf(() => parseConfig('{"windw": 2}', 'f'))).toBe('RWAN_ERR_INVALID_INPUT'); // a typo is not ignored

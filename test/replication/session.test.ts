@@ -243,6 +243,52 @@ describe('sender ⇄ receiver over loopback', () => {
     expect(await digestFile(rx.store.replicaPath)).toBe(byEpoch.get(rx.receiver.lastEpoch as number));
   }, 60_000);
 
+  it('copies: small epochs go on both channels, each is applied once and byte-identical; a cut resumes', async () => {
+    const dir = sessionDir();
+    const rx = await startReceiver(dir, 0, 5000, 2 ** 30);
+    cleanups.push(rx.stop);
+    const source = new MemorySource(2048, 7);
+    keepWriting(source, 20);
+    const sender = startSender(rx.port, source, { maxEpochs: 80, copiesBelowBytes: 4 * 2 ** 20 });
+    const { sent, got } = record(sender, rx.receiver);
+    const done = sender.run();
+    cleanups.push(() => sender.stop());
+    await until(() => got.length >= 40);
+    for (const s of rx.sockets) s.destroy();
+    await done;
+    expect(sender.error).toBeUndefined();
+    expect(sent.length).toBe(80);
+    expect(got.filter((g) => g.full)).toHaveLength(1);
+    expectReplicaAtEachEpoch(sent, got);
+    expect(got.map((g) => g.epoch)).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
+    // the copies were sent and dropped: the first copy of each chunk counts, once
+    const copied = sent.reduce((n, e) => n + e.copyBytes, 0);
+    expect(copied).toBeGreaterThan(0);
+    expect(sender.counters.copyBytes).toBeGreaterThanOrEqual(copied);
+    expect(rx.receiver.counters.copyBytes).toBeGreaterThan(0);
+    expect(rx.receiver.counters.copyBytes).toBeLessThanOrEqual(sender.counters.copyBytes);
+    // an epoch's wire bytes at the backup are its own, not its copies'
+    const wire = new Map(sent.map((e) => [e.epoch, e.wireBytes]));
+    for (const g of got) expect(g.wireBytes, `epoch ${g.epoch}`).toBe(wire.get(g.epoch));
+  }, 60_000);
+
+  it('copies: none while the unacknowledged bytes are over the bound, nor with one channel', async () => {
+    for (const extra of [{ copiesBelowBytes: 1 }, { copiesBelowBytes: 4 * 2 ** 20, channels: 1 }]) {
+      const rx = await startReceiver(sessionDir(), 0, 5000, 2 ** 30);
+      const source = new MemorySource(1024, 3);
+      const writer = setInterval(() => source.write(10), 2);
+      const sender = startSender(rx.port, source, { maxEpochs: 15, ...extra });
+      const { sent } = record(sender, rx.receiver);
+      await sender.run();
+      clearInterval(writer);
+      await rx.stop();
+      expect(sender.error).toBeUndefined();
+      expect(sent).toHaveLength(15);
+      expect(sender.counters.copyBytes).toBe(0);
+      expect(rx.receiver.counters.copyBytes).toBe(0);
+    }
+  }, 60_000);
+
   it('staging: epochs under its cap never spill however many pass; one over it spills and commits', async () => {
     const dir = sessionDir();
     const cap = 512 * 2 ** 10;

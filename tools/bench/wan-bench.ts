@@ -1,6 +1,6 @@
 /**
  * WAN benchmark (npm run bench:wan [-- --json] [--quick] [--links NAME,…] [--contenders NAME,…]
- * [--rates N,…] [--seconds S] [--pages N] [--svg FILE] [--from-json FILE] [--daemon-args "…"] [--keep]
+ * [--rates N,…] [--seconds S] [--pages N] [--svg FILE] [--from-json FILE] [--daemon-args "…"] [--send-args "…"] [--keep]
  * [--log-level L]).
  * Needs root (network namespaces), ssh, sshd and socat (the npm script installs them on Debian).
  *
@@ -141,11 +141,11 @@ const json = has('--json');
 const quick = has('--quick');
 /** --rates N,N…: exactly these writer rates (page writes/s) instead of the ladders. */
 const fixedRates = ratesOption(opt('--rates'));
+const words = (text: string | undefined) => text?.split(/\s+/).filter((a) => a !== '') ?? [];
 /** --daemon-args "…": more arguments for both remus-wan daemons (to try a setting against the defaults). */
-const daemonArgs =
-  opt('--daemon-args')
-    ?.split(/\s+/)
-    .filter((a) => a !== '') ?? [];
+const daemonArgs = words(opt('--daemon-args'));
+/** --send-args "…": more arguments for `remus-wan send` only (a sender's setting: --chunk, --channels…). */
+const sendArgs = words(opt('--send-args'));
 /** Progress and tables: on stdout, or on stderr when stdout carries the JSON. */
 const log = (s = '') => {
   (json ? process.stderr : process.stdout).write(`${s}\n`);
@@ -475,6 +475,7 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
             tls('primary', 'backup'),
             ['--epoch', `${EPOCH_MS}ms`, ...c.flags, '--stats', stats, '--log-level', env.logLevel],
             daemonArgs,
+            sendArgs,
           ),
           join(dir, 'send.log'),
         ),
