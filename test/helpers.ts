@@ -55,6 +55,7 @@ export function policy(extra: Partial<Policy> = {}): Policy {
     framingBytes: 8,
     percentile: 99,
     inFlight: 4,
+    copiesBelowBytes: 0,
     maxPauseFraction: 1,
     ...extra,
   };

@@ -84,6 +84,7 @@ interface PlanOptions {
   epoch?: string;
   percentile?: number;
   inFlight?: number;
+  copiesBelow?: string;
   maxPause?: string;
   framing?: number;
   json?: boolean;
@@ -249,6 +250,10 @@ with --fail-on-infeasible.`,
         int('--in-flight'),
       ),
     )
+    .option(
+      '--copies-below <size|off>',
+      "pipelined mode, 2+ channels: checkpoints up to this size go on two channels at once, as remus-wan's --copies-below (default off)",
+    )
     .addOption(
       new Option(
         '--max-pause <fraction>',
@@ -402,6 +407,7 @@ async function buildDocument(o: PlanOptions): Promise<{ data: FleetFileData; bas
   set(policy, 'framing', o.framing);
   set(policy, 'percentile', o.percentile);
   set(policy, 'inFlight', o.inFlight);
+  set(policy, 'copiesBelow', o.copiesBelow);
   set(policy, 'maxPause', o.maxPause);
   const guests = data.guests.map((g) => {
     const out = { ...g };

@@ -141,6 +141,7 @@ const CSV_FIELDS = [
   'processingMs',
   'recoveryMs',
   'ackMs',
+  'copies',
   'bandwidthMbps',
   'peakBandwidthMbps',
   'utilisation',

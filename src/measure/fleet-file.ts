@@ -78,6 +78,12 @@ export const PolicyEntry = z
     framing: z.number().nonnegative().optional().describe('per-page framing bytes on the wire'),
     percentile: z.number().gt(0).max(100).optional(),
     inFlight: z.number().int().positive().optional().describe('epochs in flight (pipelined mode)'),
+    copiesBelow: z
+      .string()
+      .optional()
+      .describe(
+        'checkpoints up to this size go on two channels at once (pipelined mode), e.g. "256KiB"; "off"',
+      ),
     maxPause: z
       .union([z.string(), z.number()])
       .optional()

@@ -150,6 +150,10 @@ export function resolvePolicy(p: PolicyEntryData): Policy {
   if (p.framing !== undefined) policy.framingBytes = p.framing;
   if (p.percentile !== undefined) policy.percentile = p.percentile;
   if (p.inFlight !== undefined) policy.inFlight = p.inFlight;
+  if (p.copiesBelow !== undefined) {
+    policy.copiesBelowBytes =
+      p.copiesBelow.trim() === 'off' ? 0 : parseBytes(p.copiesBelow, { what: 'policy.copiesBelow' });
+  }
   if (p.maxPause !== undefined)
     policy.maxPauseFraction = parseFraction(str(p.maxPause), { what: 'policy.maxPause' });
   // A sweep's own points are the candidates; a single epoch or a list also searches the default grid.

@@ -54,6 +54,7 @@ export const DEFAULT_POLICY: Omit<Policy, 'epochsS' | 'searchEpochsS'> = {
   framingBytes: DEFAULT_FRAMING_BYTES,
   percentile: 99,
   inFlight: 4,
+  copiesBelowBytes: 0,
   // Remus measured guest slowdowns well above the bare pause share; keep the pause itself small.
   maxPauseFraction: 0.1,
 };

@@ -79,6 +79,7 @@ export function plan(guests: readonly GuestSpec[], link: LinkSpec, policy: Polic
       framingBytes: policy.framingBytes,
       percentile: policy.percentile,
       inFlight: policy.inFlight,
+      copiesBelowBytes: policy.copiesBelowBytes,
       maxPauseFraction: policy.maxPauseFraction,
     },
   };
@@ -143,6 +144,7 @@ function toEpochPlan(ev: EpochEval, ceilingS: number | null): EpochPlan {
     processingMs: sig(ev.processingS * 1000),
     recoveryMs: sig(ev.recoveryS * 1000),
     ackMs: sig(ev.ackS * 1000),
+    copies: ev.copies,
     bandwidthMbps: sig(toMbps(ev.avgBps)),
     peakBandwidthMbps: Number.isFinite(ev.peakBps) ? sig(toMbps(ev.peakBps)) : null,
     utilisation: sig(ev.utilisation, 3),

@@ -60,6 +60,8 @@ export interface EpochEval {
   recoveryS: number;
   /** processing + transfer + RTT + recovery: from the end of the pause to the acknowledgement. */
   ackS: number;
+  /** The checkpoint goes on two channels at once (policy.copiesBelowBytes). */
+  copies: boolean;
   goodputBps: number;
   flowBps: number;
   flowLimit: FlowLimit;
@@ -105,7 +107,7 @@ function processingFor(ctx: GuestContext, pages: number): number {
  * probe timeout (2 RTT): one round trip more. Losses within one round trip are recovered together, so
  * each term counts the chance of one loss or more, not the number of losses.
  */
-function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number): number {
+function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number, copies: boolean): number {
   const { loss, mssBytes, channels } = ctx.link;
   if (loss <= 0 || wire <= 0) return 0;
   const lastTrip = x > 0 ? Math.min(x, rtt) : rtt;
@@ -114,7 +116,22 @@ function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number): n
   // segments, not their sum: 1 − (1 − loss)^n = −expm1(n·log1p(−loss)), without a power on the
   // planner's hot path (the fixed point and the sweeps evaluate it millions of times)
   const keep = Math.log1p(-loss);
-  return -Math.expm1(segments * keep) * (rtt - lastTrip / 2) - Math.expm1(3 * channels * keep) * rtt;
+  const late = -Math.expm1(segments * keep);
+  if (copies) {
+    // two copies, on two channels: the checkpoint waits only when both lose (each its tail, for the probe)
+    const tail = -Math.expm1(3 * keep);
+    return late * late * (rtt - lastTrip / 2) + tail * tail * rtt;
+  }
+  return late * (rtt - lastTrip / 2) - Math.expm1(3 * channels * keep) * rtt;
+}
+
+/**
+ * Whether a checkpoint of `wire` bytes goes on two channels at once: remus-wan's `--copies-below`
+ * (pipelined mode, two channels or more). Both copies cross the link; the first to arrive counts.
+ */
+function copiedAt(ctx: GuestContext, wire: number): boolean {
+  const { policy, link } = ctx;
+  return policy.mode === 'pipelined' && link.channels >= 2 && wire > 0 && wire <= policy.copiesBelowBytes;
 }
 
 /**
@@ -122,10 +139,13 @@ function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number): n
  * at both ends, the loss recovery, and the ack they add up to with the round trip.
  */
 function ackOf(ctx: GuestContext, pages: number, wire: number, goodput: number, rtt: number) {
-  const transfer = wire / goodput;
+  const copies = copiedAt(ctx, wire);
+  // the copies share the link: the first is through after about both copies' bytes
+  const linkBytes = copies ? 2 * wire : wire;
+  const transfer = linkBytes / goodput;
   const processing = processingFor(ctx, pages);
-  const recovery = recoveryFor(ctx, wire, transfer, rtt);
-  return { transfer, processing, recovery, ack: processing + transfer + rtt + recovery };
+  const recovery = recoveryFor(ctx, wire, transfer, rtt, copies);
+  return { copies, linkBytes, transfer, processing, recovery, ack: processing + transfer + rtt + recovery };
 }
 
 /** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */
@@ -229,12 +249,14 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const peakWire = bytesFor(ctx, e, peakPages).wire;
   const pauseS = policy.pause.baseS + policy.pause.perPageS * pages;
   const {
+    copies,
+    linkBytes,
     transfer: transferS,
     processing: processingS,
     recovery: recoveryS,
     ack: ackS,
   } = ackOf(ctx, pages, wire, goodput, rtt);
-  const avgBps = wire / e;
+  const avgBps = linkBytes / e;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
   const slot =
@@ -243,7 +265,8 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
       : policy.mode === 'pipelined'
         ? e - pauseS
         : e;
-  const peakBps = slot > 0 ? peakWire / slot : peakWire > 0 ? Number.POSITIVE_INFINITY : 0;
+  const peakLink = copiedAt(ctx, peakWire) ? 2 * peakWire : peakWire;
+  const peakBps = slot > 0 ? peakLink / slot : peakLink > 0 ? Number.POSITIVE_INFINITY : 0;
   const usable = goodput * (1 - policy.headroom);
   const utilisation = avgBps / goodput;
   const latencyMeanS = e / 2 + pauseS + ackS;
@@ -264,7 +287,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
         : Number.POSITIVE_INFINITY; // xl: no deadline, the mean rate alone sizes the channels
   const requiredBps = Math.max(
     avgBps / (1 - policy.headroom),
-    deadline > 0 ? wireT / deadline : Number.POSITIVE_INFINITY,
+    deadline > 0 ? atLink.linkBytes / deadline : Number.POSITIVE_INFINITY,
   );
   const channelsNeeded = Math.max(1, Math.ceil(Math.min(requiredBps, linkOnly) / flow.bps));
 
@@ -330,6 +353,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     processingS,
     recoveryS,
     ackS,
+    copies,
     goodputBps: goodput,
     flowBps: flow.bps,
     flowLimit: flow.limit,

@@ -94,6 +94,11 @@ export interface Policy {
   percentile: number;
   /** Epochs in flight in `pipelined` mode. */
   inFlight: number;
+  /**
+   * `pipelined` mode with two channels or more: a checkpoint of at most this many wire bytes goes on
+   * two channels at once (remus-wan's `--copies-below`; 0: never).
+   */
+  copiesBelowBytes: number;
   /** Largest share of time the guest may spend paused for checkpoints (0..1). */
   maxPauseFraction: number;
 }
@@ -134,6 +139,8 @@ export interface EpochPlan {
   recoveryMs: number;
   /** From the end of the pause to the backup's acknowledgement: processing + transfer + RTT + recovery. */
   ackMs: number;
+  /** The checkpoint goes on two channels at once (`--copies-below`): bandwidth counts both copies. */
+  copies: boolean;
   /** Mean wire bandwidth, decimal Mbit/s. */
   bandwidthMbps: number;
   /** Bandwidth needed to land a percentile checkpoint in its slot, decimal Mbit/s; null when the
@@ -233,6 +240,7 @@ export interface PlanResult {
     framingBytes: number;
     percentile: number;
     inFlight: number;
+    copiesBelowBytes: number;
     maxPauseFraction: number;
   };
 }

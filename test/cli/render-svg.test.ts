@@ -32,6 +32,7 @@ function plan(
     processingMs: 0,
     recoveryMs: 0,
     ackMs: transferMs + 20,
+    copies: false,
     bandwidthMbps,
     peakBandwidthMbps,
     utilisation: bandwidthMbps / usableMbps,
@@ -118,6 +119,7 @@ function result(guests: GuestResult[], latencyBudgetMs: number | null, l = link(
       framingBytes: 8,
       percentile: 99,
       inFlight: 2,
+      copiesBelowBytes: 0,
       maxPauseFraction: 0.1,
     },
   };

@@ -82,6 +82,40 @@ describe('evaluateEpoch — loss recovery', () => {
   });
 });
 
+describe('evaluateEpoch — copies on two channels (--copies-below)', () => {
+  const lossy = (copiesBelowBytes: number, channels = 2) =>
+    ctx(
+      guest([m(1, 1000)]),
+      link(B, 0.025, { loss: 1e-3, mssBytes: 1000, channels, cc: 'bbr' }),
+      policy({ mode: 'pipelined', copiesBelowBytes }),
+    );
+  it('a checkpoint under the bound crosses the link twice and waits only when both copies lose', () => {
+    const ev = evaluateEpoch(lossy(2 ** 20), 0.1);
+    expect(ev.copies).toBe(true);
+    const x = (2 * 410_400) / B; // both copies' bytes
+    expect(ev.transferS).toBeCloseTo(x, 12);
+    expect(ev.avgBps).toBeCloseTo(2 * 4_104_000, 3);
+    const lastTrip = (410.4 * 0.025) / x;
+    const some = (n: number) => 1 - (1 - 1e-3) ** n;
+    const rec = some(lastTrip) ** 2 * (0.025 - 0.0125) + some(3) ** 2 * 0.025;
+    expect(ev.recoveryS).toBeCloseTo(rec, 12);
+    expect(ev.ackS).toBeCloseTo(x + 0.025 + rec, 12);
+  });
+  it('none above the bound, with one channel, or outside pipelined mode', () => {
+    const once = evaluateEpoch(lossy(0), 0.1);
+    expect(once.copies).toBe(false);
+    expect(once.avgBps).toBeCloseTo(4_104_000, 3);
+    expect(evaluateEpoch(lossy(400_000), 0.1).copies).toBe(false); // 410.4 kB per checkpoint
+    expect(evaluateEpoch(lossy(2 ** 20, 1), 0.1).copies).toBe(false);
+    const periodic = ctx(
+      guest([m(1, 1000)]),
+      link(B, 0.025, { channels: 2 }),
+      policy({ mode: 'periodic', copiesBelowBytes: 2 ** 20 }),
+    );
+    expect(evaluateEpoch(periodic, 0.1).copies).toBe(false);
+  });
+});
+
 describe('evaluateEpoch — xl (gap after commit)', () => {
   it('E = T + pause + transfer + RTT, solved with D(E)', () => {
     const c = ctx(guest([m(1, 1000)]), link(B, 0.025), policy({ mode: 'xl' }));

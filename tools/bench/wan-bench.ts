@@ -48,10 +48,11 @@
  *                 not fall behind the epoch) and the median ack at most epoch + transfer + RTT (they
  *                 do not queue: a pipelined sender falls behind in its acks before its epochs stretch)
  *   p99 bound     the issue's latency target: ack p99 ≤ epoch + transfer + RTT + 10 ms, transfer the
- *                 run's wire bytes per epoch at the lab's measured throughput, RTT the lab's measured
- *                 mean
+ *                 run's wire bytes per epoch (less remus-wan's copies: the epoch's own bytes) at the
+ *                 lab's measured throughput, RTT the lab's measured mean
  *   wire B/epoch  bytes the A side's device sent in the window (IP, TCP and TLS or ssh overhead
- *                 included) per epoch; retrans: the segments A's namespace sent again
+ *                 included) per epoch, remus-wan's copies (--copies-below: small epochs go on two
+ *                 channels) included, and their share; retrans: the segments A's namespace sent again
  *   ack p50/p99   from the end of each capture to its acknowledgement (the daemon's `ackMs`: durable at
  *                 the backup; the page stream's: copied into its replica, in memory)
  *   CPU s/GB      CPU seconds of every process in A's namespace (sender, ssh, socat) and in B's
@@ -399,6 +400,8 @@ interface Run {
   epochs: number;
   epochMsMedian: number;
   wireBytesPerEpoch: number;
+  /** Of the wire bytes, the share that were copies (--copies-below). */
+  copyShare: number;
   wireMBps: number;
   ackP50Ms: number;
   ackP99Ms: number;
@@ -584,7 +587,10 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
     const acks = rows.map((r) => r.ackMs).filter((x): x is number => typeof x === 'number');
     const epochMsMedian = median(num('epochMs'));
     const wireBytesPerEpoch = rows.length > 0 ? (b.tx - a.tx) / rows.length : Number.NaN;
-    const bound = ackBound(lab, wireBytesPerEpoch);
+    // the copies (--copies-below) are on the device too; the bound's transfer is the epoch's own bytes
+    const chunkBytes = sum(num('wireBytes'));
+    const copyShare = chunkBytes > 0 ? sum(num('copyBytes')) / (chunkBytes + sum(num('copyBytes'))) : 0;
+    const bound = ackBound(lab, wireBytesPerEpoch * (1 - copyShare));
     const ackP50Ms = percentile(acks, 0.5);
     const ackP99Ms = percentile(acks, 0.99);
     const run: Run = {
@@ -600,6 +606,7 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
       epochs: rows.length,
       epochMsMedian,
       wireBytesPerEpoch,
+      copyShare,
       wireMBps: (b.tx - a.tx) / 1e6 / windowS,
       retransmitted: retrans,
       ackP50Ms,
@@ -622,9 +629,16 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
   }
 }
 
+/** The sender's --copies-below in a run of `c`: its flags and --daemon-args/--send-args, else the default. */
+function copiesBelowOf(c: Extract<Contender, { kind: 'remus-wan' }>): string {
+  const args = [...c.flags, ...daemonArgs, ...sendArgs];
+  const at = args.lastIndexOf('--copies-below');
+  return (at >= 0 ? args[at + 1] : undefined) ?? DEFAULTS.copiesBelow;
+}
+
 /**
  * What remus-plan predicts from the run's stats file and the link (the asked rate and loss, the
- * measured RTT, the namespaces' congestion control, the daemon's channels and window): the link's
+ * measured RTT, the namespaces' congestion control, the daemon's channels, window and copies): the link's
  * bandwidth at the 100 ms epoch and the ack latency, against what the run measured (device bytes per
  * second, mean ackMs).
  */
@@ -649,6 +663,7 @@ function planCheck(
         ['--loss', lab.spec.loss, '--cc', lab.cc === 'bbr' ? 'bbr' : lab.cc === 'reno' ? 'reno' : 'cubic'],
         ['--channels', String(c.channels), '--mode', c.window > 1 ? 'pipelined' : 'periodic'],
         ['--in-flight', String(c.window), '--epoch', `${EPOCH_MS}ms`, '--json'],
+        ['--copies-below', copiesBelowOf(c)],
       ),
       { encoding: 'utf8' },
     ),
@@ -684,7 +699,7 @@ function runLine(r: Run): string {
     `${r.keptUp ? 'kept up' : 'BEHIND '}${r.keptUp && !r.withinP99 ? ' (p99 > bound)' : ''}`,
     `dirty ${f1(r.dirtyMBps).padStart(6)} MB/s`,
     `epoch ${f0(r.epochMsMedian).padStart(5)} ms`,
-    `wire ${f0(r.wireBytesPerEpoch / 1000).padStart(6)} kB/epoch`,
+    `wire ${f0(r.wireBytesPerEpoch / 1000).padStart(6)} kB/epoch${r.copyShare > 0 ? ` (${f0(100 * r.copyShare)} % copies)` : ''}`,
     `ack p50/p99 ${f0(r.ackP50Ms)}/${f0(r.ackP99Ms)} ms (bound ${f0(r.ackBoundMs)})`,
     `retrans ${r.retransmitted}`,
     `CPU s/GB ${f1(r.cpuPerGB.a)}/${f1(r.cpuPerGB.b)}`,
