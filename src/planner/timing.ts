@@ -126,21 +126,39 @@ function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number, co
 }
 
 /**
- * Whether a checkpoint of `wire` bytes goes on two channels at once: remus-wan's `--copies-below`
- * (pipelined mode, two channels or more). Both copies cross the link; the first to arrive counts.
+ * Whether a checkpoint of `wire` bytes, acknowledged `ack` seconds after its capture at epoch `e`,
+ * goes on two channels at once: remus-wan's `--copies-below` (pipelined mode, two channels or more)
+ * copies it while the unacknowledged bytes, the earlier epochs still in flight and its own, are
+ * within the bound. Both copies cross the link; the first to arrive counts.
  */
-function copiedAt(ctx: GuestContext, wire: number): boolean {
+function copiedAt(ctx: GuestContext, wire: number, ack: number, e: number): boolean {
   const { policy, link } = ctx;
-  return policy.mode === 'pipelined' && link.channels >= 2 && wire > 0 && wire <= policy.copiesBelowBytes;
+  if (policy.mode !== 'pipelined' || link.channels < 2 || wire <= 0) return false;
+  const before = Math.min(policy.inFlight - 1, Math.max(0, Math.ceil(ack / e) - 1));
+  return (before + 1) * wire <= policy.copiesBelowBytes;
 }
 
 /**
- * A checkpoint of `pages` pages and `wire` bytes at `goodput` bytes/s: its transfer, the processing
- * at both ends, the loss recovery, and the ack they add up to with the round trip.
+ * A checkpoint of `pages` pages and `wire` bytes at `goodput` bytes/s, epoch `e`: its transfer, the
+ * processing at both ends, the loss recovery, and the ack they add up to with the round trip; with
+ * copies, the link carries it twice.
  */
-function ackOf(ctx: GuestContext, pages: number, wire: number, goodput: number, rtt: number) {
-  const copies = copiedAt(ctx, wire);
-  // the copies share the link: the first is through after about both copies' bytes
+function ackOf(ctx: GuestContext, pages: number, wire: number, goodput: number, rtt: number, e: number) {
+  const once = ackWith(ctx, pages, wire, goodput, rtt, false);
+  return ctx.policy.copiesBelowBytes > 0 && copiedAt(ctx, wire, once.ack, e)
+    ? ackWith(ctx, pages, wire, goodput, rtt, true)
+    : once;
+}
+
+/** {@link ackOf} with the copies decided: the copies share the link, the first is through after both. */
+function ackWith(
+  ctx: GuestContext,
+  pages: number,
+  wire: number,
+  goodput: number,
+  rtt: number,
+  copies: boolean,
+) {
   const linkBytes = copies ? 2 * wire : wire;
   const transfer = linkBytes / goodput;
   const processing = processingFor(ctx, pages);
@@ -152,7 +170,7 @@ function ackOf(ctx: GuestContext, pages: number, wire: number, goodput: number, 
 function need(ctx: GuestContext, t: number, e: number, rtt: number, goodput: number): number {
   const pages = ctx.curve.pagesAt(e);
   const pause = ctx.policy.pause.baseS + ctx.policy.pause.perPageS * pages;
-  const { transfer: x, ack } = ackOf(ctx, pages, bytesFor(ctx, e, pages).wire, goodput, rtt);
+  const { transfer: x, ack } = ackOf(ctx, pages, bytesFor(ctx, e, pages).wire, goodput, rtt, e);
   switch (ctx.policy.mode) {
     case 'xl':
       return t + pause + ack;
@@ -255,7 +273,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     processing: processingS,
     recovery: recoveryS,
     ack: ackS,
-  } = ackOf(ctx, pages, wire, goodput, rtt);
+  } = ackOf(ctx, pages, wire, goodput, rtt, e);
   const avgBps = linkBytes / e;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
@@ -265,7 +283,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
       : policy.mode === 'pipelined'
         ? e - pauseS
         : e;
-  const peakLink = copiedAt(ctx, peakWire) ? 2 * peakWire : peakWire;
+  const peakLink = copiedAt(ctx, peakWire, ackS, e) ? 2 * peakWire : peakWire;
   const peakBps = slot > 0 ? peakLink / slot : peakLink > 0 ? Number.POSITIVE_INFINITY : 0;
   const usable = goodput * (1 - policy.headroom);
   const utilisation = avgBps / goodput;
@@ -277,7 +295,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const pauseT = policy.pause.baseS + policy.pause.perPageS * pagesT;
   // what the ack waits for besides the transfer: the round trip, processing, and loss recovery (at
   // the link's full rate: the best the channels can do)
-  const atLink = ackOf(ctx, pagesT, wireT, linkOnly, rtt);
+  const atLink = ackOf(ctx, pagesT, wireT, linkOnly, rtt, t);
   const waitT = atLink.ack - atLink.transfer;
   const deadline =
     policy.mode === 'periodic'

@@ -107,6 +107,15 @@ describe('evaluateEpoch — copies on two channels (--copies-below)', () => {
     expect(once.avgBps).toBeCloseTo(4_104_000, 3);
     expect(evaluateEpoch(lossy(400_000), 0.1).copies).toBe(false); // 410.4 kB per checkpoint
     expect(evaluateEpoch(lossy(2 ** 20, 1), 0.1).copies).toBe(false);
+    // an ack longer than the epoch leaves the previous checkpoint in flight: both count against the bound
+    const far = (copiesBelowBytes: number) =>
+      ctx(
+        guest([m(1, 1000)]),
+        link(B, 0.12, { loss: 1e-3, mssBytes: 1000, channels: 2, cc: 'bbr' }),
+        policy({ mode: 'pipelined', copiesBelowBytes }),
+      );
+    expect(evaluateEpoch(far(500_000), 0.1).copies).toBe(false); // 2 × 410.4 kB in flight
+    expect(evaluateEpoch(far(900_000), 0.1).copies).toBe(true);
     const periodic = ctx(
       guest([m(1, 1000)]),
       link(B, 0.025, { channels: 2 }),
