@@ -696,8 +696,8 @@ export class SenderSession extends EventEmitter {
     const send = async (f: Frame, ch: Channel) => {
       if (!copying || !pair) return this.write(ch, f);
       // a copy does not wait for a slow channel to drain (that is what it is for); a channel with a
-      // backlog of more than the copies' bound gets none
-      // (each frame still goes on one channel at least: the receiver takes each from either)
+      // backlog of more than the bound gets none, but each frame goes on one channel at least (the
+      // receiver takes each frame from either)
       const bound = this.o.copiesBelowBytes ?? 0;
       const open = pair.filter((c) => !c.isClosed);
       const ready = open.filter((c) => c.queuedBytes <= bound);

@@ -815,6 +815,8 @@ const tcp: {
   congestion: string | null;
   onError?: ((message: string) => void) | undefined;
 } = { rtoMinUs: null, congestion: null };
+/** The settings whose failure `onError` has heard about. */
+const told = new Set<string>();
 
 /**
  * The TCP tuning of every connection this process makes or accepts from now on:
@@ -836,9 +838,6 @@ export function configureTcp(o: {
   tcp.onError = o.onError;
   told.clear();
 }
-
-/** The settings whose failure `onError` has heard about. */
-const told = new Set<string>();
 
 function tune(socket: Socket): void {
   socket.setNoDelay(true);
