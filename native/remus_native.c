@@ -87,6 +87,7 @@
 #include <stdlib.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #ifndef _WIN32
 #include <netinet/in.h>
@@ -617,6 +618,39 @@ static napi_value int_result(napi_env env, int v) {
   return result;
 }
 
+/* An int64 result (NULL when it cannot be made). */
+static napi_value int64_result(napi_env env, int64_t v) {
+  napi_value result;
+  if (napi_create_int64(env, v, &result) != napi_ok) return NULL;
+  return result;
+}
+
+/*
+ * The arguments of a descriptor setter `name(fd, what)`: a descriptor and a value in 1..INT32_MAX.
+ * False with a TypeError or RangeError thrown ("name(fd, what): …") when they are not.
+ */
+static bool fd_and_int(napi_env env, napi_callback_info info, const char *name, const char *what, int64_t *fd,
+                       int64_t *v) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char msg[128];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
+  *fd = -1;
+  *v = -1;
+  if (argc < 2 || napi_get_value_int64(env, argv[0], fd) != napi_ok ||
+      napi_get_value_int64(env, argv[1], v) != napi_ok) {
+    snprintf(msg, sizeof msg, "%s(fd, %s): numbers expected", name, what);
+    throw_type(env, msg);
+    return false;
+  }
+  if (*fd < 0 || *fd > INT32_MAX || *v < 1 || *v > INT32_MAX) {
+    snprintf(msg, sizeof msg, "%s(fd, %s): fd or %s out of range", name, what, what);
+    throw_range(env, msg);
+    return false;
+  }
+  return true;
+}
+
 /* A typed array of the given element type; data points at its first element (byteOffset applied). */
 static int get_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
@@ -663,9 +697,7 @@ static napi_value js_encode_delta(napi_env env, napi_callback_info info) {
      negative limit rejects every nonempty delta, as -1 does */
   const int64_t lim = limit < 0 ? -1 : (int64_t)limit;
   const int64_t r = encode_delta((const uint8_t *)a, (const uint8_t *)b, na, (uint8_t *)out, lim, NULL);
-  napi_value result;
-  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
-  return result;
+  return int64_result(env, r);
 }
 
 /* The (page, delta) arguments of applyDelta and applyDeltaHash: 0 after throwing. */
@@ -903,9 +935,7 @@ static napi_value js_encode_page(napi_env env, napi_callback_info info) {
   uint32_t *h = (uint32_t *)hash;
   const int64_t r =
       encode_page((const uint8_t *)page, (uint8_t *)base, has_base, n, (uint8_t *)out, lim, &h[0], &h[1]);
-  napi_value result;
-  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
-  return result;
+  return int64_result(env, r);
 }
 
 /* setTcpRtoMin(fd, microseconds): see the header. TCP_RTO_MIN_US is newer than most C headers. */
@@ -913,25 +943,14 @@ static napi_value js_encode_page(napi_env env, napi_callback_info info) {
 #define TCP_RTO_MIN_US 45
 #endif
 static napi_value js_set_tcp_rto_min(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  int64_t fd = -1, us = -1;
-  if (argc < 2 || napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
-      napi_get_value_int64(env, argv[1], &us) != napi_ok) {
-    return throw_type(env, "setTcpRtoMin(fd, microseconds): numbers expected");
-  }
-  if (fd < 0 || fd > INT32_MAX || us < 1 || us > INT32_MAX) {
-    return throw_range(env, "setTcpRtoMin(fd, microseconds): fd or microseconds out of range");
-  }
+  int64_t fd, us;
+  if (!fd_and_int(env, info, "setTcpRtoMin", "microseconds", &fd, &us)) return NULL;
   int64_t r = -ENOSYS;
 #if defined(__linux__)
   int v = (int)us;
   r = setsockopt((int)fd, IPPROTO_TCP, TCP_RTO_MIN_US, &v, sizeof v) == 0 ? 0 : -errno;
 #endif
-  napi_value result;
-  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
-  return result;
+  return int64_result(env, r);
 }
 
 /* setTcpCongestion(fd, name): see the header. */
@@ -953,32 +972,19 @@ static napi_value js_set_tcp_congestion(napi_env env, napi_callback_info info) {
 #if defined(__linux__)
   r = setsockopt((int)fd, IPPROTO_TCP, TCP_CONGESTION, name, (socklen_t)len) == 0 ? 0 : -errno;
 #endif
-  napi_value result;
-  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
-  return result;
+  return int64_result(env, r);
 }
 
 /* setPipeSize(fd, bytes): see the header. */
 static napi_value js_set_pipe_size(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
-  int64_t fd = -1, bytes = -1;
-  if (argc < 2 || napi_get_value_int64(env, argv[0], &fd) != napi_ok ||
-      napi_get_value_int64(env, argv[1], &bytes) != napi_ok) {
-    return throw_type(env, "setPipeSize(fd, bytes): numbers expected");
-  }
-  if (fd < 0 || fd > INT32_MAX || bytes < 1 || bytes > INT32_MAX) {
-    return throw_range(env, "setPipeSize(fd, bytes): fd or bytes out of range");
-  }
+  int64_t fd, bytes;
+  if (!fd_and_int(env, info, "setPipeSize", "bytes", &fd, &bytes)) return NULL;
   int64_t r = -ENOSYS;
 #if defined(__linux__) && defined(F_SETPIPE_SZ)
   r = fcntl((int)fd, F_SETPIPE_SZ, (int)bytes);
   if (r < 0) r = -errno;
 #endif
-  napi_value result;
-  if (napi_create_int64(env, r, &result) != napi_ok) return NULL;
-  return result;
+  return int64_result(env, r);
 }
 
 /* trimHeap(): see the header. */
