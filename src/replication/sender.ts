@@ -692,19 +692,19 @@ export class SenderSession extends EventEmitter {
     let told = performance.now();
     // while the epoch is small, every frame goes on two channels (the first copy to arrive counts)
     const pair = this.copiesOf(out);
-    let copying = pair !== undefined;
-    const send = async (f: Frame, ch: Channel) => {
-      if (!copying || !pair) return this.write(ch, f);
+    const bound = this.o.copiesBelowBytes ?? 0;
+    const send = async (f: Frame, ch: Channel, copy: boolean) => {
+      if (!copy || !pair) return this.write(ch, f);
       // a copy does not wait for a slow channel to drain (that is what it is for); a channel with a
       // backlog of more than the bound gets none, but each frame goes on one channel at least (the
       // receiver takes each frame from either)
-      const bound = this.o.copiesBelowBytes ?? 0;
       const open = pair.filter((c) => !c.isClosed);
       const ready = open.filter((c) => c.queuedBytes <= bound);
       if (ready.length === 0) return this.write(open[0] ?? ch, f);
       for (const c of ready) c.send(f);
     };
-    await send(out.begin, this.channels[0] as Channel);
+    await send(out.begin, this.channels[0] as Channel, pair !== undefined);
+    let copying = pair !== undefined;
     let bytes = 0;
     for (let i = 0; ; i++) {
       await out.next(i);
@@ -713,15 +713,14 @@ export class SenderSession extends EventEmitter {
       if (!c) break;
       bytes += c.data.length;
       // the epoch outgrew the bound: its other chunks go once, striped
-      if (copying && this.retainedBytes() - out.bytes + bytes > (this.o.copiesBelowBytes ?? 0))
-        copying = false;
+      if (copying && this.retainedBytes() - out.bytes + bytes > bound) copying = false;
       await this.limiter.take((c.data.length + 38) * (copying ? 2 : 1));
       if (!live()) return;
       if (copying) {
         this.counters.copyBytes += c.data.length;
         out.copyBytes += c.data.length;
       }
-      await send(c, this.channels[i % n] as Channel);
+      await send(c, this.channels[i % n] as Channel, copying);
       sentRaw += c.rawLength;
       if (full && performance.now() - told > 1000) {
         told = performance.now();
@@ -730,8 +729,7 @@ export class SenderSession extends EventEmitter {
     }
     if (!live() || !out.end) return;
     // the END goes on both channels of the pair whenever the BEGIN did: either may complete the epoch
-    copying = pair !== undefined;
-    await send(out.end, this.channels[0] as Channel);
+    await send(out.end, this.channels[0] as Channel, pair !== undefined);
     out.endSentAt = performance.now();
   }
 
