@@ -29,6 +29,9 @@
  *   setTcpCongestion(fd, name)       -> Linux setsockopt TCP_CONGESTION: the socket's congestion
  *                                        control ("cubic", "bbr", "reno"…); 0, or -errno (ENOENT: not
  *                                        available; EPERM: not allowed without CAP_NET_ADMIN)
+ *   tcpUnsent(fd)                    -> Linux ioctl SIOCOUTQNSD: the bytes written to a TCP socket that
+ *                                        it has not sent yet (its send queue less what is in flight);
+ *                                        or -errno (ENOTTY, EINVAL: not a TCP socket)
  *   waitReadable(fd, timeoutMs, callback)
  *                                     -> poll(fd, POLLIN) on the thread pool for at most timeoutMs;
  *                                        callback(revents) on the main thread (0: timed out; POLLIN,
@@ -93,6 +96,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -975,6 +979,27 @@ static napi_value js_set_tcp_congestion(napi_env env, napi_callback_info info) {
   return int64_result(env, r);
 }
 
+/* tcpUnsent(fd): see the header. */
+#if defined(__linux__)
+#include <linux/sockios.h>
+#endif
+static napi_value js_tcp_unsent(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  int64_t fd = -1;
+  if (argc < 1 || napi_get_value_int64(env, argv[0], &fd) != napi_ok) {
+    return throw_type(env, "tcpUnsent(fd): a number expected");
+  }
+  if (fd < 0 || fd > INT32_MAX) return throw_range(env, "tcpUnsent(fd): fd out of range");
+  int64_t r = -ENOSYS;
+#if defined(__linux__) && defined(SIOCOUTQNSD)
+  int n = 0;
+  r = ioctl((int)fd, SIOCOUTQNSD, &n) == 0 ? n : -errno;
+#endif
+  return int64_result(env, r);
+}
+
 /* setPipeSize(fd, bytes): see the header. */
 static napi_value js_set_pipe_size(napi_env env, napi_callback_info info) {
   int64_t fd, bytes;
@@ -1307,6 +1332,7 @@ NAPI_MODULE_INIT() {
       {"setPipeSize", NULL, js_set_pipe_size, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTcpRtoMin", NULL, js_set_tcp_rto_min, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setTcpCongestion", NULL, js_set_tcp_congestion, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tcpUnsent", NULL, js_tcp_unsent, NULL, NULL, NULL, napi_enumerable, NULL},
 #ifndef _WIN32
       {"waitReadable", NULL, js_wait_readable, NULL, NULL, NULL, napi_enumerable, NULL},
 #endif

@@ -102,6 +102,10 @@ function senderOptions(cmd: Command): Command {
       '--copies-below <size|off>',
       `send an epoch on two channels at once while the unacknowledged data is at most this size: a loss on one channel then does not delay it (default ${DEFAULTS.copiesBelow})`,
     )
+    .option(
+      '--hedge-after <duration|off>',
+      `while an epoch is not acknowledged, this long after its end and again every as long, what of it still waits unsent on a slowed connection goes again on one with nothing left to send (default ${DEFAULTS.hedgeAfter})`,
+    )
     .option('--zstd-level <n|off>', `zstd level (default ${DEFAULTS.zstdLevel})`)
     .option(
       '--rate <rate|off>',

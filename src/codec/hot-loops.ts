@@ -140,6 +140,7 @@ interface NativeAddon {
   setPipeSize?(fd: number, bytes: number): number;
   setTcpRtoMin?(fd: number, microseconds: number): number;
   setTcpCongestion?(fd: number, name: string): number;
+  tcpUnsent?(fd: number): number;
   waitReadable?(fd: number, timeoutMs: number, done: (revents: number) => void): void;
   /** glibc's mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD; false elsewhere. */
   fixMmapThreshold(bytes: number): boolean;
@@ -436,6 +437,7 @@ interface Loaded {
   setPipeSize?: ((fd: number, bytes: number) => number) | undefined;
   setTcpRtoMin?: ((fd: number, microseconds: number) => number) | undefined;
   setTcpCongestion?: ((fd: number, name: string) => number) | undefined;
+  tcpUnsent?: ((fd: number) => number) | undefined;
   waitReadable?: ((fd: number, timeoutMs: number) => Promise<number>) | undefined;
   fixMmapThreshold?: (bytes: number) => boolean;
   mapFile?: ((fd: number, length: number, writable: boolean) => FileMapping) | undefined;
@@ -497,6 +499,7 @@ function loadNative(): Loaded {
           setPipeSize: addon.setPipeSize,
           setTcpRtoMin: addon.setTcpRtoMin,
           setTcpCongestion: addon.setTcpCongestion,
+          tcpUnsent: addon.tcpUnsent,
           waitReadable: addon.waitReadable
             ? (fd: number, timeoutMs: number) =>
                 new Promise<number>((resolve) => addon.waitReadable?.(fd, timeoutMs, resolve))
@@ -558,6 +561,13 @@ export const setTcpRtoMin: ((fd: number, microseconds: number) => number) | unde
  * undefined without the addon.
  */
 export const setTcpCongestion: ((fd: number, name: string) => number) | undefined = loaded.setTcpCongestion;
+
+/**
+ * The bytes written to a TCP socket that it has not sent yet (Linux ioctl SIOCOUTQNSD, through the
+ * addon): what waits for the congestion window or the pacing. Returns the count or −errno; undefined
+ * without the addon.
+ */
+export const tcpUnsent: ((fd: number) => number) | undefined = loaded.tcpUnsent;
 
 /**
  * Wait, on the thread pool, at most `timeoutMs` for `fd` to have something to read (poll POLLIN).

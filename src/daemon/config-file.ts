@@ -29,6 +29,7 @@ const fileSchema = z
     cache: z.string(),
     chunk: z.string(),
     copiesBelow: z.string(),
+    hedgeAfter: z.string(),
     zstdLevel: z.union([z.number(), z.string()]),
     rate: z.string(),
     burst: z.string(),

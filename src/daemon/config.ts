@@ -50,6 +50,8 @@ export interface SendSettings extends CommonSettings {
   chunkBytes: number;
   /** Copy an epoch on two channels while the unacknowledged bytes are at most this many (0: off). */
   copiesBelowBytes: number;
+  /** Resend an unacknowledged epoch's frames still waiting on a slowed channel after this long, ms (0: off). */
+  hedgeAfterMs: number;
   zstdLevel: number | null;
   rate: { bytesPerSecond: number; burstBytes: number } | null;
   maxEpochs?: number;
@@ -105,6 +107,7 @@ export const DEFAULTS = {
   cache: '64MiB',
   chunk: '512KiB',
   copiesBelow: '256KiB',
+  hedgeAfter: '10ms',
   zstdLevel: 1,
   burst: '4MiB',
   heartbeat: '200ms',
@@ -260,6 +263,10 @@ function senderCommon(m: Merged, connect: string): SenderCommonSettings {
       m.copiesBelow === 'off'
         ? 0
         : parseBytes(m.copiesBelow ?? DEFAULTS.copiesBelow, { what: '--copies-below' }),
+    hedgeAfterMs:
+      m.hedgeAfter === 'off'
+        ? 0
+        : 1000 * parseDuration(m.hedgeAfter ?? DEFAULTS.hedgeAfter, { what: '--hedge-after' }),
     zstdLevel: level,
     rate:
       rate === null

@@ -223,6 +223,7 @@ export function makeSenderSession(
     pageSize: s.pageSize,
     channels: s.channels,
     copiesBelowBytes: s.copiesBelowBytes,
+    hedgeAfterMs: s.hedgeAfterMs,
     window: s.window,
     epochMs: o.epochMs,
     codec: { cacheBytes: s.cacheBytes, chunkBytes: s.chunkBytes, zstdLevel: s.zstdLevel },

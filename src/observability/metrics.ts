@@ -63,8 +63,13 @@ export function senderMetrics(s: SenderSession, loop: LoopDelay): Registry {
   g('remus_wan_resent_epochs_total', 'epochs sent again after a reconnect', () => s.counters.resentEpochs);
   g(
     'remus_wan_copy_bytes_total',
-    'chunk bytes sent a second time on another channel (--copies-below)',
+    'chunk bytes sent a second time on another channel (--copies-below, --hedge-after)',
     () => s.counters.copyBytes,
+  );
+  g(
+    'remus_wan_hedged_bytes_total',
+    'of those, the bytes an idle channel took over from a slowed one (--hedge-after)',
+    () => s.counters.hedgedBytes,
   );
   g('remus_wan_rtt_seconds', 'heartbeat round trip on channel 0', () =>
     s.rttMs === undefined ? undefined : s.rttMs / 1000,

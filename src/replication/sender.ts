@@ -118,6 +118,13 @@ export interface SenderOptions {
    * that announces Capability.COPIES.
    */
   copiesBelowBytes?: number;
+  /**
+   * This long after an epoch's END, and again every as long while it is not acknowledged, send again
+   * on a channel with nothing left to send the frames of it still waiting unsent in another, ms (0:
+   * never). See {@link SenderSession.armHedge}. Needs two channels and a receiver that announces
+   * Capability.COPIES.
+   */
+  hedgeAfterMs?: number;
   /** Most epochs sent and not yet acknowledged (1: stop and wait). */
   window: number;
   /** Capture interval, ms (0: capture as soon as the source has an epoch and the window allows). */
@@ -176,6 +183,8 @@ class OutEpoch {
   stats: Omit<SenderEpochStats, 'ackMs' | 'resent' | 'copyBytes'> | undefined;
   /** Chunk bytes sent a second time, on another channel. */
   copyBytes = 0;
+  /** Where each frame sent went (the last time the epoch was sent), for {@link SenderSession.hedge}. */
+  placed: Array<{ frame: Frame; on: Array<{ ch: Channel; end: number }> }> = [];
   private waiters: Array<() => void> = [];
 
   constructor(
@@ -253,6 +262,8 @@ export class SenderSession extends EventEmitter {
     resentEpochs: 0,
     /** Chunk bytes sent a second time, on another channel ({@link SenderOptions.copiesBelowBytes}). */
     copyBytes: 0,
+    /** The part of copyBytes that hedged a slowed channel ({@link SenderOptions.hedgeAfterMs}). */
+    hedgedBytes: 0,
   };
   /** Whether the receiver takes the first of several copies of a frame (Capability.COPIES). */
   private peerTakesCopies = false;
@@ -686,24 +697,17 @@ export class SenderSession extends EventEmitter {
       out.resent++;
       this.counters.resentEpochs++;
     }
-    const n = this.channels.length;
+    out.placed = [];
     const full = (out.begin.flags & EpochFlags.FULL) !== 0;
     let sentRaw = 0;
     let told = performance.now();
     // while the epoch is small, every frame goes on two channels (the first copy to arrive counts)
     const pair = this.copiesOf(out);
     const bound = this.o.copiesBelowBytes ?? 0;
-    const send = async (f: Frame, ch: Channel, copy: boolean) => {
-      if (!copy || !pair) return this.write(ch, f);
-      // a copy does not wait for a slow channel to drain (that is what it is for); a channel with a
-      // backlog of more than the bound gets none, but each frame goes on one channel at least (the
-      // receiver takes each frame from either)
-      const open = pair.filter((c) => !c.isClosed);
-      const ready = open.filter((c) => c.queuedBytes <= bound);
-      if (ready.length === 0) return this.write(open[0] ?? ch, f);
-      for (const c of ready) c.send(f);
-    };
-    await send(out.begin, this.channels[0] as Channel, pair !== undefined);
+    // the BEGIN and the END are small: a receiver that takes copies gets them on every channel, so
+    // that neither waits behind a slow channel's backlog
+    const every = () => (this.peerTakesCopies ? this.channels : this.channels.slice(0, 1));
+    await this.send(out, out.begin, every(), bound);
     let copying = pair !== undefined;
     let bytes = 0;
     for (let i = 0; ; i++) {
@@ -720,7 +724,8 @@ export class SenderSession extends EventEmitter {
         this.counters.copyBytes += c.data.length;
         out.copyBytes += c.data.length;
       }
-      await send(c, this.channels[i % n] as Channel, copying);
+      if (copying && pair) await this.send(out, c, pair, bound);
+      else await this.send(out, c, [this.stripe(i)], bound);
       sentRaw += c.rawLength;
       if (full && performance.now() - told > 1000) {
         told = performance.now();
@@ -728,9 +733,77 @@ export class SenderSession extends EventEmitter {
       }
     }
     if (!live() || !out.end) return;
-    // the END goes on both channels of the pair whenever the BEGIN did: either may complete the epoch
-    await send(out.end, this.channels[0] as Channel, pair !== undefined);
+    await this.send(out, out.end, every(), bound);
     out.endSentAt = performance.now();
+    this.armHedge(out, live);
+  }
+
+  /**
+   * Write a frame of an epoch on the channels given, and note where it went. On one channel the write
+   * waits for the socket to drain; on several it does not wait for a slow one (that is what the copies
+   * are for), and a channel with a backlog of more than `bound` gets none, but the frame goes on one
+   * channel at least (the receiver takes each frame from any).
+   */
+  private async send(out: OutEpoch, f: Frame, on: readonly Channel[], bound: number): Promise<void> {
+    const open = on.filter((c) => !c.isClosed);
+    const ready = open.length > 1 ? open.filter((c) => c.queuedBytes <= bound) : [];
+    if (ready.length === 0) {
+      const ch = open[0] ?? (on[0] as Channel);
+      await this.write(ch, f);
+      out.placed.push({ frame: f, on: [{ ch, end: ch.stats.bytesOut }] });
+      return;
+    }
+    for (const c of ready) c.send(f);
+    out.placed.push({ frame: f, on: ready.map((ch) => ({ ch, end: ch.stats.bytesOut })) });
+  }
+
+  /**
+   * Hedge an epoch sent once: `hedgeAfterMs` after its END, and again every as long while it is not
+   * acknowledged, the frames of it that no channel has put on the wire yet (they wait in the socket of
+   * a channel whose TCP flow has slowed: BBR's pace after a loss recovery, the congestion window) go
+   * again on a channel with nothing left to send. The receiver takes the first copy. In effect the
+   * channel that finished its share of the epoch takes over what the slow one still holds. A link that
+   * is busy has no such channel, so hedging costs bandwidth only when there is room, like the copies.
+   */
+  private armHedge(out: OutEpoch, live: () => boolean): void {
+    const after = this.o.hedgeAfterMs ?? 0;
+    if (after <= 0 || !this.peerTakesCopies || this.channels.length < 2) return;
+    const pending = () => live() && this.retained.get(out.epoch) === out;
+    const check = async () => {
+      if (!pending()) return;
+      await this.hedge(out);
+      if (pending()) setTimeout(check, after).unref();
+    };
+    setTimeout(check, after).unref();
+  }
+
+  private async hedge(out: OutEpoch): Promise<void> {
+    const idle = this.channels.find((c) => !c.isClosed && c.unsentBytes === 0);
+    if (!idle) return;
+    // a channel has put on the wire the bytes it was given up to bytesOut − unsent (its stream is in
+    // order); a frame waits when none of the channels it went on got that far
+    const sentThrough = new Map<Channel, number>();
+    const through = (ch: Channel) => {
+      let n = sentThrough.get(ch);
+      if (n === undefined) {
+        n = ch.stats.bytesOut - ch.unsentBytes;
+        sentThrough.set(ch, n);
+      }
+      return n;
+    };
+    const waiting = out.placed.filter((p) => p.on.every(({ ch, end }) => end > through(ch)));
+    if (waiting.length === 0) return;
+    let bytes = 0;
+    for (const p of waiting) if (p.frame.type === FrameType.CHUNK) bytes += p.frame.data.length;
+    await this.limiter.take(bytes + 38 * waiting.length);
+    if (idle.isClosed || this.retained.get(out.epoch) !== out) return;
+    for (const p of waiting) {
+      idle.send(p.frame);
+      p.on.push({ ch: idle, end: idle.stats.bytesOut });
+    }
+    this.counters.copyBytes += bytes;
+    this.counters.hedgedBytes += bytes;
+    out.copyBytes += bytes;
   }
 
   /**
@@ -746,6 +819,28 @@ export class SenderSession extends EventEmitter {
     if (bound <= 0 || !this.peerTakesCopies || this.channels.length < 2) return undefined;
     if (this.retainedBytes() - out.bytes > bound) return undefined;
     return [this.channels[0] as Channel, this.channels[1] as Channel];
+  }
+
+  /**
+   * The channel for the i-th chunk of an epoch sent once: the open channel with the fewest bytes not
+   * yet sent, the i-th in turn first. A channel whose TCP flow has slowed (a loss recovery, BBR's
+   * estimate after it) keeps a backlog and gets fewer chunks, so it holds up the epoch less; on an
+   * idle link the chunks go round the channels in turn.
+   */
+  private stripe(i: number): Channel {
+    const n = this.channels.length;
+    let best = this.channels[i % n] as Channel;
+    let least = best.isClosed ? Number.POSITIVE_INFINITY : best.unsentBytes;
+    for (let k = 1; k < n && least > 0; k++) {
+      const c = this.channels[(i + k) % n] as Channel;
+      if (c.isClosed) continue;
+      const u = c.unsentBytes;
+      if (u < least) {
+        best = c;
+        least = u;
+      }
+    }
+    return best;
   }
 
   private async write(ch: Channel, f: Frame): Promise<void> {

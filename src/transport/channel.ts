@@ -16,6 +16,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
+import { tcpUnsent } from '../codec/hot-loops.js';
 import { asRwanError, RwanError } from '../errors.js';
 import { FrameDecoder, type FrameDecoderOptions } from '../protocol/decoder.js';
 import { ack, encodeFrame, errorFrame, heartbeat, hello } from '../protocol/encoder.js';
@@ -31,6 +32,12 @@ import {
   Role,
   WireErrorCode,
 } from '../protocol/frames.js';
+
+/** The descriptor of a TCP socket, or of the one under a TLS socket; undefined for other streams. */
+export function socketFd(socket: unknown): number | undefined {
+  const raw = (socket as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof raw === 'number' && raw >= 0 ? raw : undefined;
+}
 
 /** Options of a {@link Channel}. */
 export interface ChannelOptions {
@@ -140,6 +147,17 @@ export class Channel extends EventEmitter {
   /** Bytes queued in the socket and not yet written. */
   get queuedBytes(): number {
     return (this.socket as unknown as { writableLength?: number }).writableLength ?? 0;
+  }
+
+  /**
+   * Bytes written and not sent yet: those in the socket's buffer, plus, for a TCP socket (under TLS
+   * too), those the kernel holds back for the congestion window or the pacing (through the addon;
+   * without it, the socket's buffer only). A channel whose TCP flow has slowed shows it here first.
+   */
+  get unsentBytes(): number {
+    const fd = socketFd(this.socket);
+    const kernel = fd !== undefined && tcpUnsent ? tcpUnsent(fd) : 0;
+    return this.queuedBytes + Math.max(0, kernel);
   }
 
   /**

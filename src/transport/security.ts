@@ -50,6 +50,7 @@ import {
 } from 'node:tls';
 import { setTcpCongestion, setTcpRtoMin } from '../codec/hot-loops.js';
 import { isRwanError, RwanError } from '../errors.js';
+import { socketFd } from './channel.js';
 
 /** How a connection is secured. Paths are PEM files. */
 export type Security = TlsSecurity | PskSecurity | InsecureSecurity;
@@ -843,9 +844,7 @@ function tune(socket: Socket): void {
   socket.setNoDelay(true);
   socket.setKeepAlive(true, KEEPALIVE_INITIAL_DELAY_MS);
   if (tcp.rtoMinUs === null && tcp.congestion === null) return;
-  // the descriptor of a TCP socket, or of the one under a TLS socket
-  const raw = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  const fd = typeof raw === 'number' && raw >= 0 ? raw : undefined;
+  const fd = socketFd(socket);
   const apply = (what: string, set: ((fd: number) => number) | undefined) => {
     const r =
       set === undefined
