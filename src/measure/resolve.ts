@@ -266,6 +266,8 @@ async function toSpec(
     model: entry.model ?? 'auto',
   };
   if (memoryBytes !== undefined) spec.memoryBytes = memoryBytes;
+  const hedging = loaded.find((g) => g.hedging)?.hedging;
+  if (hedging) spec.hedging = hedging;
   if (entry.priority !== undefined) spec.priority = entry.priority;
   return spec;
 }

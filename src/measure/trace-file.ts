@@ -342,6 +342,10 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   const stateCol = col('deviceStateBytes');
   const states: number[] = [];
   const encodeCol = col('encodeMs');
+  const [copyCol, hedgedCol] = [col('copyBytes'), col('hedgedBytes')];
+  // the epochs sent once (no copies besides the hedges): their wire bytes and hedged bytes
+  let onceWire = 0;
+  let hedged = 0;
   const perPage: number[] = [];
   let skippedFull = 0;
   rows.each((field, num, line) => {
@@ -378,6 +382,11 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
       raw += r;
       wire += wb;
       epochs++;
+      const h = hedgedCol < 0 ? Number.NaN : num(hedgedCol);
+      if (Number.isFinite(h) && h >= 0 && (copyCol < 0 || num(copyCol) <= h)) {
+        onceWire += wb;
+        hedged += h;
+      }
     }
   });
   const isDaemon = rows.keys.includes('wireBytes');
@@ -400,6 +409,12 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   };
   if (epochs > 0 && raw > 0) {
     guest.compression = { ratio: wire / raw, source: `${source} (measured over ${epochs} epochs)` };
+  }
+  if (onceWire > 0) {
+    guest.hedging = {
+      share: hedged / onceWire,
+      source: `${source} (hedgedBytes over the wire bytes of the epochs sent once)`,
+    };
   }
   if (perPage.length > 0) {
     guest.processing = {

@@ -56,6 +56,8 @@ export interface GuestMeasurements {
   deviceStateBytes?: number;
   /** Encoding time per dirty page at the primary, seconds (daemon stats: `encodeMs` / `dirtyPages`). */
   processing?: { perPageS: number; source: string };
+  /** Hedged bytes per wire byte of the epochs sent once (daemon stats: `hedgedBytes`, `copyBytes`). */
+  hedging?: { share: number; source: string };
   notes: string[];
 }
 

@@ -115,6 +115,9 @@ export function planGuest(
       source: guest.compressionSource,
     },
     processing: { perPageUs: sig(guest.processingPerPageS * 1e6), source: guest.processingSource },
+    ...(guest.hedging
+      ? { hedging: { share: sig(guest.hedging.share, 3), source: guest.hedging.source } }
+      : {}),
     plans,
     recommended: best
       ? {

@@ -125,6 +125,12 @@ function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number, co
   return late * (rtt - lastTrip / 2) - Math.expm1(3 * channels * keep) * rtt;
 }
 
+/** The hedged bytes per wire byte of a checkpoint sent once: measured, and only where remus-wan hedges. */
+function hedgeShare(ctx: GuestContext): number {
+  const h = ctx.guest.hedging;
+  return h && ctx.policy.mode !== 'xl' && ctx.link.channels >= 2 ? h.share : 0;
+}
+
 /**
  * Whether a checkpoint of `wire` bytes, acknowledged `ack` seconds after its capture at epoch `e`,
  * goes on two channels at once: remus-wan's `--copies-below` (pipelined mode, two channels or more)
@@ -274,7 +280,12 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     recovery: recoveryS,
     ack: ackS,
   } = ackOf(ctx, pages, wire, goodput, rtt, e);
-  const avgBps = linkBytes / e;
+  const usable = goodput * (1 - policy.headroom);
+  // remus-wan's hedges (--hedge-after), at the share its stats measured, on checkpoints sent once:
+  // they go only on an idle channel, so they take at most the room the checkpoints leave
+  const baseBps = linkBytes / e;
+  const hedgeBps = copies ? 0 : Math.min((hedgeShare(ctx) * wire) / e, Math.max(0, usable - baseBps));
+  const avgBps = baseBps + hedgeBps;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
   // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
   const slot =
@@ -285,7 +296,6 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
         : e;
   const peakLink = copiedAt(ctx, peakWire, ackS, e) ? 2 * peakWire : peakWire;
   const peakBps = slot > 0 ? peakLink / slot : peakLink > 0 ? Number.POSITIVE_INFINITY : 0;
-  const usable = goodput * (1 - policy.headroom);
   const utilisation = avgBps / goodput;
   const latencyMeanS = e / 2 + pauseS + ackS;
   const latencyMaxS = e + pauseS + ackS;

@@ -42,6 +42,12 @@ export interface GuestSpec {
   processingPerPageS: number;
   /** Where `processingPerPageS` came from ('none' when 0). */
   processingSource: string;
+  /**
+   * Bytes remus-wan's sender hedged (`--hedge-after`: sent again on an idle channel) per wire byte of
+   * the checkpoints it did not copy, as its stats measured; the link carries them too. A share of
+   * the traffic the dirty rate does not predict: it depends on how often a channel slows.
+   */
+  hedging?: { share: number; source: string };
   model: ModelName;
   /** Lower numbers are admitted to a shared link first (fleet). Default: file order. */
   priority?: number;
@@ -175,6 +181,8 @@ export interface GuestResult {
   compression: { memory: number; disk: number; source: string };
   /** Processing per dirty page at each end (0 when not measured), and where it came from. */
   processing: { perPageUs: number; source: string };
+  /** The measured hedge share the bandwidth counts ({@link GuestSpec.hedging}), when the input had one. */
+  hedging?: { share: number; source: string };
   plans: EpochPlan[];
   /** Lowest-latency feasible plan, or null with `cannotProtect` explaining why. */
   recommended: Recommendation | null;

@@ -167,6 +167,8 @@ export interface SenderEpochStats {
   resent: number;
   /** Chunk bytes also sent on a second channel ({@link SenderOptions.copiesBelowBytes}). */
   copyBytes: number;
+  /** Of copyBytes, those sent again on an idle channel ({@link SenderOptions.hedgeAfterMs}). */
+  hedgedBytes: number;
   kinds: { zero: number; raw: number; delta: number; dup: number };
   /** Image digest at the capture, when the source computes it. */
   digest?: string;
@@ -180,9 +182,11 @@ class OutEpoch {
   end: EpochEndFrame | undefined;
   resent = 0;
   endSentAt = 0;
-  stats: Omit<SenderEpochStats, 'ackMs' | 'resent' | 'copyBytes'> | undefined;
+  stats: Omit<SenderEpochStats, 'ackMs' | 'resent' | 'copyBytes' | 'hedgedBytes'> | undefined;
   /** Chunk bytes sent a second time, on another channel. */
   copyBytes = 0;
+  /** Of those, the hedges. */
+  hedgedBytes = 0;
   /** Where each frame sent went (the last time the epoch was sent), for {@link SenderSession.hedge}. */
   placed: Array<{ frame: Frame; on: Array<{ ch: Channel; end: number }> }> = [];
   private waiters: Array<() => void> = [];
@@ -532,6 +536,7 @@ export class SenderSession extends EventEmitter {
           ackMs: fromAck ? now - out.capturedAt : Number.NaN,
           resent: out.resent,
           copyBytes: out.copyBytes,
+          hedgedBytes: out.hedgedBytes,
         };
         this.counters.epochsAcked++;
         this.emit('epoch', stats);
@@ -804,6 +809,7 @@ export class SenderSession extends EventEmitter {
     this.counters.copyBytes += bytes;
     this.counters.hedgedBytes += bytes;
     out.copyBytes += bytes;
+    out.hedgedBytes += bytes;
   }
 
   /**

@@ -70,6 +70,9 @@ describe('daemon config', () => {
     }
     expect(sendSettings(base).copiesBelowBytes).toBe(256 * 1024);
     expect(sendSettings({ ...base, copiesBelow: '1MiB' }).copiesBelowBytes).toBe(2 ** 20);
+    expect(sendSettings(base).hedgeAfterMs).toBe(10);
+    expect(sendSettings({ ...base, hedgeAfter: '25ms' }).hedgeAfterMs).toBe(25);
+    expect(sendSettings({ ...base, hedgeAfter: 'off' }).hedgeAfterMs).toBe(0);
     expect(sendSettings({ ...base, copiesBelow: 'off' }).copiesBelowBytes).toBe(0);
     expect(codeOf(() => sendSettings({ ...base, copiesBelow: 'lots' }))).toMatch(/^RWAN_ERR_INVALID/);
   });

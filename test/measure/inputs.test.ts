@@ -130,6 +130,27 @@ describe('traces', () => {
     const [plain] = parseInput('pages,window_ms\n300,100\n', 4096, 'counts.csv');
     expect(plain?.processing).toBeUndefined();
   });
+  it('remus-wan stats: the hedged share, over the wire bytes of the epochs sent once (copied ones left out)', () => {
+    const row = (epoch: number, wireBytes: number, copyBytes: number, hedgedBytes: number) => ({
+      epoch,
+      full: false,
+      epochMs: 100,
+      dirtyPages: 300,
+      rawBytes: 1228800,
+      wireBytes,
+      copyBytes,
+      hedgedBytes,
+    });
+    const rows = [row(1, 1e5, 0, 0), row(2, 3e5, 6e4, 6e4), row(3, 1e5, 1e5, 0), row(4, 2e5, 1.2e5, 2e4)];
+    const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'stats.jsonl');
+    // epochs 1 and 2 were sent once (their copies are all hedges): 6e4 of 4e5; 3 and 4 were copied
+    expect(g?.hedging?.share).toBeCloseTo(0.15, 12);
+    expect(g?.hedging?.source).toMatch(/hedgedBytes/);
+    // stats of a daemon that does not hedge, and per-window counts: no share
+    const old = rows.map(({ hedgedBytes: _, ...r }) => JSON.stringify(r)).join('\n');
+    expect(parseInput(old, 4096, 'stats.jsonl')[0]?.hedging).toBeUndefined();
+    expect(parseInput('pages,window_ms\n300,100\n', 4096, 'counts.csv')[0]?.hedging).toBeUndefined();
+  });
   it('refuses bad rows, short rows, empty traces and missing columns', async () => {
     expect(await codeOfAsync(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
     expect(await codeOfAsync(loadInput(fixture('trace/short-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');

@@ -125,6 +125,31 @@ describe('evaluateEpoch — copies on two channels (--copies-below)', () => {
   });
 });
 
+describe('evaluateEpoch — hedges (--hedge-after, at the measured share)', () => {
+  const hedged = (share: number, mode: Policy['mode'] = 'pipelined', channels = 2, bps = B) =>
+    ctx(
+      { ...guest([m(1, 1000)]), hedging: { share, source: 'stats' } },
+      link(bps, 0.025, { channels }),
+      policy({ mode, headroom: 0.1 }),
+    );
+  it('the link carries them too, at the share measured; the ack does not wait for them', () => {
+    const plain = evaluateEpoch(hedged(0), 0.1);
+    const ev = evaluateEpoch(hedged(0.25), 0.1);
+    expect(plain.avgBps).toBeCloseTo(4_104_000, 3);
+    expect(ev.avgBps).toBeCloseTo(1.25 * 4_104_000, 3);
+    expect(ev.ackS).toBe(plain.ackS);
+    expect(ev.peakBps).toBe(plain.peakBps);
+  });
+  it('only in the room the checkpoints leave, and only where remus-wan hedges', () => {
+    // 4.104 MB/s of checkpoints on a 5 MB/s link with 10 % headroom: 0.396 MB/s of room for hedges
+    const tight = evaluateEpoch(hedged(0.25, 'pipelined', 2, 5e6), 0.1);
+    expect(tight.avgBps).toBeCloseTo(4.5e6, 3);
+    expect(tight.reasons).toEqual([]);
+    expect(evaluateEpoch(hedged(0.25, 'pipelined', 1), 0.1).avgBps).toBeCloseTo(4_104_000, 3);
+    expect(evaluateEpoch(hedged(0.25, 'xl'), 0.1).avgBps).toBe(evaluateEpoch(hedged(0, 'xl'), 0.1).avgBps);
+  });
+});
+
 describe('evaluateEpoch — xl (gap after commit)', () => {
   it('E = T + pause + transfer + RTT, solved with D(E)', () => {
     const c = ctx(guest([m(1, 1000)]), link(B, 0.025), policy({ mode: 'xl' }));

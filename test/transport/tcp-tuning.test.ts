@@ -2,7 +2,8 @@ import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { setTcpCongestion, setTcpRtoMin } from '../../src/codec/hot-loops.js';
+import { setTcpCongestion, setTcpRtoMin, tcpUnsent } from '../../src/codec/hot-loops.js';
+import { Channel } from '../../src/transport/channel.js';
 
 const fdOf = (s: Socket) => (s as unknown as { _handle: { fd: number } })._handle.fd;
 
@@ -55,6 +56,30 @@ describe('setTcpCongestion', () => {
         expect(() => setTcpCongestion?.(-1, 'reno')).toThrow(RangeError);
         expect(() => setTcpCongestion?.(fdOf(c), '')).toThrow(RangeError);
         expect(setTcpCongestion?.(0, 'reno')).toBeLessThan(0);
+      }),
+  );
+});
+
+describe('tcpUnsent and Channel.unsentBytes', () => {
+  it.runIf(tcpUnsent !== undefined)(
+    'count what the kernel holds unsent: none on an idle socket, some once the peer stops reading',
+    () =>
+      withPair(async (c, a) => {
+        expect(tcpUnsent?.(fdOf(c))).toBe(0);
+        const ch = new Channel(c, { name: 'test', heartbeatMs: 0, idleTimeoutMs: 0 });
+        expect(ch.unsentBytes).toBe(0);
+        a.pause();
+        // the peer's receive buffer fills, then the sender's queue holds bytes it cannot send
+        const block = Buffer.alloc(1 << 20);
+        for (let i = 0; i < 64 && (tcpUnsent?.(fdOf(c)) ?? 0) === 0; i++) {
+          c.write(block);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        const kernel = tcpUnsent?.(fdOf(c)) ?? 0;
+        expect(kernel).toBeGreaterThan(0);
+        expect(ch.unsentBytes).toBeGreaterThanOrEqual(kernel);
+        expect(() => tcpUnsent?.(-1)).toThrow(RangeError);
+        expect(tcpUnsent?.(0)).toBeLessThan(0); // not a socket
       }),
   );
 });
