@@ -766,9 +766,10 @@ export class SenderSession extends EventEmitter {
    * Hedge an epoch sent once: `hedgeAfterMs` after its END, and again every as long while it is not
    * acknowledged, the frames of it that no channel has put on the wire yet (they wait in the socket of
    * a channel whose TCP flow has slowed: BBR's pace after a loss recovery, the congestion window) go
-   * again on a channel with nothing left to send. The receiver takes the first copy. In effect the
-   * channel that finished its share of the epoch takes over what the slow one still holds. A link that
-   * is busy has no such channel, so hedging costs bandwidth only when there is room, like the copies.
+   * again on a channel with nothing left to send, while that slowed channel is the only one with
+   * anything left to send. The receiver takes the first copy. In effect the channels that finished
+   * their share of the epoch take over what the slow one still holds. On a busy link several channels
+   * hold unsent bytes, so hedging costs bandwidth only when there is room, like the copies.
    */
   private armHedge(out: OutEpoch, live: () => boolean): void {
     const after = this.o.hedgeAfterMs ?? 0;
@@ -783,10 +784,15 @@ export class SenderSession extends EventEmitter {
   }
 
   private async hedge(out: OutEpoch): Promise<void> {
-    const idle = this.channels.find((c) => !c.isClosed && c.unsentBytes === 0);
-    if (!idle) return;
+    // one channel lags while the others have sent all they were given: hedge onto one of those. When
+    // two or more hold unsent bytes the link is busy, not one flow slow, and copies would only add to it
+    const open = this.channels.filter((c) => !c.isClosed);
+    const busy = open.filter((c) => c.unsentBytes > 0);
+    const idle = open.find((c) => !busy.includes(c));
+    if (busy.length !== 1 || !idle) return;
     // a channel has put on the wire the bytes it was given up to bytesOut − unsent (its stream is in
-    // order); a frame waits when none of the channels it went on got that far
+    // order); a frame sent once waits when its channel did not get that far (a frame goes on two
+    // channels at most: the copies and the hedges do not add up on three or more)
     const sentThrough = new Map<Channel, number>();
     const through = (ch: Channel) => {
       let n = sentThrough.get(ch);
@@ -796,7 +802,10 @@ export class SenderSession extends EventEmitter {
       }
       return n;
     };
-    const waiting = out.placed.filter((p) => p.on.every(({ ch, end }) => end > through(ch)));
+    const waiting = out.placed.filter((p) => {
+      const [only, other] = p.on;
+      return only !== undefined && other === undefined && only.end > through(only.ch);
+    });
     if (waiting.length === 0) return;
     let bytes = 0;
     for (const p of waiting) if (p.frame.type === FrameType.CHUNK) bytes += p.frame.data.length;
