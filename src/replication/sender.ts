@@ -745,7 +745,7 @@ export class SenderSession extends EventEmitter {
 
   /**
    * Write a frame of an epoch on the channels given, and note where it went. On one channel the write
-   * waits for the socket to drain; on several it does not wait for a slow one (that is what the copies
+   * waits for the socket to drain when the session has no other; on several it does not wait for a slow one (that is what the copies
    * are for), and a channel with a backlog of more than `bound` gets none, but the frame goes on one
    * channel at least (the receiver takes each frame from any).
    */
@@ -754,7 +754,9 @@ export class SenderSession extends EventEmitter {
     const ready = open.length > 1 ? open.filter((c) => c.queuedBytes <= bound) : [];
     if (ready.length === 0) {
       const ch = open[0] ?? (on[0] as Channel);
-      await this.write(ch, f);
+      // with other channels open, the next frame need not wait for this one to drain ({@link stripe}
+      // sends it where less waits); the epochs in flight bound what the sockets buffer
+      await this.write(ch, f, this.channels.length === 1);
       out.placed.push({ frame: f, on: [{ ch, end: ch.stats.bytesOut }] });
       return;
     }
@@ -858,9 +860,9 @@ export class SenderSession extends EventEmitter {
     return best;
   }
 
-  private async write(ch: Channel, f: Frame): Promise<void> {
+  private async write(ch: Channel, f: Frame, drain = true): Promise<void> {
     if (ch.isClosed) throw new RwanError('RWAN_ERR_PEER', 'channel closed');
-    if (!ch.send(f)) await ch.drained();
+    if (!ch.send(f) && drain) await ch.drained();
   }
 
   // ---------------------------------------------------------------------------------------------

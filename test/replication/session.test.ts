@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EncoderPort, InlineEncoder } from '../../src/replication/encoder-port.js';
@@ -173,6 +174,50 @@ function keepWriting(source: MemorySource, pages: number): void {
 }
 
 /** The stats of every epoch the sender has acknowledged and the receiver committed, as they come. */
+/**
+ * One end of an in-memory connection: what it is given reaches the other end's readable side, unless
+ * it is held (a stalled flow: the writes stay unfinished, as in a socket whose TCP cannot send).
+ */
+class MemoryEnd extends Duplex {
+  other: MemoryEnd | undefined;
+  held: Array<[Buffer, (err?: Error | null) => void]> | undefined;
+  /** Start holding at the first write of at least this many bytes (a chunk's data). */
+  holdAt: number | undefined;
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    if (this.holdAt !== undefined && chunk.length >= this.holdAt) this.hold();
+    if (this.held) this.held.push([chunk, done]);
+    else {
+      this.other?.push(chunk);
+      done();
+    }
+  }
+  override _read(): void {}
+  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
+    this.other?.push(null);
+    done(err);
+  }
+  hold(): void {
+    this.holdAt = undefined;
+    this.held ??= [];
+  }
+  release(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const [chunk, done] of held) {
+      this.other?.push(chunk);
+      done();
+    }
+  }
+}
+
+function memoryPair(): [MemoryEnd, MemoryEnd] {
+  const a = new MemoryEnd();
+  const b = new MemoryEnd();
+  a.other = b;
+  b.other = a;
+  return [a, b];
+}
+
 function record(sender: SenderSession, receiver: ReceiverSession) {
   const sent: SenderEpochStats[] = [];
   const got: ReceiverEpochStats[] = [];
@@ -287,6 +332,54 @@ describe('sender ⇄ receiver over loopback', () => {
       expect(sender.counters.copyBytes).toBe(0);
       expect(rx.receiver.counters.copyBytes).toBe(0);
     }
+  }, 60_000);
+
+  it('a stalled channel: chunks go on the other, what it holds is hedged there, and acks keep coming', async () => {
+    const rx = await startReceiver(sessionDir(), 0, 5000, 2 ** 30);
+    cleanups.push(rx.stop);
+    const source = new MemorySource(1024, 5);
+    keepWriting(source, 20);
+    const ends: MemoryEnd[] = [];
+    const sender = startSender(0, source, {
+      hedgeAfterMs: 10,
+      copiesBelowBytes: 0,
+      // several chunks an epoch, so that some go on channel 1
+      codec: { chunkBytes: 16 * 1024 },
+      dial: async () => {
+        const [mine, theirs] = memoryPair();
+        ends.push(mine);
+        rx.receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
+        return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
+      },
+    });
+    const { sent, got } = record(sender, rx.receiver);
+    const acked: number[] = [];
+    sender.on('epoch', () => acked.push(performance.now()));
+    const done = sender.run();
+    cleanups.push(() => sender.stop());
+    await until(() => sent.length >= 10);
+    // channel 1's flow stops for 1 s (under the 2 s idle timeout) from its next chunk: nothing it is
+    // given leaves
+    const stalled = ends[1] as MemoryEnd;
+    stalled.holdAt = 1024;
+    await until(() => stalled.held !== undefined);
+    const from = performance.now();
+    await sleep(1000);
+    const during = acked.filter((t) => t > from);
+    const hedged = sender.counters.hedgedBytes;
+    stalled.release();
+    await until(() => sent.length >= during.length + 20);
+    await sender.stop();
+    await done;
+    expect(sender.error).toBeUndefined();
+    // acks went on all along, never a gap of the stall's length
+    expect(during.length).toBeGreaterThan(20);
+    const gaps = [from, ...during].slice(1).map((t, i) => t - ([from, ...during][i] as number));
+    expect(Math.max(...gaps)).toBeLessThan(500);
+    expect(hedged).toBeGreaterThan(0);
+    expect(sender.counters.reconnects).toBe(0);
+    expectReplicaAtEachEpoch(sent, got);
+    expect(got.map((g) => g.epoch)).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
   }, 60_000);
 
   it('staging: epochs under its cap never spill however many pass; one over it spills and commits', async () => {
