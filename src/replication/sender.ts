@@ -745,9 +745,9 @@ export class SenderSession extends EventEmitter {
 
   /**
    * Write a frame of an epoch on the channels given, and note where it went. On one channel the write
-   * waits for the socket to drain when the session has no other; on several it does not wait for a slow one (that is what the copies
-   * are for), and a channel with a backlog of more than `bound` gets none, but the frame goes on one
-   * channel at least (the receiver takes each frame from any).
+   * waits for the socket to drain when the session has no other; on several it does not wait for a
+   * slow one (that is what the copies are for), and a channel with a backlog of more than `bound` gets
+   * none, but the frame goes on one channel at least (the receiver takes each frame from any).
    */
   private async send(out: OutEpoch, f: Frame, on: readonly Channel[], bound: number): Promise<void> {
     const open = on.filter((c) => !c.isClosed);
