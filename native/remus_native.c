@@ -655,6 +655,18 @@ static bool fd_and_int(napi_env env, napi_callback_info info, const char *name, 
   return true;
 }
 
+/* The one number argument of a function: false with `type_msg` thrown as a TypeError when it is not. */
+static bool one_int64(napi_env env, napi_callback_info info, const char *type_msg, int64_t *v) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return false;
+  if (argc < 1 || napi_get_value_int64(env, argv[0], v) != napi_ok) {
+    throw_type(env, type_msg);
+    return false;
+  }
+  return true;
+}
+
 /* A typed array of the given element type; data points at its first element (byteOffset applied). */
 static int get_array(napi_env env, napi_value v, napi_typedarray_type want, void **data, size_t *length) {
   napi_typedarray_type type;
@@ -984,13 +996,8 @@ static napi_value js_set_tcp_congestion(napi_env env, napi_callback_info info) {
 #include <linux/sockios.h>
 #endif
 static napi_value js_tcp_unsent(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   int64_t fd = -1;
-  if (argc < 1 || napi_get_value_int64(env, argv[0], &fd) != napi_ok) {
-    return throw_type(env, "tcpUnsent(fd): a number expected");
-  }
+  if (!one_int64(env, info, "tcpUnsent(fd): a number expected", &fd)) return NULL;
   if (fd < 0 || fd > INT32_MAX) return throw_range(env, "tcpUnsent(fd): fd out of range");
   int64_t r = -ENOSYS;
 #if defined(__linux__) && defined(SIOCOUTQNSD)
@@ -1026,13 +1033,8 @@ static napi_value js_trim_heap(napi_env env, napi_callback_info info) {
 
 /* fixMmapThreshold(bytes): see the header. */
 static napi_value js_fix_mmap_threshold(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
   int64_t bytes = -1;
-  if (argc < 1 || napi_get_value_int64(env, argv[0], &bytes) != napi_ok) {
-    return throw_type(env, "fixMmapThreshold(bytes): a number expected");
-  }
+  if (!one_int64(env, info, "fixMmapThreshold(bytes): a number expected", &bytes)) return NULL;
   if (bytes < 4096 || bytes > 32 * 1024 * 1024) {
     return throw_range(env, "fixMmapThreshold(bytes): bytes must be in [4096, 33554432]");
   }
