@@ -37,6 +37,7 @@ import {
   FRAME_TYPE_NAMES,
   type Frame,
   FrameType,
+  HEADER_SIZE,
   type HelloFrame,
   PROTOCOL_VERSION,
   Role,
@@ -173,6 +174,9 @@ export interface SenderEpochStats {
   /** Image digest at the capture, when the source computes it. */
   digest?: string;
 }
+
+/** A CHUNK frame's bytes besides its data: the frame header and the CHUNK fields (docs/protocol.md). */
+const CHUNK_FRAME_OVERHEAD = HEADER_SIZE + 26;
 
 /** One epoch on its way: its frames as they are encoded, kept until acknowledged. */
 class OutEpoch {
@@ -723,7 +727,7 @@ export class SenderSession extends EventEmitter {
       bytes += c.data.length;
       // the epoch outgrew the bound: its other chunks go once, striped
       if (copying && this.retainedBytes() - out.bytes + bytes > bound) copying = false;
-      await this.limiter.take((c.data.length + 38) * (copying ? 2 : 1));
+      await this.limiter.take((c.data.length + CHUNK_FRAME_OVERHEAD) * (copying ? 2 : 1));
       if (!live()) return;
       if (copying) {
         this.counters.copyBytes += c.data.length;
@@ -787,31 +791,24 @@ export class SenderSession extends EventEmitter {
 
   private async hedge(out: OutEpoch): Promise<void> {
     // one channel lags while the others have sent all they were given: hedge onto one of those. When
-    // two or more hold unsent bytes the link is busy, not one flow slow, and copies would only add to it
-    const open = this.channels.filter((c) => !c.isClosed);
-    const busy = open.filter((c) => c.unsentBytes > 0);
-    const idle = open.find((c) => !busy.includes(c));
-    if (busy.length !== 1 || !idle) return;
-    // a channel has put on the wire the bytes it was given up to bytesOut − unsent (its stream is in
-    // order); a frame sent once waits when its channel did not get that far (a frame goes on two
-    // channels at most: the copies and the hedges do not add up on three or more)
-    const sentThrough = new Map<Channel, number>();
-    const through = (ch: Channel) => {
-      let n = sentThrough.get(ch);
-      if (n === undefined) {
-        n = ch.stats.bytesOut - ch.unsentBytes;
-        sentThrough.set(ch, n);
-      }
-      return n;
-    };
-    const waiting = out.placed.filter((p) => {
-      const [only, other] = p.on;
-      return only !== undefined && other === undefined && only.end > through(only.ch);
-    });
+    // two or more hold unsent bytes the link is busy, not one flow slow, and copies would only add to
+    // it. Each channel's unsent bytes are read once (a kernel call each)
+    const open = this.channels.filter((c) => !c.isClosed).map((ch) => ({ ch, unsent: ch.unsentBytes }));
+    const busy = open.filter((c) => c.unsent > 0);
+    const idle = open.find((c) => c.unsent === 0)?.ch;
+    const slow = busy[0];
+    if (busy.length !== 1 || !slow || !idle) return;
+    // the slow channel has put on the wire the bytes it was given up to bytesOut − unsent (its stream
+    // is in order); a frame sent on it alone waits when it lies past that (a frame goes on two channels
+    // at most: the copies and the hedges do not add up on three or more)
+    const sentThrough = slow.ch.stats.bytesOut - slow.unsent;
+    const waiting = out.placed.filter(
+      (p) => p.on.length === 1 && p.on[0]?.ch === slow.ch && p.on[0].end > sentThrough,
+    );
     if (waiting.length === 0) return;
     let bytes = 0;
     for (const p of waiting) if (p.frame.type === FrameType.CHUNK) bytes += p.frame.data.length;
-    await this.limiter.take(bytes + 38 * waiting.length);
+    await this.limiter.take(bytes + CHUNK_FRAME_OVERHEAD * waiting.length);
     if (idle.isClosed || this.retained.get(out.epoch) !== out) return;
     for (const p of waiting) {
       idle.send(p.frame);
