@@ -170,10 +170,19 @@ export interface SenderEpochStats {
   copyBytes: number;
   /** Of copyBytes, those sent again on an idle channel ({@link SenderOptions.hedgeAfterMs}). */
   hedgedBytes: number;
+  /**
+   * From the end of the capture until every frame of the epoch had left the primary (the socket's
+   * buffer and the kernel's send queue) on one channel at least, ms: encoding, then what the TCP flows'
+   * pace and windows held back. Polled every {@link SENT_POLL_MS} ms.
+   */
+  sendMs: number;
   kinds: { zero: number; raw: number; delta: number; dup: number };
   /** Image digest at the capture, when the source computes it. */
   digest?: string;
 }
+
+/** How often the sender looks whether the frames of the epochs it sent have left the primary, ms. */
+export const SENT_POLL_MS = 2;
 
 /** A CHUNK frame's bytes besides its data: the frame header and the CHUNK fields (docs/protocol.md). */
 const CHUNK_FRAME_OVERHEAD = HEADER_SIZE + 26;
@@ -186,13 +195,17 @@ class OutEpoch {
   end: EpochEndFrame | undefined;
   resent = 0;
   endSentAt = 0;
-  stats: Omit<SenderEpochStats, 'ackMs' | 'resent' | 'copyBytes' | 'hedgedBytes'> | undefined;
+  stats: Omit<SenderEpochStats, 'ackMs' | 'resent' | 'copyBytes' | 'hedgedBytes' | 'sendMs'> | undefined;
   /** Chunk bytes sent a second time, on another channel. */
   copyBytes = 0;
   /** Of those, the hedges. */
   hedgedBytes = 0;
   /** Where each frame sent went (the last time the epoch was sent), for {@link SenderSession.hedge}. */
   placed: Array<{ frame: Frame; on: Array<{ ch: Channel; end: number }> }> = [];
+  /** How many of `placed`, from the first, have left the primary on some channel. */
+  sentFrames = 0;
+  /** When every frame placed had left (0: not yet). */
+  sentAt = 0;
   private waiters: Array<() => void> = [];
 
   constructor(
@@ -254,6 +267,9 @@ export class SenderSession extends EventEmitter {
   private encoding = 0;
   private encodingBytes = 0;
   private windowWaiters: Array<() => void> = [];
+  /** Epochs whose END is written and whose frames have not all left the primary ({@link checkSent}). */
+  private readonly sending = new Set<OutEpoch>();
+  private sentTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private backoffMs: number;
   private stopped: Promise<void> | undefined;
@@ -350,6 +366,7 @@ export class SenderSession extends EventEmitter {
     if (!this.running) return;
     this.running = false;
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.sentTimer);
     for (const ch of this.channels) {
       ch.close(new RwanError('RWAN_ERR_PEER', 'sender shutting down'), WireErrorCode.SHUTDOWN);
     }
@@ -541,6 +558,8 @@ export class SenderSession extends EventEmitter {
           resent: out.resent,
           copyBytes: out.copyBytes,
           hedgedBytes: out.hedgedBytes,
+          // the ACK proves every frame arrived: if the last look came before it, it left by now
+          sendMs: (out.sentAt || now) - out.capturedAt,
         };
         this.counters.epochsAcked++;
         this.emit('epoch', stats);
@@ -707,6 +726,8 @@ export class SenderSession extends EventEmitter {
       this.counters.resentEpochs++;
     }
     out.placed = [];
+    out.sentFrames = 0;
+    out.sentAt = 0;
     const full = (out.begin.flags & EpochFlags.FULL) !== 0;
     let sentRaw = 0;
     let told = performance.now();
@@ -744,7 +765,48 @@ export class SenderSession extends EventEmitter {
     if (!live() || !out.end) return;
     await this.send(out, out.end, every(), bound);
     out.endSentAt = performance.now();
+    this.sending.add(out);
+    this.checkSent();
     this.armHedge(out, live);
+  }
+
+  /**
+   * Note when each epoch whose END is written has left the primary: every frame of it out of the
+   * socket's buffer and the kernel's send queue on one of the channels it went on (a channel's stream
+   * is in order, so it has sent what lies before `bytesOut − unsentBytes`). Looks again every
+   * {@link SENT_POLL_MS} ms while some have not; each channel's unsent bytes are read once a look.
+   */
+  private checkSent(): void {
+    clearTimeout(this.sentTimer);
+    this.sentTimer = undefined;
+    const through = new Map<Channel, number>();
+    const sentThrough = (ch: Channel) => {
+      let at = through.get(ch);
+      if (at === undefined) {
+        at = ch.isClosed ? -1 : ch.stats.bytesOut - ch.unsentBytes;
+        through.set(ch, at);
+      }
+      return at;
+    };
+    const now = performance.now();
+    for (const out of this.sending) {
+      if (this.retained.get(out.epoch) !== out) {
+        this.sending.delete(out); // acknowledged, or dropped by a full copy
+        continue;
+      }
+      const { placed } = out;
+      while (
+        out.sentFrames < placed.length &&
+        placed[out.sentFrames]?.on.some((o) => o.end <= sentThrough(o.ch))
+      )
+        out.sentFrames++;
+      if (out.sentFrames === placed.length) {
+        out.sentAt = now;
+        this.sending.delete(out);
+      }
+    }
+    if (this.sending.size > 0 && this.running)
+      this.sentTimer = setTimeout(() => this.checkSent(), SENT_POLL_MS).unref();
   }
 
   /**

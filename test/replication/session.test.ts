@@ -382,6 +382,49 @@ describe('sender ⇄ receiver over loopback', () => {
     expect(got.map((g) => g.epoch)).toEqual(Array.from({ length: got.length }, (_, i) => i + 1));
   }, 60_000);
 
+  it('sendMs: when an epoch had left the primary; frames held in the socket count, then no more', async () => {
+    const rx = await startReceiver(sessionDir(), 0, 5000, 2 ** 30);
+    cleanups.push(rx.stop);
+    const source = new MemorySource(1024, 5);
+    keepWriting(source, 20);
+    const ends: MemoryEnd[] = [];
+    const sender = startSender(0, source, {
+      channels: 1,
+      dial: async () => {
+        const [mine, theirs] = memoryPair();
+        ends.push(mine);
+        rx.receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
+        return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
+      },
+    });
+    const { sent } = record(sender, rx.receiver);
+    const done = sender.run();
+    cleanups.push(() => sender.stop());
+    await until(() => sent.length >= 10);
+    // the channel's flow stops for 400 ms (under the 2 s idle timeout) from its next chunk
+    const end = ends[0] as MemoryEnd;
+    end.holdAt = 1024;
+    await until(() => end.held !== undefined);
+    const before = sent.length;
+    await sleep(400);
+    end.release();
+    await until(() => sent.length >= before + 20);
+    await sender.stop();
+    await done;
+    expect(sender.error).toBeUndefined();
+    expect(sender.counters.reconnects).toBe(0);
+    for (const s of sent) {
+      // it left after it was encoded, and before the backup could acknowledge it
+      expect(s.sendMs, `epoch ${s.epoch}`).toBeGreaterThanOrEqual(s.encodeMs);
+      expect(s.sendMs, `epoch ${s.epoch}`).toBeLessThanOrEqual(s.ackMs);
+    }
+    // the epoch whose chunk was held left 400 ms later at least; the ones before went at once
+    const held = sent.slice(before);
+    expect(Math.max(...held.map((s) => s.sendMs))).toBeGreaterThanOrEqual(400);
+    const prompt = sent.slice(1, before).map((s) => s.sendMs - s.encodeMs);
+    expect(prompt.sort((a, b) => a - b)[Math.floor(prompt.length / 2)]).toBeLessThan(100);
+  }, 60_000);
+
   it('staging: epochs under its cap never spill however many pass; one over it spills and commits', async () => {
     const dir = sessionDir();
     const cap = 512 * 2 ** 10;
