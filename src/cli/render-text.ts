@@ -138,6 +138,7 @@ const CSV_FIELDS = [
   'peakWireBytes',
   'pauseMs',
   'transferMs',
+  'queuedMs',
   'processingMs',
   'recoveryMs',
   'ackMs',

@@ -268,6 +268,10 @@ async function toSpec(
   if (memoryBytes !== undefined) spec.memoryBytes = memoryBytes;
   const hedging = loaded.find((g) => g.hedging)?.hedging;
   if (hedging) spec.hedging = hedging;
+  const backup = loaded.find((g) => g.backupProcessing)?.backupProcessing;
+  if (backup) spec.backupProcessing = backup;
+  const sending = loaded.find((g) => g.sending)?.sending;
+  if (sending) spec.sending = sending;
   if (entry.priority !== undefined) spec.priority = entry.priority;
   return spec;
 }

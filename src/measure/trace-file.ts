@@ -10,7 +10,10 @@
  *     `window` (a duration string such as `100ms`) or `window_ms`/`windowMs`/`window_s`/`epochMs`.
  *     remus-wan's per-epoch stats file is this shape; its `rawBytes`/`wireBytes` give the compression,
  *     and its full-copy rows (`full: true`: every page, at session start or a resync) are left out.
- *     An `encodeMs` column (the daemon's) gives the per-page processing time (planner: ack latency).
+ *     An `encodeMs` column (the daemon's) gives the per-page processing time (planner: ack latency),
+ *     and with it a `sendMs` column the share of the epoch a checkpoint took to leave the primary.
+ *     A remus-wan receiver's stats file (`pages`, `decodeMs`, `commitMs`, no window) gives the backup's
+ *     processing per page only: pass it with the sender's.
  *     A `deviceStateBytes` column (`remus-plan measure xen-stream`) gives the state each checkpoint
  *     carries besides memory: its median over the dirty-rate rows.
  *
@@ -94,6 +97,9 @@ export function parseTrace(text: string, pageSize: number, source: string): Trac
   const pageKey = keys.find((k) => PAGE_KEYS.includes(k));
   const addrKey = keys.find((k) => ADDR_KEYS.includes(k));
   const countKey = keys.find((k) => COUNT_KEYS.includes(k));
+  if (countKey && !keys.some((k) => k in WINDOW_KEYS || k === 'window') && keys.includes('decodeMs')) {
+    return { kind: 'counts', guest: parseBackupStats(rows, countKey, source) };
+  }
   if (countKey) return { kind: 'counts', guest: parseCounts(rows, countKey, source) };
   if (!timeKey || !(pageKey || addrKey)) {
     throw new RwanError(
@@ -343,10 +349,14 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   const states: number[] = [];
   const encodeCol = col('encodeMs');
   const [copyCol, hedgedCol] = [col('copyBytes'), col('hedgedBytes')];
+  // the share of each epoch its checkpoint took, beyond encoding, to leave the primary
+  const sendCol = col('sendMs');
+  const sendShares: number[] = [];
   // the epochs sent once (no copies besides the hedges): their wire bytes and hedged bytes
   let onceWire = 0;
   let hedged = 0;
-  const perPage: number[] = [];
+  // the processing time per page: over all the epochs' pages (the mean an epoch's ack carries)
+  const encoded = { ms: 0, pages: 0, epochs: 0 };
   let skippedFull = 0;
   rows.each((field, num, line) => {
     // a daemon's full copy (session start, resync) is every page, not what the guest dirtied
@@ -370,7 +380,11 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
       );
     }
     const encodeMs = encodeCol < 0 ? Number.NaN : num(encodeCol);
-    if (Number.isFinite(encodeMs) && encodeMs >= 0 && pages > 0) perPage.push(encodeMs / 1000 / pages);
+    if (Number.isFinite(encodeMs) && encodeMs >= 0 && pages > 0) tally(encoded, encodeMs, pages);
+    const sendMs = sendCol < 0 ? Number.NaN : num(sendCol);
+    if (Number.isFinite(sendMs) && sendMs >= 0 && encodeMs >= 0) {
+      sendShares.push(Math.max(0, sendMs - encodeMs) / 1000 / windowS);
+    }
     const state = stateCol < 0 ? Number.NaN : num(stateCol);
     if (Number.isFinite(state) && state >= 0) states.push(state);
     const list = byWindow.get(windowS) ?? [];
@@ -416,16 +430,86 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
       source: `${source} (hedgedBytes over the wire bytes of the epochs sent once)`,
     };
   }
-  if (perPage.length > 0) {
-    guest.processing = {
-      perPageS: [...perPage].sort((a, b) => a - b)[Math.floor(perPage.length / 2)] as number,
-      source: `${source} (encodeMs per page, median of ${perPage.length} epochs)`,
+  if (sendShares.length > 0) {
+    const { mean, kept } = fencedMean(sendShares);
+    const out = sendShares.length - kept;
+    guest.sending = {
+      share: mean,
+      source: `${source} (sendMs less encodeMs over epochMs, mean of ${kept} epochs${out > 0 ? `; ${out} far out left out` : ''})`,
     };
   }
+  if (encoded.pages > 0) guest.processing = perPage(encoded, `${source} (encodeMs`);
   if (states.length > 0) {
     // the state besides memory each checkpoint carries (a Xen stream's vCPU and device-model records)
     guest.deviceStateBytes = [...states].sort((a, b) => a - b)[Math.floor(states.length / 2)] as number;
   }
+  return guest;
+}
+
+/**
+ * The mean of `xs` without its far-out values (Tukey: above Q3 + 3·IQR), and how many it kept. The
+ * checkpoints captured while a full copy or a resend was still leaving wait behind it for many epochs:
+ * a transient, not what the link does once the stream is steady. Fewer than 4 values: the plain mean.
+ */
+export function fencedMean(xs: readonly number[]): { mean: number; kept: number } {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => {
+    const h = (sorted.length - 1) * p;
+    const lo = Math.floor(h);
+    const a = sorted[lo] as number;
+    return a + (h - lo) * ((sorted[Math.min(lo + 1, sorted.length - 1)] as number) - a);
+  };
+  const fence = sorted.length < 4 ? Number.POSITIVE_INFINITY : q(0.75) + 3 * (q(0.75) - q(0.25));
+  let sum = 0;
+  let kept = 0;
+  for (const x of sorted) {
+    if (x > fence) break;
+    sum += x;
+    kept++;
+  }
+  return { mean: sum / kept, kept };
+}
+
+/** Milliseconds of processing and the pages they processed, summed over epochs. */
+interface Tally {
+  ms: number;
+  pages: number;
+  epochs: number;
+}
+
+function tally(t: Tally, ms: number, pages: number): void {
+  t.ms += ms;
+  t.pages += pages;
+  t.epochs++;
+}
+
+/** Seconds per page over a tally, and where it came from (`what` opens the parenthesis). */
+function perPage(t: Tally, what: string): { perPageS: number; source: string } {
+  return { perPageS: t.ms / 1000 / t.pages, source: `${what} per page, over ${t.epochs} epochs)` };
+}
+
+/**
+ * A remus-wan receiver's stats file (`pages`, `decodeMs`, `commitMs` per committed epoch, no window):
+ * the backup's processing per page, decoding and committing, over its epochs (full copies left out).
+ */
+function parseBackupStats(rows: Rows, countKey: string, source: string): GuestMeasurements {
+  const col = (key: string) => rows.keys.indexOf(key);
+  const [countCol, fullCol, decodeCol, commitCol] = [
+    col(countKey),
+    col('full'),
+    col('decodeMs'),
+    col('commitMs'),
+  ];
+  const done: Tally = { ms: 0, pages: 0, epochs: 0 };
+  rows.each((field, num, line) => {
+    if (fullCol >= 0 && field(fullCol) === 'true') return;
+    const pages = num(countCol);
+    const ms = num(decodeCol) + (commitCol < 0 ? 0 : num(commitCol));
+    if (!(pages >= 0) || !(ms >= 0)) badRow(source, line, `bad page count or times (${field(countCol)})`);
+    if (pages > 0) tally(done, ms, pages);
+  });
+  const guest: GuestMeasurements = { measurements: [], traces: [], notes: [] };
+  if (done.pages > 0) guest.backupProcessing = perPage(done, `${source} (decodeMs + commitMs`);
   return guest;
 }
 

@@ -56,8 +56,15 @@ export interface GuestMeasurements {
   deviceStateBytes?: number;
   /** Encoding time per dirty page at the primary, seconds (daemon stats: `encodeMs` / `dirtyPages`). */
   processing?: { perPageS: number; source: string };
+  /** Decoding and committing time per page at the backup, seconds (receiver stats). */
+  backupProcessing?: { perPageS: number; source: string };
   /** Hedged bytes per wire byte of the epochs sent once (daemon stats: `hedgedBytes`, `copyBytes`). */
   hedging?: { share: number; source: string };
+  /**
+   * The share of an epoch a checkpoint took, beyond its encoding, to leave the primary (daemon stats:
+   * `sendMs` less `encodeMs`, over `epochMs`; the mean over the epochs).
+   */
+  sending?: { share: number; source: string };
   notes: string[];
 }
 

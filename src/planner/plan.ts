@@ -45,6 +45,7 @@ export function plan(guests: readonly GuestSpec[], link: LinkSpec, policy: Polic
     ...(link.distanceKm === undefined ? {} : { distanceKm: link.distanceKm }),
     loss: link.loss,
     mssBytes: link.mssBytes,
+    segmentOverheadBytes: link.overheadBytesPerSegment,
     channels: link.channels,
     tcpWindowBytes: link.tcpWindowBytes,
     cc: link.cc,
@@ -114,9 +115,21 @@ export function planGuest(
       disk: guest.diskCompression,
       source: guest.compressionSource,
     },
-    processing: { perPageUs: sig(guest.processingPerPageS * 1e6), source: guest.processingSource },
+    processing: {
+      perPageUs: sig(guest.processingPerPageS * 1e6),
+      source: guest.processingSource,
+      ...(guest.backupProcessing
+        ? {
+            backupPerPageUs: sig(guest.backupProcessing.perPageS * 1e6),
+            backupSource: guest.backupProcessing.source,
+          }
+        : {}),
+    },
     ...(guest.hedging
       ? { hedging: { share: sig(guest.hedging.share, 3), source: guest.hedging.source } }
+      : {}),
+    ...(guest.sending
+      ? { sending: { share: sig(guest.sending.share, 3), source: guest.sending.source } }
       : {}),
     plans,
     recommended: best
@@ -144,6 +157,7 @@ function toEpochPlan(ev: EpochEval, ceilingS: number | null): EpochPlan {
     peakWireBytes: Math.round(ev.peakWireBytes),
     pauseMs: sig(ev.pauseS * 1000),
     transferMs: sig(ev.transferS * 1000),
+    queuedMs: sig(ev.queuedS * 1000),
     processingMs: sig(ev.processingS * 1000),
     recoveryMs: sig(ev.recoveryS * 1000),
     ackMs: sig(ev.ackS * 1000),
@@ -194,6 +208,14 @@ function guestWarnings(
           'socket buffer, so WAN transfer time adds to the pause',
       );
     }
+  }
+  if (policy.mode === 'pipelined' && link.loss > 0 && link.rttS > 0.01 && !guest.sending) {
+    warnings.push(
+      'on a lossy link the TCP flows of a pipelined sender can fall back to about its own average rate ' +
+        "after each loss recovery (BBR's bandwidth estimate, CUBIC's window), and each checkpoint then " +
+        'leaves over most of its epoch: the acks may come up to an epoch later than planned here. Give ' +
+        "remus-wan's stats file (its sendMs) to count what it measured",
+    );
   }
   // Linux restarts cwnd from the initial window after an idle period longer than the RTO (≥ 200 ms):
   // on a long link every checkpoint then crawls through slow start again.

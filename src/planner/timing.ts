@@ -7,14 +7,22 @@
  *   wire(E)   = pages·(P + f)·c_m + W_d·E·c_d + device state
  *   pause(E)  = s0 + s1·pages
  *   x(E)      = wire(E) / goodput            goodput = min(link, channels × one TCP flow)
- *   proc(E)   = 2·p·pages                    p: processing per page at each end (measured by the
- *                                            daemon: encoding; decoding and committing as long again)
- *   rec(E)    = P(k)·(RTT − min(x, RTT)/2) + P(3·ch)·RTT       P(n) = 1 − (1 − loss)^n
- *               loss recovery, on average: a lost segment is sent again about a round trip later,
- *               which delays the checkpoint only for the k = (wire/MSS)·min(x, RTT)/x segments of
- *               its last round trip (by RTT less the time still left to send); one of the last 3 of
- *               a channel's burst waits for a probe timeout (2 RTT) instead
- *   ack(E)    = proc + x + RTT + rec         from the end of the pause to the backup's acknowledgement
+ *   q(E)      = max(0, s·E − x)              queued: s, pipelined only, is the share of its epoch a
+ *                                            checkpoint took to leave the primary beyond encoding,
+ *                                            as remus-wan's stats measured it (0 without them)
+ *               BBR paces a flow at the delivery rate it has seen, which after a loss recovery is
+ *               little more than a pipelined sender's own average rate: a checkpoint then leaves over
+ *               most of its epoch (behind the last one's tail), not at the link's rate
+ *   proc(E)   = (p + p_b)·pages              p: encoding per page at the primary, p_b: decoding and
+ *                                            committing at the backup (the daemons' stats; p_b = p
+ *                                            without the receiver's)
+ *   rec(E)    = RTT·P − w·(P/L − e^(−L)) + P(3·ch)·RTT      L = −k·ln(1 − loss), P = 1 − e^(−L)
+ *               loss recovery, on average: a lost segment arrives about a round trip after it was
+ *               sent, so only the k = (wire/MSS)·w/y segments of the checkpoint's last round trip
+ *               w = min(y, RTT) delay its end (y = x + q), by RTT less the time between the latest
+ *               loss and the end; one of the last 3 of a channel's burst waits for a probe timeout
+ *               (2 RTT) instead
+ *   ack(E)    = proc + x + q + RTT + rec     from the end of the pause to the backup's acknowledgement
  *
  *   xl         E = T + pause + ack                      (libxl re-arms its timer after the commit)
  *   periodic   E = max(T, pause + ack)                  (paper Remus: one checkpoint in flight)
@@ -55,10 +63,12 @@ export interface EpochEval {
   peakWireBytes: number;
   pauseS: number;
   transferS: number;
+  /** How long the checkpoint waits beyond its transfer to leave the primary (measured share). */
+  queuedS: number;
   processingS: number;
   /** Mean loss-recovery delay of a checkpoint. */
   recoveryS: number;
-  /** processing + transfer + RTT + recovery: from the end of the pause to the acknowledgement. */
+  /** processing + transfer + queued + RTT + recovery: from the end of the pause to the acknowledgement. */
   ackS: number;
   /** The checkpoint goes on two channels at once (policy.copiesBelowBytes). */
   copies: boolean;
@@ -95,40 +105,57 @@ export function bytesFor(ctx: GuestContext, e: number, pages: number): { raw: nu
 
 /** Encoding at the primary, decoding and committing at the backup, of a checkpoint of `pages` pages. */
 function processingFor(ctx: GuestContext, pages: number): number {
-  return 2 * ctx.guest.processingPerPageS * pages;
+  const { processingPerPageS: primary, backupProcessing } = ctx.guest;
+  return (primary + (backupProcessing?.perPageS ?? primary)) * pages;
 }
 
 /**
- * The mean delay loss recovery adds to a checkpoint of `wire` bytes sent in `x` seconds. Each segment
- * is lost with the link's loss probability and sent again about a round trip later (fast retransmit,
- * RACK), while the rest of the checkpoint goes on: only a segment of the last round trip delays the
- * end, by the round trip less the sending time still left after it (on average RTT − min(x, RTT)/2).
- * One of the last three segments of a channel's burst is revealed by no later one and waits for the
- * probe timeout (2 RTT): one round trip more. Losses within one round trip are recovered together, so
- * each term counts the chance of one loss or more, not the number of losses.
+ * The mean delay loss recovery adds to a checkpoint of `wire` bytes that takes `y` seconds to leave.
+ * Each segment is lost with the link's loss probability and arrives again about a round trip after
+ * it was first sent (fast retransmit, RACK), while the rest goes on: a segment sent `s` before the
+ * checkpoint's last one delays its end by RTT − s, so only the segments of the last round trip count,
+ * and of their losses only the latest. Taking the losses among those k segments as a Poisson stream
+ * (L = −k·ln(1 − loss) of them on average, spread over w = min(y, RTT)), the latest lies within s of
+ * the end with probability 1 − e^(−L·s/w), and
+ *
+ *   delay = ∫₀^RTT P(RTT − s_latest > u) du = RTT·(1 − e^(−L)) − w·((1 − e^(−L))/L − e^(−L))
+ *
+ * (L·(RTT − w/2) when losses are rare; close to a whole RTT when the last round trip loses several).
+ * With copies on two channels a frame waits only for the sooner of its copies: the delay is
+ * ∫ P(D > u)² du. One of the last three segments of a channel's burst is revealed by no later one and
+ * waits for the probe timeout (2 RTT): one round trip more.
  */
-function recoveryFor(ctx: GuestContext, wire: number, x: number, rtt: number, copies: boolean): number {
+function recoveryFor(ctx: GuestContext, wire: number, y: number, rtt: number, copies: boolean): number {
   const { loss, mssBytes, channels } = ctx.link;
   if (loss <= 0 || wire <= 0) return 0;
-  const lastTrip = x > 0 ? Math.min(x, rtt) : rtt;
-  const segments = (wire / mssBytes) * (x > 0 ? lastTrip / x : 1);
-  // losses in one round trip are recovered together (SACK): the chance of one or more among n
-  // segments, not their sum: 1 − (1 − loss)^n = −expm1(n·log1p(−loss)), without a power on the
-  // planner's hot path (the fixed point and the sweeps evaluate it millions of times)
+  const w = y > 0 ? Math.min(y, rtt) : 0;
+  const segments = (wire / mssBytes) * (y > 0 ? w / y : 1);
+  // −expm1 and log1p keep the small-loss end exact, without a power on the planner's hot path (the
+  // fixed point and the sweeps evaluate this millions of times)
   const keep = Math.log1p(-loss);
-  const late = -Math.expm1(segments * keep);
+  const lost = -segments * keep; // L
+  const some = -Math.expm1(-lost); // 1 − e^(−L): one loss or more
+  const probe = (n: number) => -Math.expm1(n * keep) * rtt;
   if (copies) {
-    // two copies, on two channels: the checkpoint waits only when both lose (each its tail, for the probe)
-    const tail = -Math.expm1(3 * keep);
-    return late * late * (rtt - lastTrip / 2) + tail * tail * rtt;
+    // ∫ (1 − e^(−L·min(RTT − u, w)/w))² du: the part past w waits with both copies lost, the rest as they fall
+    const within = w > 0 ? w * (1 - (2 * some) / lost - Math.expm1(-2 * lost) / (2 * lost)) : 0;
+    const tail = probe(3) / rtt;
+    return (rtt - w) * some * some + Math.max(0, within) + tail * tail * rtt;
   }
-  return late * (rtt - lastTrip / 2) - Math.expm1(3 * channels * keep) * rtt;
+  const spread = w > 0 ? w * (some / lost - Math.exp(-lost)) : 0;
+  return rtt * some - spread + probe(3 * channels);
 }
 
 /** The hedged bytes per wire byte of a checkpoint sent once: measured, and only where remus-wan hedges. */
 function hedgeShare(ctx: GuestContext): number {
   const h = ctx.guest.hedging;
   return h && ctx.policy.mode !== 'xl' && ctx.link.channels >= 2 ? h.share : 0;
+}
+
+/** The measured share of its epoch a checkpoint takes to leave the primary: pipelined mode only. */
+function sendShare(ctx: GuestContext): number {
+  const s = ctx.guest.sending;
+  return s && ctx.policy.mode === 'pipelined' ? s.share : 0;
 }
 
 /**
@@ -150,26 +177,32 @@ function copiedAt(ctx: GuestContext, wire: number, ack: number, e: number): bool
  * copies, the link carries it twice.
  */
 function ackOf(ctx: GuestContext, pages: number, wire: number, goodput: number, rtt: number, e: number) {
-  const once = ackWith(ctx, pages, wire, goodput, rtt, false);
+  const once = ackWith(ctx, pages, wire, goodput, rtt, e, false);
   return ctx.policy.copiesBelowBytes > 0 && copiedAt(ctx, wire, once.ack, e)
-    ? ackWith(ctx, pages, wire, goodput, rtt, true)
+    ? ackWith(ctx, pages, wire, goodput, rtt, e, true)
     : once;
 }
 
-/** {@link ackOf} with the copies decided: the copies share the link, the first is through after both. */
+/**
+ * {@link ackOf} with the copies decided: the copies share the link, the first is through after both;
+ * at epoch `e` the checkpoint leaves no sooner than the measured sending share of it.
+ */
 function ackWith(
   ctx: GuestContext,
   pages: number,
   wire: number,
   goodput: number,
   rtt: number,
+  e: number,
   copies: boolean,
 ) {
   const linkBytes = copies ? 2 * wire : wire;
   const transfer = linkBytes / goodput;
+  const queued = Math.max(0, sendShare(ctx) * e - transfer);
   const processing = processingFor(ctx, pages);
-  const recovery = recoveryFor(ctx, wire, transfer, rtt, copies);
-  return { copies, linkBytes, transfer, processing, recovery, ack: processing + transfer + rtt + recovery };
+  const recovery = recoveryFor(ctx, wire, transfer + queued, rtt, copies);
+  const ack = processing + transfer + queued + rtt + recovery;
+  return { copies, linkBytes, transfer, queued, processing, recovery, ack };
 }
 
 /** The time the checkpoint cycle needs at effective epoch `e` (before taking max with T). */
@@ -276,6 +309,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     copies,
     linkBytes,
     transfer: transferS,
+    queued: queuedS,
     processing: processingS,
     recovery: recoveryS,
     ack: ackS,
@@ -378,6 +412,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     peakWireBytes: peakWire,
     pauseS,
     transferS,
+    queuedS,
     processingS,
     recoveryS,
     ackS,

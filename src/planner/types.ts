@@ -43,11 +43,23 @@ export interface GuestSpec {
   /** Where `processingPerPageS` came from ('none' when 0). */
   processingSource: string;
   /**
+   * Decoding and committing per page at the backup, seconds, when a receiver's stats measured it
+   * (else the backup is taken to need as long as the primary's encoding).
+   */
+  backupProcessing?: { perPageS: number; source: string };
+  /**
    * Bytes remus-wan's sender hedged (`--hedge-after`: sent again on an idle channel) per wire byte of
    * the checkpoints it did not copy, as its stats measured; the link carries them too. A share of
    * the traffic the dirty rate does not predict: it depends on how often a channel slows.
    */
   hedging?: { share: number; source: string };
+  /**
+   * The share of its epoch a checkpoint took, beyond its encoding, to leave remus-wan's sender (its
+   * TCP flows' pace and windows), as its stats measured. BBR paces a flow by the delivery rate it has
+   * seen, and after a loss recovery a pipelined sender's flows have seen little more than their own
+   * average rate: each checkpoint then leaves over most of its epoch, which no link figure predicts.
+   */
+  sending?: { share: number; source: string };
   model: ModelName;
   /** Lower numbers are admitted to a shared link first (fleet). Default: file order. */
   priority?: number;
@@ -139,11 +151,16 @@ export interface EpochPlan {
   peakWireBytes: number;
   pauseMs: number;
   transferMs: number;
+  /**
+   * How long the checkpoint waits, beyond its transfer at the flows' rate, to leave the primary: the
+   * measured sending share of the epoch less the transfer (0 without daemon stats; pipelined only).
+   */
+  queuedMs: number;
   /** Encoding at the primary plus decoding and committing at the backup (0 when not measured). */
   processingMs: number;
   /** Mean delay loss recovery adds (retransmissions a round trip later; tail probes). */
   recoveryMs: number;
-  /** From the end of the pause to the backup's acknowledgement: processing + transfer + RTT + recovery. */
+  /** From the end of the pause to the backup's acknowledgement: processing + transfer + queued + RTT + recovery. */
   ackMs: number;
   /** The checkpoint goes on two channels at once (`--copies-below`): bandwidth counts both copies. */
   copies: boolean;
@@ -179,10 +196,15 @@ export interface GuestResult {
   pageSize: number;
   dirtyModel: DirtyModelInfo;
   compression: { memory: number; disk: number; source: string };
-  /** Processing per dirty page at each end (0 when not measured), and where it came from. */
-  processing: { perPageUs: number; source: string };
+  /**
+   * Processing per dirty page at the primary (0 when not measured), and where it came from; the
+   * backup's when a receiver's stats measured it (else taken as the primary's).
+   */
+  processing: { perPageUs: number; source: string; backupPerPageUs?: number; backupSource?: string };
   /** The measured hedge share the bandwidth counts ({@link GuestSpec.hedging}), when the input had one. */
   hedging?: { share: number; source: string };
+  /** The measured sending share the transfer counts ({@link GuestSpec.sending}), when the input had one. */
+  sending?: { share: number; source: string };
   plans: EpochPlan[];
   /** Lowest-latency feasible plan, or null with `cannotProtect` explaining why. */
   recommended: Recommendation | null;
@@ -198,6 +220,8 @@ export interface LinkResult {
   distanceKm?: number;
   loss: number;
   mssBytes: number;
+  /** Header bytes each segment adds on the link (IP, TCP, Ethernet): the plan's rates are payload. */
+  segmentOverheadBytes: number;
   channels: number;
   tcpWindowBytes: number;
   cc: CongestionControl;

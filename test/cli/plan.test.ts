@@ -136,6 +136,52 @@ describe('outputs', () => {
     expect(JSON.parse(lv.out).guests.map((g: { name: string }) => g.name)).toEqual(['vm1', 'vm2']);
   });
 
+  it("the daemons' stats, sender's and receiver's: what they measured is in the plan and its ack", async () => {
+    const send = join(dir, 'send.jsonl');
+    const recv = join(dir, 'recv.jsonl');
+    const rows = Array.from({ length: 20 }, (_, i) => ({
+      epoch: i + 1,
+      full: i === 0,
+      epochMs: 100,
+      dirtyPages: 1000,
+      rawBytes: 4096000,
+      wireBytes: 400000,
+      encodeMs: 5,
+      sendMs: 65, // 60 ms of the 100 ms epoch beyond the encoding
+      ackMs: 150,
+    }));
+    await writeFile(send, rows.map((r) => JSON.stringify(r)).join('\n'));
+    const backup = rows.map((r) => ({ epoch: r.epoch, full: r.full, pages: 1000, decodeMs: 6, commitMs: 2 }));
+    await writeFile(recv, backup.map((r) => JSON.stringify(r)).join('\n'));
+    const args = [
+      '--bandwidth',
+      '1Gbit/s',
+      '--rtt',
+      '80ms',
+      '--loss',
+      '0.5%',
+      '--cc',
+      'bbr',
+      '--channels',
+      '2',
+    ];
+    args.push('--mode', 'pipelined', '--epoch', '100ms', '--json');
+    const both = JSON.parse((await run('--input', send, '--input', recv, ...args)).out);
+    const g = both.guests[0];
+    expect(g.sending.share).toBeCloseTo(0.6, 9);
+    expect(g.processing.perPageUs).toBeCloseTo(5, 9);
+    expect(g.processing.backupPerPageUs).toBeCloseTo(8, 9);
+    const p = g.plans[0];
+    expect(p.processingMs).toBeCloseTo(13, 9);
+    expect(p.queuedMs).toBeCloseTo(60 - p.transferMs, 2);
+    expect(p.ackMs).toBeCloseTo(p.processingMs + p.transferMs + p.queuedMs + 80 + p.recoveryMs, 1);
+    expect(g.warnings.join()).not.toMatch(/sendMs/);
+    // the sender's file alone: the backup is taken as long as the primary
+    const alone = JSON.parse((await run('--input', send, ...args)).out).guests[0];
+    expect(alone.processing.backupPerPageUs).toBeUndefined();
+    expect(alone.plans[0].processingMs).toBeCloseTo(10, 9);
+  });
+
   it('--sample-pages measures the compression with zstd', async () => {
     const dump = join(dir, 'pages.bin');
     const text = Buffer.from('GET /index.html HTTP/1.1\r\nHost: example\r\n\r\n'.repeat(2000)).subarray(

@@ -116,7 +116,7 @@ describe('traces', () => {
     expect(g?.notes.join()).toMatch(/1 full-copy epoch/);
     expect(g?.compression?.ratio).toBeCloseTo(0.05, 9); // the full copy is not in the ratio either
   });
-  it('remus-wan stats: the encoding time per page (median, full copies left out) for the ack latency', () => {
+  it('remus-wan stats: the encoding time per page (over all pages, full copies left out) for the ack latency', () => {
     const rows = [
       { epoch: 1, full: true, epochMs: 0, dirtyPages: 8192, wireBytes: 9e6, encodeMs: 900 },
       { epoch: 2, full: false, epochMs: 100, dirtyPages: 200, wireBytes: 6e4, encodeMs: 1 },
@@ -124,11 +124,34 @@ describe('traces', () => {
       { epoch: 4, full: false, epochMs: 100, dirtyPages: 100, wireBytes: 6e4, encodeMs: 0.8 },
     ];
     const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'stats.jsonl');
-    // 5, 4 and 8 µs per page: the median is 5
-    expect(g?.processing?.perPageS).toBeCloseTo(5e-6, 12);
-    expect(g?.processing?.source).toMatch(/median of 3 epochs/);
+    // 3.4 ms for 700 pages: the mean an epoch's processing carries (its epochs took 5, 4 and 8 µs a page)
+    expect(g?.processing?.perPageS).toBeCloseTo(3.4e-3 / 700, 12);
+    expect(g?.processing?.source).toMatch(/encodeMs per page, over 3 epochs/);
     const [plain] = parseInput('pages,window_ms\n300,100\n', 4096, 'counts.csv');
     expect(plain?.processing).toBeUndefined();
+  });
+  it("a remus-wan receiver's stats: the backup's decoding and committing per page, nothing else", () => {
+    const rows = [
+      {
+        epoch: 1,
+        full: true,
+        pages: 8192,
+        chunks: 9,
+        wireBytes: 9e6,
+        decodeMs: 800,
+        commitMs: 90,
+        ackMs: 900,
+      },
+      { epoch: 2, full: false, pages: 200, chunks: 1, wireBytes: 6e4, decodeMs: 1, commitMs: 0.5, ackMs: 3 },
+      { epoch: 3, full: false, pages: 300, chunks: 1, wireBytes: 6e4, decodeMs: 2, commitMs: 1.5, ackMs: 4 },
+    ];
+    const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'recv.jsonl');
+    expect(g?.backupProcessing?.perPageS).toBeCloseTo(5e-3 / 500, 12);
+    expect(g?.backupProcessing?.source).toMatch(
+      /recv\.jsonl \(decodeMs \+ commitMs per page, over 2 epochs\)/,
+    );
+    expect(g?.measurements).toEqual([]);
+    expect(g?.processing).toBeUndefined();
   });
   it('remus-wan stats: the hedged share, over the wire bytes of the epochs sent once (copied ones left out)', () => {
     const row = (epoch: number, wireBytes: number, copyBytes: number, hedgedBytes: number) => ({
@@ -150,6 +173,39 @@ describe('traces', () => {
     const old = rows.map(({ hedgedBytes: _, ...r }) => JSON.stringify(r)).join('\n');
     expect(parseInput(old, 4096, 'stats.jsonl')[0]?.hedging).toBeUndefined();
     expect(parseInput('pages,window_ms\n300,100\n', 4096, 'counts.csv')[0]?.hedging).toBeUndefined();
+  });
+  it('remus-wan stats: the sending share, sendMs less encodeMs over epochMs, averaged over the epochs', () => {
+    const row = (epoch: number, epochMs: number, encodeMs: number, sendMs: number) => ({
+      epoch,
+      full: false,
+      epochMs,
+      dirtyPages: 300,
+      rawBytes: 1228800,
+      wireBytes: 1e5,
+      encodeMs,
+      sendMs,
+    });
+    // shares 0.5, 0.1 and 0 (sent while it was encoded); the full copy is left out
+    const rows = [
+      { ...row(1, 0, 900, 5000), full: true },
+      row(2, 100, 10, 60),
+      row(3, 200, 30, 50),
+      row(4, 100, 8, 8),
+    ];
+    const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'stats.jsonl');
+    expect(g?.sending?.share).toBeCloseTo(0.2, 12);
+    expect(g?.sending?.source).toMatch(/mean of 3 epochs\)/);
+    // an epoch queued behind the full copy (20 epochs' wait) is far out: left out of the mean
+    const steady = Array.from({ length: 12 }, (_, i) => row(i + 5, 100, 10, 40 + 10 * (i % 3)));
+    const [h] = parseInput(
+      [...rows, row(99, 100, 10, 2010), ...steady].map((r) => JSON.stringify(r)).join('\n'),
+      4096,
+      'stats.jsonl',
+    );
+    expect(h?.sending?.share).toBeCloseTo((0.5 + 0.1 + 0 + 4 * (0.3 + 0.4 + 0.5)) / 15, 12);
+    expect(h?.sending?.source).toMatch(/mean of 15 epochs; 1 far out left out/);
+    const old = rows.map(({ sendMs: _, ...r }) => JSON.stringify(r)).join('\n');
+    expect(parseInput(old, 4096, 'stats.jsonl')[0]?.sending).toBeUndefined();
   });
   it('refuses bad rows, short rows, empty traces and missing columns', async () => {
     expect(await codeOfAsync(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');

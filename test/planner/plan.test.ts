@@ -27,6 +27,25 @@ describe('plan: recommendation and warnings', () => {
     expect(w).toMatch(/exceeds the 1\.0 MiB socket buffer/);
   });
 
+  it('warns that a pipelined sender on a lossy link may leave later than planned, unless its stats say how late', () => {
+    const lossy = link(125e6, 0.08, { loss: 0.005, cc: 'bbr', channels: 2 });
+    const warned = (g: ReturnType<typeof guest>, mode: 'pipelined' | 'periodic') =>
+      plan([g], lossy, policy({ mode, epochsS: [0.1] })).guests[0]!.warnings.some((w) => /sendMs/.test(w));
+    expect(warned(guest([m(1, 1000)]), 'pipelined')).toBe(true);
+    expect(warned(guest([m(1, 1000)]), 'periodic')).toBe(false);
+    expect(warned({ ...guest([m(1, 1000)]), sending: { share: 0.7, source: 'stats' } }, 'pipelined')).toBe(
+      false,
+    );
+    const sent = plan(
+      [{ ...guest([m(1, 1000)]), sending: { share: 0.7, source: 's.jsonl' } }],
+      lossy,
+      policy({ mode: 'pipelined', epochsS: [0.1] }),
+    );
+    expect(sent.guests[0]?.sending).toEqual({ share: 0.7, source: 's.jsonl' });
+    expect(sent.guests[0]?.plans[0]?.queuedMs).toBeGreaterThan(0);
+    expect(sent.link.segmentOverheadBytes).toBe(lossy.overheadBytesPerSegment);
+  });
+
   it('reports the link and the policy in output units', () => {
     const r = plan(
       [guest([m(1, 10)])],

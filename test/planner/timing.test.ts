@@ -61,6 +61,14 @@ describe('evaluateEpoch — processing at both ends', () => {
     const e = evaluateEpoch(c, 0.02).effectiveS;
     expect(e).toBeCloseTo(0.026 / (1 - (1000 * 4104) / B - 2 * 50e-6 * 1000), 9);
   });
+  it("the backup's own time per page when a receiver's stats measured it", () => {
+    const c = ctx(
+      guest([m(1, 1000)], { processingPerPageS: 50e-6, backupProcessing: { perPageS: 80e-6, source: 'r' } }),
+      link(B, 0.025),
+      policy(),
+    );
+    expect(evaluateEpoch(c, 0.1).processingS).toBeCloseTo((50e-6 + 80e-6) * 100, 12); // 13 ms
+  });
 });
 
 describe('evaluateEpoch — loss recovery', () => {
@@ -75,12 +83,48 @@ describe('evaluateEpoch — loss recovery', () => {
     expect(x).toBeGreaterThan(0.025);
     const lastTrip = (410.4 * 0.025) / x; // segments sent in its last 25 ms
     const some = (n: number) => 1 - (1 - 1e-3) ** n; // one loss or more among n segments
-    const rec = some(lastTrip) * (0.025 - 0.0125) + some(3 * 2) * 0.025;
+    // the latest of the last round trip's losses (L of them on average) sets the delay:
+    // ∫₀^RTT P(RTT − s_latest > u) du, s_latest within s of the end with probability 1 − e^(−L·s/RTT)
+    const L = -lastTrip * Math.log(1 - 1e-3);
+    const latest = 0.025 * (1 - (1 - Math.exp(-L)) / L);
+    expect(latest).toBeCloseTo(
+      integral((u) => 1 - Math.exp((-L * (0.025 - u)) / 0.025), 0, 0.025),
+      9,
+    );
+    const rec = latest + some(3 * 2) * 0.025;
     expect(ev.recoveryS).toBeCloseTo(rec, 12);
     expect(ev.ackS).toBeCloseTo(x + 0.025 + rec, 12);
     expect(evaluateEpoch(base(), 0.1).recoveryS).toBe(0);
   });
+  it('rare losses cost L·(RTT − w/2); several in the last round trip close to a whole round trip', () => {
+    const at = (loss: number, rtt: number) =>
+      evaluateEpoch(
+        ctx(
+          guest([m(1, 1000)]),
+          link(B, rtt, { loss, mssBytes: 1000, channels: 1, cc: 'bbr' }),
+          policy({ mode: 'pipelined' }),
+        ),
+        0.1,
+      );
+    // 410.4 segments in 32.8 ms (within a 100 ms round trip): L = 410.4·1e-6
+    const rare = at(1e-6, 0.1);
+    expect(rare.transferS).toBeCloseTo(0.032832, 9);
+    expect(rare.recoveryS).toBeCloseTo(410.4e-6 * (0.1 - rare.transferS / 2) + 3e-6 * 0.1, 7);
+    // 5 % of 410 segments: 21 losses on average, the latest close to the end
+    const many = at(0.05, 0.1);
+    expect(many.recoveryS).toBeGreaterThan(0.9 * 0.1);
+    expect(many.recoveryS).toBeLessThan(0.1 + 0.1 * (1 - 0.95 ** 3));
+  });
 });
+
+/** ∫ f over [a, b], Simpson's rule on 2000 intervals. */
+function integral(f: (x: number) => number, a: number, b: number): number {
+  const n = 2000;
+  const h = (b - a) / n;
+  let sum = f(a) + f(b);
+  for (let i = 1; i < n; i++) sum += f(a + i * h) * (i % 2 === 1 ? 4 : 2);
+  return (sum * h) / 3;
+}
 
 describe('evaluateEpoch — copies on two channels (--copies-below)', () => {
   const lossy = (copiesBelowBytes: number, channels = 2) =>
@@ -95,10 +139,13 @@ describe('evaluateEpoch — copies on two channels (--copies-below)', () => {
     const x = (2 * 410_400) / B; // both copies' bytes
     expect(ev.transferS).toBeCloseTo(x, 12);
     expect(ev.avgBps).toBeCloseTo(2 * 4_104_000, 3);
-    const lastTrip = (410.4 * 0.025) / x;
     const some = (n: number) => 1 - (1 - 1e-3) ** n;
-    const rec = some(lastTrip) ** 2 * (0.025 - 0.0125) + some(3) ** 2 * 0.025;
-    expect(ev.recoveryS).toBeCloseTo(rec, 12);
+    // a frame waits for the sooner copy: ∫ P(D > u)² du, D a copy's delay (its latest loss among
+    // the segments of its last round trip)
+    const L = ((-410.4 * 0.025) / x) * Math.log(1 - 1e-3);
+    const late = (u: number) => 1 - Math.exp((-L * (0.025 - u)) / 0.025);
+    const rec = integral((u) => late(u) ** 2, 0, 0.025) + some(3) ** 2 * 0.025;
+    expect(ev.recoveryS).toBeCloseTo(rec, 7);
     expect(ev.ackS).toBeCloseTo(x + 0.025 + rec, 12);
   });
   it('none above the bound, with one channel, or outside pipelined mode', () => {
@@ -147,6 +194,36 @@ describe('evaluateEpoch — hedges (--hedge-after, at the measured share)', () =
     expect(tight.reasons).toEqual([]);
     expect(evaluateEpoch(hedged(0.25, 'pipelined', 1), 0.1).avgBps).toBeCloseTo(4_104_000, 3);
     expect(evaluateEpoch(hedged(0.25, 'xl'), 0.1).avgBps).toBe(evaluateEpoch(hedged(0, 'xl'), 0.1).avgBps);
+  });
+});
+
+describe('evaluateEpoch — the measured sending share (sendMs)', () => {
+  const sending = (share: number, mode: Policy['mode'] = 'pipelined') =>
+    ctx(
+      { ...guest([m(1, 1000)]), sending: { share, source: 'stats' } },
+      link(B, 0.025, { channels: 2 }),
+      policy({ mode }),
+    );
+  it('the checkpoint leaves over that share of its epoch: the ack waits the rest, the cycle does not', () => {
+    const plain = evaluateEpoch(sending(0), 0.1);
+    const ev = evaluateEpoch(sending(0.6), 0.1);
+    // 410.4 kB at 12.5 MB/s: 32.83 ms on the link, 60 ms measured
+    expect(plain.transferS).toBeCloseTo(0.032832, 9);
+    expect(plain.queuedS).toBe(0);
+    expect(ev.transferS).toBe(plain.transferS);
+    expect(ev.queuedS).toBeCloseTo(0.06 - 0.032832, 9);
+    expect(ev.ackS).toBeCloseTo(plain.ackS + ev.queuedS, 9);
+    expect(ev.latencyMeanS).toBeCloseTo(plain.latencyMeanS + ev.queuedS, 9);
+    // the sender keeps up (the link's rate sets that): the epoch does not stretch, the bandwidth stays
+    expect(ev.effectiveS).toBe(0.1);
+    expect(ev.avgBps).toBe(plain.avgBps);
+    // a share below the link's time changes nothing
+    expect(evaluateEpoch(sending(0.3), 0.1).ackS).toBe(plain.ackS);
+  });
+  it('pipelined only: a stop-and-wait sender leaves its flows idle before each checkpoint', () => {
+    for (const mode of ['periodic', 'xl'] as const) {
+      expect(evaluateEpoch(sending(0.9, mode), 0.1).ackS).toBe(evaluateEpoch(sending(0, mode), 0.1).ackS);
+    }
   });
 });
 
