@@ -45,11 +45,13 @@
  *   dirty MB/s    pages captured per second of the window × 4096: distinct pages per epoch (a page
  *                 written several times in an epoch counts once), what a Remus replicator must ship
  *   kept up       the median epoch (capture to capture) is at most 1.2 × 100 ms (the checkpoints do
- *                 not fall behind the epoch) and the median ack of the window's last third is at most
- *                 half an epoch longer than its first third's (they do not queue up: a pipelined
- *                 sender falls behind in its acks before its epochs stretch). Not a bound on the ack
- *                 itself: on a lossy long link a steady stream's acks carry most of an epoch of BBR
- *                 pacing (the stats' sendMs) and about a round trip of loss recovery
+ *                 not fall behind the epoch), and the acks do not queue up (a pipelined sender falls
+ *                 behind in its acks before its epochs stretch): the median ack of the window's last
+ *                 third is at most half an epoch longer than its first third's, and the median ack is
+ *                 at most 2 × epoch + transfer + RTT (one epoch waiting behind its own at most: once
+ *                 the window of epochs in flight is full the acks stop growing). On a lossy long link
+ *                 a steady stream's acks carry most of an epoch of BBR pacing (the stats' sendMs) and
+ *                 about a round trip of loss recovery: epoch + transfer + RTT is not enough there
  *   p99 bound     the issue's latency target: ack p99 ≤ epoch + transfer + RTT + 10 ms, transfer the
  *                 run's wire bytes per epoch (less remus-wan's copies: the epoch's own bytes) at the
  *                 lab's measured throughput, RTT the lab's measured mean
@@ -611,7 +613,10 @@ async function runOnce(lab: Lab, c: Contender, rate: number, env: Env): Promise<
     const run: Run = {
       rate,
       keptUp:
-        rows.length >= env.minEpochs && epochMsMedian <= KEPT_UP * EPOCH_MS && ackGrowthMs <= ACK_GROWTH_MS,
+        rows.length >= env.minEpochs &&
+        epochMsMedian <= KEPT_UP * EPOCH_MS &&
+        ackGrowthMs <= ACK_GROWTH_MS &&
+        ackP50Ms <= 2 * bound.epoch + bound.transfer + bound.rtt,
       withinP99: ackP99Ms <= bound.total,
       ackBoundMs: bound.total,
       dirtyMBps: (pages * PAGE) / 1e6 / windowS,
