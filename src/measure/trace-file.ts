@@ -451,7 +451,7 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
  * checkpoints captured while a full copy or a resend was still leaving wait behind it for many epochs:
  * a transient, not what the link does once the stream is steady. Fewer than 4 values: the plain mean.
  */
-export function fencedMean(xs: readonly number[]): { mean: number; kept: number } {
+function fencedMean(xs: readonly number[]): { mean: number; kept: number } {
   const sorted = [...xs].sort((a, b) => a - b);
   const q = (p: number) => {
     const h = (sorted.length - 1) * p;

@@ -517,6 +517,8 @@ export class SenderSession extends EventEmitter {
     this.o.log.warn({ err: why?.message }, 'channel lost: reconnecting');
     for (const ch of this.channels) ch.close(undefined);
     this.channels = [];
+    // what was on them does not leave now: the epochs are sent again, and watched again from their END
+    this.sending.clear();
     this.pumpGen++;
     this.scheduleReconnect();
   }
