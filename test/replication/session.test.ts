@@ -210,6 +210,16 @@ class MemoryEnd extends Duplex {
   }
 }
 
+/** A sender's dial that joins it to `receiver` over in-memory streams; the sender's ends go in `ends`. */
+function memoryDial(receiver: ReceiverSession, ends: MemoryEnd[]) {
+  return async () => {
+    const [mine, theirs] = memoryPair();
+    ends.push(mine);
+    receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
+    return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
+  };
+}
+
 function memoryPair(): [MemoryEnd, MemoryEnd] {
   const a = new MemoryEnd();
   const b = new MemoryEnd();
@@ -345,12 +355,7 @@ describe('sender ⇄ receiver over loopback', () => {
       copiesBelowBytes: 0,
       // several chunks an epoch, so that some go on channel 1
       codec: { chunkBytes: 16 * 1024 },
-      dial: async () => {
-        const [mine, theirs] = memoryPair();
-        ends.push(mine);
-        rx.receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
-        return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
-      },
+      dial: memoryDial(rx.receiver, ends),
     });
     const { sent, got } = record(sender, rx.receiver);
     const acked: number[] = [];
@@ -390,12 +395,7 @@ describe('sender ⇄ receiver over loopback', () => {
     const ends: MemoryEnd[] = [];
     const sender = startSender(0, source, {
       channels: 1,
-      dial: async () => {
-        const [mine, theirs] = memoryPair();
-        ends.push(mine);
-        rx.receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
-        return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
-      },
+      dial: memoryDial(rx.receiver, ends),
     });
     const { sent } = record(sender, rx.receiver);
     const done = sender.run();
