@@ -67,9 +67,9 @@
  * kept-up run within the p99 bound.
  *
  * Checks, per link (the issue's targets are on 25ms-100mbit):
- *   - remus-wan's defaults, at their highest rate kept up with AND within the p99 bound, sustain ≥ 3×
- *     the dirty rate of the best baseline at its highest rate kept up with (no p99 condition for the
- *     baselines: the comparison favours them);
+ *   - on 25ms-100mbit, remus-wan's defaults, at their highest rate kept up with AND within the p99
+ *     bound, sustain ≥ 3× the dirty rate of the best baseline at its highest rate kept up with (no p99
+ *     condition for the baselines: the comparison favours them);
  *   - planner: `remus-plan` fed that run's stats files (the sender's and the receiver's, and the
  *     link) predicts its bandwidth on the link and its mean ack latency within ±15 % (where no run is
  *     within the p99 bound, at the highest kept up with); and so at every rate of the defaults'
@@ -817,7 +817,8 @@ function checksFor(l: LinkResult): Check[] {
   const ours = entry('remus-wan')?.bestWithinP99 ?? null;
   const baselines = l.contenders.filter((c) => BASELINES.includes(c.name));
   const top = Math.max(0, ...baselines.map((c) => c.best?.dirtyMBps ?? 0));
-  if (baselines.length > 0 && entry('remus-wan')) {
+  // the dirty-rate target is on the 100 Mbit/s link; on the others the tables say how far each got
+  if (l.name === '25ms-100mbit' && baselines.length > 0 && entry('remus-wan')) {
     const ratio = ours ? (top > 0 ? ours.dirtyMBps / top : Number.POSITIVE_INFINITY) : 0;
     out.push({
       link: l.name,
