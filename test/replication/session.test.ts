@@ -210,14 +210,30 @@ class MemoryEnd extends Duplex {
   }
 }
 
-/** A sender's dial that joins it to `receiver` over in-memory streams; the sender's ends go in `ends`. */
-function memoryDial(receiver: ReceiverSession, ends: MemoryEnd[]) {
-  return async () => {
-    const [mine, theirs] = memoryPair();
-    ends.push(mine);
-    receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
-    return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
-  };
+/**
+ * A receiver and a sender joined over in-memory streams (the sender's ends in `ends`, to hold one),
+ * the source written to all along; resolves once 10 epochs are acknowledged.
+ */
+async function memorySession(extra: Partial<ConstructorParameters<typeof SenderSession>[0]>) {
+  const rx = await startReceiver(sessionDir(), 0, 5000, 2 ** 30);
+  cleanups.push(rx.stop);
+  const source = new MemorySource(1024, 5);
+  keepWriting(source, 20);
+  const ends: MemoryEnd[] = [];
+  const sender = startSender(0, source, {
+    ...extra,
+    dial: async () => {
+      const [mine, theirs] = memoryPair();
+      ends.push(mine);
+      rx.receiver.accept(theirs, { remoteAddress: 'memory', remotePort: ends.length });
+      return { socket: mine, peer: { remoteAddress: 'memory', remotePort: ends.length } };
+    },
+  });
+  const { sent, got } = record(sender, rx.receiver);
+  const done = sender.run();
+  cleanups.push(() => sender.stop());
+  await until(() => sent.length >= 10);
+  return { sender, sent, got, ends, done };
 }
 
 function memoryPair(): [MemoryEnd, MemoryEnd] {
@@ -345,24 +361,14 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 60_000);
 
   it('a stalled channel: chunks go on the other, what it holds is hedged there, and acks keep coming', async () => {
-    const rx = await startReceiver(sessionDir(), 0, 5000, 2 ** 30);
-    cleanups.push(rx.stop);
-    const source = new MemorySource(1024, 5);
-    keepWriting(source, 20);
-    const ends: MemoryEnd[] = [];
-    const sender = startSender(0, source, {
+    const { sender, sent, got, ends, done } = await memorySession({
       hedgeAfterMs: 10,
       copiesBelowBytes: 0,
       // several chunks an epoch, so that some go on channel 1
       codec: { chunkBytes: 16 * 1024 },
-      dial: memoryDial(rx.receiver, ends),
     });
-    const { sent, got } = record(sender, rx.receiver);
     const acked: number[] = [];
     sender.on('epoch', () => acked.push(performance.now()));
-    const done = sender.run();
-    cleanups.push(() => sender.stop());
-    await until(() => sent.length >= 10);
     // channel 1's flow stops for 1 s (under the 2 s idle timeout) from its next chunk: nothing it is
     // given leaves
     const stalled = ends[1] as MemoryEnd;
@@ -388,19 +394,7 @@ describe('sender ⇄ receiver over loopback', () => {
   }, 60_000);
 
   it('sendMs: when an epoch had left the primary; frames held in the socket count, then no more', async () => {
-    const rx = await startReceiver(sessionDir(), 0, 5000, 2 ** 30);
-    cleanups.push(rx.stop);
-    const source = new MemorySource(1024, 5);
-    keepWriting(source, 20);
-    const ends: MemoryEnd[] = [];
-    const sender = startSender(0, source, {
-      channels: 1,
-      dial: memoryDial(rx.receiver, ends),
-    });
-    const { sent } = record(sender, rx.receiver);
-    const done = sender.run();
-    cleanups.push(() => sender.stop());
-    await until(() => sent.length >= 10);
+    const { sender, sent, ends, done } = await memorySession({ channels: 1 });
     // the channel's flow stops for 400 ms (under the 2 s idle timeout) from its next chunk
     const end = ends[0] as MemoryEnd;
     end.holdAt = 1024;
