@@ -203,7 +203,7 @@ export interface GuestResult {
   processing: { perPageUs: number; source: string; backupPerPageUs?: number; backupSource?: string };
   /** The measured hedge share the bandwidth counts ({@link GuestSpec.hedging}), when the input had one. */
   hedging?: { share: number; source: string };
-  /** The measured sending share the transfer counts ({@link GuestSpec.sending}), when the input had one. */
+  /** The measured sending share the plans' queuedMs count ({@link GuestSpec.sending}), when the input had one. */
   sending?: { share: number; source: string };
   plans: EpochPlan[];
   /** Lowest-latency feasible plan, or null with `cannotProtect` explaining why. */
