@@ -21,8 +21,28 @@ import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
-/** A benchmark's command line: its flags (`has`) and its options with a value (`opt`). */
-export function commandLine(args: readonly string[] = process.argv.slice(2)) {
+/**
+ * A benchmark's command line: its flags (`has`) and its options with a value (`opt`). `--help` prints
+ * the usage and exits; an argument that is neither a known flag nor a known option's value exits
+ * with 2 (a misspelt option would otherwise start a long run with the defaults).
+ */
+export function commandLine(
+  usage: string,
+  known: { flags: readonly string[]; options: readonly string[] },
+  args: readonly string[] = process.argv.slice(2),
+) {
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(`${usage}\n`);
+    process.exit(0);
+  }
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    if (known.options.includes(a)) i++;
+    else if (!known.flags.includes(a)) {
+      process.stderr.write(`unknown argument "${a}" (--help lists the options)\n`);
+      process.exit(2);
+    }
+  }
   return {
     has: (name: string) => args.includes(name),
     opt: (name: string): string | undefined => {

@@ -136,7 +136,23 @@ const MiB = 2 ** 20;
 const CACHE_MIB = 64;
 const TARGET_MBPS = 500;
 
-const { has, opt } = commandLine();
+const { has, opt } = commandLine(
+  `npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S] [--only writer,configs,epochs]
+  [--epoch-ms 20,50,100] [--from-rate N | --rates N,N…] [--profile DIR [--profile-rate PAGES_PER_S]]
+  [--store-root DIR] [--image-root DIR] [--keep] [--log-level L] [--encoder worker|pool|inline]
+(the head of tools/bench/transport-bench.ts says what each does and what a run measures)`,
+  {
+    flags: ['--json', '--quick', '--keep'],
+    options: ['--runs', '--seconds', '--only', '--epoch-ms', '--from-rate', '--rates', '--profile'].concat([
+      '--profile-rate',
+      '--store-root',
+      '--image-root',
+      '--log-level',
+      '--encoder',
+      '--pages',
+    ]),
+  },
+);
 const json = has('--json');
 /** --epoch-ms 20,100: the epoch lengths of the epochs section (default 20, 50, 100; 20, 100 with --quick). */
 const epochLengths = opt('--epoch-ms')

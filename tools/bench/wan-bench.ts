@@ -150,21 +150,6 @@ const A = '10.203.0.1';
 const B = '10.203.0.2';
 const MAX_RATE = 1_024_000;
 
-const { has, opt } = commandLine();
-const json = has('--json');
-const quick = has('--quick');
-/** --rates N,N…: exactly these writer rates (page writes/s) instead of the ladders. */
-const fixedRates = ratesOption(opt('--rates'));
-const words = (text: string | undefined) => text?.split(/\s+/).filter((a) => a !== '') ?? [];
-/** --daemon-args "…": more arguments for both remus-wan daemons (to try a setting against the defaults). */
-const daemonArgs = words(opt('--daemon-args'));
-/** --send-args "…": more arguments for `remus-wan send` only (a sender's setting: --chunk, --channels…). */
-const sendArgs = words(opt('--send-args'));
-/** Progress and tables: on stdout, or on stderr when stdout carries the JSON. */
-const log = (s = '') => {
-  (json ? process.stderr : process.stdout).write(`${s}\n`);
-};
-
 interface LinkSpec {
   name: string;
   rtt: string;
@@ -230,6 +215,36 @@ const CONTENDERS: Contender[] = [
   },
 ];
 const BASELINES = CONTENDERS.filter((c) => c.kind === 'page-stream').map((c) => c.name);
+
+const { has, opt } = commandLine(
+  `npm run bench:wan [-- --json] [--quick] [--links NAME,…] [--contenders NAME,…] [--rates N,…] [--seconds S]
+  [--pages N] [--svg FILE] [--from-json FILE,…] [--daemon-args "…"] [--send-args "…"] [--keep] [--log-level L]
+
+links: ${LINKS.map((l) => l.name).join(', ')}
+contenders: ${CONTENDERS.map((c) => c.name).join(', ')}
+(the head of tools/bench/wan-bench.ts says what each does and what a run measures)`,
+  {
+    flags: ['--json', '--quick', '--keep'],
+    options: ['--links', '--contenders', '--rates', '--seconds', '--pages', '--svg', '--from-json'].concat([
+      '--daemon-args',
+      '--send-args',
+      '--log-level',
+    ]),
+  },
+);
+const json = has('--json');
+const quick = has('--quick');
+/** --rates N,N…: exactly these writer rates (page writes/s) instead of the ladders. */
+const fixedRates = ratesOption(opt('--rates'));
+const words = (text: string | undefined) => text?.split(/\s+/).filter((a) => a !== '') ?? [];
+/** --daemon-args "…": more arguments for both remus-wan daemons (to try a setting against the defaults). */
+const daemonArgs = words(opt('--daemon-args'));
+/** --send-args "…": more arguments for `remus-wan send` only (a sender's setting: --chunk, --channels…). */
+const sendArgs = words(opt('--send-args'));
+/** Progress and tables: on stdout, or on stderr when stdout carries the JSON. */
+const log = (s = '') => {
+  (json ? process.stderr : process.stdout).write(`${s}\n`);
+};
 
 function pick<T extends { name: string }>(all: T[], list: string | undefined, what: string): T[] {
   if (list === undefined) return all;
