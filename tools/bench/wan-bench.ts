@@ -67,9 +67,9 @@
  * backup's replica store, the page streams' replicas, logs and stats. Before the runs the bench
  * times fdatasync there (300 kB every 100 ms for 10 s, a journal's pattern) and prints it. The default
  * is in memory because the p99 bound has no term for the backup's disk and the page streams never
- * sync: on a shared virtual disk, where 0.5–1 % of these syncs stall for 50–360 ms, each stall holds
- * the acks of the 2–4 epochs behind it, which is more than the 1 % a 150-epoch p99 allows. Give a
- * disk's directory to measure with it.
+ * sync. On the development machine's shared virtual disk about 1 % of these syncs stalled for
+ * 50–360 ms, and each stall holds the acks of the 2–4 epochs behind it: more than the 1 % a 150-epoch
+ * p99 leaves out. Give a disk's directory to measure with it.
  * A contender's figure is its highest kept-up run (by dirty MB/s); the tables also give the highest
  * kept-up run within the p99 bound.
  *
@@ -88,8 +88,9 @@
  * contender replaces an earlier one's on the same link (a setting re-run after a change).
  *
  * JSON (--json): { machine, workload, links: [{ name, asked, measured, cc, contenders: [{ name, label,
- * best: Run | null, bestWithinP99: Run | null, runs: [Run] }] }], checks: [{ link, name, value,
- * target, met }] }, where a Run is { rate, keptUp, withinP99, ackBoundMs, dirtyMBps, dirtyPagesPerS,
+ * best: Run | null, bestWithinP99: Run | null, runs: [Run], store? }] }], checks: [{ link, name,
+ * value, target, met }] }, where store (remus-wan's) is { root, fs, sync: { samples, p50Ms, p99Ms,
+ * maxMs } } and a Run is { rate, keptUp, withinP99, ackBoundMs, dirtyMBps, dirtyPagesPerS,
  * epochs, epochMsMedian, wireBytesPerEpoch, wireMBps, retransmitted, ackP50Ms, ackP99Ms, ackMeanMs,
  * cpuPerGB: { a, b }, windowS, fullCopyS, plan?: { wireMbps, ackMs, measuredWireMbps, measuredAckMs },
  * error? }. Progress and tables go to stderr with --json.
