@@ -10,6 +10,9 @@
  *     `window` (a duration string such as `100ms`) or `window_ms`/`windowMs`/`window_s`/`epochMs`.
  *     remus-wan's per-epoch stats file is this shape; its `rawBytes`/`wireBytes` give the compression,
  *     and its full-copy rows (`full: true`: every page, at session start or a resync) are left out.
+ *     The epochs of a full copy's catch-up (the backlog shipped after it, until the stream settles:
+ *     `catchUps`) count for D(T) but not for what the link and the daemons did (compression,
+ *     hedging, sending, processing).
  *     An `encodeMs` column (the daemon's) gives the per-page processing time (planner: ack latency),
  *     and with it a `sendMs` column the share of the epoch a checkpoint took to leave the primary.
  *     A remus-wan receiver's stats file (`pages`, `decodeMs`, `commitMs`, no window) gives the backup's
@@ -333,10 +336,6 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
       },
     );
   }
-  const byWindow = new Map<number, number[]>();
-  let raw = 0;
-  let wire = 0;
-  let epochs = 0;
   const col = (key: string) => rows.keys.indexOf(key);
   const [windowCol, countCol, rawCol, wireCol] = [
     col(windowKey),
@@ -345,23 +344,31 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     col('wireBytes'),
   ];
   const fullCol = col('full');
-  const stateCol = col('deviceStateBytes');
-  const states: number[] = [];
-  const encodeCol = col('encodeMs');
-  const [copyCol, hedgedCol] = [col('copyBytes'), col('hedgedBytes')];
-  // the share of each epoch its checkpoint took, beyond encoding, to leave the primary
-  const sendCol = col('sendMs');
-  const sendShares: number[] = [];
-  // the epochs sent once (no copies besides the hedges): their wire bytes and hedged bytes
-  let onceWire = 0;
-  let hedged = 0;
-  // the processing time per page: over all the epochs' pages (the mean an epoch's ack carries)
-  const encoded = { ms: 0, pages: 0, epochs: 0 };
+  const [stateCol, encodeCol, sendCol, copyCol, hedgedCol] = [
+    col('deviceStateBytes'),
+    col('encodeMs'),
+    col('sendMs'),
+    col('copyBytes'),
+    col('hedgedBytes'),
+  ];
+  const epochs: CountRow[] = [];
   let skippedFull = 0;
   rows.each((field, num, line) => {
     // a daemon's full copy (session start, resync) is every page, not what the guest dirtied
     if (fullCol >= 0 && field(fullCol) === 'true') {
       skippedFull++;
+      epochs.push({
+        full: true,
+        windowS: 0,
+        pages: 0,
+        raw: NaN,
+        wire: NaN,
+        encodeMs: NaN,
+        sendMs: NaN,
+        copy: NaN,
+        hedged: NaN,
+        state: NaN,
+      });
       return;
     }
     const w = field(windowCol) ?? '';
@@ -379,30 +386,57 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
         },
       );
     }
-    const encodeMs = encodeCol < 0 ? Number.NaN : num(encodeCol);
-    if (Number.isFinite(encodeMs) && encodeMs >= 0 && pages > 0) tally(encoded, encodeMs, pages);
-    const sendMs = sendCol < 0 ? Number.NaN : num(sendCol);
-    if (Number.isFinite(sendMs) && sendMs >= 0 && encodeMs >= 0) {
-      sendShares.push(Math.max(0, sendMs - encodeMs) / 1000 / windowS);
+    const opt = (c: number) => (c < 0 ? Number.NaN : num(c));
+    epochs.push({
+      full: false,
+      windowS,
+      pages,
+      raw: opt(rawCol),
+      wire: opt(wireCol),
+      encodeMs: opt(encodeCol),
+      sendMs: opt(sendCol),
+      copy: opt(copyCol),
+      hedged: opt(hedgedCol),
+      state: opt(stateCol),
+    });
+  });
+  const catchUp = catchUps(epochs);
+  const byWindow = new Map<number, number[]>();
+  let raw = 0;
+  let wire = 0;
+  let ratioEpochs = 0;
+  const states: number[] = [];
+  // the share of each epoch its checkpoint took, beyond encoding, to leave the primary
+  const sendShares: number[] = [];
+  // the epochs sent once (no copies besides the hedges): their wire bytes and hedged bytes
+  let onceWire = 0;
+  let hedged = 0;
+  // the processing time per page: over all the epochs' pages (the mean an epoch's ack carries)
+  const encoded = { ms: 0, pages: 0, epochs: 0 };
+  epochs.forEach((e, i) => {
+    if (e.full) return;
+    // every epoch is a sample of D(T), a full copy's catch-up too (its longer windows among them)
+    const list = byWindow.get(e.windowS) ?? [];
+    list.push(e.pages);
+    byWindow.set(e.windowS, list);
+    if (Number.isFinite(e.state) && e.state >= 0) states.push(e.state);
+    // what the link and the daemons did: from the steady stream only
+    if (catchUp[i]) return;
+    if (Number.isFinite(e.encodeMs) && e.encodeMs >= 0 && e.pages > 0) tally(encoded, e.encodeMs, e.pages);
+    if (Number.isFinite(e.sendMs) && e.sendMs >= 0 && e.encodeMs >= 0) {
+      sendShares.push(Math.max(0, e.sendMs - e.encodeMs) / 1000 / e.windowS);
     }
-    const state = stateCol < 0 ? Number.NaN : num(stateCol);
-    if (Number.isFinite(state) && state >= 0) states.push(state);
-    const list = byWindow.get(windowS) ?? [];
-    list.push(pages);
-    byWindow.set(windowS, list);
-    const r = rawCol < 0 ? Number.NaN : num(rawCol);
-    const wb = wireCol < 0 ? Number.NaN : num(wireCol);
-    if (Number.isFinite(r) && Number.isFinite(wb) && r > 0) {
-      raw += r;
-      wire += wb;
-      epochs++;
-      const h = hedgedCol < 0 ? Number.NaN : num(hedgedCol);
-      if (Number.isFinite(h) && h >= 0 && (copyCol < 0 || num(copyCol) <= h)) {
-        onceWire += wb;
-        hedged += h;
+    if (Number.isFinite(e.raw) && Number.isFinite(e.wire) && e.raw > 0) {
+      raw += e.raw;
+      wire += e.wire;
+      ratioEpochs++;
+      if (Number.isFinite(e.hedged) && e.hedged >= 0 && (copyCol < 0 || e.copy <= e.hedged)) {
+        onceWire += e.wire;
+        hedged += e.hedged;
       }
     }
   });
+  const caughtUp = catchUp.filter(Boolean).length;
   const isDaemon = rows.keys.includes('wireBytes');
   // a daemon measures each epoch's real length, which jitters around the configured interval: epochs
   // within 10 % of each other are samples of one window (their median length), not windows of their own
@@ -416,13 +450,19 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
   const guest: GuestMeasurements = {
     measurements,
     traces: [],
-    notes:
-      skippedFull > 0
+    notes: [
+      ...(skippedFull > 0
         ? [`${source}: ${skippedFull} full-copy epoch(s) left out (not a dirty-rate sample)`]
-        : [],
+        : []),
+      ...(caughtUp > 0
+        ? [
+            `${source}: the ${caughtUp} epoch(s) of a full copy's catch-up (until ${SETTLED_RUN} in a row took at most ${SETTLED_WITHIN} × the median epoch) left out of the compression, hedging, sending and processing`,
+          ]
+        : []),
+    ],
   };
-  if (epochs > 0 && raw > 0) {
-    guest.compression = { ratio: wire / raw, source: `${source} (measured over ${epochs} epochs)` };
+  if (ratioEpochs > 0 && raw > 0) {
+    guest.compression = { ratio: wire / raw, source: `${source} (measured over ${ratioEpochs} epochs)` };
   }
   if (onceWire > 0) {
     guest.hedging = {
@@ -444,6 +484,56 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     guest.deviceStateBytes = [...states].sort((a, b) => a - b)[Math.floor(states.length / 2)] as number;
   }
   return guest;
+}
+
+/** One row of a per-window counts file (NaN: the column is not there). */
+interface CountRow {
+  full: boolean;
+  windowS: number;
+  pages: number;
+  raw: number;
+  wire: number;
+  encodeMs: number;
+  sendMs: number;
+  copy: number;
+  hedged: number;
+  state: number;
+}
+
+/** Epochs in a row, each at most SETTLED_WITHIN × the median epoch, that end a full copy's catch-up. */
+const SETTLED_RUN = 5;
+const SETTLED_WITHIN = 1.2;
+
+/**
+ * Which rows are a full copy's catch-up: after a full copy (session start, resync) the sender ships
+ * its backlog, in epochs stretched to seconds and larger than the guest's steady ones, while its
+ * window waits on the full copy's ack. Such epochs compress, hedge and queue unlike the steady
+ * stream. The catch-up ends where SETTLED_RUN epochs in a row took at most SETTLED_WITHIN × the
+ * median epoch (the setting, as far as the file says). A stream that never settles after a full
+ * copy keeps all its epochs: that is its steady behaviour.
+ */
+function catchUps(rows: readonly CountRow[]): boolean[] {
+  const out = rows.map(() => false);
+  const windows = rows.filter((r) => !r.full).map((r) => r.windowS);
+  if (windows.length === 0) return out;
+  const sorted = [...windows].sort((a, b) => a - b);
+  const limit = SETTLED_WITHIN * (sorted[Math.floor(sorted.length / 2)] as number);
+  let from = -1; // the first row after the last full copy, while it is catching up
+  let run = 0;
+  rows.forEach((r, i) => {
+    if (r.full) {
+      from = i + 1;
+      run = 0;
+      return;
+    }
+    if (from < 0) return;
+    run = r.windowS <= limit ? run + 1 : 0;
+    if (run === SETTLED_RUN) {
+      for (let j = from; j <= i - SETTLED_RUN; j++) out[j] = true;
+      from = -1;
+    }
+  });
+  return out;
 }
 
 /**

@@ -195,17 +195,58 @@ describe('traces', () => {
     const [g] = parseInput(rows.map((r) => JSON.stringify(r)).join('\n'), 4096, 'stats.jsonl');
     expect(g?.sending?.share).toBeCloseTo(0.2, 12);
     expect(g?.sending?.source).toMatch(/mean of 3 epochs\)/);
-    // an epoch queued behind the full copy (20 epochs' wait) is far out: left out of the mean
+    // with a steady stream after them, epochs 2 and 3 are the full copy's catch-up (3 took two
+    // epochs); an epoch queued behind a resend (20 epochs' wait) is far out: left out of the mean
     const steady = Array.from({ length: 12 }, (_, i) => row(i + 5, 100, 10, 40 + 10 * (i % 3)));
     const [h] = parseInput(
       [...rows, row(99, 100, 10, 2010), ...steady].map((r) => JSON.stringify(r)).join('\n'),
       4096,
       'stats.jsonl',
     );
-    expect(h?.sending?.share).toBeCloseTo((0.5 + 0.1 + 0 + 4 * (0.3 + 0.4 + 0.5)) / 15, 12);
-    expect(h?.sending?.source).toMatch(/mean of 15 epochs; 1 far out left out/);
+    expect(h?.sending?.share).toBeCloseTo((0 + 4 * (0.3 + 0.4 + 0.5)) / 13, 12);
+    expect(h?.sending?.source).toMatch(/mean of 13 epochs; 1 far out left out/);
     const old = rows.map(({ sendMs: _, ...r }) => JSON.stringify(r)).join('\n');
     expect(parseInput(old, 4096, 'stats.jsonl')[0]?.sending).toBeUndefined();
+  });
+  it("remus-wan stats: a full copy's catch-up counts for D(T), not for the compression, hedging, sending or processing", () => {
+    const row = (epoch: number, epochMs: number, dirtyPages: number, wireBytes: number) => ({
+      epoch,
+      full: false,
+      epochMs,
+      dirtyPages,
+      rawBytes: dirtyPages * 4096,
+      wireBytes,
+      copyBytes: 0,
+      hedgedBytes: wireBytes / 10,
+      encodeMs: dirtyPages / 100,
+      sendMs: dirtyPages / 100 + epochMs / 2,
+    });
+    // the backlog: stretched epochs, more pages, a worse ratio, no hedges, long waits to leave
+    const backlog = [row(2, 400, 900, 2e5), row(3, 100, 300, 9e4), row(4, 2000, 3000, 8e5)].map((r) => ({
+      ...r,
+      hedgedBytes: 0,
+      sendMs: r.encodeMs + 1.5 * r.epochMs,
+    }));
+    // a steady stream: 100 ms epochs (one at 108), 300 pages, ratio 1/20
+    const steady = [100, 100, 108, 100, 100, 100].map((ms, i) => row(5 + i, ms, 300, 61440));
+    const full = { epoch: 1, full: true, epochMs: 0, dirtyPages: 8192, rawBytes: 33554432, wireBytes: 9e6 };
+    const lines = (rs: object[]) => rs.map((r) => JSON.stringify(r)).join('\n');
+    const [g] = parseInput(lines([full, ...backlog, ...steady]), 4096, 'stats.jsonl');
+    expect(g?.measurements.map((m) => m.windowS)).toEqual([0.1, 0.4, 2]);
+    expect(g?.compression?.ratio).toBeCloseTo(0.05, 12);
+    expect(g?.compression?.source).toMatch(/over 6 epochs/);
+    expect(g?.hedging?.share).toBeCloseTo(0.1, 12);
+    expect(g?.sending?.share).toBeCloseTo(0.5, 12);
+    expect(g?.processing?.perPageS).toBeCloseTo(1e-5, 15);
+    expect(g?.notes.join()).toMatch(/the 3 epoch\(s\) of a full copy's catch-up/);
+    // a resync later in the file starts another catch-up
+    const again = [{ ...full, epoch: 11 }, ...backlog.map((r) => ({ ...r, epoch: r.epoch + 10 }))];
+    const [h] = parseInput(lines([full, ...backlog, ...steady, ...again, ...steady]), 4096, 'stats.jsonl');
+    expect(h?.compression?.source).toMatch(/over 12 epochs/);
+    // a stream that never settles keeps every epoch
+    const [k] = parseInput(lines([full, ...backlog, ...steady.slice(0, 4)]), 4096, 'stats.jsonl');
+    expect(k?.compression?.source).toMatch(/over 7 epochs/);
+    expect(k?.notes.join()).not.toMatch(/catch-up/);
   });
   it('refuses bad rows, short rows, empty traces and missing columns', async () => {
     expect(await codeOfAsync(loadInput(fixture('trace/bad-row.csv'), 4096))).toBe('RWAN_ERR_INVALID_INPUT');
