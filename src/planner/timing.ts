@@ -26,7 +26,8 @@
  *
  *   xl         E = T + pause + ack                      (libxl re-arms its timer after the commit)
  *   periodic   E = max(T, pause + ack)                  (paper Remus: one checkpoint in flight)
- *   pipelined  E = max(T, pause + x, (pause + ack) / W) (W epochs in flight)
+ *   pipelined  E = max(T, x, (pause + ack) / W)         (W epochs in flight; the link carries the
+ *                                                        last checkpoint's tail during a pause)
  *
  * E feeds back into D(E); the smallest fixed point ≥ T is found by monotone iteration (the map is
  * non-decreasing in E, so iterating from T climbs towards it), accelerated with Aitken's Δ² and closed
@@ -216,7 +217,7 @@ function need(ctx: GuestContext, t: number, e: number, rtt: number, goodput: num
     case 'periodic':
       return pause + ack;
     case 'pipelined':
-      return Math.max(pause + x, (pause + ack) / ctx.policy.inFlight);
+      return Math.max(x, (pause + ack) / ctx.policy.inFlight);
   }
 }
 
@@ -321,13 +322,9 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
   const hedgeBps = copies ? 0 : Math.min((hedgeShare(ctx) * wire) / e, Math.max(0, usable - baseBps));
   const avgBps = baseBps + hedgeBps;
   // The slot a checkpoint must be sent in: periodic — inside its epoch, after the pause and before the
-  // ack; pipelined — one epoch (acks overlap); xl — no deadline, the percentile checkpoint's rate.
-  const slot =
-    policy.mode === 'periodic'
-      ? e - pauseS - (ackS - transferS)
-      : policy.mode === 'pipelined'
-        ? e - pauseS
-        : e;
+  // ack; pipelined — one epoch (acks overlap, and the next pause overlaps its tail); xl — no
+  // deadline, the percentile checkpoint's rate.
+  const slot = policy.mode === 'periodic' ? e - pauseS - (ackS - transferS) : e;
   const peakLink = copiedAt(ctx, peakWire, ackS, e) ? 2 * peakWire : peakWire;
   const peakBps = slot > 0 ? peakLink / slot : peakLink > 0 ? Number.POSITIVE_INFINITY : 0;
   const utilisation = avgBps / goodput;
@@ -345,7 +342,7 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
     policy.mode === 'periodic'
       ? t - pauseT - waitT
       : policy.mode === 'pipelined'
-        ? Math.min(t - pauseT, policy.inFlight * t - pauseT - waitT)
+        ? Math.min(t, policy.inFlight * t - pauseT - waitT)
         : Number.POSITIVE_INFINITY; // xl: no deadline, the mean rate alone sizes the channels
   const requiredBps = Math.max(
     avgBps / (1 - policy.headroom),
@@ -361,11 +358,14 @@ export function evaluateEpoch(ctx: GuestContext, t: number, rtt = ctx.link.rttS,
         `dirties faster than the link carries: checkpoints never catch up (≥ ${mbit(longRate)} needed even at ${MAX_EPOCH_S} s epochs, ${mbit(goodput)} available)`,
     );
   } else if (policy.mode !== 'xl' && e > t * (1 + 1e-6)) {
-    say(
-      'stretch',
-      () =>
-        `a checkpoint needs ${ms(e)} (pause ${ms(pauseS)} + transfer ${ms(transferS)}${policy.mode === 'periodic' ? ` + RTT ${ms(rtt)}` : ''}): the ${ms(t)} epoch stretches to ${ms(e)}`,
-    );
+    const W = policy.inFlight;
+    const need =
+      policy.mode === 'periodic'
+        ? `a checkpoint needs ${ms(e)} (pause ${ms(pauseS)} + transfer ${ms(transferS)} + RTT ${ms(rtt)})`
+        : transferS >= (pauseS + ackS) / W
+          ? `a checkpoint takes ${ms(transferS)} on the link`
+          : `${W} checkpoints in flight each need ${ms(pauseS + ackS)} (pause + ack)`;
+    say('stretch', () => `${need}: the ${ms(t)} epoch stretches to ${ms(e)}`);
   }
   if (converged && avgBps > usable) {
     say(

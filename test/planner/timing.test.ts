@@ -267,6 +267,25 @@ describe('evaluateEpoch — pipelined', () => {
     expect(eight.effectiveS).toBe(0.05);
     expect(eight.latencyMeanS).toBeCloseTo(0.025 + 0.001 + x + 0.2, 9);
   });
+  it('the link carries the last checkpoint during a pause: only the transfer must fit in the epoch', () => {
+    const pausing = (bps: number, g = guest([m(1, 1000)])) =>
+      ctx(
+        g,
+        link(bps, 0.025),
+        policy({ mode: 'pipelined', inFlight: 4, pause: { baseS: 0.08, perPageS: 0 } }),
+      );
+    // 80 ms pause + 32.8 ms transfer is more than the epoch; the transfer alone, and (pause + ack)/4, are not
+    const ev = evaluateEpoch(pausing(B), 0.1);
+    expect(ev.effectiveS).toBe(0.1);
+    expect(ev.peakBps).toBeCloseTo(410_400 / 0.1, 3); // its slot is the epoch
+    expect(ev.reasons.map((r) => r.tag)).not.toContain('stretch');
+    // D(T) sublinear (200 pages in 100 ms, 1000 in 1 s): at 7 MB/s a 100 ms checkpoint takes 117 ms to
+    // send, so the epoch stretches to where the link carries one per epoch (x(E) = E)
+    const slow = evaluateEpoch(pausing(7e6, guest([m(0.1, 200), m(1, 1000)])), 0.1);
+    expect(slow.effectiveS).toBeGreaterThan(0.1);
+    expect(slow.transferS).toBeCloseTo(slow.effectiveS, 6);
+    expect(slow.reasons.find((r) => r.tag === 'stretch')?.text).toMatch(/a checkpoint takes .* on the link/);
+  });
 });
 
 describe('evaluateEpoch — limits', () => {
