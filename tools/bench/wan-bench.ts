@@ -238,7 +238,8 @@ contenders: ${CONTENDERS.map((c) => c.name).join(', ')}
 (the head of tools/bench/wan-bench.ts says what each does and what a run measures)`,
   {
     flags: ['--json', '--quick', '--keep'],
-    options: ['--links', '--contenders', '--rates', '--seconds', '--pages', '--svg', '--from-json'].concat([
+    options: ['--links', '--contenders', '--rates', '--seconds', '--pages', '--store-root', '--svg'].concat([
+      '--from-json',
       '--daemon-args',
       '--send-args',
       '--log-level',
