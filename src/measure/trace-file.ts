@@ -357,18 +357,7 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
     // a daemon's full copy (session start, resync) is every page, not what the guest dirtied
     if (fullCol >= 0 && field(fullCol) === 'true') {
       skippedFull++;
-      epochs.push({
-        full: true,
-        windowS: 0,
-        pages: 0,
-        raw: NaN,
-        wire: NaN,
-        encodeMs: NaN,
-        sendMs: NaN,
-        copy: NaN,
-        hedged: NaN,
-        state: NaN,
-      });
+      epochs.push(FULL_COPY);
       return;
     }
     const w = field(windowCol) ?? '';
@@ -436,8 +425,8 @@ function parseCounts(rows: Rows, countKey: string, source: string): GuestMeasure
       }
     }
   });
-  const caughtUp = catchUp.filter(Boolean).length;
   const isDaemon = rows.keys.includes('wireBytes');
+  const caughtUp = isDaemon ? catchUp.filter(Boolean).length : 0;
   // a daemon measures each epoch's real length, which jitters around the configured interval: epochs
   // within 10 % of each other are samples of one window (their median length), not windows of their own
   const windows = isDaemon ? clusterWindows(byWindow, 0.1) : byWindow;
@@ -499,6 +488,20 @@ interface CountRow {
   hedged: number;
   state: number;
 }
+
+/** A full copy's row: only its place in the file counts. */
+const FULL_COPY: CountRow = {
+  full: true,
+  windowS: 0,
+  pages: 0,
+  raw: Number.NaN,
+  wire: Number.NaN,
+  encodeMs: Number.NaN,
+  sendMs: Number.NaN,
+  copy: Number.NaN,
+  hedged: Number.NaN,
+  state: Number.NaN,
+};
 
 /** Epochs in a row, each at most SETTLED_WITHIN × the median epoch, that end a full copy's catch-up. */
 const SETTLED_RUN = 5;
