@@ -139,7 +139,7 @@ const TARGET_MBPS = 500;
 const { has, opt } = commandLine(
   `npm run bench:transport [-- --json] [--quick] [--runs N] [--seconds S] [--only writer,configs,epochs]
   [--epoch-ms 20,50,100] [--from-rate N | --rates N,N…] [--profile DIR [--profile-rate PAGES_PER_S]]
-  [--store-root DIR] [--image-root DIR] [--keep] [--log-level L] [--encoder worker|pool|inline]
+  [--pages N] [--store-root DIR] [--image-root DIR] [--keep] [--log-level L] [--encoder worker|pool|inline]
 (the head of tools/bench/transport-bench.ts says what each does and what a run measures)`,
   {
     flags: ['--json', '--quick', '--keep'],
