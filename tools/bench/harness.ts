@@ -22,24 +22,38 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 /**
- * A benchmark's command line: its flags (`has`) and its options with a value (`opt`). `--help` prints
- * the usage and exits; an argument that is neither a known flag nor a known option's value exits
- * with 2 (a misspelt option would otherwise start a long run with the defaults).
+ * The options a usage text names, each with whether it takes a value: `--name` followed by a
+ * placeholder (`[--rates N,…]`, `[--encoder worker|pool]`) takes one, `--name]` is a flag. The usage is
+ * the one list of a benchmark's options, so that it cannot name one the command line refuses.
  */
-export function commandLine(
-  usage: string,
-  known: { flags: readonly string[]; options: readonly string[] },
-  args: readonly string[] = process.argv.slice(2),
-) {
+export function usageOptions(usage: string): Map<string, boolean> {
+  const out = new Map<string, boolean>();
+  for (const m of usage.matchAll(/(--[a-z][\w-]*)( [^\s[\]|-])?/g))
+    out.set(m[1] as string, m[2] !== undefined);
+  return out;
+}
+
+/**
+ * A benchmark's command line: its flags (`has`) and its options with a value (`opt`), as its usage
+ * text names them ({@link usageOptions}). `--help` prints the usage and exits; an argument that is
+ * neither a known flag nor a known option's value, or an option without its value, exits with 2 (a
+ * misspelt option would otherwise start a long run with the defaults).
+ */
+export function commandLine(usage: string, args: readonly string[] = process.argv.slice(2)) {
   if (args.includes('--help') || args.includes('-h')) {
     process.stdout.write(`${usage}\n`);
     process.exit(0);
   }
+  const known = usageOptions(usage);
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
-    if (known.options.includes(a)) i++;
-    else if (!known.flags.includes(a)) {
+    const takesValue = known.get(a);
+    if (takesValue === undefined) {
       process.stderr.write(`unknown argument "${a}" (--help lists the options)\n`);
+      process.exit(2);
+    }
+    if (takesValue && ++i >= args.length) {
+      process.stderr.write(`${a} needs a value (--help lists the options)\n`);
       process.exit(2);
     }
   }

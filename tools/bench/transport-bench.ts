@@ -141,17 +141,6 @@ const { has, opt } = commandLine(
   [--epoch-ms 20,50,100] [--from-rate N | --rates N,N…] [--profile DIR [--profile-rate PAGES_PER_S]]
   [--pages N] [--store-root DIR] [--image-root DIR] [--keep] [--log-level L] [--encoder worker|pool|inline]
 (the head of tools/bench/transport-bench.ts says what each does and what a run measures)`,
-  {
-    flags: ['--json', '--quick', '--keep'],
-    options: ['--runs', '--seconds', '--only', '--epoch-ms', '--from-rate', '--rates', '--profile'].concat([
-      '--profile-rate',
-      '--store-root',
-      '--image-root',
-      '--log-level',
-      '--encoder',
-      '--pages',
-    ]),
-  },
 );
 const json = has('--json');
 /** --epoch-ms 20,100: the epoch lengths of the epochs section (default 20, 50, 100; 20, 100 with --quick). */

@@ -236,15 +236,6 @@ const { has, opt } = commandLine(
 links: ${LINKS.map((l) => l.name).join(', ')}
 contenders: ${CONTENDERS.map((c) => c.name).join(', ')}
 (the head of tools/bench/wan-bench.ts says what each does and what a run measures)`,
-  {
-    flags: ['--json', '--quick', '--keep'],
-    options: ['--links', '--contenders', '--rates', '--seconds', '--pages', '--store-root', '--svg'].concat([
-      '--from-json',
-      '--daemon-args',
-      '--send-args',
-      '--log-level',
-    ]),
-  },
 );
 const json = has('--json');
 const quick = has('--quick');
