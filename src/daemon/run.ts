@@ -256,14 +256,7 @@ export async function runSend(s: SendSettings): Promise<number> {
     epochMs: s.epochMs,
     ...(s.maxEpochs === undefined ? {} : { maxEpochs: s.maxEpochs }),
   });
-  // output commit: each proxy's answers wait for the epoch captured after them
-  const proxies = await Promise.all(
-    (s.proxies ?? []).map((p) => startProxy({ ...p, maxHeldBytes: s.proxyBufferBytes ?? 16 * 2 ** 20, log })),
-  );
-  for (const p of proxies) {
-    session.on('capture-start', (epoch: number) => p.gate.captureStarting(epoch));
-    session.on('epoch', (e: SenderEpochStats) => p.gate.acked(e.epoch));
-  }
+  const proxies: Awaited<ReturnType<typeof startProxy>>[] = [];
   const stats = s.statsFile ? new StatsFile(s.statsFile) : undefined;
   const rates = new Rates();
   const loop = new LoopDelay();
@@ -318,9 +311,26 @@ export async function runSend(s: SendSettings): Promise<number> {
     log.info({ rateLimit: session.rate.settings }, 'rate limit changed');
     return { rateLimit: session.rate.settings };
   };
+  // the endpoint, then the proxies, before any client or the receiver is served: a sender that cannot
+  // open one of them has accepted nothing
   const http = s.metrics
     ? await serveHttp(s.metrics, senderMetrics(session, loop), status, { '/rate': onRate }, log)
     : undefined;
+  // output commit: each proxy's answers wait for the epoch captured after them
+  const started = await Promise.allSettled(
+    (s.proxies ?? []).map((p) => startProxy({ ...p, maxHeldBytes: s.proxyBufferBytes ?? 16 * 2 ** 20, log })),
+  );
+  for (const r of started) if (r.status === 'fulfilled') proxies.push(r.value);
+  const failed = started.find((r) => r.status === 'rejected');
+  if (failed) {
+    for (const p of proxies) await p.close();
+    http?.close();
+    throw failed.reason;
+  }
+  for (const p of proxies) {
+    session.on('capture-start', (epoch: number) => p.gate.captureStarting(epoch));
+    session.on('epoch', (e: SenderEpochStats) => p.gate.acked(e.epoch));
+  }
   log.info(
     { image: s.image, peer: `${s.connect.host}:${s.connect.port}`, security: s.security.kind },
     'sending',
@@ -428,21 +438,6 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
         .catch((err: Error) => log.error({ event: ev, hook: cmd, err: err.message }, 'hook failed'));
     }
   });
-  const listener = await listen(
-    security,
-    { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
-    (socket, peer) => {
-      socket.on('error', () => undefined); // the channel reports it
-      session.accept(socket, peer);
-    },
-    (err, remote) => {
-      session.noteRefusal(String(err.details.reason ?? err.code));
-      log.warn(
-        { remote, code: err.code, reason: err.details.reason, err: err.message },
-        'connection refused',
-      );
-    },
-  );
   const status = () => ({
     role: 'receive',
     name: s.name,
@@ -459,9 +454,31 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
     store: { dir: s.store, ...session.store.state }, // the session reopens its store after a rejected epoch
     eventLoopDelay: loop.snapshot(),
   });
+  // the endpoint before the listener: a receiver that cannot serve it accepts no primary
   const http = s.metrics
     ? await serveHttp(s.metrics, receiverMetrics(session, loop), status, promoteHandler(session), log)
     : undefined;
+  let listener: Awaited<ReturnType<typeof listen>>;
+  try {
+    listener = await listen(
+      security,
+      { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
+      (socket, peer) => {
+        socket.on('error', () => undefined); // the channel reports it
+        session.accept(socket, peer);
+      },
+      (err, remote) => {
+        session.noteRefusal(String(err.details.reason ?? err.code));
+        log.warn(
+          { remote, code: err.code, reason: err.details.reason, err: err.message },
+          'connection refused',
+        );
+      },
+    );
+  } catch (err) {
+    http?.close();
+    throw err;
+  }
   log.info({ listen: `${s.listen.host}:${listener.port}`, security: s.security.kind }, 'listening');
   const stopped = new Promise<void>((resolve) => session.once('fatal', () => resolve()));
   const sig = await Promise.race([untilSignal(), stopped.then(() => 'fatal')]);

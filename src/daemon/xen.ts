@@ -153,15 +153,6 @@ export async function runXenReceive(s: XenReceiveSettings): Promise<number> {
   session.on('ended', (why: string) =>
     log.info({ why }, 'the stream ended: the receive command’s stdin is closed'),
   );
-  const listener = await listen(
-    security,
-    { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
-    (socket, peer) => {
-      socket.on('error', () => undefined);
-      session.accept(socket, peer);
-    },
-    (err, remote) => log.warn({ remote, code: err.code, err: err.message }, 'connection refused'),
-  );
   const loop = new LoopDelay();
   const status = () => ({
     role: 'xen-receive',
@@ -176,9 +167,25 @@ export async function runXenReceive(s: XenReceiveSettings): Promise<number> {
     connectedChannels: session.connectedChannels,
     counters: session.counters,
   });
+  // the endpoint before the listener: a receiver that cannot serve it accepts no primary
   const http = s.metrics
     ? await serveHttp(s.metrics, xenReceiverMetrics(session, loop), status, promoteHandler(session), log)
     : undefined;
+  let listener: Awaited<ReturnType<typeof listen>>;
+  try {
+    listener = await listen(
+      security,
+      { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
+      (socket, peer) => {
+        socket.on('error', () => undefined);
+        session.accept(socket, peer);
+      },
+      (err, remote) => log.warn({ remote, code: err.code, err: err.message }, 'connection refused'),
+    );
+  } catch (err) {
+    http?.close();
+    throw err;
+  }
   log.info({ listen: `${s.listen.host}:${listener.port}`, command: s.receiveCommand }, 'listening');
   const why = await Promise.race([untilSignal(), sink.done.then(() => 'the receive command exited')]);
   log.info({ why }, 'stopping');
