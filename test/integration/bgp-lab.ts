@@ -7,22 +7,10 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { closeSync, constants, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-
-/** A free TCP port on 127.0.0.1. */
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePorts } from '../../tools/bench/harness.js';
 
 export interface Speaker {
   /** The speaker's address (its router id, and BGP next hop `self`). */
@@ -54,7 +42,7 @@ const RUN = '/run/exabgp';
 
 export async function startBgpLab(): Promise<BgpLab> {
   const dir = mkdtempSync(join(tmpdir(), 'rwan-bgp-lab-'));
-  const port = await freePort();
+  const [port] = (await freePorts(1)) as [number];
   const sock = join(dir, 'bird.ctl');
   const children: ChildProcess[] = [];
   const pipes: string[] = [];

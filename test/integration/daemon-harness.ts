@@ -13,6 +13,7 @@ import { createServer, connect as netConnect, type Server, type Socket } from 'n
 import { join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { freePorts } from '../../tools/bench/harness.js';
 
 /** The project's root directory. */
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -44,22 +45,6 @@ export function assertFreshBuild(): void {
     throw new Error(
       `dist/ is missing or older than ${stale.length} source file(s) (${stale.slice(0, 5).join(', ')}…): run \`npm run build\` first`,
     );
-  }
-}
-
-/** `n` distinct TCP ports of 127.0.0.1 that nothing listens on right now. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = Array.from({ length: n }, () => createServer());
-  try {
-    for (const server of servers) {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(0, '127.0.0.1', resolve);
-      });
-    }
-    return servers.map((server) => (server.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
   }
 }
 
@@ -308,8 +293,9 @@ export function readJsonl<T>(path: string, o: { tornTail?: boolean } = {}): T[] 
   return out;
 }
 
-/** A small seeded random source in [0, 1), so a failing run can be replayed with its seed. */
 export { prng as seededRandom } from '../../tools/gen-trace.js';
+/** A small seeded random source in [0, 1), so a failing run can be replayed with its seed. */
+export { freePorts };
 
 /**
  * A TCP relay on 127.0.0.1 to a target port: bytes forwarded both ways, unchanged (TLS runs end to

@@ -12,7 +12,13 @@ import { assertFreshBuild } from './daemon-harness.js';
 const proof = join(import.meta.dirname, '..', '..', 'tools', 'commit', 'proof.mjs');
 const run = (...args: string[]) => {
   const r = spawnSync(process.execPath, [proof, ...args, '--json'], { encoding: 'utf8', timeout: 300_000 });
-  return { code: r.status, report: JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}'), err: r.stderr };
+  let report: Record<string, number>;
+  try {
+    report = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '');
+  } catch {
+    throw new Error(`the proof printed no report (exit ${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
+  }
+  return { code: r.status, report, err: r.stderr };
 };
 
 describe('output commit: nothing a client was told is lost', () => {

@@ -103,7 +103,7 @@ import {
   alive,
   commandLine,
   cpuSeconds,
-  freePort,
+  freePorts,
   httpText,
   ioCounter,
   live,
@@ -251,7 +251,7 @@ async function measure(s: Setting, env: Env): Promise<Measured> {
     });
     children.push(writer);
     const wpid = await ready;
-    const [port, recvHttp, sendHttp] = [await freePort(), await freePort(), await freePort()];
+    const [port, recvHttp, sendHttp] = (await freePorts(3)) as [number, number, number];
     const nodeFlags = (who: string) => [
       ...DAEMON_FLAGS,
       ...(env.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(env.profileDir, who)}`] : []),

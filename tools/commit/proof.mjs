@@ -12,15 +12,18 @@
  *                               [--direct] [--json]
  *
  * Prints one line per run and the totals (runs, writes acknowledged, losses: must be 0); exits 1 on
- * any loss. `--direct` is the control: the clients talk to the service itself, past the proxy, and
+ * any loss, and 2 when a run could not be done (a daemon that did not start or was not promoted: the
+ * reason, with its output, on stderr; with --json also `{"error", "results"}` on stdout). A run whose
+ * port was taken before its daemon opened it begins again on new ports (up to 3 times). `--direct` is the control: the clients talk to the service itself, past the proxy, and
  * then acknowledged writes are lost. Needs `npm run build`.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { freePorts } from '../../dist/tools/bench/harness.js';
 
 const root = join(dirname(new URL(import.meta.url).pathname), '..', '..');
 const WAN = join(root, 'dist', 'src', 'cli', 'wan.js');
@@ -41,30 +44,33 @@ const { values: o } = parseArgs({
 const [killMin, killMax] = o['kill-between'].split(',').map(Number);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-async function freePort() {
-  const s = createServer();
-  await new Promise((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** A child process, its output in `log`, resolved exit in `exited`. */
-function start(args, log) {
+/** A child process named `name`, its output in `output()`, resolved exit in `exited`. */
+function start(name, args) {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   child.stderr.on('data', (d) => (out += d));
   child.exited = new Promise((r) => child.once('exit', r));
   child.output = () => out;
-  child.log = log;
+  child.processName = name;
   return child;
 }
 
-async function until(what, ms, cond) {
+const gone = (c) => c.exitCode !== null || c.signalCode !== null;
+
+/** A run that could not begin: a daemon or the service ended, or did not get ready, in time. */
+class StartError extends Error {}
+
+/** Waits for `cond`; a child of `children` that ends first, or `ms` passing, is a StartError. */
+async function until(what, ms, cond, children) {
   const t0 = Date.now();
   while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    const ended = children.find(gone);
+    if (ended)
+      throw new StartError(
+        `the ${ended.processName} exited (${ended.exitCode ?? ended.signalCode}) before ${what}:\n${ended.output().trim()}`,
+      );
+    if (Date.now() - t0 > ms) throw new StartError(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(20);
   }
 }
@@ -81,16 +87,10 @@ async function oneRun(run, next) {
   const dir = mkdtempSync(join(tmpdir(), 'rwan-proof-'));
   const image = join(dir, 'state.img');
   writeFileSync(image, Buffer.alloc(SLOT * SLOTS));
-  const [rx, rxHttp, svc, proxy, txHttp] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-  ];
+  const [rx, rxHttp, svc, proxy, txHttp] = await freePorts(5);
   const children = [];
   try {
-    const receiver = start([
+    const receiver = start('receiver', [
       WAN,
       'receive',
       '--insecure',
@@ -106,10 +106,10 @@ async function oneRun(run, next) {
       'warn',
     ]);
     children.push(receiver);
-    const service = start([KV, '--file', image, '--listen', `127.0.0.1:${svc}`]);
+    const service = start('service', [KV, '--file', image, '--listen', `127.0.0.1:${svc}`]);
     children.push(service);
-    await until('the service', 10_000, () => service.output().includes('listening'));
-    const sender = start([
+    await until('the service listened', 10_000, () => service.output().includes('listening'), children);
+    const sender = start('sender', [
       WAN,
       'send',
       '--connect',
@@ -129,7 +129,12 @@ async function oneRun(run, next) {
       'warn',
     ]);
     children.push(sender);
-    await until('replication', 20_000, async () => (await status(txHttp))?.state === 'replicating');
+    await until(
+      'replication began',
+      20_000,
+      async () => (await status(txHttp))?.state === 'replicating',
+      children,
+    );
 
     // clients: each writes a fresh key, waits for its acknowledgement, records it, goes on
     const acked = new Map();
@@ -176,6 +181,7 @@ async function oneRun(run, next) {
     // the backup takes over: its replica is exactly its last complete epoch
     const res = await fetch(`http://127.0.0.1:${rxHttp}/promote`, { method: 'POST', body: '{"token":1}' });
     const promoted = (await res.json()).promoted;
+    if (!res.ok || !promoted) throw new Error(`the backup was not promoted (HTTP ${res.status})`);
     const replica = readFileSync(join(dir, 'store', 'replica.img'));
     let lost = 0;
     for (const [k, v] of acked) {
@@ -195,21 +201,41 @@ async function oneRun(run, next) {
       backupEpoch: promoted?.epoch ?? null,
     };
   } finally {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of children) if (!gone(c)) c.kill('SIGKILL');
     await Promise.all(children.map((c) => c.exited));
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
 const results = [];
-for (let run = 1; run <= Number(o.runs); run++) {
-  let key = 0;
-  const r = await oneRun(run, () => key++);
-  results.push(r);
-  if (!o.json)
-    process.stdout.write(
-      `run ${r.run}: killed after ${r.killAtMs} ms, ${r.acked} writes acknowledged, ${r.lost} lost (backup at epoch ${r.backupEpoch})\n`,
-    );
+try {
+  for (let run = 1; run <= Number(o.runs); run++) {
+    let key = 0;
+    let r;
+    for (let attempt = 1; r === undefined; attempt++) {
+      try {
+        r = await oneRun(run, () => key++);
+      } catch (err) {
+        // a port found free but taken by another process before its daemon opened it: the run had
+        // not begun (no client had written), so it begins again on new ports
+        if (!(err instanceof StartError) || !err.message.includes('EADDRINUSE') || attempt === 3) throw err;
+        process.stderr.write(
+          `run ${run}: a port was taken before its daemon opened it; again on new ports\n`,
+        );
+        key = 0;
+      }
+    }
+    results.push(r);
+    if (!o.json)
+      process.stdout.write(
+        `run ${r.run}: killed after ${r.killAtMs} ms, ${r.acked} writes acknowledged, ${r.lost} lost (backup at epoch ${r.backupEpoch})\n`,
+      );
+  }
+} catch (err) {
+  // no verdict: say why, and with --json say it on stdout too (with the runs done)
+  process.stderr.write(`proof: run ${results.length + 1} failed: ${err.message}\n`);
+  if (o.json) process.stdout.write(`${JSON.stringify({ error: err.message, results })}\n`);
+  process.exit(2);
 }
 const total = {
   runs: results.length,
