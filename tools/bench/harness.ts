@@ -16,7 +16,7 @@ import {
   rmSync,
   statSync,
 } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -174,22 +174,35 @@ export function nodeFlagsOf(script: string): string[] {
     .filter((f) => f !== '');
 }
 
+/** The ports {@link freePorts} has handed out in this process. */
+const handedOut = new Set<number>();
+
 /**
- * `n` distinct TCP ports of 127.0.0.1 that nothing listens on right now: each is held until all are
- * found (ports taken and given back one at a time can repeat, and two daemon addresses then collide).
+ * `n` distinct TCP ports of 127.0.0.1 that nothing listens on right now and that this process has not
+ * been handed before: each is held until all are found. Ports taken and given back one at a time can
+ * repeat, so two daemons (or two addresses of one), given ports by separate calls before the first
+ * has opened its own, would collide.
  */
 export async function freePorts(n: number): Promise<number[]> {
-  const servers = Array.from({ length: n }, () => createServer());
+  const held: Server[] = [];
+  const ports: number[] = [];
   try {
-    for (const server of servers) {
+    while (ports.length < n) {
+      if (held.length > n + 1000) throw new Error('freePorts: no port left that was not handed out before');
+      const server = createServer();
+      held.push(server);
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(0, '127.0.0.1', resolve);
       });
+      const { port } = server.address() as { port: number };
+      if (handedOut.has(port)) continue; // held: the next one is another port
+      handedOut.add(port);
+      ports.push(port);
     }
-    return servers.map((server) => (server.address() as { port: number }).port);
+    return ports;
   } finally {
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    await Promise.all(held.map((server) => new Promise((resolve) => server.close(resolve))));
   }
 }
 
