@@ -174,6 +174,16 @@ export async function serveHttp(
   return server;
 }
 
+/** What `open` opens; if it cannot, the endpoint `http` (opened before it) is closed too. */
+export async function closingOnFailure<T>(http: Server | undefined, open: () => Promise<T>): Promise<T> {
+  try {
+    return await open();
+  } catch (err) {
+    http?.close();
+    throw err;
+  }
+}
+
 /** Resolves on the first SIGTERM or SIGINT. */
 export function untilSignal(): Promise<string> {
   return new Promise((resolve) => {
@@ -458,9 +468,8 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
   const http = s.metrics
     ? await serveHttp(s.metrics, receiverMetrics(session, loop), status, promoteHandler(session), log)
     : undefined;
-  let listener: Awaited<ReturnType<typeof listen>>;
-  try {
-    listener = await listen(
+  const listener = await closingOnFailure(http, () =>
+    listen(
       security,
       { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
       (socket, peer) => {
@@ -474,11 +483,8 @@ export async function runReceive(s: ReceiveSettings): Promise<number> {
           'connection refused',
         );
       },
-    );
-  } catch (err) {
-    http?.close();
-    throw err;
-  }
+    ),
+  );
   log.info({ listen: `${s.listen.host}:${listener.port}`, security: s.security.kind }, 'listening');
   const stopped = new Promise<void>((resolve) => session.once('fatal', () => resolve()));
   const sig = await Promise.race([untilSignal(), stopped.then(() => 'fatal')]);

@@ -22,6 +22,7 @@ import { fdInput, XenStreamSource } from '../xen/stream-source.js';
 import { type XenEpochStats, XenReceiverSession } from '../xen/xen-receiver.js';
 import type { TunnelSettings, XenReceiveSettings } from './config.js';
 import {
+  closingOnFailure,
   makeSenderSession,
   promoteHandler,
   StatsFile,
@@ -171,9 +172,8 @@ export async function runXenReceive(s: XenReceiveSettings): Promise<number> {
   const http = s.metrics
     ? await serveHttp(s.metrics, xenReceiverMetrics(session, loop), status, promoteHandler(session), log)
     : undefined;
-  let listener: Awaited<ReturnType<typeof listen>>;
-  try {
-    listener = await listen(
+  const listener = await closingOnFailure(http, () =>
+    listen(
       security,
       { host: s.listen.host, port: s.listen.port, handshakeTimeoutMs: s.handshakeTimeoutMs },
       (socket, peer) => {
@@ -181,11 +181,8 @@ export async function runXenReceive(s: XenReceiveSettings): Promise<number> {
         session.accept(socket, peer);
       },
       (err, remote) => log.warn({ remote, code: err.code, err: err.message }, 'connection refused'),
-    );
-  } catch (err) {
-    http?.close();
-    throw err;
-  }
+    ),
+  );
   log.info({ listen: `${s.listen.host}:${listener.port}`, command: s.receiveCommand }, 'listening');
   const why = await Promise.race([untilSignal(), sink.done.then(() => 'the receive command exited')]);
   log.info({ why }, 'stopping');

@@ -14,8 +14,9 @@
  * Prints one line per run and the totals (runs, writes acknowledged, losses: must be 0); exits 1 on
  * any loss, and 2 when a run could not be done (a daemon that did not start or was not promoted: the
  * reason, with its output, on stderr; with --json also `{"error", "results"}` on stdout). A run whose
- * port was taken before its daemon opened it begins again on new ports (up to 3 times). `--direct` is the control: the clients talk to the service itself, past the proxy, and
- * then acknowledged writes are lost. Needs `npm run build`.
+ * port was taken before its daemon opened it begins again on new ports (up to 3 times). `--direct`
+ * is the control: the clients talk to the service itself, past the proxy, and then acknowledged
+ * writes are lost. Needs `npm run build`.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
