@@ -68,7 +68,7 @@ protocol bgp site${n} {
   });
   children.push(bird);
   const birdc = (...args: string[]) =>
-    execFileSync('birdc', ['-s', sock, ...args], { encoding: 'utf8', timeout: 5000 });
+    execFileSync('birdc', ['-s', sock, ...args], { encoding: 'utf8', timeout: 5000, stdio: 'pipe' });
   for (let i = 0; ; i++) {
     try {
       birdc('show', 'status');
