@@ -45,53 +45,43 @@ describe('a daemon that cannot open an address serves nothing', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('receive: its endpoint port taken, the listener never accepts', async () => {
-    const [port] = (await freePorts(1)) as [number];
-    const rx = procs.start('receiver', [
-      WAN,
-      ...['receive', '--insecure', '--listen', `127.0.0.1:${port}`, '--store', join(dir, 'store')],
-      ...['--metrics', `127.0.0.1:${takenPort}`],
-    ]);
-    expect(await acceptedUntilExit(rx, port), procs.report()).toBe(0);
-    expect((await rx.exited).code, procs.report()).toBe(8);
-    expect(rx.log()).toMatch(/RWAN_ERR_CONNECT: metrics 127\.0\.0\.1:\d+: EADDRINUSE/);
-  }, 30_000);
-
-  it('xen-receive: its endpoint port taken, the listener never accepts', async () => {
-    const [port] = (await freePorts(1)) as [number];
-    const rx = procs.start('xen-receiver', [
-      WAN,
-      ...[
-        'xen-receive',
+  /** Each daemon's arguments, given the port that must not accept (`open`) and a free port where nothing listens (`other`). */
+  const daemons: Array<[string, string, (open: number, other: number, dir: string) => string[]]> = [
+    [
+      'receive',
+      'the listener',
+      (open, _, d) => ['receive', '--listen', `127.0.0.1:${open}`, '--store', join(d, 'store')],
+    ],
+    [
+      'xen-receive',
+      'the listener',
+      (open) => ['xen-receive', '--listen', `127.0.0.1:${open}`, '--receive-command', 'cat >/dev/null'],
+    ],
+    [
+      'send',
+      'the output-commit proxy',
+      (open, other, d) => {
+        writeFileSync(join(d, 'image'), Buffer.alloc(16 * 4096));
+        const proxy = `127.0.0.1:${open}=127.0.0.1:${other}`;
+        return ['send', '--connect', `127.0.0.1:${other}`, '--image', join(d, 'image'), '--proxy', proxy];
+      },
+    ],
+  ];
+  it.each(daemons)(
+    '%s: its endpoint port taken, %s never accepts',
+    async (name, _, args) => {
+      const [open, other] = (await freePorts(2)) as [number, number];
+      const daemon = procs.start(name, [
+        WAN,
+        ...args(open, other, dir),
         '--insecure',
-        '--listen',
-        `127.0.0.1:${port}`,
-        '--receive-command',
-        'cat >/dev/null',
-      ],
-      ...['--metrics', `127.0.0.1:${takenPort}`],
-    ]);
-    expect(await acceptedUntilExit(rx, port), procs.report()).toBe(0);
-    expect((await rx.exited).code, procs.report()).toBe(8);
-    expect(rx.log()).toMatch(/RWAN_ERR_CONNECT: metrics 127\.0\.0\.1:\d+: EADDRINUSE/);
-  }, 30_000);
-
-  it('send: its endpoint port taken, the proxy never accepts', async () => {
-    const image = join(dir, 'image');
-    writeFileSync(image, Buffer.alloc(16 * 4096));
-    const [rxPort, proxyPort, servicePort] = (await freePorts(3)) as [number, number, number];
-    const tx = procs.start('sender', [
-      WAN,
-      ...['send', '--insecure', '--connect', `127.0.0.1:${rxPort}`, '--image', image],
-      ...[
-        '--proxy',
-        `127.0.0.1:${proxyPort}=127.0.0.1:${servicePort}`,
         '--metrics',
         `127.0.0.1:${takenPort}`,
-      ],
-    ]);
-    expect(await acceptedUntilExit(tx, proxyPort), procs.report()).toBe(0);
-    expect((await tx.exited).code, procs.report()).toBe(8);
-    expect(tx.log()).toMatch(/RWAN_ERR_CONNECT: metrics 127\.0\.0\.1:\d+: EADDRINUSE/);
-  }, 30_000);
+      ]);
+      expect(await acceptedUntilExit(daemon, open), procs.report()).toBe(0);
+      expect((await daemon.exited).code, procs.report()).toBe(8);
+      expect(daemon.log()).toMatch(/RWAN_ERR_CONNECT: metrics 127\.0\.0\.1:\d+: EADDRINUSE/);
+    },
+    30_000,
+  );
 });
