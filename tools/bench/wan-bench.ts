@@ -867,14 +867,14 @@ function checksFor(l: LinkResult): Check[] {
       link: l.name,
       name: `remus-plan wire bandwidth vs measured (${at})`,
       value: e.bandwidth,
-      target: `within ±15 % (plan ${f1(plan.wireMbps)}, measured ${f1(plan.measuredWireMbps)} Mbit/s)`,
+      target: `within ${WITHIN} (plan ${f1(plan.wireMbps)}, measured ${f1(plan.measuredWireMbps)} Mbit/s)`,
       met: Math.abs(e.bandwidth) <= PLAN_WITHIN,
     });
     out.push({
       link: l.name,
       name: `remus-plan ack latency vs measured mean (${at})`,
       value: e.ack,
-      target: `within ±15 % (plan ${f1(plan.ackMs)}, measured ${f1(plan.measuredAckMs)} ms)`,
+      target: `within ${WITHIN} (plan ${f1(plan.ackMs)}, measured ${f1(plan.measuredAckMs)} ms)`,
       met: Math.abs(e.ack) <= PLAN_WITHIN,
     });
   }
@@ -892,7 +892,7 @@ function checksFor(l: LinkResult): Check[] {
     );
     out.push({
       link: l.name,
-      name: 'remus-plan runs within ±15 % (bandwidth and ack), of the defaults’ runs kept up with',
+      name: `remus-plan runs within ${WITHIN} (bandwidth and ack), of the defaults’ runs kept up with`,
       value: close.length,
       target: `all ${ladder.length} (worst bandwidth ${worst('bandwidth')}, worst ack ${worst('ack')})`,
       met: close.length === ladder.length,
@@ -903,6 +903,8 @@ function checksFor(l: LinkResult): Check[] {
 
 /** How close remus-plan's bandwidth and mean ack must come to the measured ones (relative). */
 const PLAN_WITHIN = 0.15;
+/** PLAN_WITHIN as the checks print it. */
+const WITHIN = `±${PLAN_WITHIN * 100} %`;
 
 /** The planner's relative errors in a run: bandwidth on the link, mean ack. */
 function planError(plan: NonNullable<Run['plan']>): { bandwidth: number; ack: number } {
